@@ -1,0 +1,238 @@
+package endpoint
+
+import (
+	"crypto/rand"
+	"fmt"
+	"net/netip"
+
+	"github.com/gnv-project/gnv/endpoint/geneve"
+	"gvisor.dev/gvisor/pkg/tcpip"
+)
+
+// Mode is what a Geneve endpoint carries.
+type Mode int
+
+const (
+	// L2 carries Ethernet frames (protocol type 0x6558): the overlay NIC
+	// has a MAC address and resolves neighbours with ARP and NDP.
+	L2 Mode = iota
+	// L3 carries bare IPv4 and IPv6 packets (protocol types 0x0800 and
+	// 0x86DD): the overlay NIC is point-to-point with no link header.
+	L3
+)
+
+// String returns "l2" or "l3".
+func (m Mode) String() string {
+	switch m {
+	case L2:
+		return "l2"
+	case L3:
+		return "l3"
+	}
+	return fmt.Sprintf("Mode(%d)", int(m))
+}
+
+// ParseMode parses "l2" or "l3".
+func ParseMode(s string) (Mode, error) {
+	switch s {
+	case "l2", "L2":
+		return L2, nil
+	case "l3", "L3":
+		return L3, nil
+	}
+	return 0, fmt.Errorf("mode %q: valid modes are l2 and l3", s)
+}
+
+// OptionType identifies a Geneve option by class and type. The critical bit
+// is part of the type.
+type OptionType struct {
+	Class uint16
+	Type  uint8
+}
+
+// ControlFunc receives Geneve control packets (O bit set). hdr.Options and
+// payload alias the receive buffer and are only valid during the call.
+type ControlFunc func(hdr *geneve.Header, payload []byte, src netip.AddrPort)
+
+// Default values.
+const (
+	DefaultSrcPortMin = 32768
+	DefaultSrcPortMax = 61000
+	DefaultTTL        = 64
+	DefaultGSOMaxSize = 1 << 16
+)
+
+// Config configures one Geneve endpoint (one VNI on a Socket).
+type Config struct {
+	// VNI is the virtual network identifier, 0..16777215.
+	VNI uint32
+
+	// Mode is L2 (Ethernet inside) or L3 (IP inside).
+	Mode Mode
+
+	// Remotes are the unicast peers. In L2 mode, broadcast, multicast and
+	// unknown unicast frames are replicated to every remote (head-end
+	// replication); L3 mode takes at most one remote.
+	Remotes []netip.Addr
+
+	// Group is an underlay multicast group to send to instead of Remotes.
+	Group netip.Addr
+
+	// RemotePort is the destination UDP port; 0 means 6081.
+	RemotePort uint16
+
+	// MAC is the overlay NIC's address in L2 mode; empty means a random
+	// locally administered unicast address.
+	MAC tcpip.LinkAddress
+
+	// MTU is the overlay IP MTU. 0 derives it from the underlay MTU minus
+	// the outer headers and the options this endpoint sends.
+	MTU uint32
+
+	// SrcPortMin and SrcPortMax bound the outer UDP source port, chosen by
+	// hashing the inner flow (RFC 8926 §3.3). 0 means 32768..61000.
+	SrcPortMin, SrcPortMax uint16
+
+	// TTL is the outer TTL / hop limit for unicast; 0 means 64.
+	TTL uint8
+
+	// TOS is the outer DSCP/TOS byte. Its ECN bits are ignored: the outer
+	// ECN field is copied from the inner header (RFC 6040 normal mode).
+	TOS uint8
+
+	// DF sets the outer IPv4 Don't Fragment bit.
+	DF bool
+
+	// Options are raw option TLVs added to every packet sent.
+	Options []byte
+
+	// KnownCritical lists the critical options this endpoint understands;
+	// packets with any other critical option are dropped (RFC 8926 §3.5.1).
+	KnownCritical []OptionType
+
+	// OnControl receives O-bit control packets. They are never delivered to
+	// the overlay, whether or not OnControl is set.
+	OnControl ControlFunc
+
+	// Promiscuous makes an L2 endpoint deliver unicast frames for any MAC.
+	Promiscuous bool
+
+	// GSOMaxSize is the largest TCP super-packet the overlay stack may hand
+	// down; the endpoint segments it before encapsulation. 0 means 65536;
+	// use DisableGSO to turn it off.
+	GSOMaxSize uint32
+
+	// DisableGSO makes the overlay stack send MSS-sized packets.
+	DisableGSO bool
+
+	// DisableGRO turns off receive coalescing and receive checksum offload:
+	// the overlay stack then validates every inner checksum itself.
+	DisableGRO bool
+}
+
+// validate checks c and fills in defaults; it returns a copy.
+func (c Config) validate(underlayFamily int) (Config, error) {
+	if c.VNI > geneve.MaxVNI {
+		return c, fmt.Errorf("vni %d out of range: valid VNIs are 0..%d", c.VNI, geneve.MaxVNI)
+	}
+	if c.Mode != L2 && c.Mode != L3 {
+		return c, fmt.Errorf("mode %d: valid modes are l2 and l3", int(c.Mode))
+	}
+	if c.Group.IsValid() && len(c.Remotes) > 0 {
+		return c, fmt.Errorf("remote and group are exclusive: give either remote addresses or one multicast group")
+	}
+	if c.Group.IsValid() && !c.Group.IsMulticast() {
+		return c, fmt.Errorf("group %s is not a multicast address (IPv4 224.0.0.0/4 or IPv6 ff00::/8)", c.Group)
+	}
+	if c.Mode == L3 && len(c.Remotes) > 1 {
+		return c, fmt.Errorf("remote: an l3 endpoint takes one remote, got %d", len(c.Remotes))
+	}
+	for _, r := range c.Remotes {
+		if !r.IsValid() || r.IsUnspecified() || r.IsMulticast() {
+			return c, fmt.Errorf("remote %s must be a unicast address (use group for multicast)", r)
+		}
+	}
+	fam := func(a netip.Addr) int {
+		if a.Unmap().Is4() {
+			return 4
+		}
+		return 6
+	}
+	if underlayFamily != 0 {
+		for _, r := range c.Remotes {
+			if fam(r) != underlayFamily {
+				return c, fmt.Errorf("remote %s is IPv%d but the underlay socket is IPv%d", r, fam(r), underlayFamily)
+			}
+		}
+		if c.Group.IsValid() && fam(c.Group) != underlayFamily {
+			return c, fmt.Errorf("group %s is IPv%d but the underlay socket is IPv%d", c.Group, fam(c.Group), underlayFamily)
+		}
+	}
+	if c.RemotePort == 0 {
+		c.RemotePort = geneve.Port
+	}
+	if c.SrcPortMin == 0 && c.SrcPortMax == 0 {
+		c.SrcPortMin, c.SrcPortMax = DefaultSrcPortMin, DefaultSrcPortMax
+	}
+	if c.SrcPortMin == 0 || c.SrcPortMin > c.SrcPortMax {
+		return c, fmt.Errorf("source port range %d..%d: want 1 <= min <= max <= 65535", c.SrcPortMin, c.SrcPortMax)
+	}
+	if c.TTL == 0 {
+		c.TTL = DefaultTTL
+	}
+	c.TOS &^= ecnMask
+	if len(c.Options) > 0 {
+		if len(c.Options) > geneve.MaxOptionsLen {
+			return c, fmt.Errorf("options: %d bytes, valid lengths are 0..%d", len(c.Options), geneve.MaxOptionsLen)
+		}
+		if err := geneve.ValidateOptions(c.Options); err != nil {
+			return c, fmt.Errorf("options: %w", err)
+		}
+		c.Options = append([]byte(nil), c.Options...)
+	}
+	if c.Mode == L2 {
+		if c.MAC == "" {
+			c.MAC = randomMAC()
+		}
+		if len(c.MAC) != 6 {
+			return c, fmt.Errorf("mac %q: want 6 bytes", c.MAC)
+		}
+		if c.MAC[0]&1 != 0 {
+			return c, fmt.Errorf("mac %s is a multicast address; want a unicast MAC", c.MAC)
+		}
+	} else {
+		c.MAC = ""
+	}
+	if c.GSOMaxSize == 0 {
+		c.GSOMaxSize = DefaultGSOMaxSize
+	}
+	if c.DisableGSO {
+		c.GSOMaxSize = 0
+	}
+	return c, nil
+}
+
+// randomMAC returns a random locally administered unicast MAC address.
+func randomMAC() tcpip.LinkAddress {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	b[0] = b[0]&^1 | 2
+	return tcpip.LinkAddress(b[:])
+}
+
+// TunnelMTU returns the overlay IP MTU for an underlay IP MTU: the underlay
+// MTU minus the outer IP header (20 or 40 bytes), UDP (8), Geneve (8), the
+// options (optLen bytes) and, in L2 mode, the inner Ethernet header (14).
+// On a 1500-byte underlay with no options that is 1450/1430 in L2 and
+// 1464/1444 in L3 mode for an IPv4/IPv6 underlay.
+func TunnelMTU(underlayMTU int, underlayFamily int, mode Mode, optLen int) int {
+	ipHdr := 20
+	if underlayFamily == 6 {
+		ipHdr = 40
+	}
+	mtu := underlayMTU - ipHdr - 8 - geneve.HeaderLen - optLen
+	if mode == L2 {
+		mtu -= 14
+	}
+	return mtu
+}

@@ -1,0 +1,260 @@
+// Package endpoint implements Geneve (RFC 8926) as a gVisor netstack link
+// endpoint.
+//
+// An Endpoint is the overlay NIC of one virtual network (one VNI). Packets the
+// overlay stack writes to it are encapsulated (after segmenting TCP
+// super-packets) and handed to an underlay link.Transport through a Socket;
+// datagrams the Socket receives are demultiplexed by VNI, checked and
+// delivered into the overlay stack. Several Endpoints may share one Socket.
+//
+//	overlay stack ─WritePackets→ Endpoint ─encapsulate→ Socket ─WriteBatch→ Transport
+//	overlay stack ←Deliver────── Endpoint ←decapsulate─ Socket ←Receive──── Transport
+//
+// In L2 mode the endpoint is an Ethernet NIC (protocol type 0x6558); in L3
+// mode it carries bare IPv4/IPv6 packets (protocol types 0x0800/0x86DD).
+package endpoint
+
+import (
+	"fmt"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/stack/gro"
+)
+
+// Endpoint is a Geneve tunnel endpoint for one VNI. It implements
+// stack.LinkEndpoint and stack.GSOEndpoint.
+type Endpoint struct {
+	cfg    Config
+	sock   *Socket
+	family int // underlay family, 4 or 6
+
+	mtu      atomic.Uint32
+	linkAddr tcpip.LinkAddress
+	seed     uint32
+	critical map[OptionType]struct{}
+	// optCritical: the options this endpoint sends include a critical one,
+	// so the C bit is set on every packet.
+	optCritical bool
+
+	// dsts are the underlay destinations for flooded traffic: the group, or
+	// every remote. Immutable after New.
+	dsts []netip.AddrPort
+
+	mu         sync.RWMutex
+	dispatcher stack.NetworkDispatcher
+	onClose    func()
+	closed     bool
+
+	// gro and touched belong to the socket's receive goroutine.
+	gro     gro.GRO
+	touched bool
+
+	txPool sync.Pool // *txBatch
+
+	stats counters
+}
+
+var (
+	_ stack.LinkEndpoint = (*Endpoint)(nil)
+	_ stack.GSOEndpoint  = (*Endpoint)(nil)
+)
+
+// New creates the endpoint for cfg.VNI and registers it on sock. A VNI may
+// appear once per socket.
+func New(sock *Socket, cfg Config) (*Endpoint, error) {
+	if sock == nil {
+		return nil, fmt.Errorf("endpoint: nil socket")
+	}
+	fam := 4
+	if la := sock.t.LocalAddr().Addr(); la.IsValid() && !la.Unmap().Is4() {
+		fam = 6
+	}
+	cfg, err := cfg.validate(fam)
+	if err != nil {
+		return nil, err
+	}
+	e := &Endpoint{
+		cfg:      cfg,
+		sock:     sock,
+		family:   fam,
+		linkAddr: cfg.MAC,
+		seed:     cfg.VNI*0x9e3779b9 + 0x7f4a7c15,
+	}
+	e.optCritical = hasCritical(cfg.Options)
+	if len(cfg.KnownCritical) > 0 {
+		e.critical = make(map[OptionType]struct{}, len(cfg.KnownCritical))
+		for _, o := range cfg.KnownCritical {
+			e.critical[o] = struct{}{}
+		}
+	}
+	if cfg.Group.IsValid() {
+		e.dsts = []netip.AddrPort{netip.AddrPortFrom(cfg.Group, cfg.RemotePort)}
+	}
+	for _, r := range cfg.Remotes {
+		e.dsts = append(e.dsts, netip.AddrPortFrom(r, cfg.RemotePort))
+	}
+	mtu := cfg.MTU
+	if mtu == 0 {
+		m := TunnelMTU(sock.t.MTU(), fam, cfg.Mode, len(cfg.Options))
+		if m < 68 {
+			return nil, fmt.Errorf("mtu: the underlay MTU %d leaves %d bytes for the overlay; at least 68 are needed", sock.t.MTU(), m)
+		}
+		mtu = uint32(m)
+	} else if mtu < 68 || mtu > 65535 {
+		return nil, fmt.Errorf("mtu %d out of range: valid MTUs are 68..65535", mtu)
+	}
+	e.mtu.Store(mtu)
+	e.gro.Init(!cfg.DisableGRO)
+	e.txPool.New = func() any { return new(txBatch) }
+	if err := sock.register(e); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// Config returns the endpoint's configuration with defaults filled in.
+func (e *Endpoint) Config() Config { return e.cfg }
+
+// VNI returns the endpoint's virtual network identifier.
+func (e *Endpoint) VNI() uint32 { return e.cfg.VNI }
+
+// Stats returns a snapshot of the endpoint's counters.
+func (e *Endpoint) Stats() Stats { return e.stats.snapshot() }
+
+// MTU implements stack.LinkEndpoint: the overlay IP MTU.
+func (e *Endpoint) MTU() uint32 { return e.mtu.Load() }
+
+// SetMTU implements stack.LinkEndpoint.
+func (e *Endpoint) SetMTU(mtu uint32) { e.mtu.Store(mtu) }
+
+// MaxHeaderLength implements stack.LinkEndpoint: the inner Ethernet header
+// in L2 mode, nothing in L3 mode. Outer headers live in separate buffers.
+func (e *Endpoint) MaxHeaderLength() uint16 {
+	if e.cfg.Mode == L2 {
+		return header.EthernetMinimumSize
+	}
+	return 0
+}
+
+// LinkAddress implements stack.LinkEndpoint.
+func (e *Endpoint) LinkAddress() tcpip.LinkAddress {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.linkAddr
+}
+
+// SetLinkAddress implements stack.LinkEndpoint.
+func (e *Endpoint) SetLinkAddress(addr tcpip.LinkAddress) {
+	e.mu.Lock()
+	e.linkAddr = addr
+	e.mu.Unlock()
+}
+
+// Capabilities implements stack.LinkEndpoint. L2 endpoints need neighbour
+// resolution. Unless GRO is disabled the endpoint validates inner checksums
+// itself and says so, which GRO requires.
+func (e *Endpoint) Capabilities() stack.LinkEndpointCapabilities {
+	var c stack.LinkEndpointCapabilities
+	if e.cfg.Mode == L2 {
+		c |= stack.CapabilityResolutionRequired
+	}
+	if !e.cfg.DisableGRO {
+		c |= stack.CapabilityRXChecksumOffload
+	}
+	return c
+}
+
+// GSOMaxSize implements stack.GSOEndpoint.
+func (e *Endpoint) GSOMaxSize() uint32 { return e.cfg.GSOMaxSize }
+
+// SupportedGSO implements stack.GSOEndpoint: host GSO, segmented in software
+// by the endpoint right before encapsulation.
+func (e *Endpoint) SupportedGSO() stack.SupportedGSO {
+	if e.cfg.GSOMaxSize == 0 {
+		return stack.GSONotSupported
+	}
+	return stack.HostGSOSupported
+}
+
+// Attach implements stack.LinkEndpoint.
+func (e *Endpoint) Attach(d stack.NetworkDispatcher) {
+	e.mu.Lock()
+	e.dispatcher = d
+	e.mu.Unlock()
+}
+
+// IsAttached implements stack.LinkEndpoint.
+func (e *Endpoint) IsAttached() bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.dispatcher != nil
+}
+
+// Wait implements stack.LinkEndpoint. The endpoint has no goroutines of its
+// own; the socket's receive goroutine is stopped by Socket.Close.
+func (e *Endpoint) Wait() {}
+
+// ARPHardwareType implements stack.LinkEndpoint.
+func (e *Endpoint) ARPHardwareType() header.ARPHardwareType {
+	if e.cfg.Mode == L2 {
+		return header.ARPHardwareEther
+	}
+	return header.ARPHardwareNone
+}
+
+// AddHeader implements stack.LinkEndpoint: it pushes the inner Ethernet
+// header in L2 mode.
+func (e *Endpoint) AddHeader(pkt *stack.PacketBuffer) {
+	if e.cfg.Mode != L2 {
+		return
+	}
+	src := pkt.EgressRoute.LocalLinkAddress
+	if src == "" {
+		src = e.LinkAddress()
+	}
+	eth := header.Ethernet(pkt.LinkHeader().Push(header.EthernetMinimumSize))
+	eth.Encode(&header.EthernetFields{
+		SrcAddr: src,
+		DstAddr: pkt.EgressRoute.RemoteLinkAddress,
+		Type:    pkt.NetworkProtocolNumber,
+	})
+}
+
+// ParseHeader implements stack.LinkEndpoint.
+func (e *Endpoint) ParseHeader(pkt *stack.PacketBuffer) bool {
+	if e.cfg.Mode != L2 {
+		return true
+	}
+	_, ok := pkt.LinkHeader().Consume(header.EthernetMinimumSize)
+	return ok
+}
+
+// Close implements stack.LinkEndpoint: it unregisters the VNI from the
+// socket. The socket itself stays open for other endpoints.
+func (e *Endpoint) Close() {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return
+	}
+	e.closed = true
+	e.dispatcher = nil
+	onClose := e.onClose
+	e.mu.Unlock()
+	e.sock.unregister(e)
+	if onClose != nil {
+		onClose()
+	}
+}
+
+// SetOnCloseAction implements stack.LinkEndpoint.
+func (e *Endpoint) SetOnCloseAction(f func()) {
+	e.mu.Lock()
+	e.onClose = f
+	e.mu.Unlock()
+}

@@ -1,0 +1,238 @@
+package endpoint
+
+import (
+	"encoding/binary"
+
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+)
+
+// Helpers that look at the inner (tenant) IP packet. They work on plain byte
+// slices that start at the inner IP header and never allocate.
+
+const (
+	ecnMask   = 0x03
+	ecnNotECT = 0x00
+	ecnECT1   = 0x01
+	ecnECT0   = 0x02
+	ecnCE     = 0x03
+
+	etherTypeIPv4 = 0x0800
+	etherTypeIPv6 = 0x86DD
+	etherTypeVLAN = 0x8100
+	etherTypeQinQ = 0x88A8
+
+	protoICMP   = 1
+	protoTCP    = 6
+	protoUDP    = 17
+	protoICMPv6 = 58
+)
+
+// innerTOS returns the TOS / traffic class byte of an IP packet and whether
+// ip holds a complete enough IPv4 or IPv6 header.
+func innerTOS(ip []byte) (uint8, bool) {
+	if len(ip) < 20 {
+		return 0, false
+	}
+	switch ip[0] >> 4 {
+	case 4:
+		return ip[1], true
+	case 6:
+		if len(ip) < 40 {
+			return 0, false
+		}
+		return ip[0]<<4 | ip[1]>>4, true
+	}
+	return 0, false
+}
+
+// setInnerECN rewrites only the two ECN bits of ip's TOS / traffic class
+// byte, fixing the IPv4 header checksum incrementally (RFC 1624).
+func setInnerECN(ip []byte, ecn uint8) {
+	switch ip[0] >> 4 {
+	case 4:
+		old := binary.BigEndian.Uint16(ip[0:2])
+		ip[1] = ip[1]&^ecnMask | ecn
+		nw := binary.BigEndian.Uint16(ip[0:2])
+		xsum := binary.BigEndian.Uint16(ip[10:12])
+		// HC' = ~(~HC + ~m + m')
+		s := uint32(^xsum) + uint32(^old) + uint32(nw)
+		s = s&0xffff + s>>16
+		s = s&0xffff + s>>16
+		binary.BigEndian.PutUint16(ip[10:12], ^uint16(s))
+	case 6:
+		// Traffic class spans ip[0] low nibble and ip[1] high nibble; the
+		// ECN bits are bits 4-5 of ip[1].
+		ip[1] = ip[1]&^(ecnMask<<4) | ecn<<4
+	}
+}
+
+// decapECN applies RFC 6040 §4.2 (Figure 4): given the arriving inner and
+// outer ECN codepoints it returns the departing inner codepoint, or ok=false
+// for the one combination that must be dropped (inner Not-ECT, outer CE).
+func decapECN(inner, outer uint8) (uint8, bool) {
+	switch {
+	case inner == ecnNotECT:
+		if outer == ecnCE {
+			return 0, false
+		}
+		return ecnNotECT, true
+	case outer == ecnCE:
+		return ecnCE, true
+	case inner == ecnECT0 && outer == ecnECT1:
+		return ecnECT1, true
+	default:
+		return inner, true
+	}
+}
+
+// flowHash hashes the inner flow: addresses, protocol and ports where there
+// are ports. ip is the IP header; l4 the transport header, which may be
+// empty or may be nil with the transport header following ip in the same
+// slice. It returns 0 when ip is not a parseable IP header.
+func flowHash(ip, l4 []byte, seed uint32) uint32 {
+	if len(ip) < 20 {
+		return 0
+	}
+	h := seed
+	var proto uint8
+	var first = true
+	switch ip[0] >> 4 {
+	case 4:
+		ihl := int(ip[0]&0xf) * 4
+		if ihl < 20 || len(ip) < ihl {
+			return 0
+		}
+		h = mix(h, binary.BigEndian.Uint32(ip[12:16]))
+		h = mix(h, binary.BigEndian.Uint32(ip[16:20]))
+		proto = ip[9]
+		// Only the first fragment has ports; hash all fragments the same.
+		first = binary.BigEndian.Uint16(ip[6:8])&0x3fff == 0
+		if l4 == nil {
+			l4 = ip[ihl:]
+		}
+	case 6:
+		if len(ip) < 40 {
+			return 0
+		}
+		for i := 8; i < 40; i += 4 {
+			h = mix(h, binary.BigEndian.Uint32(ip[i:i+4]))
+		}
+		h = mix(h, binary.BigEndian.Uint32(ip[0:4])&0xfffff) // flow label
+		proto = ip[6]
+		if l4 == nil {
+			l4 = ip[40:]
+		}
+	default:
+		return 0
+	}
+	h = mix(h, uint32(proto))
+	if first && (proto == protoTCP || proto == protoUDP) && len(l4) >= 4 {
+		h = mix(h, binary.BigEndian.Uint32(l4[0:4]))
+	}
+	return final(h)
+}
+
+// bytesHash hashes a short byte string (an Ethernet header when the payload
+// is not IP).
+func bytesHash(b []byte, seed uint32) uint32 {
+	h := seed
+	for len(b) >= 4 {
+		h = mix(h, binary.BigEndian.Uint32(b))
+		b = b[4:]
+	}
+	var tail uint32
+	for _, c := range b {
+		tail = tail<<8 | uint32(c)
+	}
+	return final(mix(h, tail))
+}
+
+// mix and final are the murmur3 32-bit round and finaliser.
+func mix(h, k uint32) uint32 {
+	k *= 0xcc9e2d51
+	k = k<<15 | k>>17
+	k *= 0x1b873593
+	h ^= k
+	h = h<<13 | h>>19
+	return h*5 + 0xe6546b64
+}
+
+func final(h uint32) uint32 {
+	h ^= h >> 16
+	h *= 0x85ebca6b
+	h ^= h >> 13
+	h *= 0xc2b2ae35
+	h ^= h >> 16
+	return h
+}
+
+// validInnerChecksums checks the IPv4 header checksum and the TCP, UDP,
+// ICMP and ICMPv6 checksums of an inner packet. It is used when the endpoint
+// tells the overlay stack that checksums were validated (receive offload,
+// required for GRO). Packets it cannot parse return true: the overlay stack
+// rejects malformed headers itself, and protocols it does not know are not
+// covered by the offload.
+func validInnerChecksums(ip []byte) bool {
+	if len(ip) < 20 {
+		return true
+	}
+	var proto uint8
+	var l4 []byte
+	var pseudo uint16
+	switch ip[0] >> 4 {
+	case 4:
+		ihl := int(ip[0]&0xf) * 4
+		tot := int(binary.BigEndian.Uint16(ip[2:4]))
+		if ihl < 20 || tot < ihl || tot > len(ip) {
+			return true
+		}
+		if checksum.Checksum(ip[:ihl], 0) != 0xffff {
+			return false
+		}
+		if binary.BigEndian.Uint16(ip[6:8])&0x3fff != 0 {
+			return true // a fragment: checked after reassembly by the stack
+		}
+		proto = ip[9]
+		l4 = ip[ihl:tot]
+		if proto != protoICMP {
+			pseudo = checksum.Checksum(ip[12:20], uint16(proto))
+			pseudo = checksum.Combine(pseudo, uint16(len(l4)))
+		}
+	case 6:
+		if len(ip) < 40 {
+			return true
+		}
+		pl := int(binary.BigEndian.Uint16(ip[4:6]))
+		if 40+pl > len(ip) {
+			return true
+		}
+		proto = ip[6]
+		l4 = ip[40 : 40+pl]
+		pseudo = checksum.Checksum(ip[8:40], uint16(proto))
+		pseudo = checksum.Combine(pseudo, uint16(len(l4)))
+	default:
+		return true
+	}
+	switch proto {
+	case protoTCP:
+		if len(l4) < 20 {
+			return true
+		}
+	case protoUDP:
+		if len(l4) < 8 {
+			return true
+		}
+		if binary.BigEndian.Uint16(l4[6:8]) == 0 {
+			// Zero means "no checksum" on IPv4; on IPv6 the stack rejects
+			// it unless it trusts us, so reject it here as it would.
+			return ip[0]>>4 == 4
+		}
+	case protoICMP, protoICMPv6:
+		if len(l4) < 4 {
+			return true
+		}
+	default:
+		return true
+	}
+	return checksum.Checksum(l4, pseudo) == 0xffff
+}

@@ -1,0 +1,179 @@
+package endpoint
+
+import (
+	"encoding/binary"
+
+	"github.com/gnv-project/gnv/endpoint/geneve"
+	"github.com/gnv-project/gnv/link"
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// receive checks one decoded datagram for this endpoint and delivers its
+// payload into the overlay stack. It runs on the socket's receive goroutine.
+// The checks follow RFC 8926: control packets are never forwarded (§3.4),
+// unknown critical options drop the packet (§3.5.1), the protocol type must
+// fit the mode, and ECN is decapsulated per RFC 6040.
+func (e *Endpoint) receive(dg *link.Datagram, h geneve.Header, payload []byte) {
+	if h.OAM {
+		e.stats.rxControl.Add(1)
+		e.stats.drop(DropControl)
+		if f := e.cfg.OnControl; f != nil {
+			hc := h // only control packets pay for the escaping copy
+			f(&hc, payload, dg.Src)
+		}
+		return
+	}
+	if h.Critical || len(h.Options) > 0 {
+		if !e.criticalUnderstood(h.Options) {
+			e.stats.drop(DropCritical)
+			return
+		}
+	}
+	var ip []byte
+	var proto tcpip.NetworkProtocolNumber
+	pktType := tcpip.PacketHost
+	switch e.cfg.Mode {
+	case L2:
+		if h.Protocol != geneve.ProtoEthernet {
+			e.stats.drop(DropProtocol)
+			return
+		}
+		if len(payload) < header.EthernetMinimumSize {
+			e.stats.drop(DropInnerMalformed)
+			return
+		}
+		var ok bool
+		if pktType, ok = e.acceptFrame(payload); !ok {
+			return
+		}
+		proto = tcpip.NetworkProtocolNumber(binary.BigEndian.Uint16(payload[12:14]))
+		if proto == etherTypeIPv4 || proto == etherTypeIPv6 {
+			ip = payload[header.EthernetMinimumSize:]
+		}
+	case L3:
+		switch h.Protocol {
+		case geneve.ProtoIPv4:
+			proto = header.IPv4ProtocolNumber
+			if len(payload) < header.IPv4MinimumSize || payload[0]>>4 != 4 {
+				e.stats.drop(DropInnerMalformed)
+				return
+			}
+		case geneve.ProtoIPv6:
+			proto = header.IPv6ProtocolNumber
+			if len(payload) < header.IPv6MinimumSize || payload[0]>>4 != 6 {
+				e.stats.drop(DropInnerMalformed)
+				return
+			}
+		default:
+			e.stats.drop(DropProtocol)
+			return
+		}
+		ip = payload
+	}
+
+	// Copy into a pooled view: the transport reuses its receive buffers, and
+	// the stack may keep the packet for as long as it likes.
+	v := buffer.NewViewWithData(payload)
+	b := v.AsSlice()
+	if ip != nil {
+		ipb := b[len(payload)-len(ip):]
+		if t, ok := innerTOS(ipb); ok {
+			ecn, ok := decapECN(t&ecnMask, dg.TOS&ecnMask)
+			if !ok {
+				v.Release()
+				e.stats.drop(DropECN)
+				return
+			}
+			if ecn != t&ecnMask {
+				setInnerECN(ipb, ecn)
+			}
+		}
+		if !e.cfg.DisableGRO && !validInnerChecksums(ipb) {
+			v.Release()
+			e.stats.drop(DropInnerChecksum)
+			return
+		}
+	}
+
+	e.mu.RLock()
+	d := e.dispatcher
+	e.mu.RUnlock()
+	if d == nil {
+		v.Release()
+		e.stats.drop(DropNotAttached)
+		return
+	}
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithView(v)})
+	if e.cfg.Mode == L2 {
+		pkt.LinkHeader().Consume(header.EthernetMinimumSize)
+	}
+	pkt.PktType = pktType
+	pkt.NetworkProtocolNumber = proto
+	e.stats.rxPackets.Add(1)
+	e.stats.rxBytes.Add(uint64(len(payload)))
+	if !e.cfg.DisableGRO && ip != nil {
+		e.gro.Dispatcher = d
+		e.gro.Enqueue(pkt)
+	} else {
+		d.DeliverNetworkPacket(proto, pkt)
+	}
+	pkt.DecRef()
+}
+
+// flushGRO delivers packets held for coalescing; the socket calls it at the
+// end of every receive batch.
+func (e *Endpoint) flushGRO() {
+	e.touched = false
+	if !e.cfg.DisableGRO {
+		e.gro.Flush()
+	}
+}
+
+// criticalUnderstood reports whether every critical option in h is one the
+// endpoint was told it understands. Options are structurally valid here
+// (geneve.Decode checked them).
+func (e *Endpoint) criticalUnderstood(opts []byte) bool {
+	it := geneve.Options(opts)
+	for {
+		o, ok := it.Next()
+		if !ok {
+			return true
+		}
+		if o.Type&geneve.OptionCritical == 0 {
+			continue
+		}
+		if _, ok := e.critical[OptionType{Class: o.Class, Type: o.Type}]; !ok {
+			return false
+		}
+	}
+}
+
+// acceptFrame applies the L2 receive filter: frames from our own MAC are
+// loops, unicast frames for other MACs are not ours unless promiscuous. It
+// classifies accepted frames as an Ethernet NIC would.
+func (e *Endpoint) acceptFrame(frame []byte) (tcpip.PacketType, bool) {
+	e.mu.RLock()
+	own := e.linkAddr
+	e.mu.RUnlock()
+	dst := frame[0:6]
+	src := frame[6:12]
+	if string(src) == string(own) {
+		e.stats.drop(DropLoop)
+		return 0, false
+	}
+	switch {
+	case string(dst) == string(own):
+		return tcpip.PacketHost, true
+	case string(dst) == string(header.EthernetBroadcastAddress):
+		return tcpip.PacketBroadcast, true
+	case dst[0]&1 != 0:
+		return tcpip.PacketMulticast, true
+	case e.cfg.Promiscuous:
+		return tcpip.PacketOtherHost, true
+	}
+	e.stats.drop(DropNotForUs)
+	return 0, false
+}
