@@ -1,0 +1,264 @@
+package link
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+)
+
+// Defaults used by NewKernelUDP for zero-valued KernelUDPOptions fields.
+const (
+	// DefaultKernelUDPBuffer is the default SO_RCVBUF and SO_SNDBUF request
+	// (8 MiB). With the kernel defaults a kernel-UDP underlay measured 493
+	// TCP retransmits per 16 MiB of overlay traffic; with 8 MiB, one.
+	DefaultKernelUDPBuffer = 8 << 20
+
+	// DefaultKernelUDPBatchSize is the default number of datagrams per
+	// recvmmsg and of messages per sendmmsg.
+	DefaultKernelUDPBatchSize = 64
+
+	// DefaultKernelUDPMTU is the underlay IP MTU used when none can be
+	// found, and for loopback (whose real MTU of 65536 no wire has).
+	DefaultKernelUDPMTU = 1500
+
+	// DefaultMulticastTTL is the default TTL / hop limit of multicast
+	// datagrams: 1, the kernel's own default and what Linux VXLAN uses for
+	// multicast, so flooded traffic stays on the local link unless
+	// configured otherwise.
+	DefaultMulticastTTL = 1
+
+	// maxKernelUDPBatch caps BatchSize at the kernel's UIO_MAXIOV, the
+	// largest vlen recvmmsg/sendmmsg accept.
+	maxKernelUDPBatch = 1024
+)
+
+// KernelUDPOptions configures NewKernelUDP.
+type KernelUDPOptions struct {
+	// Local is the address and port to bind. Port 0 lets the kernel choose
+	// (see LocalAddr). The address may be invalid or unspecified to bind
+	// the wildcard address of Family. An IPv4-mapped IPv6 address is
+	// treated as IPv4.
+	Local netip.AddrPort
+
+	// Family is 4 or 6. It is required when Local.Addr() is invalid, picks
+	// the wildcard family when Local.Addr() is unspecified, and must match
+	// Local.Addr() otherwise. IPv6 sockets are IPV6_V6ONLY: one KernelUDP
+	// carries one address family.
+	Family int
+
+	// Device is an optional interface name. Binding to a device
+	// (SO_BINDTODEVICE) needs privileges, so it is used only for multicast:
+	// as IP_MULTICAST_IF / IPV6_MULTICAST_IF, as the interface of
+	// JoinGroup, as the scope of zone-less link-local destinations, and for
+	// the default MTU.
+	Device string
+
+	// MTU is the underlay IP MTU. Zero means the MTU of Device, else of the
+	// interface owning Local.Addr(), else DefaultKernelUDPMTU. Loopback
+	// interfaces count as DefaultKernelUDPMTU (1500) so that tests over lo
+	// behave like a real wire.
+	MTU int
+
+	// ReadBuffer and WriteBuffer are the socket buffer sizes requested with
+	// SO_RCVBUFFORCE / SO_SNDBUFFORCE, falling back silently to SO_RCVBUF /
+	// SO_SNDBUF (which the kernel caps at net.core.rmem_max / wmem_max)
+	// when that is not permitted. Zero means DefaultKernelUDPBuffer; a
+	// negative value keeps the kernel default.
+	ReadBuffer, WriteBuffer int
+
+	// BatchSize is the number of datagrams per recvmmsg and of messages
+	// per sendmmsg. Zero means DefaultKernelUDPBatchSize; at most 1024.
+	// The receive side keeps BatchSize buffers of 64 KiB.
+	BatchSize int
+
+	// MulticastTTL is the TTL / hop limit of multicast datagrams whose
+	// Packet.TTL is zero: 1..255, zero means DefaultMulticastTTL (1).
+	MulticastTTL int
+
+	// MulticastLoop delivers this socket's multicast datagrams to local
+	// listeners too (IP_MULTICAST_LOOP / IPV6_MULTICAST_LOOP). Off by
+	// default.
+	MulticastLoop bool
+
+	// DontFragment sets IP_MTU_DISCOVER=IP_PMTUDISC_DO (IPv6:
+	// IPV6_MTU_DISCOVER=IPV6_PMTUDISC_DO): every IPv4 datagram carries DF,
+	// and a datagram larger than the path MTU fails with EMSGSIZE instead of
+	// being fragmented locally. Per-packet DF (Packet.DF) is not possible
+	// on a kernel socket and is ignored. When false the kernel default
+	// applies (usually "want": DF set, oversized datagrams fragmented).
+	DontFragment bool
+
+	// NoChecksumTx4 sends IPv4 datagrams with a zero UDP checksum
+	// (SO_NO_CHECK). Ignored on IPv6. Disables GSO.
+	NoChecksumTx4 bool
+
+	// ZeroChecksumTx6 sends IPv6 datagrams with a zero UDP checksum
+	// (UDP_NO_CHECK6_TX); RFC 8926 §4.3.1 allows this only as a configured,
+	// non-default mode. Ignored on IPv4. Disables GSO.
+	ZeroChecksumTx6 bool
+
+	// ZeroChecksumRx6 accepts IPv6 datagrams with a zero UDP checksum
+	// (UDP_NO_CHECK6_RX); without it the kernel drops them. Ignored on
+	// IPv4 (IPv4 zero checksums are always accepted).
+	ZeroChecksumRx6 bool
+
+	// DisableGSO and DisableGRO turn off UDP_SEGMENT sends and UDP_GRO
+	// receives even when the kernel supports them.
+	DisableGSO, DisableGRO bool
+
+	// forceGSO (tests only) keeps GSO on even with a zero-checksum TX
+	// option, to exercise the run-time fallback.
+	forceGSO bool
+}
+
+// KernelUDPStats are the counters of a KernelUDP, as returned by Stats.
+type KernelUDPStats struct {
+	// DatagramsSent and BytesSent count datagrams (and their UDP payload
+	// bytes) the kernel accepted, GSO segments counted one by one.
+	DatagramsSent, BytesSent uint64
+
+	// SendErrors counts datagrams that were not sent: refused by the
+	// kernel (EMSGSIZE, ENETUNREACH, …) or with an unusable Dst.
+	SendErrors uint64
+
+	// GSOSends counts messages sent as one UDP_SEGMENT super-datagram.
+	GSOSends uint64
+
+	// GSOFallbacks counts GSO messages the kernel refused and that were
+	// resent without GSO.
+	GSOFallbacks uint64
+
+	// DatagramsReceived and BytesReceived count delivered datagrams (after
+	// GRO splitting) and their UDP payload bytes.
+	DatagramsReceived, BytesReceived uint64
+
+	// GROSplits counts received messages that carried a UDP_GRO control
+	// message and were split into several datagrams.
+	GROSplits uint64
+
+	// Truncated counts received messages dropped because they did not fit
+	// the receive buffer (MSG_TRUNC).
+	Truncated uint64
+
+	// ReceiveErrors counts failed recvmmsg calls (other than EAGAIN/EINTR).
+	ReceiveErrors uint64
+}
+
+// KernelUDP is an underlay Transport over one ordinary kernel UDP socket. It
+// needs no privileges at all (the only privileged options it tries,
+// SO_RCVBUFFORCE and SO_SNDBUFFORCE, fall back silently). What it does and does not do:
+//
+//   - Batching. Sends use sendmmsg(2) and receives use recvmmsg(2), with
+//     preallocated message headers, iovecs, socket addresses and control
+//     message buffers, so the steady state allocates nothing per packet.
+//     Packet payloads (gVisor buffer.Buffer) are sent straight from their
+//     views without copying.
+//   - Offloads. UDP GSO (UDP_SEGMENT, Linux ≥ 4.18) and UDP GRO (UDP_GRO,
+//     Linux ≥ 5.0) are probed at construction and used when available; see
+//     (*KernelUDP).Offloads. WriteBatch sends runs of consecutive packets
+//     with the same Dst, TOS and TTL and equal payload sizes (the last may
+//     be shorter; at most 64 segments, 65000 bytes, and segments that fit
+//     MTU) as one UDP_SEGMENT message. If the kernel refuses such a message
+//     with EIO or EINVAL, GSO is switched off for good; on EMSGSIZE it stays
+//     on. Either way the datagrams are resent one by one. On receive, a
+//     GRO-coalesced message is split back into its datagrams.
+//   - Per-packet outer fields. TOS / traffic class (ECN included) and the
+//     TTL / hop limit are set per datagram with IP_TOS / IP_TTL
+//     (IPV6_TCLASS / IPV6_HOPLIMIT) control messages. Received datagrams carry
+//     TOS, TTL and the destination address (from IP_PKTINFO /
+//     IPV6_PKTINFO).
+//   - Source port. A bound socket has one port: Packet.SrcPort is ignored and
+//     every datagram leaves from LocalAddr().Port(). RFC 8926 §3.3 only says
+//     the source port SHOULD carry flow entropy; the netstack transport
+//     honours SrcPort.
+//   - DF. The Don't Fragment behaviour is per socket
+//     (KernelUDPOptions.DontFragment); Packet.DF is ignored.
+//   - Zero UDP checksums (RFC 8926 §3.3, §4.3.1) are opt-in:
+//     NoChecksumTx4 (SO_NO_CHECK), ZeroChecksumTx6 (UDP_NO_CHECK6_TX) and
+//     ZeroChecksumRx6 (UDP_NO_CHECK6_RX). The kernel refuses UDP GSO on a
+//     socket that sends zero checksums, so GSO is off when NoChecksumTx4 or
+//     ZeroChecksumTx6 applies.
+//   - Multicast. JoinGroup/LeaveGroup use IP_ADD_MEMBERSHIP /
+//     IPV6_ADD_MEMBERSHIP on KernelUDPOptions.Device; a receiver of group
+//     traffic must be bound to the wildcard address.
+//   - Lifetime. Start runs one receive goroutine that blocks in recvmmsg
+//     through the runtime poller; Close interrupts it and waits for it.
+//
+// KernelUDP is implemented on Linux only; elsewhere NewKernelUDP fails.
+type KernelUDP struct {
+	kernelUDP // per-OS state
+}
+
+var _ Transport = (*KernelUDP)(nil)
+
+var (
+	errFamilyMismatch = errors.New("link: address family does not match the socket")
+	errBadDst         = errors.New("link: invalid destination address")
+	errNotMulticast   = errors.New("link: not a multicast group address")
+	errAlreadyStarted = errors.New("link: transport already started")
+	errNilReceiver    = errors.New("link: nil Receiver")
+)
+
+// kernelUDPConfig is KernelUDPOptions after defaults and validation.
+type kernelUDPConfig struct {
+	KernelUDPOptions
+	v6   bool
+	bind netip.Addr // address to bind, of the right family
+}
+
+// normalize validates o and fills in defaults.
+func (o KernelUDPOptions) normalize() (kernelUDPConfig, error) {
+	c := kernelUDPConfig{KernelUDPOptions: o}
+	a := o.Local.Addr().Unmap()
+	switch o.Family {
+	case 0, 4, 6:
+	default:
+		return c, fmt.Errorf("link: KernelUDP: Family %d, want 4 or 6", o.Family)
+	}
+	switch {
+	case !a.IsValid():
+		if o.Family == 0 {
+			return c, errors.New("link: KernelUDP: Family is required when Local has no address")
+		}
+		c.v6 = o.Family == 6
+	case a.IsUnspecified() && o.Family != 0:
+		c.v6 = o.Family == 6
+	default:
+		c.v6 = a.Is6()
+		if o.Family != 0 && (o.Family == 6) != c.v6 {
+			return c, fmt.Errorf("link: KernelUDP: Local %v is not IPv%d", a, o.Family)
+		}
+	}
+	switch {
+	case a.IsValid() && !a.IsUnspecified():
+		c.bind = a
+	case c.v6:
+		c.bind = netip.IPv6Unspecified()
+	default:
+		c.bind = netip.IPv4Unspecified()
+	}
+	if c.MTU < 0 {
+		return c, fmt.Errorf("link: KernelUDP: MTU %d", c.MTU)
+	}
+	if c.ReadBuffer == 0 {
+		c.ReadBuffer = DefaultKernelUDPBuffer
+	}
+	if c.WriteBuffer == 0 {
+		c.WriteBuffer = DefaultKernelUDPBuffer
+	}
+	switch {
+	case c.BatchSize == 0:
+		c.BatchSize = DefaultKernelUDPBatchSize
+	case c.BatchSize < 0:
+		return c, fmt.Errorf("link: KernelUDP: BatchSize %d", c.BatchSize)
+	case c.BatchSize > maxKernelUDPBatch:
+		c.BatchSize = maxKernelUDPBatch
+	}
+	switch {
+	case c.MulticastTTL == 0:
+		c.MulticastTTL = DefaultMulticastTTL
+	case c.MulticastTTL < 0 || c.MulticastTTL > 255:
+		return c, fmt.Errorf("link: KernelUDP: MulticastTTL %d", c.MulticastTTL)
+	}
+	return c, nil
+}
