@@ -1,0 +1,147 @@
+package stack
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/gnv-project/gnv/endpoint"
+	"github.com/gnv-project/gnv/endpoint/geneve"
+	"gvisor.dev/gvisor/pkg/tcpip"
+)
+
+// Config describes one Geneve tunnel: its virtual network, its peers, the
+// underlay it runs on and the overlay addresses of its netstack NIC.
+type Config struct {
+	// VNI is the virtual network identifier, 0..16777215.
+	VNI uint32
+
+	// Mode is endpoint.L2 (Ethernet inside, the default) or endpoint.L3.
+	Mode endpoint.Mode
+
+	// Remotes are the unicast underlay peers. Exclusive with Group.
+	Remotes []netip.Addr
+
+	// Group is an underlay multicast group (IPv4 224.0.0.0/4 or IPv6
+	// ff00::/8) that carries the tunnel instead of unicast peers.
+	Group netip.Addr
+
+	// Port is the remote Geneve UDP port (the destination port of every
+	// datagram); 0 means 6081.
+	Port uint16
+
+	// LocalPort is the UDP port to receive on; 0 means Port. It is ignored
+	// when Underlay is a SharedUnderlay, which is already bound.
+	LocalPort uint16
+
+	// Underlay says how Geneve datagrams reach the network: a netstack
+	// underlay on a link endpoint (NetstackUnderlay), a kernel UDP socket
+	// (KernelUDPUnderlay) or a socket shared with other tunnels
+	// (*SharedUnderlay). Required.
+	Underlay Underlay
+
+	// Addresses are the overlay NIC's addresses, with prefix lengths.
+	Addresses []netip.Prefix
+
+	// MTU is the overlay IP MTU; 0 derives it from the underlay MTU.
+	MTU uint32
+
+	// MAC is the overlay NIC's MAC address (L2); nil means random.
+	MAC net.HardwareAddr
+
+	// Clock drives the overlay and underlay netstacks' timers; nil means
+	// the real clock. Tests pass a faketime.ManualClock.
+	Clock tcpip.Clock
+
+	// Endpoint holds the less common Geneve endpoint settings (TTL, TOS,
+	// DF, options, source port range, GSO/GRO, control hook). Its VNI,
+	// Mode, Remotes, Group, RemotePort, MAC and MTU fields are ignored:
+	// the fields above set them.
+	Endpoint endpoint.Config
+}
+
+// validate checks the parts of c that do not depend on the underlay.
+func (c *Config) validate() error {
+	if c.VNI > geneve.MaxVNI {
+		return fmt.Errorf("vni %d out of range: valid VNIs are 0..%d", c.VNI, geneve.MaxVNI)
+	}
+	if c.Mode != endpoint.L2 && c.Mode != endpoint.L3 {
+		return fmt.Errorf("mode %d: valid modes are l2 and l3", int(c.Mode))
+	}
+	if c.Underlay == nil {
+		return fmt.Errorf("underlay: required (NetstackUnderlay, KernelUDPUnderlay or a SharedUnderlay)")
+	}
+	if len(c.Remotes) > 0 && c.Group.IsValid() {
+		return fmt.Errorf("remote and group are exclusive: give either remote addresses or one multicast group")
+	}
+	if len(c.Remotes) == 0 && !c.Group.IsValid() {
+		return fmt.Errorf("remote or group: one is required")
+	}
+	if c.Group.IsValid() && !c.Group.IsMulticast() {
+		return fmt.Errorf("group %s is not a multicast address (IPv4 224.0.0.0/4 or IPv6 ff00::/8)", c.Group)
+	}
+	fam := 0
+	check := func(what string, a netip.Addr) error {
+		f := 6
+		if a.Unmap().Is4() {
+			f = 4
+		}
+		if fam == 0 {
+			fam = f
+		} else if f != fam {
+			return fmt.Errorf("%s %s is IPv%d but other underlay addresses are IPv%d: the underlay uses one address family", what, a, f, fam)
+		}
+		return nil
+	}
+	for _, r := range c.Remotes {
+		if !r.IsValid() || r.IsUnspecified() || r.IsMulticast() {
+			return fmt.Errorf("remote %s must be a unicast address (use group for multicast)", r)
+		}
+		if err := check("remote", r); err != nil {
+			return err
+		}
+	}
+	if c.Group.IsValid() {
+		if err := check("group", c.Group); err != nil {
+			return err
+		}
+	}
+	if la := c.Underlay.localAddr(); la.IsValid() {
+		if err := check("local", la); err != nil {
+			return err
+		}
+	}
+	for _, p := range c.Addresses {
+		if !p.IsValid() {
+			return fmt.Errorf("address %s: want an address with a prefix length, like 10.0.0.1/24", p)
+		}
+	}
+	if c.MTU != 0 && (c.MTU < 68 || c.MTU > 65535) {
+		return fmt.Errorf("mtu %d out of range: valid MTUs are 68..65535", c.MTU)
+	}
+	if c.MAC != nil {
+		if len(c.MAC) != 6 {
+			return fmt.Errorf("mac %s: want a 6-byte Ethernet address", c.MAC)
+		}
+		if c.Mode == endpoint.L3 {
+			return fmt.Errorf("mac: an l3 tunnel has no link-layer address")
+		}
+	}
+	return nil
+}
+
+// endpointConfig merges c into the endpoint configuration.
+func (c *Config) endpointConfig() endpoint.Config {
+	ec := c.Endpoint
+	ec.VNI = c.VNI
+	ec.Mode = c.Mode
+	ec.Remotes = c.Remotes
+	ec.Group = c.Group
+	ec.RemotePort = c.Port
+	ec.MTU = c.MTU
+	ec.MAC = ""
+	if c.MAC != nil {
+		ec.MAC = tcpip.LinkAddress(c.MAC)
+	}
+	return ec
+}

@@ -1,0 +1,73 @@
+package stack_test
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/gnv-project/gnv/endpoint"
+	"github.com/gnv-project/gnv/stack"
+	"github.com/gnv-project/gnv/testutil"
+)
+
+// kernelHosts builds two tunnels over kernel UDP sockets on loopback
+// (127.0.0.1 and 127.0.0.2, or ::1 twice), on ports the system picks. It
+// needs no privileges.
+func kernelHosts(t *testing.T, mode endpoint.Mode, fam int) (a, b *testutil.Host) {
+	t.Helper()
+	ul := []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2")}
+	if fam == 6 {
+		ul = []netip.Addr{netip.IPv6Loopback(), netip.IPv6Loopback()}
+	}
+	var us [2]*stack.SharedUnderlay
+	for i := range us {
+		u, err := stack.OpenUnderlay(stack.KernelUDPUnderlay{Local: ul[i], MTU: 1500}, stack.UnderlayOptions{EphemeralPort: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { u.Close() })
+		us[i] = u
+	}
+	hosts := make([]*testutil.Host, 2)
+	for i := range hosts {
+		peer := us[1-i].Socket().Transport().LocalAddr()
+		h := &testutil.Host{
+			Underlay: ul[i],
+			Overlay4: netip.AddrFrom4([4]byte{10, 0, 0, byte(i + 1)}),
+			Overlay6: netip.AddrFrom16([16]byte{0xfd, 15: byte(i + 1)}),
+		}
+		tun, err := stack.New(stack.Config{
+			VNI: 4242, Mode: mode, Remotes: []netip.Addr{peer.Addr()}, Port: peer.Port(), Underlay: us[i],
+			Addresses: []netip.Prefix{netip.PrefixFrom(h.Overlay4, 24), netip.PrefixFrom(h.Overlay6, 64)},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { tun.Close() })
+		h.Tunnel = tun
+		hosts[i] = h
+	}
+	return hosts[0], hosts[1]
+}
+
+func TestKernelUDPMatrix(t *testing.T) {
+	for _, mode := range []endpoint.Mode{endpoint.L2, endpoint.L3} {
+		for _, ul := range []int{4, 6} {
+			for _, ov := range []int{4, 6} {
+				t.Run(fmt.Sprintf("%s/underlay%d/overlay%d", mode, ul, ov), func(t *testing.T) {
+					a, b := kernelHosts(t, mode, ul)
+					ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+					defer cancel()
+					checkPair(t, ctx, a, b, ov)
+					for i, h := range []*testutil.Host{a, b} {
+						if st := h.Tunnel.Stats(); st.TotalDrops() != 0 {
+							t.Errorf("host %d drops: %v", i+1, st)
+						}
+					}
+				})
+			}
+		}
+	}
+}

@@ -1,0 +1,12 @@
+package stack_test
+
+import (
+	"os"
+	"testing"
+
+	"github.com/gnv-project/gnv/testutil/leakcheck"
+)
+
+// TestMain runs every test under gVisor's reference leak checker: a
+// PacketBuffer or buffer chunk left alive fails the run.
+func TestMain(m *testing.M) { os.Exit(leakcheck.Run(m)) }

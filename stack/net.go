@@ -1,0 +1,196 @@
+package stack
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	tcpipstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
+	"gvisor.dev/gvisor/pkg/waiter"
+)
+
+// Net offers a netstack through the shapes of the standard net package. A
+// Tunnel embeds the Net of its overlay; NewNet wraps any other netstack.
+type Net struct {
+	s *tcpipstack.Stack
+}
+
+// NewNet wraps a netstack.
+func NewNet(s *tcpipstack.Stack) *Net { return &Net{s: s} }
+
+// Stack returns the wrapped netstack.
+func (t *Net) Stack() *tcpipstack.Stack { return t.s }
+
+// DialContext connects to address over the overlay, like net.Dialer's
+// DialContext. network is "tcp", "tcp4", "tcp6", "udp", "udp4" or "udp6";
+// the host part of address must be an IP literal.
+func (t *Net) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	ap, proto, err := parseAddr(network, address, false)
+	if err != nil {
+		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
+	}
+	fa := fullAddr(ap)
+	switch network {
+	case "tcp", "tcp4", "tcp6":
+		return gonet.DialContextTCP(ctx, t.s, fa, proto)
+	case "udp", "udp4", "udp6":
+		return gonet.DialUDP(t.s, nil, &fa, proto)
+	}
+	return nil, &net.OpError{Op: "dial", Net: network, Err: net.UnknownNetworkError(network)}
+}
+
+// Listen listens for TCP connections on the overlay, like net.Listen.
+// An empty or unspecified host listens on every overlay address (IPv4 and
+// IPv6 for "tcp").
+func (t *Net) Listen(network, address string) (net.Listener, error) {
+	switch network {
+	case "tcp", "tcp4", "tcp6":
+	default:
+		return nil, &net.OpError{Op: "listen", Net: network, Err: net.UnknownNetworkError(network)}
+	}
+	ap, proto, err := parseAddr(network, address, true)
+	if err != nil {
+		return nil, &net.OpError{Op: "listen", Net: network, Err: err}
+	}
+	return gonet.ListenTCP(t.s, fullAddr(ap), proto)
+}
+
+// ListenPacket opens a UDP socket on the overlay, like net.ListenPacket.
+func (t *Net) ListenPacket(network, address string) (net.PacketConn, error) {
+	switch network {
+	case "udp", "udp4", "udp6":
+	default:
+		return nil, &net.OpError{Op: "listen", Net: network, Err: net.UnknownNetworkError(network)}
+	}
+	ap, proto, err := parseAddr(network, address, true)
+	if err != nil {
+		return nil, &net.OpError{Op: "listen", Net: network, Err: err}
+	}
+	fa := fullAddr(ap)
+	return gonet.DialUDP(t.s, &fa, nil, proto)
+}
+
+// parseAddr parses host:port for network. wildcard allows an empty host.
+func parseAddr(network, address string, wildcard bool) (netip.AddrPort, tcpip.NetworkProtocolNumber, error) {
+	host, portStr, err := net.SplitHostPort(address)
+	if err != nil {
+		return netip.AddrPort{}, 0, err
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		return netip.AddrPort{}, 0, fmt.Errorf("port %q: want 0..65535", portStr)
+	}
+	var a netip.Addr
+	if host != "" {
+		if a, err = netip.ParseAddr(host); err != nil {
+			return netip.AddrPort{}, 0, fmt.Errorf("address %q: %w", address, errNoAddress)
+		}
+		a = a.Unmap()
+	} else if !wildcard {
+		return netip.AddrPort{}, 0, fmt.Errorf("address %q: missing host", address)
+	}
+	last := network[len(network)-1]
+	switch {
+	case last == '4' && a.IsValid() && !a.Is4(), last == '6' && a.Is4():
+		return netip.AddrPort{}, 0, fmt.Errorf("address %s is not of network %s", a, network)
+	}
+	proto := ipv4.ProtocolNumber
+	if a.Is6() || (!a.IsValid() && last != '4') {
+		proto = ipv6.ProtocolNumber
+	}
+	if a.IsUnspecified() {
+		a = netip.Addr{}
+	}
+	return netip.AddrPortFrom(a, uint16(port)), proto, nil
+}
+
+func fullAddr(ap netip.AddrPort) tcpip.FullAddress {
+	fa := tcpip.FullAddress{Port: ap.Port()}
+	if ap.Addr().IsValid() {
+		fa.Addr = tcpip.AddrFromSlice(ap.Addr().AsSlice())
+	}
+	return fa
+}
+
+// Ping sends one ICMP or ICMPv6 echo request over the overlay and waits for
+// the reply, returning the round-trip time. seq is the echo sequence
+// number; size is the payload size.
+func (t *Net) Ping(ctx context.Context, dst netip.Addr, seq uint16, size int) (time.Duration, error) {
+	dst = dst.Unmap()
+	netProto, transProto := ipv4.ProtocolNumber, icmp.ProtocolNumber4
+	if dst.Is6() {
+		netProto, transProto = ipv6.ProtocolNumber, icmp.ProtocolNumber6
+	}
+	var wq waiter.Queue
+	ep, terr := t.s.NewEndpoint(transProto, netProto, &wq)
+	if terr != nil {
+		return 0, fmt.Errorf("ping: %s", terr)
+	}
+	defer ep.Close()
+	entry, notify := waiter.NewChannelEntry(waiter.ReadableEvents)
+	wq.EventRegister(&entry)
+	defer wq.EventUnregister(&entry)
+
+	msg := make([]byte, header.ICMPv4MinimumSize+size)
+	if dst.Is4() {
+		msg[0] = byte(header.ICMPv4Echo)
+	} else {
+		msg[0] = byte(header.ICMPv6EchoRequest)
+	}
+	binary.BigEndian.PutUint16(msg[6:8], seq)
+	for i := header.ICMPv4MinimumSize; i < len(msg); i++ {
+		msg[i] = byte(i)
+	}
+	to := fullAddr(netip.AddrPortFrom(dst, 0))
+	start := time.Now()
+	var r bytesReader
+	r.b = msg
+	if _, terr := ep.Write(&r, tcpip.WriteOptions{To: &to}); terr != nil {
+		return 0, fmt.Errorf("ping %s: %s", dst, terr)
+	}
+	buf := make([]byte, len(msg)+64)
+	for {
+		w := tcpip.SliceWriter(buf)
+		res, terr := ep.Read(&w, tcpip.ReadOptions{})
+		if _, ok := terr.(*tcpip.ErrWouldBlock); ok {
+			select {
+			case <-notify:
+				continue
+			case <-ctx.Done():
+				return 0, fmt.Errorf("ping %s: %w", dst, ctx.Err())
+			}
+		}
+		if terr != nil {
+			return 0, fmt.Errorf("ping %s: %s", dst, terr)
+		}
+		reply := buf[:res.Count]
+		if len(reply) >= 8 && binary.BigEndian.Uint16(reply[6:8]) == seq {
+			if string(reply[8:]) != string(msg[8:]) {
+				return 0, errors.New("ping: echo reply payload differs from the request")
+			}
+			return time.Since(start), nil
+		}
+	}
+}
+
+// bytesReader is a minimal tcpip.Payloader.
+type bytesReader struct{ b []byte }
+
+func (r *bytesReader) Read(p []byte) (int, error) {
+	n := copy(p, r.b)
+	r.b = r.b[n:]
+	return n, nil
+}
+
+func (r *bytesReader) Len() int { return len(r.b) }

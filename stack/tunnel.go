@@ -1,0 +1,210 @@
+// Package stack wires gnv's pieces into a usable tunnel: an overlay gVisor
+// netstack whose NIC is a Geneve endpoint, over an underlay that is either a
+// second netstack on a link endpoint or a kernel UDP socket.
+//
+// A Tunnel exposes the overlay in the shape of the standard net package
+// (DialContext, Listen, ListenPacket), so programs use it without root, a TUN
+// device or any kernel configuration.
+package stack
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+
+	"github.com/gnv-project/gnv/endpoint"
+	"github.com/gnv-project/gnv/endpoint/geneve"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	tcpipstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+)
+
+// overlayNIC is the overlay stack's NIC ID for the Geneve endpoint.
+const overlayNIC tcpip.NICID = 1
+
+// Tunnel is a running Geneve tunnel with its overlay netstack.
+type Tunnel struct {
+	// Net is the overlay's net-style API: DialContext, Listen,
+	// ListenPacket and Ping.
+	*Net
+
+	cfg      Config
+	overlay  *tcpipstack.Stack
+	ep       *endpoint.Endpoint
+	underlay *SharedUnderlay
+	joined   bool // joined cfg.Group on the underlay
+
+	closeOnce sync.Once
+}
+
+// New builds and starts a tunnel. Invalid configuration is reported with the
+// name of the field and its valid range.
+func New(cfg Config) (*Tunnel, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	port := cfg.LocalPort
+	if port == 0 {
+		port = cfg.Port
+	}
+	if port == 0 {
+		port = geneve.Port
+	}
+	fam := 4
+	if r := firstPeer(&cfg); r.IsValid() && !r.Unmap().Is4() {
+		fam = 6
+	}
+	u, err := cfg.Underlay.open(openOptions{port: port, family: fam, clock: cfg.Clock})
+	if err != nil {
+		return nil, err
+	}
+	if _, shared := cfg.Underlay.(*SharedUnderlay); !shared {
+		u.owned = true
+	}
+	t := &Tunnel{cfg: cfg, underlay: u}
+	if err := t.start(); err != nil {
+		t.Close()
+		return nil, err
+	}
+	return t, nil
+}
+
+func firstPeer(c *Config) netip.Addr {
+	if c.Group.IsValid() {
+		return c.Group
+	}
+	if len(c.Remotes) > 0 {
+		return c.Remotes[0]
+	}
+	return netip.Addr{}
+}
+
+func (t *Tunnel) start() error {
+	ep, err := endpoint.New(t.underlay.sock, t.cfg.endpointConfig())
+	if err != nil {
+		return err
+	}
+	t.ep = ep
+	s := NewOverlayStack(t.cfg.Clock)
+	t.overlay = s
+	t.Net = NewNet(s)
+	if terr := s.CreateNICWithOptions(overlayNIC, ep, tcpipstack.NICOptions{Name: "geneve"}); terr != nil {
+		ep.Close()
+		return fmt.Errorf("overlay NIC: %s", terr)
+	}
+	var routes []tcpip.Route
+	has4, has6 := false, false
+	for _, p := range t.cfg.Addresses {
+		a := p.Addr().Unmap()
+		proto := ipv4.ProtocolNumber
+		if a.Is6() {
+			proto = ipv6.ProtocolNumber
+			has6 = true
+		} else {
+			has4 = true
+		}
+		if terr := s.AddProtocolAddress(overlayNIC, tcpip.ProtocolAddress{
+			Protocol:          proto,
+			AddressWithPrefix: tcpip.AddressWithPrefix{Address: tcpip.AddrFromSlice(a.AsSlice()), PrefixLen: p.Bits()},
+		}, tcpipstack.AddressProperties{}); terr != nil {
+			return fmt.Errorf("address %s: %s", p, terr)
+		}
+		routes = append(routes, tcpip.Route{Destination: subnet(p), NIC: overlayNIC})
+	}
+	// Everything else goes into the tunnel too: it is this stack's only NIC.
+	if has4 {
+		routes = append(routes, tcpip.Route{Destination: header.IPv4EmptySubnet, NIC: overlayNIC})
+	}
+	if has6 {
+		routes = append(routes, tcpip.Route{Destination: header.IPv6EmptySubnet, NIC: overlayNIC})
+	}
+	s.SetRouteTable(routes)
+	if t.cfg.Group.IsValid() {
+		if err := t.underlay.joinGroup(t.cfg.Group); err != nil {
+			return fmt.Errorf("group %s: %w", t.cfg.Group, err)
+		}
+		t.joined = true
+	}
+	return nil
+}
+
+// NewOverlayStack returns a netstack set up the way gnv sets up a tunnel's
+// overlay (IPv4, IPv6, ARP, TCP, UDP, ICMP; SACK on; large TCP buffers), with
+// no NIC. Use it to attach a Geneve endpoint yourself, or as the baseline
+// when comparing a tunnel against a plain link.
+func NewOverlayStack(clock tcpip.Clock) *tcpipstack.Stack {
+	s := tcpipstack.New(tcpipstack.Options{
+		NetworkProtocols:   []tcpipstack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol, arp.NewProtocol},
+		TransportProtocols: []tcpipstack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
+		HandleLocal:        true,
+		Clock:              clock,
+	})
+	sack := tcpip.TCPSACKEnabled(true)
+	_ = s.SetTransportProtocolOption(tcp.ProtocolNumber, &sack)
+	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: 8 << 20}
+	_ = s.SetTransportProtocolOption(tcp.ProtocolNumber, &rcv)
+	snd := tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: 8 << 20}
+	_ = s.SetTransportProtocolOption(tcp.ProtocolNumber, &snd)
+	mod := tcpip.TCPModerateReceiveBufferOption(true)
+	_ = s.SetTransportProtocolOption(tcp.ProtocolNumber, &mod)
+	return s
+}
+
+// Overlay returns the overlay netstack, for anything the net-style methods
+// do not cover.
+func (t *Tunnel) Overlay() *tcpipstack.Stack { return t.overlay }
+
+// Endpoint returns the tunnel's Geneve endpoint.
+func (t *Tunnel) Endpoint() *endpoint.Endpoint { return t.ep }
+
+// Underlay returns the underlay the tunnel runs on.
+func (t *Tunnel) Underlay() *SharedUnderlay { return t.underlay }
+
+// MTU returns the overlay MTU.
+func (t *Tunnel) MTU() uint32 { return t.ep.MTU() }
+
+// Stats returns the Geneve endpoint's counters plus, when the tunnel owns
+// its socket, the socket's (malformed datagrams, unknown VNIs).
+func (t *Tunnel) Stats() endpoint.Stats {
+	s := t.ep.Stats()
+	if t.underlay.owned {
+		ss := t.underlay.sock.Stats()
+		s.Add(&ss)
+	}
+	return s
+}
+
+// Close stops the tunnel. It aborts the overlay's connections, closes the
+// endpoint and, unless the underlay is shared, the socket and the underlay
+// netstack. It returns once no goroutine of the tunnel is left.
+func (t *Tunnel) Close() error {
+	var err error
+	t.closeOnce.Do(func() {
+		if t.overlay != nil {
+			t.overlay.Close()
+		}
+		if t.joined {
+			t.underlay.leaveGroup(t.cfg.Group)
+		}
+		if t.ep != nil {
+			t.ep.Close()
+		}
+		if t.underlay.owned {
+			err = t.underlay.Close()
+		}
+		if t.overlay != nil {
+			t.overlay.Wait()
+		}
+	})
+	return err
+}
+
+// errNoAddress is returned for an address that names no IP literal.
+var errNoAddress = errors.New("host must be an IP address: the overlay has no resolver")

@@ -1,0 +1,312 @@
+package stack
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"sync"
+
+	"github.com/gnv-project/gnv/endpoint"
+	"github.com/gnv-project/gnv/endpoint/geneve"
+	"github.com/gnv-project/gnv/link"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	tcpipstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+)
+
+// Underlay says how a tunnel's Geneve datagrams reach the network. The
+// implementations are NetstackUnderlay, KernelUDPUnderlay and
+// *SharedUnderlay.
+type Underlay interface {
+	// open creates (or, for a shared underlay, borrows) the socket.
+	open(o openOptions) (*SharedUnderlay, error)
+	// localAddr is the configured local underlay address, if any.
+	localAddr() netip.Addr
+}
+
+// NetstackUnderlay runs the underlay IP/UDP in a gVisor netstack of its own,
+// on a link endpoint: a port of the in-memory test fabric, an AF_PACKET
+// endpoint on a host interface, or anything else that speaks Ethernet. The
+// tunnel owns the link endpoint once created.
+type NetstackUnderlay struct {
+	// Link is the underlay NIC.
+	Link tcpipstack.LinkEndpoint
+	// Address is the underlay address and prefix on Link, like
+	// 192.0.2.1/24.
+	Address netip.Prefix
+	// Gateway is the next hop for underlay destinations outside Address's
+	// prefix; invalid means none.
+	Gateway netip.Addr
+	// MulticastTTL is the TTL of datagrams sent to a group; 0 means 64.
+	MulticastTTL uint8
+	// Pcap, if set, receives a capture of every underlay frame (Ethernet).
+	Pcap io.Writer
+}
+
+func (u NetstackUnderlay) localAddr() netip.Addr { return u.Address.Addr() }
+
+// KernelUDPUnderlay sends Geneve over an ordinary kernel UDP socket. It
+// needs no privilege at all.
+type KernelUDPUnderlay struct {
+	// Local is the local address to bind; invalid means the wildcard
+	// address of the remotes' family.
+	Local netip.Addr
+	// Device is the interface for multicast (joins and sends).
+	Device string
+	// MTU is the underlay IP MTU; 0 means the interface's.
+	MTU int
+	// Pcap, if set, receives a capture of every Geneve datagram sent or
+	// received, with synthesised outer IP and UDP headers.
+	Pcap io.Writer
+}
+
+func (u KernelUDPUnderlay) localAddr() netip.Addr { return u.Local }
+
+// SharedUnderlay is an open underlay socket that several tunnels (VNIs) can
+// share: each tunnel's Config names it as its Underlay. Closing a tunnel
+// does not close a SharedUnderlay; Close it after its tunnels.
+type SharedUnderlay struct {
+	sock  *endpoint.Socket
+	stack *tcpipstack.Stack // the underlay netstack, nil for kernel sockets
+	owned bool              // created implicitly for one tunnel
+
+	mu     sync.Mutex
+	groups map[netip.Addr]int
+	closed bool
+}
+
+// openOptions are what opening an underlay needs besides its own fields.
+type openOptions struct {
+	port   uint16      // local UDP port
+	family int         // 4 or 6: the family of the remotes or group
+	clock  tcpip.Clock // for a netstack underlay
+}
+
+// UnderlayOptions configure OpenUnderlay.
+type UnderlayOptions struct {
+	// Port is the local UDP port; 0 means 6081.
+	Port uint16
+	// EphemeralPort binds a port the system picks instead (kernel UDP
+	// underlays only); read it back from Socket().Transport().LocalAddr().
+	// Peers must then send to that port (Config.Port).
+	EphemeralPort bool
+	// Family is 4 or 6; it is needed only when the underlay has no local
+	// address to take it from (a KernelUDPUnderlay bound to the wildcard).
+	Family int
+	// Clock drives a netstack underlay's timers; nil means the real clock.
+	Clock tcpip.Clock
+}
+
+// OpenUnderlay opens u so that several tunnels can share it: pass the result
+// as the Underlay of each tunnel's Config.
+func OpenUnderlay(u Underlay, opts UnderlayOptions) (*SharedUnderlay, error) {
+	if opts.Port == 0 && !opts.EphemeralPort {
+		opts.Port = geneve.Port
+	}
+	if la := u.localAddr(); la.IsValid() {
+		opts.Family = 6
+		if la.Unmap().Is4() {
+			opts.Family = 4
+		}
+	}
+	if opts.Family != 4 && opts.Family != 6 {
+		return nil, fmt.Errorf("underlay family %d: want 4 or 6 (or a local address)", opts.Family)
+	}
+	return u.open(openOptions{port: opts.Port, family: opts.Family, clock: opts.Clock})
+}
+
+func (s *SharedUnderlay) open(openOptions) (*SharedUnderlay, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, errors.New("underlay: shared underlay is closed")
+	}
+	return s, nil
+}
+
+func (s *SharedUnderlay) localAddr() netip.Addr { return s.sock.Transport().LocalAddr().Addr() }
+
+// Socket returns the Geneve socket (for its drop counters).
+func (s *SharedUnderlay) Socket() *endpoint.Socket { return s.sock }
+
+// Stack returns the underlay netstack, or nil for a kernel socket.
+func (s *SharedUnderlay) Stack() *tcpipstack.Stack { return s.stack }
+
+// joinGroup joins g once, however many tunnels use it.
+func (s *SharedUnderlay) joinGroup(g netip.Addr) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.groups == nil {
+		s.groups = map[netip.Addr]int{}
+	}
+	if s.groups[g] == 0 {
+		if err := s.sock.Transport().JoinGroup(g); err != nil {
+			return err
+		}
+	}
+	s.groups[g]++
+	return nil
+}
+
+func (s *SharedUnderlay) leaveGroup(g netip.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.groups[g]--; s.groups[g] <= 0 {
+		delete(s.groups, g)
+		if !s.closed {
+			_ = s.sock.Transport().LeaveGroup(g)
+		}
+	}
+}
+
+// Close closes the socket and the underlay netstack.
+func (s *SharedUnderlay) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	err := s.sock.Close()
+	if s.stack != nil {
+		s.stack.Destroy()
+	}
+	return err
+}
+
+func (u NetstackUnderlay) open(o openOptions) (*SharedUnderlay, error) {
+	if u.Link == nil {
+		return nil, errors.New("underlay: netstack underlay needs a link endpoint")
+	}
+	if !u.Address.IsValid() {
+		return nil, errors.New("underlay address: required, like 192.0.2.1/24")
+	}
+	addr := u.Address.Addr().Unmap()
+	if !addr.IsGlobalUnicast() && !addr.IsPrivate() && !addr.IsLinkLocalUnicast() {
+		return nil, fmt.Errorf("underlay address %s: want a unicast address", u.Address)
+	}
+	if u.Gateway.IsValid() && u.Gateway.Unmap().Is4() != addr.Is4() {
+		return nil, fmt.Errorf("gateway %s: not the same address family as the underlay address %s", u.Gateway, u.Address)
+	}
+	s := tcpipstack.New(tcpipstack.Options{
+		NetworkProtocols: []tcpipstack.NetworkProtocolFactory{
+			ipv4.NewProtocolWithOptions(ipv4.Options{IGMP: ipv4.IGMPOptions{Enabled: true}}),
+			ipv6.NewProtocolWithOptions(ipv6.Options{MLD: ipv6.MLDOptions{Enabled: true}}),
+			arp.NewProtocol,
+		},
+		TransportProtocols: []tcpipstack.TransportProtocolFactory{
+			udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6,
+		},
+		Clock: o.clock,
+	})
+	fail := func(err error) (*SharedUnderlay, error) {
+		s.Destroy()
+		return nil, err
+	}
+	_ = s.SetOption(tcpip.ReceiveBufferSizeOption{Min: 4 << 10, Default: 4 << 20, Max: 16 << 20})
+	_ = s.SetOption(tcpip.SendBufferSizeOption{Min: 4 << 10, Default: 4 << 20, Max: 16 << 20})
+	const nic = 1
+	var lep tcpipstack.LinkEndpoint = u.Link
+	if u.Pcap != nil {
+		c, err := link.NewCaptureEndpoint(u.Link, u.Pcap)
+		if err != nil {
+			return fail(fmt.Errorf("underlay pcap: %w", err))
+		}
+		lep = c
+	}
+	if terr := s.CreateNICWithOptions(nic, lep, tcpipstack.NICOptions{Name: "underlay"}); terr != nil {
+		return fail(fmt.Errorf("underlay: create NIC: %s", terr))
+	}
+	proto := ipv4.ProtocolNumber
+	if !addr.Is4() {
+		proto = ipv6.ProtocolNumber
+	}
+	if terr := s.AddProtocolAddress(nic, tcpip.ProtocolAddress{
+		Protocol:          proto,
+		AddressWithPrefix: tcpip.AddressWithPrefix{Address: tcpip.AddrFromSlice(addr.AsSlice()), PrefixLen: u.Address.Bits()},
+	}, tcpipstack.AddressProperties{}); terr != nil {
+		return fail(fmt.Errorf("underlay address %s: %s", u.Address, terr))
+	}
+	routes := []tcpip.Route{{Destination: subnet(u.Address), NIC: nic}}
+	if u.Gateway.IsValid() {
+		def := header.IPv4EmptySubnet
+		if !addr.Is4() {
+			def = header.IPv6EmptySubnet
+		}
+		routes = append(routes, tcpip.Route{Destination: def, Gateway: tcpip.AddrFromSlice(u.Gateway.Unmap().AsSlice()), NIC: nic})
+	}
+	// Multicast groups are reached on the NIC directly.
+	if addr.Is4() {
+		routes = append(routes, tcpip.Route{Destination: subnet(netip.MustParsePrefix("224.0.0.0/4")), NIC: nic})
+	} else {
+		routes = append(routes, tcpip.Route{Destination: subnet(netip.MustParsePrefix("ff00::/8")), NIC: nic})
+	}
+	s.SetRouteTable(routes)
+	t, err := link.NewNetstackUDP(link.NetstackUDPOptions{
+		Stack:        s,
+		NIC:          nic,
+		Local:        netip.AddrPortFrom(addr, o.port),
+		MulticastTTL: u.MulticastTTL,
+	})
+	if err != nil {
+		return fail(err)
+	}
+	sock, err := endpoint.NewSocket(t)
+	if err != nil {
+		t.Close()
+		return fail(err)
+	}
+	return &SharedUnderlay{sock: sock, stack: s}, nil
+}
+
+func (u KernelUDPUnderlay) open(o openOptions) (*SharedUnderlay, error) {
+	k, err := link.NewKernelUDP(link.KernelUDPOptions{
+		Local:  netip.AddrPortFrom(u.Local, o.port),
+		Family: o.family,
+		Device: u.Device,
+		MTU:    u.MTU,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("underlay: kernel udp: %w", err)
+	}
+	var t link.Transport = k
+	if u.Pcap != nil {
+		if t, err = link.NewCaptureTransport(k, u.Pcap); err != nil {
+			k.Close()
+			return nil, fmt.Errorf("underlay pcap: %w", err)
+		}
+	}
+	sock, err := endpoint.NewSocket(t)
+	if err != nil {
+		t.Close()
+		return nil, err
+	}
+	return &SharedUnderlay{sock: sock}, nil
+}
+
+// subnet converts a prefix to a netstack subnet (host bits cleared).
+func subnet(p netip.Prefix) tcpip.Subnet {
+	p = p.Masked()
+	a := p.Addr().Unmap()
+	bits := p.Bits()
+	if p.Addr().Is4In6() {
+		bits -= 96
+	}
+	n := a.BitLen()
+	mask := make([]byte, n/8)
+	for i := 0; i < bits; i++ {
+		mask[i/8] |= 0x80 >> (i % 8)
+	}
+	s, err := tcpip.NewSubnet(tcpip.AddrFromSlice(a.AsSlice()), tcpip.MaskFromBytes(mask))
+	if err != nil {
+		panic(fmt.Sprintf("subnet %s: %v", p, err)) // p was masked: cannot happen
+	}
+	return s
+}

@@ -1,0 +1,699 @@
+// Package testutil provides helpers for deterministic, in-process tests of gnv
+// and of other programs built on gVisor's netstack.
+//
+// The main piece is Fabric, an in-memory Ethernet underlay: a learning switch
+// whose ports are gVisor link endpoints (stack.LinkEndpoint). Give each
+// netstack a Port as its NIC, and the stacks talk to each other through the
+// switch, with optional per-link loss, duplication, reordering and delay
+// (Faults) and an optional pcap capture of everything the switch forwards.
+//
+// Leak checking for gVisor's reference-counted packets is in
+// EnableLeakCheck, CheckLeaks and RunWithLeakCheck.
+package testutil
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/gnv-project/gnv/internal/pcap"
+)
+
+const (
+	ethHeaderLen = header.EthernetMinimumSize
+
+	// DefaultMTU is the port MTU (the IP MTU, without the Ethernet header)
+	// used when FabricOptions.MTU is zero.
+	DefaultMTU = 1500
+
+	// DefaultQueueLen is the per-port receive queue length used when
+	// FabricOptions.QueueLen is zero.
+	DefaultQueueLen = 4096
+
+	// deliverBatch is the most frames a port's goroutine takes off its
+	// queue at once.
+	deliverBatch = 64
+)
+
+var broadcastMAC = [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+
+// ErrClosed is returned by Fabric.NewPort once the fabric is closed.
+var ErrClosed = errors.New("testutil: fabric is closed")
+
+// FabricOptions configures a Fabric. The zero value is usable.
+type FabricOptions struct {
+	// Seed seeds the random fault decisions of every port (combined with
+	// the port's index), so that runs are reproducible.
+	Seed int64
+
+	// Clock times Faults.Delay, Faults.Jitter and Faults.ReorderTimeout
+	// and timestamps the capture. Nil means the real clock
+	// (tcpip.NewStdClock). A *faketime.ManualClock makes delays advance
+	// only when the test calls Advance; it is usually the same clock the
+	// stacks use (stack.Options.Clock).
+	Clock tcpip.Clock
+
+	// Pcap, if not nil, receives a libpcap capture (Ethernet link type) of
+	// every frame the switch forwards, written once per frame before any
+	// link fault applies. Each frame is written with one Write call.
+	// Write errors stop the capture; see Fabric.PcapError. Frames are
+	// written on the senders' goroutines, so read the capture only once
+	// the stacks are destroyed (or otherwise quiet).
+	Pcap io.Writer
+
+	// MTU is the initial MTU of each port: the largest IP packet, not
+	// counting the 14-byte Ethernet header. Zero means DefaultMTU.
+	MTU uint32
+
+	// QueueLen is the number of frames each port's receive queue holds;
+	// frames arriving at a full queue are dropped and counted in
+	// FabricStats.DroppedQueueFull. Zero means DefaultQueueLen.
+	QueueLen int
+}
+
+// FabricStats counts what a Fabric did with frames. Counters that concern
+// copies (one per receiving port, after duplication) are marked as such.
+type FabricStats struct {
+	// Frames is the number of frames the ports' stacks sent into the
+	// switch.
+	Frames uint64
+	// Forwarded is the number of frames sent to the single port where the
+	// destination MAC was learned.
+	Forwarded uint64
+	// Flooded is the number of frames sent to every port but the sender:
+	// broadcast, multicast and unknown unicast destinations.
+	Flooded uint64
+	// DroppedInvalid is the number of frames the switch dropped because
+	// they were shorter than an Ethernet header or longer than the
+	// sending port's MTU plus the header.
+	DroppedInvalid uint64
+	// Filtered is the number of copies that a port's MAC filter rejected
+	// (unicast to another MAC on a port that is not promiscuous), plus
+	// frames whose destination was learned on the sending port itself.
+	Filtered uint64
+	// Delivered is the number of copies handed to a stack.
+	Delivered uint64
+	// DroppedLoss is the number of copies dropped by Faults.Loss.
+	DroppedLoss uint64
+	// Duplicated is the number of extra copies made by Faults.Duplicate.
+	Duplicated uint64
+	// Reordered is the number of copies held back by Faults.Reorder.
+	Reordered uint64
+	// Delayed is the number of copies scheduled on the clock by
+	// Faults.Delay or Faults.Jitter.
+	Delayed uint64
+	// DroppedClosed is the number of copies dropped because the receiving
+	// port was closed, or had no stack attached, when they were due.
+	DroppedClosed uint64
+	// DroppedQueueFull is the number of copies dropped because the
+	// receiving port's queue was full.
+	DroppedQueueFull uint64
+}
+
+type fabricCounters struct {
+	frames, forwarded, flooded, droppedInvalid, filtered, delivered,
+	droppedLoss, duplicated, reordered, delayed, droppedClosed,
+	droppedQueueFull atomic.Uint64
+}
+
+// Fabric is an in-memory learning Ethernet switch. Create it with NewFabric,
+// add ports with NewPort, and give each Port to a netstack as its NIC. A
+// Fabric is safe for concurrent use.
+//
+// The switch learns which port each source MAC lives behind (entries never
+// age; a MAC that moves is relearned from its next frame, and a closed
+// port's entries are forgotten). Unicast frames to a learned MAC go to that
+// port only; broadcast, multicast and unknown-unicast frames are flooded to
+// every other port.
+type Fabric struct {
+	seed     int64
+	clock    tcpip.Clock
+	mtu      uint32
+	queueLen int
+
+	pcap       *pcap.Writer // nil if no capture
+	pcapFailed atomic.Bool
+	pcapErr    atomic.Pointer[error]
+
+	mu     sync.Mutex // serializes port creation, removal and Close
+	closed bool
+	nextID int
+	all    []*Port // every port ever created, for Close
+	// ports is the copy-on-write list of open ports, read without a lock
+	// when flooding.
+	ports atomic.Pointer[[]*Port]
+
+	macMu sync.RWMutex
+	macs  map[[6]byte]*Port // learned source MAC -> port
+
+	stats fabricCounters
+}
+
+// NewFabric returns an empty fabric. If writing the pcap file header to
+// opts.Pcap fails, the fabric works without a capture and PcapError reports
+// the error.
+func NewFabric(opts FabricOptions) *Fabric {
+	f := &Fabric{
+		seed:     opts.Seed,
+		clock:    opts.Clock,
+		mtu:      opts.MTU,
+		queueLen: opts.QueueLen,
+		macs:     make(map[[6]byte]*Port),
+	}
+	if f.clock == nil {
+		f.clock = tcpip.NewStdClock()
+	}
+	if f.mtu == 0 {
+		f.mtu = DefaultMTU
+	}
+	if f.queueLen <= 0 {
+		f.queueLen = DefaultQueueLen
+	}
+	f.ports.Store(new([]*Port))
+	if opts.Pcap != nil {
+		w, err := pcap.NewWriter(opts.Pcap, pcap.LinkTypeEthernet, 0)
+		if err != nil {
+			f.setPcapErr(err)
+		} else {
+			f.pcap = w
+		}
+	}
+	return f
+}
+
+// PcapError returns the first error writing the capture, or nil. The capture
+// stops at the first error.
+func (f *Fabric) PcapError() error {
+	if p := f.pcapErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func (f *Fabric) setPcapErr(err error) {
+	if f.pcapFailed.CompareAndSwap(false, true) {
+		f.pcapErr.Store(&err)
+	}
+}
+
+// Clock returns the clock the fabric uses for delays and timestamps.
+func (f *Fabric) Clock() tcpip.Clock { return f.clock }
+
+// Stats returns a snapshot of the fabric's counters. Counters are read one
+// at a time while traffic may be flowing, so they are only mutually
+// consistent when the fabric is idle.
+func (f *Fabric) Stats() FabricStats {
+	s := &f.stats
+	return FabricStats{
+		Frames:           s.frames.Load(),
+		Forwarded:        s.forwarded.Load(),
+		Flooded:          s.flooded.Load(),
+		DroppedInvalid:   s.droppedInvalid.Load(),
+		Filtered:         s.filtered.Load(),
+		Delivered:        s.delivered.Load(),
+		DroppedLoss:      s.droppedLoss.Load(),
+		Duplicated:       s.duplicated.Load(),
+		Reordered:        s.reordered.Load(),
+		Delayed:          s.delayed.Load(),
+		DroppedClosed:    s.droppedClosed.Load(),
+		DroppedQueueFull: s.droppedQueueFull.Load(),
+	}
+}
+
+// NewPort adds a port to the fabric. mac is the port's MAC address; empty
+// means a fresh locally administered unicast MAC derived from the port's
+// index (02:fa:b1:xx:xx:xx, the same on every run). faults are the
+// impairments of the link into the port; the zero Faults is a perfect link.
+//
+// It returns an error if mac is not a 6-byte unicast address or is already
+// used by an open port, if faults are invalid, or (ErrClosed) if the fabric
+// is closed.
+//
+// Each port runs one goroutine that delivers received frames to its stack;
+// it stops when the port or the fabric is closed.
+func (f *Fabric) NewPort(mac tcpip.LinkAddress, faults Faults) (*Port, error) {
+	if err := faults.Validate(); err != nil {
+		return nil, err
+	}
+	if mac != "" {
+		if len(mac) != 6 {
+			return nil, fmt.Errorf("testutil: NewPort: MAC %q is %d bytes, want 6", mac, len(mac))
+		}
+		if mac[0]&1 != 0 {
+			return nil, fmt.Errorf("testutil: NewPort: MAC %v is a group (multicast) address, want unicast", mac)
+		}
+	}
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return nil, ErrClosed
+	}
+	inUse := func(m [6]byte) bool {
+		for _, q := range *f.ports.Load() {
+			q.mu.Lock()
+			same := q.mac == m
+			q.mu.Unlock()
+			if same {
+				return true
+			}
+		}
+		return false
+	}
+	id := f.nextID
+	var m [6]byte
+	if mac != "" {
+		copy(m[:], mac)
+		if inUse(m) {
+			return nil, fmt.Errorf("testutil: NewPort: MAC %v is already used by another port", mac)
+		}
+	} else {
+		for n := id + 1; ; n++ {
+			m = [6]byte{0x02, 0xfa, 0xb1, byte(n >> 16), byte(n >> 8), byte(n)}
+			if !inUse(m) {
+				break
+			}
+		}
+	}
+	f.nextID++
+
+	p := &Port{
+		fabric: f,
+		index:  id,
+		mac:    m,
+		rng:    rand.New(rand.NewPCG(uint64(f.seed), uint64(id))),
+		faults: faults,
+		ring:   make([]*stack.PacketBuffer, f.queueLen),
+		wake:   make(chan struct{}, 1),
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	p.mtu.Store(f.mtu)
+	f.all = append(f.all, p)
+	old := *f.ports.Load()
+	ports := make([]*Port, len(old), len(old)+1)
+	copy(ports, old)
+	ports = append(ports, p)
+	f.ports.Store(&ports)
+	go p.run()
+	return p, nil
+}
+
+// Close closes every port (see Port.Close) and the fabric: frames still
+// queued, delayed or held back are released, every port goroutine has
+// exited when Close returns, and NewPort fails from then on. Close does not
+// close FabricOptions.Pcap. It is safe to call more than once.
+//
+// Do not call Close from a callback that runs on a port's delivery
+// goroutine (for example inside a stack's packet processing).
+func (f *Fabric) Close() {
+	f.mu.Lock()
+	f.closed = true
+	all := f.all
+	f.all = nil
+	f.mu.Unlock()
+	for _, p := range all {
+		p.Close()
+	}
+}
+
+// removePort takes p out of the flooding list and forgets the MACs learned
+// on it.
+func (f *Fabric) removePort(p *Port) {
+	f.mu.Lock()
+	old := *f.ports.Load()
+	ports := make([]*Port, 0, len(old))
+	for _, q := range old {
+		if q != p {
+			ports = append(ports, q)
+		}
+	}
+	f.ports.Store(&ports)
+	f.mu.Unlock()
+
+	f.macMu.Lock()
+	for m, q := range f.macs {
+		if q == p {
+			delete(f.macs, m)
+		}
+	}
+	f.macMu.Unlock()
+}
+
+// switchFrame forwards one outbound frame from port in. pkt is borrowed.
+func (f *Fabric) switchFrame(in *Port, pkt *stack.PacketBuffer) {
+	st := &f.stats
+	st.frames.Add(1)
+	size := pkt.Size()
+	if size < ethHeaderLen || size > int(in.mtu.Load())+ethHeaderLen {
+		st.droppedInvalid.Add(1)
+		return
+	}
+	var eth [ethHeaderLen]byte
+	copyFrameHead(pkt, eth[:])
+	dst := [6]byte(eth[0:6])
+	src := [6]byte(eth[6:12])
+
+	learn := src[0]&1 == 0 // never learn a group address
+	var out *Port
+	f.macMu.RLock()
+	if learn && f.macs[src] == in {
+		learn = false
+	}
+	if dst[0]&1 == 0 {
+		out = f.macs[dst]
+	}
+	f.macMu.RUnlock()
+	if learn {
+		f.macMu.Lock()
+		// Checked under macMu: Close marks the port closed before
+		// removePort takes macMu, so a closed port is never learned.
+		if !in.closed.Load() {
+			f.macs[src] = in
+		}
+		f.macMu.Unlock()
+	}
+
+	if f.pcap != nil && !f.pcapFailed.Load() {
+		if err := f.pcap.WritePacketBuffer(f.clock.Now(), pkt); err != nil {
+			f.setPcapErr(err)
+		}
+	}
+
+	switch {
+	case out == in:
+		st.filtered.Add(1) // a real switch does not send a frame back where it came from
+	case out != nil:
+		st.forwarded.Add(1)
+		out.receive(pkt, &dst)
+	default:
+		st.flooded.Add(1)
+		for _, p := range *f.ports.Load() {
+			if p != in {
+				p.receive(pkt, &dst)
+			}
+		}
+	}
+}
+
+// copyFrameHead copies the first len(b) bytes of pkt, starting at its first
+// pushed header, into b without allocating. pkt must be at least that long.
+func copyFrameHead(pkt *stack.PacketBuffer, b []byte) {
+	views, off := pkt.AsViewList()
+	for v := views.Front(); v != nil && len(b) > 0; v = v.Next() {
+		s := v.AsSlice()
+		if off >= len(s) {
+			off -= len(s)
+			continue
+		}
+		n := copy(b, s[off:])
+		off = 0
+		b = b[n:]
+	}
+}
+
+// Port is one port of a Fabric. It implements stack.LinkEndpoint as an
+// Ethernet NIC: create the stack's NIC with it (stack.CreateNIC); the stack
+// needs arp.NewProtocol for IPv4 (IPv6 uses NDP, built into ipv6).
+//
+// Outbound, Port borrows the packets passed to WritePackets and switches
+// them synchronously. Inbound, each port has a bounded queue drained by its
+// own goroutine, which hands frames to the attached stack in batches; frames
+// are never delivered on the sender's goroutine, so a stack is never
+// re-entered from its own send path.
+//
+// A port accepts unicast frames only for its own MAC unless it is
+// promiscuous (SetPromiscuous), plus all broadcast and multicast frames.
+type Port struct {
+	fabric *Fabric
+	index  int
+
+	mtu     atomic.Uint32
+	promisc atomic.Bool
+	closed  atomic.Bool // mirrors closedLocked for lock-free reads
+
+	mu           sync.Mutex
+	mac          [6]byte
+	dispatcher   stack.NetworkDispatcher
+	onClose      func()
+	closedLocked bool
+	faults       Faults
+	rng          *rand.Rand
+	ring         []*stack.PacketBuffer // receive queue
+	head, n      int
+	held         *stack.PacketBuffer // frame held back by Faults.Reorder
+	heldTimer    tcpip.Timer
+	delayed      map[*delayedFrame]struct{}
+
+	wake chan struct{} // capacity 1: there is work in ring
+	stop chan struct{} // closed by Close
+	done chan struct{} // closed when run returns
+}
+
+var _ stack.LinkEndpoint = (*Port)(nil)
+
+// Index returns the port's index in its fabric: 0 for the first port
+// created, 1 for the next, and so on.
+func (p *Port) Index() int { return p.index }
+
+// Fabric returns the fabric p belongs to.
+func (p *Port) Fabric() *Fabric { return p.fabric }
+
+// SetPromiscuous sets whether p accepts unicast frames addressed to other
+// MACs. They are delivered with PktType tcpip.PacketOtherHost.
+func (p *Port) SetPromiscuous(on bool) { p.promisc.Store(on) }
+
+// Promiscuous reports whether p is promiscuous.
+func (p *Port) Promiscuous() bool { return p.promisc.Load() }
+
+// MTU implements stack.LinkEndpoint. It is the IP MTU, FabricOptions.MTU
+// unless changed with SetMTU.
+func (p *Port) MTU() uint32 { return p.mtu.Load() }
+
+// SetMTU implements stack.LinkEndpoint. Frames larger than the sending
+// port's MTU plus the Ethernet header are dropped by the switch.
+func (p *Port) SetMTU(mtu uint32) { p.mtu.Store(mtu) }
+
+// MaxHeaderLength implements stack.LinkEndpoint: the 14-byte Ethernet
+// header.
+func (*Port) MaxHeaderLength() uint16 { return ethHeaderLen }
+
+// LinkAddress implements stack.LinkEndpoint. It returns the port's MAC.
+func (p *Port) LinkAddress() tcpip.LinkAddress {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return tcpip.LinkAddress(p.mac[:])
+}
+
+// SetLinkAddress implements stack.LinkEndpoint. addr must be 6 bytes;
+// anything else is ignored.
+func (p *Port) SetLinkAddress(addr tcpip.LinkAddress) {
+	if len(addr) != 6 {
+		return
+	}
+	p.mu.Lock()
+	copy(p.mac[:], addr)
+	p.mu.Unlock()
+}
+
+// Capabilities implements stack.LinkEndpoint:
+// stack.CapabilityResolutionRequired (the stack runs ARP and NDP).
+func (*Port) Capabilities() stack.LinkEndpointCapabilities {
+	return stack.CapabilityResolutionRequired
+}
+
+// ARPHardwareType implements stack.LinkEndpoint: header.ARPHardwareEther.
+func (*Port) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareEther }
+
+// AddHeader implements stack.LinkEndpoint. It pushes the Ethernet header:
+// source pkt.EgressRoute.LocalLinkAddress (the port's MAC if empty),
+// destination pkt.EgressRoute.RemoteLinkAddress, type
+// pkt.NetworkProtocolNumber.
+func (p *Port) AddHeader(pkt *stack.PacketBuffer) {
+	src := pkt.EgressRoute.LocalLinkAddress
+	if src == "" {
+		src = p.LinkAddress()
+	}
+	eth := header.Ethernet(pkt.LinkHeader().Push(ethHeaderLen))
+	eth.Encode(&header.EthernetFields{
+		SrcAddr: src,
+		DstAddr: pkt.EgressRoute.RemoteLinkAddress,
+		Type:    pkt.NetworkProtocolNumber,
+	})
+}
+
+// ParseHeader implements stack.LinkEndpoint. It consumes the Ethernet
+// header.
+func (*Port) ParseHeader(pkt *stack.PacketBuffer) bool {
+	_, ok := pkt.LinkHeader().Consume(ethHeaderLen)
+	return ok
+}
+
+// Attach implements stack.LinkEndpoint. Frames received while no stack is
+// attached are dropped (FabricStats.DroppedClosed). Attach(nil) does not
+// wait for a delivery in progress; the stack copes, as its NIC is disabled
+// by then.
+func (p *Port) Attach(d stack.NetworkDispatcher) {
+	p.mu.Lock()
+	p.dispatcher = d
+	p.mu.Unlock()
+}
+
+// IsAttached implements stack.LinkEndpoint.
+func (p *Port) IsAttached() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.dispatcher != nil
+}
+
+// Wait implements stack.LinkEndpoint. It returns at once: the stack calls it
+// while holding its own lock, which the delivery goroutine may need, so the
+// goroutine is instead waited for by Close (which the stack calls next when
+// it removes the NIC or is destroyed).
+func (*Port) Wait() {}
+
+// SetOnCloseAction implements stack.LinkEndpoint. The stack uses it to
+// remove its NIC when the port is closed.
+func (p *Port) SetOnCloseAction(action func()) {
+	p.mu.Lock()
+	p.onClose = action
+	p.mu.Unlock()
+}
+
+// Close implements stack.LinkEndpoint. It runs the on-close action (the
+// owning stack removes its NIC), takes the port out of the fabric, stops its
+// goroutine and releases every frame still queued, delayed or held back
+// (counted in FabricStats.DroppedClosed). When Close returns the port's
+// goroutine has exited. Close is idempotent; a closed port cannot be
+// reopened.
+//
+// Do not call Close from the port's own delivery goroutine (inside the
+// stack's receive path): it would wait for itself.
+func (p *Port) Close() {
+	p.mu.Lock()
+	action := p.onClose
+	p.onClose = nil
+	p.mu.Unlock()
+	if action != nil {
+		// Typically stack.RemoveNIC, which calls back into Attach(nil),
+		// Wait and Close; the nested Close does the work below.
+		action()
+	}
+
+	p.mu.Lock()
+	if p.closedLocked {
+		p.mu.Unlock()
+		<-p.done
+		return
+	}
+	p.closedLocked = true
+	p.closed.Store(true)
+	var release []*stack.PacketBuffer
+	for ; p.n > 0; p.n-- {
+		release = append(release, p.ring[p.head])
+		p.ring[p.head] = nil
+		p.head = (p.head + 1) % len(p.ring)
+	}
+	if p.held != nil {
+		release = append(release, p.held)
+		p.held = nil
+		p.heldTimer.Stop()
+	}
+	for df := range p.delayed {
+		df.timer.Stop() // if it already fired, fire() finds df gone
+		release = append(release, df.pkt)
+	}
+	p.delayed = nil
+	p.dispatcher = nil
+	close(p.stop)
+	p.mu.Unlock()
+
+	for _, pkt := range release {
+		pkt.DecRef()
+	}
+	p.fabric.stats.droppedClosed.Add(uint64(len(release)))
+	p.fabric.removePort(p)
+	<-p.done
+}
+
+// WritePackets implements stack.LinkEndpoint. It switches each frame
+// synchronously (learning its source MAC, then forwarding or flooding it)
+// and queues copies on the receiving ports. The packets are borrowed, never
+// released. It returns tcpip.ErrClosedForSend once the port is closed.
+func (p *Port) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	if p.closed.Load() {
+		return 0, &tcpip.ErrClosedForSend{}
+	}
+	n := 0
+	for _, pkt := range pkts.AsSlice() {
+		p.fabric.switchFrame(p, pkt)
+		n++
+	}
+	return n, nil
+}
+
+// enqueueLocked appends c to the receive queue, taking over its reference.
+// p.mu must be held.
+func (p *Port) enqueueLocked(c *stack.PacketBuffer) {
+	if p.n == len(p.ring) {
+		c.DecRef()
+		p.fabric.stats.droppedQueueFull.Add(1)
+		return
+	}
+	p.ring[(p.head+p.n)%len(p.ring)] = c
+	p.n++
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run is the port's delivery goroutine.
+func (p *Port) run() {
+	defer close(p.done)
+	st := &p.fabric.stats
+	batch := make([]*stack.PacketBuffer, 0, deliverBatch)
+	for {
+		select {
+		case <-p.wake:
+		case <-p.stop:
+			return
+		}
+		for {
+			p.mu.Lock()
+			if p.closedLocked {
+				p.mu.Unlock()
+				return
+			}
+			for p.n > 0 && len(batch) < cap(batch) {
+				batch = append(batch, p.ring[p.head])
+				p.ring[p.head] = nil
+				p.head = (p.head + 1) % len(p.ring)
+				p.n--
+			}
+			d := p.dispatcher
+			p.mu.Unlock()
+			if len(batch) == 0 {
+				break
+			}
+			for i, pkt := range batch {
+				if d == nil {
+					st.droppedClosed.Add(1)
+				} else {
+					st.delivered.Add(1)
+					d.DeliverNetworkPacket(header.Ethernet(pkt.LinkHeader().Slice()).Type(), pkt)
+				}
+				pkt.DecRef()
+				batch[i] = nil
+			}
+			batch = batch[:0]
+		}
+	}
+}
