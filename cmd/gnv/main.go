@@ -1,0 +1,47 @@
+// Command gnv runs Geneve (RFC 8926) tunnels in userspace.
+//
+//	gnv demo [flags]   two tunnel hosts in one process: ping, TCP, UDP, report
+//
+// Run "gnv help" or "gnv demo --help" for the flags.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+// run dispatches a subcommand and returns the exit status.
+func run(args []string) int {
+	cmd := "demo"
+	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "demo":
+		return demoMain(args)
+	case "help":
+		usage()
+		return 0
+	default:
+		fmt.Fprintf(os.Stderr, "gnv: unknown command %q\n", cmd)
+		usage()
+		return 2
+	}
+}
+
+func usage() {
+	fmt.Fprint(os.Stderr, `usage: gnv <command> [flags]
+
+commands:
+  demo   two Geneve hosts in one process (the default): ping, a TCP transfer
+         with its content checked and UDP datagrams across the overlay, then a
+         report; needs no privileges
+  help   this text
+
+"gnv <command> --help" lists a command's flags.
+`)
+}
