@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"fmt"
+	"gvisor.dev/gvisor/pkg/buffer"
 	"math"
 	"time"
 
@@ -148,11 +149,24 @@ func (p *Port) receive(pkt *stack.PacketBuffer, dst *[6]byte) {
 	p.mu.Unlock()
 }
 
-// newInbound makes the inbound copy of an outbound frame: a new PacketBuffer
-// sharing pkt's bytes (refcounted, not copied) with the Ethernet header
-// consumed, as a NIC driver would hand it to the stack.
+// newInbound makes the inbound copy of an outbound frame, as a NIC would:
+// the frame's bytes in one fresh contiguous buffer (a wire serialises the
+// frame; the receiver must never share memory with the sender, which may
+// still hold those bytes for retransmission), with the Ethernet header
+// consumed. The buffer comes from gVisor's pool: nothing is allocated.
 func newInbound(pkt *stack.PacketBuffer, typ tcpip.PacketType) *stack.PacketBuffer {
-	c := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: pkt.ToBuffer()})
+	v := buffer.NewView(pkt.Size())
+	views, off := pkt.AsViewList()
+	for sv := views.Front(); sv != nil; sv = sv.Next() {
+		b := sv.AsSlice()
+		if off >= len(b) {
+			off -= len(b)
+			continue
+		}
+		v.Write(b[off:])
+		off = 0
+	}
+	c := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithView(v)})
 	c.LinkHeader().Consume(ethHeaderLen) // the switch checked the length
 	c.PktType = typ
 	return c
