@@ -74,44 +74,55 @@ func (e *Endpoint) receive(dg *link.Datagram, h geneve.Header, payload []byte) {
 		ip = payload
 	}
 
-	// Copy into a pooled view: the transport reuses its receive buffers, and
-	// the stack may keep the packet for as long as it likes.
-	v := buffer.NewViewWithData(payload)
-	b := v.AsSlice()
+	// Checks and the ECN decision read the borrowed bytes only.
+	rewriteECN, newECN := false, uint8(0)
 	if ip != nil {
-		ipb := b[len(payload)-len(ip):]
-		if t, ok := innerTOS(ipb); ok {
+		if t, ok := innerTOS(ip); ok {
 			ecn, ok := decapECN(t&ecnMask, dg.TOS&ecnMask)
 			if !ok {
-				v.Release()
 				e.stats.drop(DropECN)
 				return
 			}
-			if ecn != t&ecnMask {
-				setInnerECN(ipb, ecn)
-			}
+			rewriteECN, newECN = ecn != t&ecnMask, ecn
 		}
-		if !e.cfg.DisableGRO && !validInnerChecksums(ipb) {
-			v.Release()
+		if !e.cfg.DisableGRO && !validInnerChecksums(ip) {
 			e.stats.drop(DropInnerChecksum)
 			return
 		}
+	}
+	var data buffer.Buffer
+	if dg.Buffer.Size() != 0 && !rewriteECN {
+		// Keep the transport's bytes by reference.
+		data = dg.Buffer.Clone()
+		data.TrimFront(int64(len(dg.Payload) - len(payload)))
+	} else {
+		// Copy into a pooled view: the transport reuses its buffers (or
+		// they are shared and the ECN bits must change).
+		v := buffer.NewViewWithData(payload)
+		if rewriteECN {
+			b := v.AsSlice()
+			setInnerECN(b[len(payload)-len(ip):], newECN)
+		}
+		data = buffer.MakeWithView(v)
 	}
 
 	e.mu.RLock()
 	d := e.dispatcher
 	e.mu.RUnlock()
 	if d == nil {
-		v.Release()
+		data.Release()
 		e.stats.drop(DropNotAttached)
 		return
 	}
-	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithView(v)})
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: data})
 	if e.cfg.Mode == L2 {
 		pkt.LinkHeader().Consume(header.EthernetMinimumSize)
 	}
 	pkt.PktType = pktType
 	pkt.NetworkProtocolNumber = proto
+	// Validated above (GRO would otherwise check again; the NIC sets the
+	// same value from our capabilities).
+	pkt.RXChecksumValidated = !e.cfg.DisableGRO
 	e.stats.rxPackets.Add(1)
 	e.stats.rxBytes.Add(uint64(len(payload)))
 	if !e.cfg.DisableGRO && ip != nil {

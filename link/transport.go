@@ -44,6 +44,13 @@ type Datagram struct {
 	// Payload is the UDP payload. It is valid only until Receive returns.
 	Payload []byte
 
+	// Buffer, when not empty, holds the same bytes as Payload in a gVisor
+	// buffer that the receiver may keep, without copying, by cloning it
+	// (buffer.Buffer.Clone). Transports that reuse their receive memory
+	// leave it empty, and the receiver copies Payload instead. Like
+	// Payload it is borrowed: the receiver must not modify its bytes.
+	Buffer buffer.Buffer
+
 	// Src is the outer source address and UDP port.
 	Src netip.AddrPort
 
