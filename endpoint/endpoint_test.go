@@ -417,3 +417,20 @@ func TestECNDecapsulation(t *testing.T) {
 		}
 	}
 }
+
+// TestTunnelMTU checks the MTU table of the RFC 8926 checklist (§9).
+func TestTunnelMTU(t *testing.T) {
+	for _, c := range []struct {
+		fam  int
+		mode Mode
+		opts int
+		want int
+	}{
+		{4, L2, 0, 1450}, {6, L2, 0, 1430}, {4, L3, 0, 1464}, {6, L3, 0, 1444},
+		{4, L2, 252, 1198}, {6, L3, 8, 1436},
+	} {
+		if got := TunnelMTU(1500, c.fam, c.mode, c.opts); got != c.want {
+			t.Errorf("IPv%d %s with %d option bytes: MTU %d, want %d", c.fam, c.mode, c.opts, got, c.want)
+		}
+	}
+}
