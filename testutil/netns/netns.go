@@ -1,0 +1,118 @@
+// Package netns creates Linux network namespaces and veth pairs for
+// integration tests, and runs code inside a namespace.
+//
+// Everything needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN). Tests call
+// RequireRoot first, which skips them with a clear message otherwise.
+package netns
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// RequireRoot skips the test unless it runs as root with the ip command.
+func RequireRoot(tb testing.TB) {
+	tb.Helper()
+	if os.Geteuid() != 0 {
+		tb.Skip("needs root (network namespaces and veth); run the tests as root, as CI does")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		tb.Skip("needs the ip command (apt-get install iproute2)")
+	}
+}
+
+// NS is a named network namespace.
+type NS struct {
+	Name string
+	fd   int
+}
+
+// New creates a namespace with a unique name starting with prefix, brings
+// its loopback up, and deletes it when the test ends.
+func New(tb testing.TB, prefix string) *NS {
+	tb.Helper()
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	name := prefix + "-" + hex.EncodeToString(b[:])
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		tb.Fatalf("ip netns add %s: %v: %s", name, err, out)
+	}
+	fd, err := unix.Open("/run/netns/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		_ = exec.Command("ip", "netns", "del", name).Run()
+		tb.Fatalf("open netns %s: %v", name, err)
+	}
+	ns := &NS{Name: name, fd: fd}
+	tb.Cleanup(func() {
+		unix.Close(fd)
+		_ = exec.Command("ip", "netns", "del", name).Run()
+	})
+	ns.MustRun(tb, "ip", "link", "set", "lo", "up")
+	return ns
+}
+
+// Run runs a command inside the namespace and returns its combined output.
+func (ns *NS) Run(name string, args ...string) (string, error) {
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.Name, name}, args...)...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	if err != nil {
+		err = fmt.Errorf("%s %s (in %s): %w: %s", name, strings.Join(args, " "), ns.Name, err, out.String())
+	}
+	return out.String(), err
+}
+
+// MustRun is Run that fails the test on error.
+func (ns *NS) MustRun(tb testing.TB, name string, args ...string) string {
+	tb.Helper()
+	out, err := ns.Run(name, args...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return out
+}
+
+// Command returns an exec.Cmd that runs inside the namespace.
+func (ns *NS) Command(name string, args ...string) *exec.Cmd {
+	return exec.Command("ip", append([]string{"netns", "exec", ns.Name, name}, args...)...)
+}
+
+// Do runs fn on an OS thread that has entered the namespace. Sockets, TAP
+// devices and other file descriptors opened in fn belong to the namespace
+// and stay there after Do returns; goroutines started by fn do not inherit
+// the namespace.
+func (ns *NS) Do(fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		// The thread is never unlocked: it dies with the goroutine instead
+		// of going back to the scheduler in the wrong namespace.
+		runtime.LockOSThread()
+		if err := unix.Setns(ns.fd, unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("setns %s: %w", ns.Name, err)
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
+}
+
+// Veth creates a veth pair with one end in a and the other in b, named
+// ifA and ifB, both up.
+func Veth(tb testing.TB, a *NS, ifA string, b *NS, ifB string) {
+	tb.Helper()
+	if out, err := exec.Command("ip", "link", "add", ifA, "netns", a.Name, "type", "veth", "peer", "name", ifB, "netns", b.Name).CombinedOutput(); err != nil {
+		tb.Fatalf("veth %s/%s: %v: %s", ifA, ifB, err, out)
+	}
+	a.MustRun(tb, "ip", "link", "set", ifA, "up")
+	b.MustRun(tb, "ip", "link", "set", ifB, "up")
+}
