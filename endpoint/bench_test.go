@@ -2,7 +2,6 @@ package endpoint
 
 import (
 	"fmt"
-	"net/netip"
 	"testing"
 
 	"github.com/gnv-project/gnv/endpoint/geneve"
@@ -67,7 +66,7 @@ func BenchmarkDecapsulate(b *testing.B) {
 					h.Protocol = geneve.ProtoEthernet
 					payload = ether(e.LinkAddress(), tcpip.LinkAddress("\x02\x00\x00\x00\x00\x02"), 0x0800, ip)
 				}
-				batch := []link.Datagram{{Payload: datagram(h, payload), Src: netip.MustParseAddrPort("192.0.2.2:5000")}}
+				batch := []link.Datagram{{Payload: datagram(h, payload), Src: peerAddr}}
 				b.SetBytes(int64(size))
 				b.ReportAllocs()
 				b.ResetTimer()

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/gnv-project/gnv/endpoint/geneve"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -41,6 +42,45 @@ func ParseMode(s string) (Mode, error) {
 		return L3, nil
 	}
 	return 0, fmt.Errorf("mode %q: valid modes are l2 and l3", s)
+}
+
+// DFMode is the outer IPv4 Don't Fragment policy.
+type DFMode int
+
+const (
+	// DFUnset never sets DF (the default, as in geneve(4) and Linux).
+	DFUnset DFMode = iota
+	// DFSet always sets DF: the outer packet is never fragmented.
+	DFSet
+	// DFInherit copies the DF bit (only that bit) of an inner IPv4
+	// packet, and sets DF for inner IPv6, which routers never fragment.
+	DFInherit
+)
+
+// String returns "unset", "set" or "inherit".
+func (d DFMode) String() string {
+	switch d {
+	case DFUnset:
+		return "unset"
+	case DFSet:
+		return "set"
+	case DFInherit:
+		return "inherit"
+	}
+	return fmt.Sprintf("DFMode(%d)", int(d))
+}
+
+// ParseDFMode parses "unset", "set" or "inherit".
+func ParseDFMode(s string) (DFMode, error) {
+	switch s {
+	case "unset":
+		return DFUnset, nil
+	case "set":
+		return DFSet, nil
+	case "inherit":
+		return DFInherit, nil
+	}
+	return 0, fmt.Errorf("df %q: valid values are set, inherit and unset", s)
 }
 
 // OptionType identifies a Geneve option by class and type. The critical bit
@@ -93,18 +133,34 @@ type Config struct {
 	// hashing the inner flow (RFC 8926 §3.3). 0 means 32768..61000.
 	SrcPortMin, SrcPortMax uint16
 
-	// TTL is the outer TTL / hop limit for unicast; 0 means 64.
+	// TTL is the outer TTL / hop limit, unicast and multicast; 0 means 64.
 	TTL uint8
 
-	// TOS is the outer DSCP/TOS byte. Its ECN bits are ignored: the outer
-	// ECN field is copied from the inner header (RFC 6040 normal mode).
+	// TTLInherit copies the inner TTL / hop limit into the outer header on
+	// encapsulation, and the outer one into the inner header on
+	// decapsulation (geneve(4)'s "genevettl inherit"). Frames that are not
+	// IP get TTL.
+	TTLInherit bool
+
+	// TOS is the outer DSCP (the TOS byte's upper six bits). Its ECN bits
+	// are ignored: the outer ECN field is always copied from the inner
+	// header (RFC 6040 normal mode).
 	TOS uint8
 
-	// DF sets the outer IPv4 Don't Fragment bit.
-	DF bool
+	// DSCPInherit copies the inner DSCP into the outer header on
+	// encapsulation instead of TOS (geneve(4)'s "genevedscpinherit").
+	DSCPInherit bool
+
+	// DF is the outer IPv4 Don't Fragment policy.
+	DF DFMode
 
 	// Options are raw option TLVs added to every packet sent.
 	Options []byte
+
+	// MaxMarkOptions reserves room, in bytes, for per-packet options
+	// attached with SetMarkOptions: the MTU is lowered by it (RFC 8926
+	// §4.4.1: the MTU must assume the largest options the tunnel may send).
+	MaxMarkOptions int
 
 	// KnownCritical lists the critical options this endpoint understands;
 	// packets with any other critical option are dropped (RFC 8926 §3.5.1).
@@ -116,6 +172,26 @@ type Config struct {
 
 	// Promiscuous makes an L2 endpoint deliver unicast frames for any MAC.
 	Promiscuous bool
+
+	// NoLearn turns off forwarding-table learning (L2; learning is on by
+	// default, as geneve(4)'s genevelearn).
+	NoLearn bool
+
+	// FDBMax is the forwarding table's size, 1..16777216; 0 means 2000.
+	FDBMax int
+
+	// FDBTimeout is how long a learned entry lives without traffic, up to
+	// 24h; 0 means 1200 s.
+	FDBTimeout time.Duration
+
+	// AcceptAnySource accepts packets from any outer source. By default a
+	// unicast endpoint accepts only its remotes and the remotes of its
+	// static forwarding entries (RFC 8926 §6.3); a multicast endpoint
+	// accepts any source, since its peers are not configured.
+	AcceptAnySource bool
+
+	// Clock drives forwarding-table ageing; nil means the real clock.
+	Clock tcpip.Clock
 
 	// GSOMaxSize is the largest TCP super-packet the overlay stack may hand
 	// down; the endpoint segments it before encapsulation. 0 means 65536;
@@ -181,6 +257,27 @@ func (c Config) validate(underlayFamily int) (Config, error) {
 		c.TTL = DefaultTTL
 	}
 	c.TOS &^= ecnMask
+	if c.DF < DFUnset || c.DF > DFInherit {
+		return c, fmt.Errorf("df %d: valid values are unset, set and inherit", int(c.DF))
+	}
+	if c.FDBMax == 0 {
+		c.FDBMax = DefaultFDBMax
+	}
+	if c.FDBMax < 1 || c.FDBMax > MaxFDBMax {
+		return c, fmt.Errorf("max-addr %d out of range: valid sizes are 1..%d", c.FDBMax, MaxFDBMax)
+	}
+	if c.FDBTimeout == 0 {
+		c.FDBTimeout = DefaultFDBTimeout
+	}
+	if c.FDBTimeout < time.Second || c.FDBTimeout > MaxFDBTimeout {
+		return c, fmt.Errorf("timeout %v out of range: valid timeouts are 1s..%v", c.FDBTimeout, MaxFDBTimeout)
+	}
+	if c.Clock == nil {
+		c.Clock = tcpip.NewStdClock()
+	}
+	if c.MaxMarkOptions < 0 || c.MaxMarkOptions%4 != 0 || len(c.Options)+c.MaxMarkOptions > geneve.MaxOptionsLen {
+		return c, fmt.Errorf("max mark options %d: want a multiple of 4 with the tunnel options at most %d bytes", c.MaxMarkOptions, geneve.MaxOptionsLen)
+	}
 	if len(c.Options) > 0 {
 		if len(c.Options) > geneve.MaxOptionsLen {
 			return c, fmt.Errorf("options: %d bytes, valid lengths are 0..%d", len(c.Options), geneve.MaxOptionsLen)

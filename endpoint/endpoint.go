@@ -20,6 +20,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/gnv-project/gnv/endpoint/geneve"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -44,6 +45,19 @@ type Endpoint struct {
 	// dsts are the underlay destinations for flooded traffic: the group, or
 	// every remote. Immutable after New.
 	dsts []netip.AddrPort
+
+	// fdb is the L2 forwarding table (nil in L3 mode).
+	fdb *FDB
+
+	// markOpts maps a packet mark (SO_MARK of the sending overlay socket)
+	// to extra options for its packets; copy-on-write.
+	markOpts atomic.Pointer[map[uint32][]byte]
+	markMu   sync.Mutex
+
+	// handlers maps option types to the functions that see them on
+	// received packets; copy-on-write.
+	handlers  atomic.Pointer[map[OptionType]OptionHandler]
+	handlerMu sync.Mutex
 
 	mu         sync.RWMutex
 	dispatcher stack.NetworkDispatcher
@@ -98,9 +112,12 @@ func New(sock *Socket, cfg Config) (*Endpoint, error) {
 	for _, r := range cfg.Remotes {
 		e.dsts = append(e.dsts, netip.AddrPortFrom(r, cfg.RemotePort))
 	}
+	if cfg.Mode == L2 {
+		e.fdb = newFDB(cfg.Clock, !cfg.NoLearn, cfg.FDBMax, cfg.FDBTimeout, cfg.RemotePort)
+	}
 	mtu := cfg.MTU
 	if mtu == 0 {
-		m := TunnelMTU(sock.t.MTU(), fam, cfg.Mode, len(cfg.Options))
+		m := TunnelMTU(sock.t.MTU(), fam, cfg.Mode, len(cfg.Options)+cfg.MaxMarkOptions)
 		if m < 68 {
 			return nil, fmt.Errorf("mtu: the underlay MTU %d leaves %d bytes for the overlay; at least 68 are needed", sock.t.MTU(), m)
 		}
@@ -112,9 +129,72 @@ func New(sock *Socket, cfg Config) (*Endpoint, error) {
 	e.gro.Init(!cfg.DisableGRO)
 	e.txPool.New = func() any { return new(txBatch) }
 	if err := sock.register(e); err != nil {
+		if e.fdb != nil {
+			e.fdb.close()
+		}
 		return nil, err
 	}
 	return e, nil
+}
+
+// FDB returns the L2 forwarding table, or nil for an L3 endpoint.
+func (e *Endpoint) FDB() *FDB { return e.fdb }
+
+// OptionHandler sees an option of a received packet that passed every
+// check and is about to be delivered. The option's data aliases the receive
+// buffer: it is valid only during the call, and the call must be quick (it
+// runs on the receive path).
+type OptionHandler func(opt geneve.Option, src netip.AddrPort)
+
+// HandleOption registers h for options of type t on received packets. A
+// registered critical option is understood: packets carrying it are
+// accepted. A nil h removes the registration.
+func (e *Endpoint) HandleOption(t OptionType, h OptionHandler) {
+	e.handlerMu.Lock()
+	defer e.handlerMu.Unlock()
+	m := map[OptionType]OptionHandler{}
+	if old := e.handlers.Load(); old != nil {
+		for k, v := range *old {
+			m[k] = v
+		}
+	}
+	if h == nil {
+		delete(m, t)
+	} else {
+		m[t] = h
+	}
+	e.handlers.Store(&m)
+}
+
+// SetMarkOptions makes packets with mark (the SO_MARK of the overlay socket
+// that sent them) carry opts after the tunnel's own options. opts must be
+// valid option TLVs no longer than Config.MaxMarkOptions. Empty opts
+// removes the mark's options.
+func (e *Endpoint) SetMarkOptions(mark uint32, opts []byte) error {
+	if mark == 0 {
+		return fmt.Errorf("mark 0 is every unmarked packet; use Config.Options for options on all packets")
+	}
+	if len(opts) > e.cfg.MaxMarkOptions {
+		return fmt.Errorf("options: %d bytes, but the tunnel reserves %d for per-packet options (Config.MaxMarkOptions)", len(opts), e.cfg.MaxMarkOptions)
+	}
+	if err := geneve.ValidateOptions(opts); err != nil {
+		return fmt.Errorf("options: %w", err)
+	}
+	e.markMu.Lock()
+	defer e.markMu.Unlock()
+	m := map[uint32][]byte{}
+	if old := e.markOpts.Load(); old != nil {
+		for k, v := range *old {
+			m[k] = v
+		}
+	}
+	if len(opts) == 0 {
+		delete(m, mark)
+	} else {
+		m[mark] = append([]byte(nil), opts...)
+	}
+	e.markOpts.Store(&m)
+	return nil
 }
 
 // Config returns the endpoint's configuration with defaults filled in.
@@ -247,6 +327,9 @@ func (e *Endpoint) Close() {
 	onClose := e.onClose
 	e.mu.Unlock()
 	e.sock.unregister(e)
+	if e.fdb != nil {
+		e.fdb.close()
+	}
 	if onClose != nil {
 		onClose()
 	}

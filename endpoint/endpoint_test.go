@@ -252,13 +252,8 @@ func TestEncapsulateOptionsAndReplication(t *testing.T) {
 	}
 }
 
-func TestTooBigDropped(t *testing.T) {
-	e, ft, _ := newTestEndpoint(t, Config{VNI: 1, Mode: L3, MTU: 100})
-	write(t, e, outbound(e, ipv4UDP("10.0.0.1", "10.0.0.2", 1, 2, 0, make([]byte, 200)), ""))
-	if len(ft.take()) != 0 || e.Stats().Drops[DropTxTooBig] != 1 {
-		t.Errorf("oversized packet: stats %v", e.Stats())
-	}
-}
+// peerAddr is the remote of newTestEndpoint's endpoints.
+var peerAddr = netip.MustParseAddrPort("192.0.2.2:6081")
 
 // datagram builds a received Geneve datagram.
 func datagram(h geneve.Header, payload []byte) []byte {
@@ -360,9 +355,9 @@ func TestDecapsulateL3(t *testing.T) {
 	e, ft, d := newTestEndpoint(t, Config{VNI: 9, Mode: L3})
 	ip := ipv4UDP("10.0.0.2", "10.0.0.1", 1, 2, 0, []byte("x"))
 	ft.r.Receive([]link.Datagram{
-		{Payload: datagram(geneve.Header{VNI: 9, Protocol: geneve.ProtoIPv4}, ip)},
-		{Payload: datagram(geneve.Header{VNI: 9, Protocol: geneve.ProtoEthernet}, ether("\xff\xff\xff\xff\xff\xff", "\x02\x00\x00\x00\x00\x01", 0x0800, ip))},
-		{Payload: datagram(geneve.Header{VNI: 9, Protocol: geneve.ProtoIPv6}, ip)},
+		{Payload: datagram(geneve.Header{VNI: 9, Protocol: geneve.ProtoIPv4}, ip), Src: peerAddr},
+		{Payload: datagram(geneve.Header{VNI: 9, Protocol: geneve.ProtoEthernet}, ether("\xff\xff\xff\xff\xff\xff", "\x02\x00\x00\x00\x00\x01", 0x0800, ip)), Src: peerAddr},
+		{Payload: datagram(geneve.Header{VNI: 9, Protocol: geneve.ProtoIPv6}, ip), Src: peerAddr},
 	})
 	if len(d.pkts) != 1 || d.proto[0] != header.IPv4ProtocolNumber || string(d.pkts[0]) != string(ip) {
 		t.Fatalf("delivered %d packets", len(d.pkts))
@@ -396,7 +391,7 @@ func TestECNDecapsulation(t *testing.T) {
 			d.pkts = nil
 			ip := ipv4UDP("10.0.0.2", "10.0.0.1", 1, 2, 0xb8|uint8(inner), []byte("ecn"))
 			drops := e.Stats().Drops[DropECN]
-			ft.r.Receive([]link.Datagram{{Payload: datagram(geneve.Header{VNI: 3, Protocol: geneve.ProtoIPv4}, ip), TOS: uint8(outer)}})
+			ft.r.Receive([]link.Datagram{{Payload: datagram(geneve.Header{VNI: 3, Protocol: geneve.ProtoIPv4}, ip), TOS: uint8(outer), Src: peerAddr}})
 			w := want[inner][outer]
 			if w < 0 {
 				if len(d.pkts) != 0 || e.Stats().Drops[DropECN] != drops+1 {

@@ -23,7 +23,7 @@ const (
 // Each segment gets a fresh copy of the link, IP and TCP headers (a few
 // dozen bytes); the payload is shared with the original packet by
 // reference, never copied.
-func (e *Endpoint) segment(b *txBatch, pkt *stack.PacketBuffer, linkHdr []byte, dsts []netip.AddrPort) {
+func (e *Endpoint) segment(b *txBatch, pkt *stack.PacketBuffer, linkHdr []byte, dsts []netip.AddrPort, extra []byte) {
 	ip := pkt.NetworkHeader().Slice()
 	tcp := pkt.TransportHeader().Slice()
 	if len(tcp) < 20 || len(ip) < 20 {
@@ -111,7 +111,7 @@ func (e *Endpoint) segment(b *txBatch, pkt *stack.PacketBuffer, linkHdr []byte, 
 		xsum := checksum.Combine(checksum.Checksum(stcp, pseudo), sum)
 		binary.BigEndian.PutUint16(stcp[16:18], ^xsum)
 
-		e.emit(b, &seg, sip, hash, dsts)
+		e.emit(b, &seg, sip, hash, dsts, extra)
 		nseg++
 	}
 	if nseg > 1 {

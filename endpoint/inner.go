@@ -52,18 +52,41 @@ func setInnerECN(ip []byte, ecn uint8) {
 	case 4:
 		old := binary.BigEndian.Uint16(ip[0:2])
 		ip[1] = ip[1]&^ecnMask | ecn
-		nw := binary.BigEndian.Uint16(ip[0:2])
-		xsum := binary.BigEndian.Uint16(ip[10:12])
-		// HC' = ~(~HC + ~m + m')
-		s := uint32(^xsum) + uint32(^old) + uint32(nw)
-		s = s&0xffff + s>>16
-		s = s&0xffff + s>>16
-		binary.BigEndian.PutUint16(ip[10:12], ^uint16(s))
+		fixChecksum16(ip[10:12], old, binary.BigEndian.Uint16(ip[0:2]))
 	case 6:
 		// Traffic class spans ip[0] low nibble and ip[1] high nibble; the
 		// ECN bits are bits 4-5 of ip[1].
 		ip[1] = ip[1]&^(ecnMask<<4) | ecn<<4
 	}
+}
+
+// innerTTL returns the TTL / hop limit of an IP header (innerTOS said ok).
+func innerTTL(ip []byte) uint8 {
+	if ip[0]>>4 == 4 {
+		return ip[8]
+	}
+	return ip[7]
+}
+
+// setInnerTTL rewrites the TTL / hop limit, fixing the IPv4 header checksum
+// incrementally.
+func setInnerTTL(ip []byte, ttl uint8) {
+	if ip[0]>>4 != 4 {
+		ip[7] = ttl
+		return
+	}
+	old := binary.BigEndian.Uint16(ip[8:10])
+	ip[8] = ttl
+	fixChecksum16(ip[10:12], old, binary.BigEndian.Uint16(ip[8:10]))
+}
+
+// fixChecksum16 updates the checksum at xsum for one 16-bit word changing
+// from old to nw: HC' = ~(~HC + ~m + m') (RFC 1624).
+func fixChecksum16(xsum []byte, old, nw uint16) {
+	s := uint32(^binary.BigEndian.Uint16(xsum)) + uint32(^old) + uint32(nw)
+	s = s&0xffff + s>>16
+	s = s&0xffff + s>>16
+	binary.BigEndian.PutUint16(xsum, ^uint16(s))
 }
 
 // decapECN applies RFC 6040 §4.2 (Figure 4): given the arriving inner and

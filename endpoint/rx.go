@@ -2,6 +2,7 @@ package endpoint
 
 import (
 	"encoding/binary"
+	"net/netip"
 
 	"github.com/gnv-project/gnv/endpoint/geneve"
 	"github.com/gnv-project/gnv/link"
@@ -17,6 +18,10 @@ import (
 // unknown critical options drop the packet (§3.5.1), the protocol type must
 // fit the mode, and ECN is decapsulated per RFC 6040.
 func (e *Endpoint) receive(dg *link.Datagram, h geneve.Header, payload []byte) {
+	if !e.sourceAllowed(dg.Src.Addr()) {
+		e.stats.drop(DropSource)
+		return
+	}
 	if h.OAM {
 		e.stats.rxControl.Add(1)
 		e.stats.drop(DropControl)
@@ -74,8 +79,9 @@ func (e *Endpoint) receive(dg *link.Datagram, h geneve.Header, payload []byte) {
 		ip = payload
 	}
 
-	// Checks and the ECN decision read the borrowed bytes only.
+	// Checks and the ECN / TTL decisions read the borrowed bytes only.
 	rewriteECN, newECN := false, uint8(0)
+	rewriteTTL, newTTL := false, uint8(0)
 	if ip != nil {
 		if t, ok := innerTOS(ip); ok {
 			ecn, ok := decapECN(t&ecnMask, dg.TOS&ecnMask)
@@ -84,6 +90,10 @@ func (e *Endpoint) receive(dg *link.Datagram, h geneve.Header, payload []byte) {
 				return
 			}
 			rewriteECN, newECN = ecn != t&ecnMask, ecn
+			if e.cfg.TTLInherit && dg.TTL != 0 {
+				newTTL = dg.TTL
+				rewriteTTL = newTTL != innerTTL(ip)
+			}
 		}
 		if !e.cfg.DisableGRO && !validInnerChecksums(ip) {
 			e.stats.drop(DropInnerChecksum)
@@ -91,7 +101,7 @@ func (e *Endpoint) receive(dg *link.Datagram, h geneve.Header, payload []byte) {
 		}
 	}
 	var data buffer.Buffer
-	if dg.Buffer.Size() != 0 && !rewriteECN {
+	if dg.Buffer.Size() != 0 && !rewriteECN && !rewriteTTL {
 		// Keep the transport's bytes by reference.
 		data = dg.Buffer.Clone()
 		data.TrimFront(int64(len(dg.Payload) - len(payload)))
@@ -100,8 +110,10 @@ func (e *Endpoint) receive(dg *link.Datagram, h geneve.Header, payload []byte) {
 		// they are shared and the ECN bits must change).
 		v := buffer.NewViewWithData(payload)
 		if rewriteECN {
-			b := v.AsSlice()
-			setInnerECN(b[len(payload)-len(ip):], newECN)
+			setInnerECN(v.AsSlice()[len(payload)-len(ip):], newECN)
+		}
+		if rewriteTTL {
+			setInnerTTL(v.AsSlice()[len(payload)-len(ip):], newTTL)
 		}
 		data = buffer.MakeWithView(v)
 	}
@@ -113,6 +125,12 @@ func (e *Endpoint) receive(dg *link.Datagram, h geneve.Header, payload []byte) {
 		data.Release()
 		e.stats.drop(DropNotAttached)
 		return
+	}
+	if e.fdb != nil {
+		e.fdb.learnFrom(payload[6:12], dg.Src.Addr().Unmap())
+	}
+	if len(h.Options) > 0 {
+		e.runHandlers(h.Options, dg.Src)
 	}
 	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: data})
 	if e.cfg.Mode == L2 {
@@ -156,10 +174,52 @@ func (e *Endpoint) criticalUnderstood(opts []byte) bool {
 		if o.Type&geneve.OptionCritical == 0 {
 			continue
 		}
-		if _, ok := e.critical[OptionType{Class: o.Class, Type: o.Type}]; !ok {
-			return false
+		t := OptionType{Class: o.Class, Type: o.Type}
+		if _, ok := e.critical[t]; ok {
+			continue
+		}
+		if hs := e.handlers.Load(); hs != nil {
+			if _, ok := (*hs)[t]; ok {
+				continue
+			}
+		}
+		return false
+	}
+}
+
+// runHandlers calls the registered option handlers for the options of an
+// accepted packet.
+func (e *Endpoint) runHandlers(opts []byte, src netip.AddrPort) {
+	hs := e.handlers.Load()
+	if hs == nil || len(*hs) == 0 {
+		return
+	}
+	it := geneve.Options(opts)
+	for {
+		o, ok := it.Next()
+		if !ok {
+			return
+		}
+		if h := (*hs)[OptionType{Class: o.Class, Type: o.Type}]; h != nil {
+			h(o, src)
 		}
 	}
+}
+
+// sourceAllowed applies source validation (RFC 8926 §6.3): a unicast
+// endpoint accepts only its remotes and the remotes of static forwarding
+// entries, unless configured to accept any source.
+func (e *Endpoint) sourceAllowed(src netip.Addr) bool {
+	if e.cfg.AcceptAnySource || e.cfg.Group.IsValid() {
+		return true
+	}
+	src = src.Unmap()
+	for _, d := range e.dsts {
+		if d.Addr() == src {
+			return true
+		}
+	}
+	return e.fdb != nil && e.fdb.isStaticRemote(src)
 }
 
 // acceptFrame applies the L2 receive filter: frames from our own MAC are

@@ -102,6 +102,9 @@ type Stats struct {
 	TxGSOSegments uint64
 	// RxControl counts O-bit control packets (also counted in Drops[DropControl]).
 	RxControl uint64
+	// PMTUReplies counts ICMP Fragmentation Needed / ICMPv6 Packet Too Big
+	// messages sent back into the overlay for packets above the MTU.
+	PMTUReplies uint64
 	// Drops counts dropped packets by reason.
 	Drops [NumDropReasons]uint64
 }
@@ -123,6 +126,7 @@ func (s *Stats) Add(o *Stats) {
 	s.TxBytes += o.TxBytes
 	s.TxGSOSegments += o.TxGSOSegments
 	s.RxControl += o.RxControl
+	s.PMTUReplies += o.PMTUReplies
 	for i := range s.Drops {
 		s.Drops[i] += o.Drops[i]
 	}
@@ -153,6 +157,7 @@ type counters struct {
 	rxPackets, rxBytes       atomic.Uint64
 	txPackets, txBytes       atomic.Uint64
 	txGSOSegments, rxControl atomic.Uint64
+	pmtuReplies              atomic.Uint64
 	drops                    [NumDropReasons]atomic.Uint64
 }
 
@@ -166,6 +171,7 @@ func (c *counters) snapshot() Stats {
 		TxBytes:       c.txBytes.Load(),
 		TxGSOSegments: c.txGSOSegments.Load(),
 		RxControl:     c.rxControl.Load(),
+		PMTUReplies:   c.pmtuReplies.Load(),
 	}
 	for i := range c.drops {
 		s.Drops[i] = c.drops[i].Load()

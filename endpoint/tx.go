@@ -23,6 +23,7 @@ type txBatch struct {
 	inner    [txBatchSize]int // inner bytes of each datagram, for counters
 	n        int
 	segments int
+	one      [1]netip.AddrPort // the destination of a known unicast MAC
 }
 
 // WritePackets implements stack.LinkWriter. The packets are borrowed: their
@@ -53,23 +54,46 @@ func (e *Endpoint) writePacket(b *txBatch, pkt *stack.PacketBuffer) {
 			return
 		}
 	}
-	dsts := e.destinations(linkHdr)
+	dsts := e.destinations(b, linkHdr)
 	if len(dsts) == 0 {
 		e.stats.drop(DropTxNoRoute)
 		return
 	}
+	extra := e.markOptions(pkt.Mark)
 	if t := pkt.GSOOptions.Type; t == stack.GSOTCPv4 || t == stack.GSOTCPv6 {
-		e.segment(b, pkt, linkHdr, dsts)
+		e.segment(b, pkt, linkHdr, dsts, extra)
 		return
 	}
 	ip := pkt.NetworkHeader().Slice()
-	if pkt.Size()-len(linkHdr) > int(e.mtu.Load()) {
-		e.stats.drop(DropTxTooBig)
+	if pkt.Size()-len(linkHdr) > int(e.mtu.Load()) && !e.fragmentable(ip) {
+		e.tooBig(pkt, linkHdr, ip)
 		return
 	}
 	hash := e.hash(linkHdr, ip, pkt.TransportHeader().Slice())
 	inner := pkt.ToBuffer()
-	e.emit(b, &inner, ip, hash, dsts)
+	e.emit(b, &inner, ip, hash, dsts, extra)
+}
+
+// fragmentable reports whether an inner packet larger than the tunnel MTU
+// may still be sent, leaving the outer packet to be fragmented: only an
+// IPv4 packet without DF, and only when the outer DF bit will be clear.
+func (e *Endpoint) fragmentable(ip []byte) bool {
+	if len(ip) < header.IPv4MinimumSize || ip[0]>>4 != 4 || ip[6]&0x40 != 0 {
+		return false
+	}
+	return e.cfg.DF != DFSet
+}
+
+// markOptions returns the extra options for packets with mark, if any.
+func (e *Endpoint) markOptions(mark uint32) []byte {
+	if mark == 0 {
+		return nil
+	}
+	m := e.markOpts.Load()
+	if m == nil {
+		return nil
+	}
+	return (*m)[mark]
 }
 
 // hash returns the flow hash of an inner packet, from its IP and transport
@@ -81,9 +105,16 @@ func (e *Endpoint) hash(linkHdr, ip, l4 []byte) uint32 {
 	return bytesHash(linkHdr, e.seed)
 }
 
-// destinations returns where a frame goes: for now every flood destination
-// (the group or all remotes).
-func (e *Endpoint) destinations(linkHdr []byte) []netip.AddrPort {
+// destinations returns where a frame goes: the forwarding-table entry of
+// a known unicast destination MAC, else every flood destination (the group,
+// or all remotes: head-end replication).
+func (e *Endpoint) destinations(b *txBatch, linkHdr []byte) []netip.AddrPort {
+	if e.fdb != nil && linkHdr[0]&1 == 0 {
+		if r, ok := e.fdb.lookup(linkHdr[0:6]); ok {
+			b.one[0] = r
+			return b.one[:]
+		}
+	}
 	return e.dsts
 }
 
@@ -95,8 +126,9 @@ func (e *Endpoint) srcPort(hash uint32) uint16 {
 
 // emit prepends the Geneve header to inner (whose ownership it takes) and
 // queues one datagram per destination. ip is the inner IP header (or nil),
-// used for the protocol type in L3 mode and the ECN bits.
-func (e *Endpoint) emit(b *txBatch, inner *buffer.Buffer, ip []byte, hash uint32, dsts []netip.AddrPort) {
+// used for the protocol type in L3 mode and the outer header policy; extra
+// are per-packet options.
+func (e *Endpoint) emit(b *txBatch, inner *buffer.Buffer, ip []byte, hash uint32, dsts []netip.AddrPort, extra []byte) {
 	proto := geneve.ProtoEthernet
 	if e.cfg.Mode == L3 {
 		switch {
@@ -110,27 +142,26 @@ func (e *Endpoint) emit(b *txBatch, inner *buffer.Buffer, ip []byte, hash uint32
 			return
 		}
 	}
-	tos := e.cfg.TOS
-	if t, ok := innerTOS(ip); ok {
-		tos |= t & ecnMask // RFC 6040 §4.1 normal mode: copy ECN, CE included
-	}
+	tos, ttl, df := e.outerFields(ip)
 	innerLen := int(inner.Size())
-	hdrLen := geneve.HeaderLen + len(e.cfg.Options)
+	optLen := len(e.cfg.Options) + len(extra)
+	critical := e.optCritical || (len(extra) > 0 && hasCritical(extra))
 	for i, dst := range dsts {
 		if b.n == txBatchSize {
 			e.flush(b)
 		}
-		v := buffer.NewViewSize(hdrLen)
+		v := buffer.NewViewSize(geneve.HeaderLen + optLen)
 		h := v.AsSlice()
 		// Base header (RFC 8926 §3.4): version 0, Opt Len, O=0, C, reserved 0.
-		h[0] = uint8(len(e.cfg.Options) / 4)
+		h[0] = uint8(optLen / 4)
 		h[1] = 0
-		if e.optCritical {
+		if critical {
 			h[1] = 0x40
 		}
 		binary.BigEndian.PutUint16(h[2:4], proto)
 		binary.BigEndian.PutUint32(h[4:8], e.cfg.VNI<<8)
 		copy(h[8:], e.cfg.Options)
+		copy(h[8+len(e.cfg.Options):], extra)
 
 		payload := buffer.MakeWithView(v)
 		if i == len(dsts)-1 {
@@ -139,22 +170,45 @@ func (e *Endpoint) emit(b *txBatch, inner *buffer.Buffer, ip []byte, hash uint32
 			c := inner.Clone()
 			payload.Merge(&c)
 		}
-		p := &b.pkts[b.n]
-		*p = link.Packet{
+		b.pkts[b.n] = link.Packet{
 			Payload: payload,
 			Dst:     dst,
 			SrcPort: e.srcPort(hash),
 			TOS:     tos,
-			DF:      e.cfg.DF,
-		}
-		if dst.Addr().IsMulticast() {
-			p.TTL = 0 // the transport's multicast TTL
-		} else {
-			p.TTL = e.cfg.TTL
+			TTL:     ttl,
+			DF:      df,
 		}
 		b.inner[b.n] = innerLen
 		b.n++
 	}
+}
+
+// outerFields applies the outer header policy to an inner IP header (nil
+// for frames that are not IP): DSCP fixed or inherited, ECN copied (RFC
+// 6040 §4.1 normal mode, CE included), TTL fixed or inherited, DF unset,
+// set or inherited (only the DF bit; inner IPv6 counts as DF).
+func (e *Endpoint) outerFields(ip []byte) (tos, ttl uint8, df bool) {
+	tos, ttl, df = e.cfg.TOS, e.cfg.TTL, e.cfg.DF == DFSet
+	t, ok := innerTOS(ip)
+	if !ok {
+		return tos, ttl, df
+	}
+	if e.cfg.DSCPInherit {
+		tos = t &^ ecnMask
+	}
+	tos |= t & ecnMask
+	v4 := ip[0]>>4 == 4
+	if e.cfg.TTLInherit {
+		if v4 {
+			ttl = ip[8]
+		} else {
+			ttl = ip[7]
+		}
+	}
+	if e.cfg.DF == DFInherit {
+		df = !v4 || ip[6]&0x40 != 0
+	}
+	return tos, ttl, df
 }
 
 // hasCritical reports whether a (valid) option TLV list holds an option

@@ -139,6 +139,9 @@ func (c *Config) endpointConfig() endpoint.Config {
 	ec.Group = c.Group
 	ec.RemotePort = c.Port
 	ec.MTU = c.MTU
+	if ec.Clock == nil {
+		ec.Clock = c.Clock
+	}
 	ec.MAC = ""
 	if c.MAC != nil {
 		ec.MAC = tcpip.LinkAddress(c.MAC)
