@@ -64,6 +64,11 @@ type Endpoint struct {
 	onClose    func()
 	closed     bool
 
+	// rxUnchecked withdraws receive checksum offload while a packet the
+	// endpoint could not check is being delivered (the NIC reads the
+	// capability per packet).
+	rxUnchecked atomic.Bool
+
 	// gro and touched belong to the socket's receive goroutine.
 	gro     gro.GRO
 	touched bool
@@ -237,13 +242,14 @@ func (e *Endpoint) SetLinkAddress(addr tcpip.LinkAddress) {
 
 // Capabilities implements stack.LinkEndpoint. L2 endpoints need neighbour
 // resolution. Unless GRO is disabled the endpoint validates inner checksums
-// itself and says so, which GRO requires.
+// itself and says so, which GRO requires; for the rare packet it cannot
+// check (a fragment, say) it withdraws the claim while delivering it.
 func (e *Endpoint) Capabilities() stack.LinkEndpointCapabilities {
 	var c stack.LinkEndpointCapabilities
 	if e.cfg.Mode == L2 {
 		c |= stack.CapabilityResolutionRequired
 	}
-	if !e.cfg.DisableGRO {
+	if !e.cfg.DisableGRO && !e.rxUnchecked.Load() {
 		c |= stack.CapabilityRXChecksumOffload
 	}
 	return c

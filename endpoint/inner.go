@@ -189,15 +189,25 @@ func final(h uint32) uint32 {
 	return h
 }
 
-// validInnerChecksums checks the IPv4 header checksum and the TCP, UDP,
-// ICMP and ICMPv6 checksums of an inner packet. It is used when the endpoint
-// tells the overlay stack that checksums were validated (receive offload,
-// required for GRO). Packets it cannot parse return true: the overlay stack
-// rejects malformed headers itself, and protocols it does not know are not
-// covered by the offload.
-func validInnerChecksums(ip []byte) bool {
+// Results of checkInner.
+const (
+	// innerValid: every checksum of the packet was checked and is right.
+	innerValid = iota
+	// innerInvalid: a checksum is wrong.
+	innerInvalid
+	// innerUnchecked: the packet's transport checksum cannot be checked
+	// here (a fragment, a protocol without one, an unknown extension
+	// header, a malformed header); the overlay stack must check it.
+	innerUnchecked
+)
+
+// checkInner checks the IPv4 header checksum and the TCP, UDP, ICMP and
+// ICMPv6 checksums of an inner packet, walking IPv6 extension headers. The
+// endpoint uses it to tell the overlay stack that checksums were validated
+// (receive offload, which GRO requires) only for packets it really checked.
+func checkInner(ip []byte) int {
 	if len(ip) < 20 {
-		return true
+		return innerUnchecked
 	}
 	var proto uint8
 	var l4 []byte
@@ -207,13 +217,13 @@ func validInnerChecksums(ip []byte) bool {
 		ihl := int(ip[0]&0xf) * 4
 		tot := int(binary.BigEndian.Uint16(ip[2:4]))
 		if ihl < 20 || tot < ihl || tot > len(ip) {
-			return true
+			return innerUnchecked
 		}
 		if checksum.Checksum(ip[:ihl], 0) != 0xffff {
-			return false
+			return innerInvalid
 		}
 		if binary.BigEndian.Uint16(ip[6:8])&0x3fff != 0 {
-			return true // a fragment: checked after reassembly by the stack
+			return innerUnchecked // a fragment: checked after reassembly
 		}
 		proto = ip[9]
 		l4 = ip[ihl:tot]
@@ -223,39 +233,97 @@ func validInnerChecksums(ip []byte) bool {
 		}
 	case 6:
 		if len(ip) < 40 {
-			return true
+			return innerUnchecked
 		}
 		pl := int(binary.BigEndian.Uint16(ip[4:6]))
-		if 40+pl > len(ip) {
-			return true
+		if pl == 0 || 40+pl > len(ip) {
+			return innerUnchecked // jumbogram or truncated
 		}
 		proto = ip[6]
 		l4 = ip[40 : 40+pl]
+		for hops := 0; ; hops++ {
+			var n int
+			switch proto {
+			case 0, 43, 60: // hop-by-hop, routing, destination options
+				if len(l4) < 8 {
+					return innerUnchecked
+				}
+				n = (int(l4[1]) + 1) * 8
+			case 51: // authentication header
+				if len(l4) < 8 {
+					return innerUnchecked
+				}
+				n = (int(l4[1]) + 2) * 4
+			default:
+				n = -1
+			}
+			if n < 0 {
+				break
+			}
+			if n > len(l4) || hops > 8 {
+				return innerUnchecked
+			}
+			proto, l4 = l4[0], l4[n:]
+		}
+		if proto == 43 || proto == 0 {
+			return innerUnchecked
+		}
+		// The pseudo-header uses the final destination; with a routing
+		// header that is not the IPv6 destination field, so leave those
+		// packets (rare inside tunnels) to the stack.
+		if hasRoutingHeader(ip) {
+			return innerUnchecked
+		}
 		pseudo = checksum.Checksum(ip[8:40], uint16(proto))
 		pseudo = checksum.Combine(pseudo, uint16(len(l4)))
 	default:
-		return true
+		return innerUnchecked
 	}
 	switch proto {
 	case protoTCP:
 		if len(l4) < 20 {
-			return true
+			return innerUnchecked
 		}
 	case protoUDP:
 		if len(l4) < 8 {
-			return true
+			return innerUnchecked
 		}
 		if binary.BigEndian.Uint16(l4[6:8]) == 0 {
-			// Zero means "no checksum" on IPv4; on IPv6 the stack rejects
-			// it unless it trusts us, so reject it here as it would.
-			return ip[0]>>4 == 4
+			if ip[0]>>4 == 4 {
+				return innerValid // zero means "no checksum" on IPv4
+			}
+			return innerUnchecked // the stack refuses it on IPv6 itself
 		}
 	case protoICMP, protoICMPv6:
 		if len(l4) < 4 {
-			return true
+			return innerUnchecked
 		}
 	default:
-		return true
+		return innerUnchecked
 	}
-	return checksum.Checksum(l4, pseudo) == 0xffff
+	if checksum.Checksum(l4, pseudo) != 0xffff {
+		return innerInvalid
+	}
+	return innerValid
+}
+
+// hasRoutingHeader reports whether an IPv6 packet's extension header chain
+// includes a routing header.
+func hasRoutingHeader(ip []byte) bool {
+	proto, rest := ip[6], ip[40:]
+	for i := 0; i < 8 && len(rest) >= 8; i++ {
+		switch proto {
+		case 43:
+			return true
+		case 0, 60:
+			n := (int(rest[1]) + 1) * 8
+			if n > len(rest) {
+				return false
+			}
+			proto, rest = rest[0], rest[n:]
+		default:
+			return false
+		}
+	}
+	return false
 }

@@ -82,6 +82,7 @@ func (e *Endpoint) receive(dg *link.Datagram, h geneve.Header, payload []byte) {
 	// Checks and the ECN / TTL decisions read the borrowed bytes only.
 	rewriteECN, newECN := false, uint8(0)
 	rewriteTTL, newTTL := false, uint8(0)
+	unchecked := ip == nil
 	if ip != nil {
 		if t, ok := innerTOS(ip); ok {
 			ecn, ok := decapECN(t&ecnMask, dg.TOS&ecnMask)
@@ -95,9 +96,14 @@ func (e *Endpoint) receive(dg *link.Datagram, h geneve.Header, payload []byte) {
 				rewriteTTL = newTTL != innerTTL(ip)
 			}
 		}
-		if !e.cfg.DisableGRO && !validInnerChecksums(ip) {
-			e.stats.drop(DropInnerChecksum)
-			return
+		if !e.cfg.DisableGRO {
+			switch checkInner(ip) {
+			case innerInvalid:
+				e.stats.drop(DropInnerChecksum)
+				return
+			case innerUnchecked:
+				unchecked = true
+			}
 		}
 	}
 	var data buffer.Buffer
@@ -138,16 +144,26 @@ func (e *Endpoint) receive(dg *link.Datagram, h geneve.Header, payload []byte) {
 	}
 	pkt.PktType = pktType
 	pkt.NetworkProtocolNumber = proto
-	// Validated above (GRO would otherwise check again; the NIC sets the
-	// same value from our capabilities).
-	pkt.RXChecksumValidated = !e.cfg.DisableGRO
 	e.stats.rxPackets.Add(1)
 	e.stats.rxBytes.Add(uint64(len(payload)))
-	if !e.cfg.DisableGRO && ip != nil {
+	switch {
+	case e.cfg.DisableGRO:
+		d.DeliverNetworkPacket(proto, pkt)
+	case !unchecked:
+		// Checked above, so GRO need not check again; the NIC sets the
+		// same value from our capabilities.
+		pkt.RXChecksumValidated = true
 		e.gro.Dispatcher = d
 		e.gro.Enqueue(pkt)
-	} else {
+	default:
+		// Not checked here (not IP, a fragment, ...): deliver it on its
+		// own, with receive offload withdrawn while the NIC looks at it,
+		// so the overlay stack checks it. Coalesced packets go first to
+		// keep each flow in order.
+		e.gro.Flush()
+		e.rxUnchecked.Store(true)
 		d.DeliverNetworkPacket(proto, pkt)
+		e.rxUnchecked.Store(false)
 	}
 	pkt.DecRef()
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/gnv-project/gnv/link"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/faketime"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -377,5 +378,75 @@ func TestVLANPassThrough(t *testing.T) {
 	ft.r.Receive([]link.Datagram{{Payload: datagram(geneve.Header{VNI: 1, Protocol: geneve.ProtoEthernet}, in), Src: peerAddr}})
 	if len(d.pkts) != 1 || d.proto[0] != 0x8100 || !bytes.Equal(d.pkts[0], in[14:]) {
 		t.Errorf("decapsulated VLAN frame: %d packets", len(d.pkts))
+	}
+}
+
+// capsSink records whether receive offload was claimed while each packet
+// was delivered.
+type capsSink struct {
+	e       *Endpoint
+	claimed []bool
+}
+
+func (s *capsSink) DeliverNetworkPacket(p tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+	s.claimed = append(s.claimed, s.e.Capabilities()&stack.CapabilityRXChecksumOffload != 0 && pkt.RXChecksumValidated)
+}
+func (s *capsSink) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {}
+
+// TestReceiveOffloadOnlyWhenChecked: packets the endpoint checked (IPv6
+// with a hop-by-hop header included) are delivered as validated; a
+// fragment, which cannot be checked before reassembly, is delivered with
+// the receive-offload claim withdrawn; a bad checksum behind an extension
+// header is dropped.
+func TestReceiveOffloadOnlyWhenChecked(t *testing.T) {
+	e, ft, _ := newTestEndpoint(t, Config{VNI: 1, Mode: L3})
+	s := &capsSink{e: e}
+	e.Attach(s)
+	src, dst := tcpip.AddrFrom16(netip.MustParseAddr("fd00::2").As16()), tcpip.AddrFrom16(netip.MustParseAddr("fd00::1").As16())
+	v6 := func(hbh bool, corrupt bool) []byte {
+		payload := []byte("hello!!!")
+		udp := make([]byte, 8+len(payload))
+		header.UDP(udp).Encode(&header.UDPFields{SrcPort: 1, DstPort: 2, Length: uint16(len(udp))})
+		copy(udp[8:], payload)
+		x := header.PseudoHeaderChecksum(header.UDPProtocolNumber, src, dst, uint16(len(udp)))
+		header.UDP(udp).SetChecksum(^header.UDP(udp).CalculateChecksum(checksum.Checksum(payload, x)))
+		if corrupt {
+			udp[len(udp)-1] ^= 1
+		}
+		var ext []byte
+		next := uint8(header.UDPProtocolNumber)
+		if hbh {
+			ext = []byte{next, 0, 1, 4, 0, 0, 0, 0} // PadN option
+			next = 0
+		}
+		b := make([]byte, 40+len(ext)+len(udp))
+		header.IPv6(b).Encode(&header.IPv6Fields{PayloadLength: uint16(len(ext) + len(udp)), TransportProtocol: tcpip.TransportProtocolNumber(next), HopLimit: 64, SrcAddr: src, DstAddr: dst})
+		copy(b[40:], ext)
+		copy(b[40+len(ext):], udp)
+		return b
+	}
+	frag := ipv4UDP("10.0.0.2", "10.0.0.1", 1, 2, 0, []byte("fragment"))
+	frag[6] = 0x20 // MF
+	header.IPv4(frag).SetChecksum(0)
+	header.IPv4(frag).SetChecksum(^header.IPv4(frag).CalculateChecksum())
+	recv := func(ip []byte) {
+		proto := geneve.ProtoIPv6
+		if ip[0]>>4 == 4 {
+			proto = geneve.ProtoIPv4
+		}
+		ft.r.Receive([]link.Datagram{{Payload: datagram(geneve.Header{VNI: 1, Protocol: proto}, ip), Src: peerAddr}})
+	}
+	recv(v6(false, false))
+	recv(v6(true, false))
+	recv(frag)
+	recv(v6(true, true))
+	if want := []bool{true, true, false}; len(s.claimed) != 3 || s.claimed[0] != want[0] || s.claimed[1] != want[1] || s.claimed[2] != want[2] {
+		t.Errorf("offload claimed %v, want %v", s.claimed, want)
+	}
+	if e.Stats().Drops[DropInnerChecksum] != 1 {
+		t.Errorf("corrupt UDP behind a hop-by-hop header: stats %v", e.Stats())
+	}
+	if e.Capabilities()&stack.CapabilityRXChecksumOffload == 0 {
+		t.Error("receive offload not restored after the unchecked packet")
 	}
 }
