@@ -1,0 +1,762 @@
+//go:build linux
+
+package link
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"math/rand/v2"
+	"net"
+	"os"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
+	"gvisor.dev/gvisor/pkg/tcpip/link/ethernet"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/stack/gro"
+)
+
+var (
+	devSrc4 = tcpip.AddrFrom4([4]byte{10, 9, 0, 1})
+	devDst4 = tcpip.AddrFrom4([4]byte{10, 9, 0, 2})
+	devSrc6 = tcpip.AddrFrom16([16]byte{0xfd, 9, 15: 1})
+	devDst6 = tcpip.AddrFrom16([16]byte{0xfd, 9, 15: 2})
+)
+
+// devMkIP builds an IPv4 or IPv6 packet around the transport segment l4 (its
+// checksum is filled in when fill is set) with valid IP header checksum.
+// ext is an optional IPv6 extension-header chain inserted before l4 (its
+// first byte must be the next header field, set by devMkIP).
+func devMkIP(v6 bool, proto uint8, l4 []byte, fill bool, ext []byte) []byte {
+	if fill {
+		src, dst := devSrc4, devDst4
+		if v6 {
+			src, dst = devSrc6, devDst6
+		}
+		off := devTCPCsumOffset
+		if proto == devProtoUDP {
+			off = devUDPCsumOffset
+		}
+		l4[off], l4[off+1] = 0, 0
+		s := ^checksum.Checksum(l4, header.PseudoHeaderChecksum(tcpip.TransportProtocolNumber(proto), src, dst, uint16(len(l4))))
+		if s == 0 && proto == devProtoUDP {
+			s = 0xffff
+		}
+		binary.BigEndian.PutUint16(l4[off:], s)
+	}
+	if !v6 {
+		b := make([]byte, 20+len(l4))
+		ip := header.IPv4(b)
+		ip.Encode(&header.IPv4Fields{
+			TotalLength: uint16(len(b)), ID: 0x1234, TTL: 64, Protocol: proto,
+			SrcAddr: devSrc4, DstAddr: devDst4,
+		})
+		ip.SetChecksum(^ip.CalculateChecksum())
+		copy(b[20:], l4)
+		return b
+	}
+	b := make([]byte, 40+len(ext)+len(l4))
+	next := proto
+	if len(ext) > 0 {
+		next = 0 // hop-by-hop
+		copy(b[40:], ext)
+		b[40] = proto
+	}
+	header.IPv6(b).Encode(&header.IPv6Fields{
+		PayloadLength: uint16(len(ext) + len(l4)), TransportProtocol: tcpip.TransportProtocolNumber(next),
+		HopLimit: 64, SrcAddr: devSrc6, DstAddr: devDst6,
+	})
+	copy(b[40+len(ext):], l4)
+	return b
+}
+
+// devMkTCP returns a TCP segment (header with a 12-byte timestamp option, and
+// payload) with a zero checksum.
+func devMkTCP(seq uint32, flags header.TCPFlags, payload []byte) []byte {
+	b := make([]byte, 32+len(payload))
+	header.TCP(b).Encode(&header.TCPFields{
+		SrcPort: 40000, DstPort: 5001, SeqNum: seq, AckNum: 77, DataOffset: 32,
+		Flags: flags, WindowSize: 1000,
+	})
+	copy(b[20:32], []byte{1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2})
+	copy(b[32:], payload)
+	return b
+}
+
+// devMkUDP returns a UDP datagram with a zero checksum.
+func devMkUDP(payload []byte) []byte {
+	b := make([]byte, 8+len(payload))
+	header.UDP(b).Encode(&header.UDPFields{SrcPort: 40000, DstPort: 5002, Length: uint16(len(b))})
+	copy(b[8:], payload)
+	return b
+}
+
+func devRand(n int, seed uint64) []byte {
+	r := rand.New(rand.NewPCG(seed, 1))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+// devCheckL4 verifies the IPv4 header checksum and the transport checksum of
+// an IP packet.
+func devCheckL4(t *testing.T, pkt []byte) {
+	t.Helper()
+	p, ok := devParseIP(pkt, len(pkt))
+	if !ok {
+		t.Fatalf("not an IP packet: % x", pkt[:min(len(pkt), 40)])
+	}
+	if p.totalLen != len(pkt) {
+		t.Errorf("IP length %d, packet %d bytes", p.totalLen, len(pkt))
+	}
+	if p.version == 4 && checksum.Checksum(pkt[:p.hdrLen], 0) != 0xffff {
+		t.Errorf("bad IPv4 header checksum")
+	}
+	l4 := pkt[p.hdrLen:p.totalLen]
+	if s := checksum.Checksum(l4, devPseudoSum(pkt, p.proto, len(l4))); s != 0xffff {
+		t.Errorf("bad transport checksum (sum %#04x)", s)
+	}
+}
+
+func TestDevVnetHdr(t *testing.T) {
+	h := devVnetHdr{flags: 1, gsoType: 4, hdrLen: 0x0102, gsoSize: 0x0304, csumStart: 0x0506, csumOffset: 0x0708}
+	var b [devVnetHdrLen]byte
+	h.encode(b[:])
+	if want := []byte{1, 4, 2, 1, 4, 3, 6, 5, 8, 7}; !bytes.Equal(b[:], want) {
+		t.Fatalf("encode = % x, want % x (little-endian)", b, want)
+	}
+	var g devVnetHdr
+	if !g.decode(b[:]) || g != h {
+		t.Fatalf("decode = %+v, want %+v", g, h)
+	}
+	if g.decode(b[:9]) {
+		t.Fatal("decode of 9 bytes succeeded")
+	}
+}
+
+func TestDevParseIP(t *testing.T) {
+	tcp := devMkIP(false, devProtoTCP, devMkTCP(1, header.TCPFlagAck, []byte("hello")), true, nil)
+	hbh := make([]byte, 8)
+	tcp6 := devMkIP(true, devProtoTCP, devMkTCP(1, header.TCPFlagAck, []byte("hello")), true, hbh)
+	udp6 := devMkIP(true, devProtoUDP, devMkUDP([]byte("x")), true, nil)
+	frag := devMkIP(false, devProtoUDP, devMkUDP([]byte("x")), true, nil)
+	frag[6] = 0x20 // more fragments
+	for _, tc := range []struct {
+		name string
+		b    []byte
+		size int
+		ok   bool
+		want devIP
+	}{
+		{"tcp4", tcp, len(tcp), true, devIP{version: 4, hdrLen: 20, totalLen: len(tcp), proto: 6, l4Len: 32}},
+		{"tcp4-headers-only", tcp[:52], len(tcp), true, devIP{version: 4, hdrLen: 20, totalLen: len(tcp), proto: 6, l4Len: 32}},
+		{"tcp4-short-copy", tcp[:40], len(tcp), true, devIP{version: 4, hdrLen: 20, totalLen: len(tcp), proto: 6}},
+		{"tcp4-truncated", tcp[:50], 50, false, devIP{}},
+		{"tcp6-hop-by-hop", tcp6, len(tcp6), true, devIP{version: 6, hdrLen: 48, totalLen: len(tcp6), proto: 6, l4Len: 32}},
+		{"udp6", udp6, len(udp6), true, devIP{version: 6, hdrLen: 40, totalLen: len(udp6), proto: 17, l4Len: 8}},
+		{"fragment", frag, len(frag), true, devIP{version: 4, hdrLen: 20, totalLen: len(frag), proto: 17, fragment: true}},
+		{"garbage", []byte(strings.Repeat("\x00", 40)), 40, false, devIP{}},
+	} {
+		got, ok := devParseIP(tc.b, tc.size)
+		if ok != tc.ok || (ok && got != tc.want) {
+			t.Errorf("%s: got %+v %v, want %+v %v", tc.name, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestDevFinishChecksum(t *testing.T) {
+	for _, v6 := range []bool{false, true} {
+		for _, proto := range []uint8{devProtoTCP, devProtoUDP} {
+			for _, n := range []int{0, 1, 7, 1000} {
+				var l4 []byte
+				off := devTCPCsumOffset
+				if proto == devProtoTCP {
+					l4 = devMkTCP(9, header.TCPFlagAck|header.TCPFlagPsh, devRand(n, uint64(n)))
+				} else {
+					l4 = devMkUDP(devRand(n, uint64(n)))
+					off = devUDPCsumOffset
+				}
+				pkt := devMkIP(v6, proto, l4, true, nil)
+				want := append([]byte(nil), pkt...)
+				ipLen := 20
+				if v6 {
+					ipLen = 40
+				}
+				// What the kernel hands over with CHECKSUM_PARTIAL.
+				binary.BigEndian.PutUint16(pkt[ipLen+off:], devPseudoSum(pkt, proto, len(pkt)-ipLen))
+				if !devFinishChecksum(pkt, ipLen, off) {
+					t.Fatal("devFinishChecksum failed")
+				}
+				if !bytes.Equal(pkt, want) {
+					t.Errorf("v6=%v proto=%d n=%d: checksum %#04x, want %#04x", v6, proto, n,
+						binary.BigEndian.Uint16(pkt[ipLen+off:]), binary.BigEndian.Uint16(want[ipLen+off:]))
+				}
+				devCheckL4(t, pkt)
+			}
+		}
+	}
+	if devFinishChecksum(make([]byte, 20), 10, 9) {
+		t.Error("out-of-range offsets accepted")
+	}
+}
+
+// devSplit cuts b into slices at irregular (odd and even) places, as the views
+// of a PacketBuffer might be.
+func devSplit(b []byte) devSlices {
+	var s devSlices
+	for i, cut := 0, 1; len(b) > 0; i++ {
+		cut = min(len(b), 1+(i*7919)%1501)
+		s = append(s, b[:cut])
+		b = b[cut:]
+	}
+	return s
+}
+
+func TestDevSegment(t *testing.T) {
+	for _, v6 := range []bool{false, true} {
+		for _, proto := range []uint8{devProtoTCP, devProtoUDP} {
+			for _, linkLen := range []int{0, 14} {
+				payload := devRand(10001, 3)
+				var l4 []byte
+				if proto == devProtoTCP {
+					l4 = devMkTCP(0xfffff000, header.TCPFlagAck|header.TCPFlagPsh|header.TCPFlagFin|header.TCPFlagCwr, payload)
+				} else {
+					l4 = devMkUDP(payload)
+				}
+				ip := devMkIP(v6, proto, l4, false, nil)
+				frame := append(make([]byte, linkLen), ip...)
+				p, _ := devParseIP(ip, len(ip))
+				hl := linkLen + p.hdrLen + p.l4Len
+				src := devSplit(frame)
+				const seg = 1400
+				var got []byte
+				nseg := 0
+				for idx, off := 0, 0; off < len(payload); idx, off = idx+1, off+seg {
+					n := min(seg, len(payload)-off)
+					last := off+n >= len(payload)
+					hdr := append([]byte(nil), frame[:hl]...)
+					devSegment(hdr, linkLen, p.hdrLen, proto, idx, off, n, last, src.checksum(hl+off, n))
+					var pkt []byte
+					pkt = append(pkt, hdr[linkLen:]...)
+					for _, b := range src.appendRange(nil, hl+off, n) {
+						pkt = append(pkt, b...)
+					}
+					devCheckL4(t, pkt)
+					q, _ := devParseIP(pkt, len(pkt))
+					if q.totalLen != p.hdrLen+p.l4Len+n {
+						t.Errorf("segment %d: length %d", idx, q.totalLen)
+					}
+					if !v6 {
+						if id := binary.BigEndian.Uint16(pkt[4:6]); id != 0x1234+uint16(idx) {
+							t.Errorf("segment %d: IPv4 ID %#x", idx, id)
+						}
+					}
+					l4 := pkt[p.hdrLen:]
+					if proto == devProtoTCP {
+						tcp := header.TCP(l4)
+						if tcp.SequenceNumber() != 0xfffff000+uint32(off) {
+							t.Errorf("segment %d: seq %#x", idx, tcp.SequenceNumber())
+						}
+						f := tcp.Flags()
+						if (f&(header.TCPFlagFin|header.TCPFlagPsh) != 0) != last {
+							t.Errorf("segment %d (last %v): flags %v", idx, last, f)
+						}
+						if (f&header.TCPFlagCwr != 0) != (idx == 0) {
+							t.Errorf("segment %d: flags %v", idx, f)
+						}
+					} else if header.UDP(l4).Length() != uint16(8+n) {
+						t.Errorf("segment %d: UDP length %d", idx, header.UDP(l4).Length())
+					}
+					got = append(got, l4[p.l4Len:]...)
+					nseg++
+				}
+				if !bytes.Equal(got, payload) || nseg != 8 {
+					t.Errorf("v6=%v proto=%d: %d segments, payload mismatch %v", v6, proto, nseg, !bytes.Equal(got, payload))
+				}
+			}
+		}
+	}
+}
+
+func TestDevSlices(t *testing.T) {
+	b := devRand(5000, 9)
+	s := devSplit(b)
+	if s.size() != len(b) {
+		t.Fatalf("size %d", s.size())
+	}
+	for _, r := range [][2]int{{0, 5000}, {1, 1}, {3, 2000}, {4999, 1}, {1500, 0}, {2, 4998}} {
+		var got []byte
+		for _, x := range s.appendRange(nil, r[0], r[1]) {
+			got = append(got, x...)
+		}
+		if want := b[r[0] : r[0]+r[1]]; !bytes.Equal(got, want) {
+			t.Errorf("appendRange%v wrong", r)
+		}
+		if c, want := s.checksum(r[0], r[1]), checksum.Checksum(b[r[0]:r[0]+r[1]], 0); c != want {
+			t.Errorf("checksum%v = %#x, want %#x", r, c, want)
+		}
+	}
+	dst := make([]byte, 100)
+	if n := s.copyOut(dst); n != 100 || !bytes.Equal(dst, b[:100]) {
+		t.Errorf("copyOut = %d", n)
+	}
+}
+
+func TestDevPermissionError(t *testing.T) {
+	err := devPermissionError("creating", DeviceTAP, "gnv0", syscall.EPERM)
+	want := "creating TAP device gnv0 needs CAP_NET_ADMIN (run as root or grant the capability), or use --overlay netstack"
+	if !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q does not contain %q", err, want)
+	}
+	if !errors.Is(err, os.ErrPermission) {
+		t.Errorf("errors.Is(%v, os.ErrPermission) = false", err)
+	}
+	err = devPermissionError("creating", DeviceTUN, "gnv1", &os.PathError{Op: "open", Path: "/dev/net/tun", Err: syscall.EACCES})
+	if !strings.Contains(err.Error(), "creating TUN device gnv1 needs CAP_NET_ADMIN") {
+		t.Errorf("EACCES: %v", err)
+	}
+	err = devPermissionError("creating", DeviceTUN, "gnv1", &os.PathError{Op: "open", Path: "/dev/net/tun", Err: syscall.ENOENT})
+	if !strings.Contains(err.Error(), "modprobe tun") || !strings.Contains(err.Error(), "--overlay netstack") {
+		t.Errorf("ENOENT: %v", err)
+	}
+	if err := devPermissionError("creating", DeviceTUN, "x", syscall.EINVAL); strings.Contains(err.Error(), "CAP_NET_ADMIN") {
+		t.Errorf("EINVAL: %v", err)
+	}
+}
+
+func TestDeviceOffloadsString(t *testing.T) {
+	if s := (DeviceOffloads{}).String(); s != "none" {
+		t.Errorf("zero: %q", s)
+	}
+	o := DeviceOffloads{VnetHdr: true, Csum: true, TSO4: true, TSO6: true}
+	if s := o.String(); s != "vnet-hdr tso4 tso6 csum" {
+		t.Errorf("%+v: %q", o, s)
+	}
+}
+
+// devRaceEnabled reports whether the test binary was built with -race, under
+// which sync.Pool drops items at random and allocation counts are noise.
+func devRaceEnabled() bool {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return false
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "-race" {
+			return s.Value == "true"
+		}
+	}
+	return false
+}
+
+// The tests below drive a Device's data path without /dev/net/tun or
+// privileges: the "device" is one end of a SOCK_SEQPACKET socket pair (one
+// message per frame, like a TAP/TUN descriptor) and the test plays the
+// kernel on the other end. The endpoint is a gVisor channel endpoint
+// (wrapped in ethernet.Endpoint for TAP).
+
+var devTestMAC = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x01}
+
+// devTestEthernet is the Ethernet header of frames for the test device.
+func devTestEthernet(v6 bool) []byte {
+	eth := make([]byte, 14)
+	copy(eth[0:6], devTestMAC)
+	copy(eth[6:12], []byte{0x02, 0, 0, 0, 0, 0x02})
+	et := uint16(header.IPv4ProtocolNumber)
+	if v6 {
+		et = uint16(header.IPv6ProtocolNumber)
+	}
+	binary.BigEndian.PutUint16(eth[12:], et)
+	return eth
+}
+
+type devTestDevice struct {
+	d    *Device
+	peer *os.File
+	ch   *channel.Endpoint
+}
+
+func devNewTestDevice(t *testing.T, mode DeviceMode, vnet bool, mtu uint32) *devTestDevice {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range fds {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 4<<20)
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
+	}
+	d := &Device{opts: DeviceOptions{Name: "test0", Mode: mode, MTU: mtu}, name: "test0", created: true}
+	d.offloads.VnetHdr = vnet
+	d.mtu.Store(mtu)
+	d.sys.f = os.NewFile(uintptr(fds[0]), "test-device")
+	d.sys.rc, _ = d.sys.f.SyscallConn()
+	td := &devTestDevice{d: d, peer: os.NewFile(uintptr(fds[1]), "test-kernel")}
+	var ep stack.LinkEndpoint
+	if mode == DeviceTAP {
+		d.mac = devTestMAC
+		td.ch = channel.New(256, mtu+14, "")
+		ep = ethernet.New(td.ch)
+	} else {
+		td.ch = channel.New(256, mtu, "")
+		ep = td.ch
+	}
+	if err := d.Attach(ep); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := d.Close(); err != nil {
+			t.Error(err)
+		}
+		td.peer.Close()
+		td.ch.Drain()
+	})
+	return td
+}
+
+// send plays the kernel: one frame into the device.
+func (td *devTestDevice) send(t *testing.T, vh *devVnetHdr, frame []byte) {
+	t.Helper()
+	var msg []byte
+	if vh != nil {
+		msg = make([]byte, devVnetHdrLen)
+		vh.encode(msg)
+	}
+	if _, err := td.peer.Write(append(msg, frame...)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// recv returns the next frame the device wrote (with its vnet header).
+func (td *devTestDevice) recv(t *testing.T) []byte {
+	t.Helper()
+	buf := make([]byte, 1<<17)
+	_ = td.peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := td.peer.Read(buf)
+	if err != nil {
+		t.Fatalf("reading what the device wrote: %v", err)
+	}
+	return buf[:n]
+}
+
+// packets returns the next n packets the device handed to the endpoint.
+func (td *devTestDevice) packets(t *testing.T, n int) []*stack.PacketBuffer {
+	t.Helper()
+	var out []*stack.PacketBuffer
+	deadline := time.Now().Add(5 * time.Second)
+	for len(out) < n {
+		if pkt := td.ch.Read(); pkt != nil {
+			out = append(out, pkt)
+			continue
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("endpoint got %d packets, want %d (device stats %+v)", len(out), n, td.d.Stats())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return out
+}
+
+func devPktBytes(pkt *stack.PacketBuffer) []byte {
+	v := pkt.ToView()
+	defer v.Release()
+	return append([]byte(nil), v.AsSlice()...)
+}
+
+func TestDeviceReadPath(t *testing.T) {
+	for _, mode := range []DeviceMode{DeviceTUN, DeviceTAP} {
+		for _, v6 := range []bool{false, true} {
+			name := mode.String() + map[bool]string{false: "/ipv4", true: "/ipv6"}[v6]
+			t.Run(name, func(t *testing.T) {
+				td := devNewTestDevice(t, mode, true, 1500)
+				var link []byte
+				proto := header.IPv4ProtocolNumber
+				ipLen := 20
+				gsoType := uint8(devVnetGSOTCPv4)
+				wantGSO := stack.GSOTCPv4
+				if v6 {
+					proto, ipLen, gsoType, wantGSO = header.IPv6ProtocolNumber, 40, devVnetGSOTCPv6, stack.GSOTCPv6
+				}
+				if mode == DeviceTAP {
+					link = devTestEthernet(v6)
+				}
+				ll := len(link)
+
+				// A TCP super-packet with a partial checksum.
+				payload := devRand(5000, 1)
+				ip := devMkIP(v6, devProtoTCP, devMkTCP(100, header.TCPFlagAck, payload), false, nil)
+				binary.BigEndian.PutUint16(ip[ipLen+16:], devPseudoSum(ip, devProtoTCP, len(ip)-ipLen))
+				frame := append(append([]byte(nil), link...), ip...)
+				td.send(t, &devVnetHdr{flags: devVnetFlagNeedsCsum, gsoType: gsoType | devVnetGSOECN, hdrLen: uint16(len(frame)), gsoSize: 1400,
+					csumStart: uint16(ll + ipLen), csumOffset: 16}, frame)
+				pkt := td.packets(t, 1)[0]
+				g := pkt.GSOOptions
+				if g.Type != wantGSO || g.MSS != 1400 || !g.NeedsCsum || g.L3HdrLen != uint16(ipLen) || g.CsumOffset != 16 {
+					t.Errorf("GSO options %+v", g)
+				}
+				if pkt.NetworkProtocolNumber != proto || len(pkt.LinkHeader().Slice()) != ll ||
+					len(pkt.NetworkHeader().Slice()) != ipLen || len(pkt.TransportHeader().Slice()) != 32 ||
+					pkt.Data().Size() != len(payload) || pkt.TransportProtocolNumber != header.TCPProtocolNumber {
+					t.Errorf("packet: proto %d link %d net %d transport %d data %d", pkt.NetworkProtocolNumber,
+						len(pkt.LinkHeader().Slice()), len(pkt.NetworkHeader().Slice()), len(pkt.TransportHeader().Slice()), pkt.Data().Size())
+				}
+				if got := devPktBytes(pkt); !bytes.Equal(got, frame) {
+					t.Error("super-packet bytes changed")
+				}
+				pkt.DecRef()
+
+				// A UDP datagram with a partial checksum: finished here.
+				udp := devMkIP(v6, devProtoUDP, devMkUDP(devRand(333, 2)), true, nil)
+				want := append(append([]byte(nil), link...), udp...)
+				binary.BigEndian.PutUint16(udp[ipLen+6:], devPseudoSum(udp, devProtoUDP, len(udp)-ipLen))
+				td.send(t, &devVnetHdr{flags: devVnetFlagNeedsCsum, csumStart: uint16(ll + ipLen), csumOffset: 6},
+					append(append([]byte(nil), link...), udp...))
+				pkt = td.packets(t, 1)[0]
+				if got := devPktBytes(pkt); !bytes.Equal(got, want) {
+					t.Error("UDP checksum not finished correctly")
+				}
+				if pkt.GSOOptions.Type != stack.GSONone || len(pkt.TransportHeader().Slice()) != 8 {
+					t.Errorf("UDP packet: %+v", pkt.GSOOptions)
+				}
+				pkt.DecRef()
+
+				// A UDP super-packet (USO): split here.
+				upay := devRand(3500, 3)
+				uso := devMkIP(v6, devProtoUDP, devMkUDP(upay), false, nil)
+				binary.BigEndian.PutUint16(uso[ipLen+6:], devPseudoSum(uso, devProtoUDP, len(uso)-ipLen))
+				td.send(t, &devVnetHdr{flags: devVnetFlagNeedsCsum, gsoType: devVnetGSOUDPL4, hdrLen: uint16(ll + ipLen + 8), gsoSize: 1000,
+					csumStart: uint16(ll + ipLen), csumOffset: 6}, append(append([]byte(nil), link...), uso...))
+				var got []byte
+				for i, pkt := range td.packets(t, 4) {
+					b := devPktBytes(pkt)
+					if !bytes.Equal(b[:ll], link) {
+						t.Errorf("segment %d: link header % x", i, b[:ll])
+					}
+					devCheckL4(t, b[ll:])
+					got = append(got, b[ll+ipLen+8:]...)
+					if len(pkt.NetworkHeader().Slice()) != ipLen || len(pkt.TransportHeader().Slice()) != 8 {
+						t.Errorf("segment %d: headers %d/%d", i, len(pkt.NetworkHeader().Slice()), len(pkt.TransportHeader().Slice()))
+					}
+					pkt.DecRef()
+				}
+				if !bytes.Equal(got, upay) {
+					t.Error("USO payload mismatch")
+				}
+
+				// Malformed: TCP GSO type on a UDP packet.
+				td.send(t, &devVnetHdr{gsoType: gsoType, gsoSize: 100}, append(append([]byte(nil), link...), udp...))
+				// And a plain packet without any offload.
+				td.send(t, &devVnetHdr{}, want)
+				pkt = td.packets(t, 1)[0]
+				if got := devPktBytes(pkt); !bytes.Equal(got, want) {
+					t.Error("plain packet changed")
+				}
+				pkt.DecRef()
+				st := td.d.Stats()
+				if st.ReadFrames != 5 || st.ReadPackets != 7 || st.ReadTSO != 1 || st.ReadUSO != 1 || st.ReadChecksums != 1 || st.ReadDrops != 1 {
+					t.Errorf("stats %+v", st)
+				}
+			})
+		}
+	}
+}
+
+// devGROSegments feeds n full-sized TCP segments (plus a short last one) of a
+// flow through gVisor's GRO into the device, as the endpoint does, and
+// returns the payload.
+func devGROSegments(t *testing.T, d *Device, v6 bool, segSize, n, last int) []byte {
+	t.Helper()
+	var g gro.GRO
+	g.Init(true)
+	g.Dispatcher = (*devDispatcher)(d)
+	payload := devRand(segSize*n+last, 7)
+	proto := header.IPv4ProtocolNumber
+	if v6 {
+		proto = header.IPv6ProtocolNumber
+	}
+	for off := 0; off < len(payload); off += segSize {
+		end := min(off+segSize, len(payload))
+		flags := header.TCPFlagAck
+		if end == len(payload) {
+			flags |= header.TCPFlagPsh
+		}
+		frame := devMkIP(v6, devProtoTCP, devMkTCP(5000+uint32(off), flags, payload[off:end]), true, nil)
+		if d.opts.Mode == DeviceTAP {
+			frame = append(devTestEthernet(v6), frame...)
+		}
+		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(frame)})
+		if d.opts.Mode == DeviceTAP {
+			pkt.LinkHeader().Consume(14)
+		}
+		pkt.NetworkProtocolNumber = proto
+		pkt.RXChecksumValidated = true
+		g.Enqueue(pkt)
+		pkt.DecRef()
+	}
+	g.Flush()
+	return payload
+}
+
+func TestDeviceWritePath(t *testing.T) {
+	for _, mode := range []DeviceMode{DeviceTUN, DeviceTAP} {
+		for _, vnet := range []bool{true, false} {
+			for _, v6 := range []bool{false, true} {
+				name := mode.String() + map[bool]string{false: "/plain", true: "/vnet"}[vnet] + map[bool]string{false: "/ipv4", true: "/ipv6"}[v6]
+				t.Run(name, func(t *testing.T) {
+					const mtu = 1500
+					td := devNewTestDevice(t, mode, vnet, mtu)
+					ll, ipLen := 0, 20
+					if mode == DeviceTAP {
+						ll = 14
+					}
+					if v6 {
+						ipLen = 40
+					}
+					seg := mtu - ipLen - 32
+					payload := devGROSegments(t, td.d, v6, seg, 6, 100)
+					var got []byte
+					if vnet {
+						msg := td.recv(t)
+						var vh devVnetHdr
+						vh.decode(msg)
+						frame := msg[devVnetHdrLen:]
+						wantType := uint8(devVnetGSOTCPv4)
+						if v6 {
+							wantType = devVnetGSOTCPv6
+						}
+						if vh.flags != devVnetFlagNeedsCsum || vh.gsoType != wantType || int(vh.gsoSize) != seg ||
+							int(vh.csumStart) != ll+ipLen || vh.csumOffset != 16 || int(vh.hdrLen) != ll+ipLen+32 {
+							t.Errorf("vnet header %+v", vh)
+						}
+						ip := append([]byte(nil), frame[ll:]...)
+						// Finish the partial checksum as the kernel would.
+						devFinishChecksum(ip, ipLen, 16)
+						devCheckL4(t, ip)
+						got = ip[ipLen+32:]
+					} else {
+						for i := 0; i < 7; i++ {
+							frame := td.recv(t)
+							if len(frame)-ll > mtu {
+								t.Errorf("segment %d: %d bytes exceed the MTU", i, len(frame)-ll)
+							}
+							devCheckL4(t, frame[ll:])
+							tcp := header.TCP(frame[ll+ipLen:])
+							if tcp.SequenceNumber() != 5000+uint32(len(got)) {
+								t.Errorf("segment %d: seq %d", i, tcp.SequenceNumber())
+							}
+							got = append(got, frame[ll+ipLen+32:]...)
+						}
+					}
+					if !bytes.Equal(got, payload) {
+						t.Errorf("payload mismatch: %d bytes, want %d", len(got), len(payload))
+					}
+
+					// Two small segments coalesced: within the MTU, but the
+					// TCP checksum GRO left is stale.
+					payload = devGROSegments(t, td.d, v6, 100, 2, 0)
+					msg := td.recv(t)
+					if vnet {
+						var vh devVnetHdr
+						vh.decode(msg)
+						if vh.flags != devVnetFlagNeedsCsum || vh.gsoType != devVnetGSONone {
+							t.Errorf("small coalesced: vnet header %+v", vh)
+						}
+						msg = msg[devVnetHdrLen:]
+						devFinishChecksum(msg, ll+ipLen, 16)
+					}
+					devCheckL4(t, msg[ll:])
+					if !bytes.Equal(msg[ll+ipLen+32:], payload) {
+						t.Error("small coalesced: payload mismatch")
+					}
+
+					// A validated UDP datagram: DATA_VALID; an unvalidated
+					// one: no flags.
+					for _, validated := range []bool{true, false} {
+						frame := devMkIP(v6, devProtoUDP, devMkUDP(devRand(200, 5)), true, nil)
+						if mode == DeviceTAP {
+							frame = append(devTestEthernet(v6), frame...)
+						}
+						pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(frame)})
+						pkt.LinkHeader().Consume(ll)
+						pkt.RXChecksumValidated = validated
+						(*devDispatcher)(td.d).DeliverNetworkPacket(0, pkt)
+						pkt.DecRef()
+						msg := td.recv(t)
+						if vnet {
+							var vh devVnetHdr
+							vh.decode(msg)
+							if want := (devVnetHdr{flags: map[bool]uint8{true: devVnetFlagDataValid}[validated]}); vh != want {
+								t.Errorf("UDP validated=%v: vnet header %+v", validated, vh)
+							}
+							msg = msg[devVnetHdrLen:]
+						}
+						if !bytes.Equal(msg, frame) {
+							t.Errorf("UDP validated=%v: frame changed", validated)
+						}
+					}
+					st := td.d.Stats()
+					if vnet && (st.WrittenGSO != 1 || st.WrittenPackets != 4) || !vnet && (st.WrittenSplit != 1 || st.WrittenPackets != 10) || st.WriteErrors+st.WriteDrops != 0 {
+						t.Errorf("stats %+v", st)
+					}
+				})
+			}
+		}
+	}
+}
+
+func TestDeviceZeroAlloc(t *testing.T) {
+	if devRaceEnabled() {
+		t.Skip("allocation counts are meaningless under -race (sync.Pool drops items)")
+	}
+	for _, vnet := range []bool{true, false} {
+		td := devNewTestDevice(t, DeviceTUN, vnet, 1500)
+		d := td.d
+		// Write path: a validated TCP segment, checksummed on the way out.
+		frame := devMkIP(false, devProtoTCP, devMkTCP(1, header.TCPFlagAck, devRand(1400, 1)), true, nil)
+		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(frame)})
+		pkt.NetworkProtocolNumber = header.IPv4ProtocolNumber
+		pkt.RXChecksumValidated = true
+		buf := make([]byte, 1<<16)
+		fd := int(td.peer.Fd())
+		if n := testing.AllocsPerRun(200, func() {
+			(*devDispatcher)(d).DeliverNetworkPacket(0, pkt)
+			_, _ = unix.Read(fd, buf)
+		}); n != 0 {
+			t.Errorf("vnet=%v: write path: %v allocations per packet", vnet, n)
+		}
+		pkt.DecRef()
+
+		// Read path: a TCP super-packet into a PacketBuffer.
+		ip := devMkIP(false, devProtoTCP, devMkTCP(1, header.TCPFlagAck, devRand(30000, 1)), true, nil)
+		var in []byte
+		if vnet {
+			in = make([]byte, devVnetHdrLen)
+			(&devVnetHdr{flags: devVnetFlagNeedsCsum, gsoType: devVnetGSOTCPv4, gsoSize: 1448, csumStart: 20, csumOffset: 16}).encode(in)
+		}
+		in = append(in, ip...)
+		// A device without a read goroutine, so that the test owns the batch.
+		rd := &Device{opts: DeviceOptions{Mode: DeviceTUN, MTU: 1500}}
+		rd.offloads.VnetHdr = vnet
+		if n := testing.AllocsPerRun(200, func() {
+			rd.readFrame(in)
+			if rd.sys.batch.Len() != 1 {
+				t.Fatalf("batch holds %d packets", rd.sys.batch.Len())
+			}
+			rd.sys.batch.Reset()
+		}); n != 0 {
+			t.Errorf("vnet=%v: read path: %v allocations per frame", vnet, n)
+		}
+	}
+}
