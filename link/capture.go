@@ -58,6 +58,9 @@ func (c *CaptureTransport) WriteBatch(pkts []Packet) (int, error) {
 	return c.Transport.WriteBatch(pkts)
 }
 
+// Unwrap returns the wrapped transport.
+func (c *CaptureTransport) Unwrap() Transport { return c.Transport }
+
 // Start implements Transport.
 func (c *CaptureTransport) Start(r Receiver) error {
 	c.r = r

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -33,8 +34,21 @@ type NetstackUDPOptions struct {
 	MulticastTTL uint8
 
 	// NoChecksum4 sends IPv4 datagrams with a zero UDP checksum (RFC 8926
-	// §4.3 allows it). IPv6 always carries a checksum from this transport.
+	// §4.3 allows it).
 	NoChecksum4 bool
+
+	// ZeroChecksumTx6 sends IPv6 datagrams with a zero UDP checksum (RFC
+	// 8926 §4.3.1 allows it only when configured, in a controlled network;
+	// RFC 6935/6936). Possible here because the transport writes the UDP
+	// header itself.
+	ZeroChecksumTx6 bool
+
+	// Segmenter is the link endpoint that takes UDP segmentation jobs
+	// (GSOUDPL4) for this transport's NIC; nil means the NIC's link
+	// endpoint if it implements UDPSegmenter. Set it when the endpoint is
+	// wrapped (a capture, say) in something that does not. Jobs are built
+	// only while Segmenter.UDPSegmentation says so.
+	Segmenter UDPSegmenter
 
 	// ZeroChecksumRx6 accepts IPv6 datagrams with a zero UDP checksum
 	// (RFC 8926 §4.3.1 allows it only when configured). IPv4 datagrams with
@@ -63,6 +77,11 @@ type NetstackUDPOptions struct {
 // Sending writes the UDP header in front of the Geneve payload and hands
 // the packet to a cached netstack route: the payload bytes are shared, not
 // copied, and every datagram carries its own source port, TOS, TTL and DF.
+// On a NIC with checksum offload (CapabilityTXChecksumOffload) the UDP
+// checksum is left to the NIC (GSOOptions.NeedsCsum), and on one that takes
+// UDP segmentation jobs (UDPSegmenter) runs of equal datagrams go down as
+// one job (see WriteBatch); the AF_PACKET endpoint (PacketEndpoint) does
+// both.
 type NetstackUDP struct {
 	opts  NetstackUDPOptions
 	proto tcpip.NetworkProtocolNumber
@@ -92,7 +111,11 @@ type NetstackUDP struct {
 // NetstackUDPStats counts what the transport did.
 type NetstackUDPStats struct {
 	TxDatagrams, TxErrors atomic.Uint64
-	RxDatagrams           atomic.Uint64
+	// TxGSOJobs counts runs of datagrams handed to the underlay NIC as one
+	// UDP segmentation job, and TxGSODatagrams the datagrams in them (they
+	// count in TxDatagrams too).
+	TxGSOJobs, TxGSODatagrams atomic.Uint64
+	RxDatagrams               atomic.Uint64
 	// RxMalformed counts datagrams whose UDP length is wrong.
 	RxMalformed atomic.Uint64
 	// RxChecksumErrors counts datagrams with a bad UDP checksum, and IPv6
@@ -141,6 +164,13 @@ func NewNetstackUDP(opts NetstackUDPOptions) (*NetstackUDP, error) {
 	}
 	if t.opts.QueueLen <= 0 {
 		t.opts.QueueLen = 4096
+	}
+	if t.opts.Segmenter == nil {
+		if nic, ok := opts.Stack.NICInfo()[opts.NIC]; ok && nic.Name != "" {
+			if sg, ok := opts.Stack.GetLinkEndpointByName(nic.Name).(UDPSegmenter); ok {
+				t.opts.Segmenter = sg
+			}
+		}
 	}
 	t.mtu = opts.MTU
 	if t.mtu == 0 {
@@ -235,23 +265,189 @@ func (t *NetstackUDP) forgetRoute(dst netip.Addr, r *stack.Route) {
 }
 
 // WriteBatch implements Transport.
+//
+// When the underlay NIC's link endpoint takes UDP segmentation jobs
+// (UDPSegmenter: the AF_PACKET endpoint with udp-gso), runs of consecutive
+// packets with the same Dst, SrcPort, TOS, TTL and DF and equal payload
+// sizes (the last may be shorter), each fitting the MTU, go down as one job
+// (GSOUDPL4): one packet through the netstack route, which resolves the
+// neighbour, queues while it is unresolved and builds the IP header; the
+// endpoint then has the kernel or NIC cut it into datagrams. Everything
+// else is sent datagram by datagram.
 func (t *NetstackUDP) WriteBatch(pkts []Packet) (int, error) {
 	sent := 0
 	var firstErr error
-	for i := range pkts {
-		if err := t.write(&pkts[i]); err != nil {
-			t.stats.TxErrors.Add(1)
-			if firstErr == nil {
-				firstErr = err
-			}
-			continue
+	fail := func(err error, n int) {
+		t.stats.TxErrors.Add(uint64(n))
+		if firstErr == nil {
+			firstErr = err
 		}
-		sent++
+	}
+	maxSegs := 0
+	if sg := t.opts.Segmenter; sg != nil && !t.zeroChecksum() {
+		if n, ok := sg.UDPSegmentation(); ok {
+			maxSegs = n
+		}
+	}
+	for i := 0; i < len(pkts); {
+		if maxSegs > 1 {
+			if n := t.runLength(pkts[i:], maxSegs); n > 1 {
+				done, err := t.writeRun(pkts[i : i+n])
+				switch {
+				case done && err != nil:
+					fail(err, n)
+					i += n
+					continue
+				case done:
+					sent += n
+					i += n
+					continue
+				}
+				// Not possible as a job: one by one.
+				for k := i; k < i+n; k++ {
+					if err := t.write(&pkts[k]); err != nil {
+						fail(err, 1)
+					} else {
+						sent++
+					}
+				}
+				i += n
+				continue
+			}
+		}
+		if err := t.write(&pkts[i]); err != nil {
+			fail(err, 1)
+		} else {
+			sent++
+		}
+		i++
 	}
 	t.stats.TxDatagrams.Add(uint64(sent))
 	return sent, firstErr
 }
 
+// zeroChecksum reports whether datagrams leave with a zero UDP checksum.
+func (t *NetstackUDP) zeroChecksum() bool {
+	if t.proto == ipv4.ProtocolNumber {
+		return t.opts.NoChecksum4
+	}
+	return t.opts.ZeroChecksumTx6
+}
+
+// maxJobPayload is the most UDP payload bytes of one segmentation job: its
+// UDP length and IP length fields must not overflow.
+func (t *NetstackUDP) maxJobPayload() int {
+	if t.proto == ipv4.ProtocolNumber {
+		return 0xffff - header.IPv4MinimumSize - header.UDPMinimumSize
+	}
+	return 0xffff - header.UDPMinimumSize
+}
+
+// runLength returns how many packets from pkts[0] can form one
+// segmentation job (1 if none).
+func (t *NetstackUDP) runLength(pkts []Packet, maxSegs int) int {
+	p := &pkts[0]
+	size := int(p.Payload.Size())
+	if size == 0 {
+		return 1
+	}
+	limit := t.maxJobPayload()
+	total, n := size, 1
+	for n < len(pkts) && n < maxSegs {
+		q := &pkts[n]
+		sz := int(q.Payload.Size())
+		if sz == 0 || sz > size || total+sz > limit ||
+			q.Dst != p.Dst || q.SrcPort != p.SrcPort || q.TOS != p.TOS || q.TTL != p.TTL || q.DF != p.DF {
+			break
+		}
+		n++
+		total += sz
+		if sz < size {
+			break // a shorter datagram ends the run
+		}
+	}
+	return n
+}
+
+// ttl returns the TTL / hop limit for p on r.
+func (t *NetstackUDP) ttl(p *Packet, dst netip.Addr, r *stack.Route) uint8 {
+	if p.TTL != 0 {
+		return p.TTL
+	}
+	if dst.IsMulticast() {
+		return t.opts.MulticastTTL
+	}
+	return r.DefaultTTL()
+}
+
+// writeRun sends run as one segmentation job. done is false, with nothing
+// sent, when the run cannot go as a job (the route loops packets back
+// locally, needs software checksums, or a datagram would not fit the MTU);
+// the caller then sends it datagram by datagram.
+func (t *NetstackUDP) writeRun(run []Packet) (done bool, err error) {
+	p := &run[0]
+	dst := p.Dst.Addr().Unmap()
+	r, terr := t.route(dst)
+	if terr != nil {
+		return false, nil // the datagram path reports it
+	}
+	size := int(p.Payload.Size())
+	if r.Loop() != stack.PacketOut || r.RequiresTXTransportChecksum() || uint32(size+header.UDPMinimumSize) > r.MTU() {
+		return false, nil
+	}
+	var payload buffer.Buffer
+	for i := range run {
+		c := run[i].Payload.Clone()
+		payload.Merge(&c)
+	}
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{
+		ReserveHeaderBytes: int(r.MaxHeaderLength()) + header.UDPMinimumSize,
+		Payload:            payload,
+	})
+	defer pkt.DecRef()
+	length := uint16(pkt.Size() + header.UDPMinimumSize)
+	u := header.UDP(pkt.TransportHeader().Push(header.UDPMinimumSize))
+	u.Encode(&header.UDPFields{SrcPort: t.srcPort(p), DstPort: p.Dst.Port(), Length: length})
+	u.SetChecksum(r.PseudoHeaderChecksum(udp.ProtocolNumber, length))
+	pkt.TransportProtocolNumber = udp.ProtocolNumber
+	pkt.GSOOptions = stack.GSO{
+		Type:       GSOUDPL4,
+		NeedsCsum:  true,
+		CsumOffset: afpUDPCsumOffset,
+		MSS:        uint16(size),
+		L3HdrLen:   t.l3HdrLen(),
+		MaxSize:    uint32(t.maxJobPayload()),
+	}
+	if terr := r.WritePacket(stack.NetworkHeaderParams{Protocol: udp.ProtocolNumber, TTL: t.ttl(p, dst, r), TOS: p.TOS, DF: p.DF}, pkt); terr != nil {
+		t.forgetRoute(dst, r)
+		return true, fmt.Errorf("send to %s: %s", p.Dst, terr)
+	}
+	t.stats.TxGSOJobs.Add(1)
+	t.stats.TxGSODatagrams.Add(uint64(len(run)))
+	return true, nil
+}
+
+func (t *NetstackUDP) l3HdrLen() uint16 {
+	if t.proto == ipv4.ProtocolNumber {
+		return header.IPv4MinimumSize
+	}
+	return header.IPv6MinimumSize
+}
+
+func (t *NetstackUDP) srcPort(p *Packet) uint16 {
+	if p.SrcPort != 0 {
+		return p.SrcPort
+	}
+	return t.opts.Local.Port()
+}
+
+// write sends one datagram. Its UDP checksum is, in order: zero if so
+// configured (NoChecksum4, ZeroChecksumTx6); computed here if the NIC does
+// not offload it, or if the datagram will be fragmented (an offloaded
+// checksum is per frame); else left to the NIC: the field holds the
+// pseudo-header sum and the packet is marked GSOOptions.NeedsCsum (Type
+// GSONone, CsumOffset 6), which a link endpoint advertising
+// CapabilityTXChecksumOffload must complete.
 func (t *NetstackUDP) write(p *Packet) error {
 	dst := p.Dst.Addr().Unmap()
 	r, terr := t.route(dst)
@@ -263,35 +459,40 @@ func (t *NetstackUDP) write(p *Packet) error {
 		Payload:            p.Payload.Clone(),
 	})
 	defer pkt.DecRef()
-	srcPort := p.SrcPort
-	if srcPort == 0 {
-		srcPort = t.opts.Local.Port()
-	}
 	length := uint16(pkt.Size() + header.UDPMinimumSize)
 	u := header.UDP(pkt.TransportHeader().Push(header.UDPMinimumSize))
-	u.Encode(&header.UDPFields{SrcPort: srcPort, DstPort: p.Dst.Port(), Length: length})
+	u.Encode(&header.UDPFields{SrcPort: t.srcPort(p), DstPort: p.Dst.Port(), Length: length})
 	pkt.TransportProtocolNumber = udp.ProtocolNumber
-	if r.RequiresTXTransportChecksum() && !(t.opts.NoChecksum4 && t.proto == ipv4.ProtocolNumber) {
+	switch {
+	case t.zeroChecksum():
+	case r.RequiresTXTransportChecksum() || uint32(length) > r.MTU():
 		xsum := r.PseudoHeaderChecksum(udp.ProtocolNumber, length)
 		xsum = checksum.Combine(xsum, pkt.Data().Checksum())
 		u.SetChecksum(^u.CalculateChecksum(xsum))
 		if u.Checksum() == 0 {
 			u.SetChecksum(0xffff) // RFC 768: zero means "no checksum"
 		}
+	default:
+		u.SetChecksum(r.PseudoHeaderChecksum(udp.ProtocolNumber, length))
+		pkt.GSOOptions = stack.GSO{Type: stack.GSONone, NeedsCsum: true, CsumOffset: afpUDPCsumOffset, L3HdrLen: t.l3HdrLen()}
 	}
-	ttl := p.TTL
-	if ttl == 0 {
-		if dst.IsMulticast() {
-			ttl = t.opts.MulticastTTL
-		} else {
-			ttl = r.DefaultTTL()
-		}
-	}
-	if terr := r.WritePacket(stack.NetworkHeaderParams{Protocol: udp.ProtocolNumber, TTL: ttl, TOS: p.TOS, DF: p.DF}, pkt); terr != nil {
+	if terr := r.WritePacket(stack.NetworkHeaderParams{Protocol: udp.ProtocolNumber, TTL: t.ttl(p, dst, r), TOS: p.TOS, DF: p.DF}, pkt); terr != nil {
 		t.forgetRoute(dst, r)
 		return fmt.Errorf("send to %s: %s", p.Dst, terr)
 	}
 	return nil
+}
+
+// OffloadString describes the offloads of the underlay NIC's link endpoint,
+// for a start-up line ("vnet-hdr tx-csum udp-gso"); empty when it has none
+// or does not say.
+func (t *NetstackUDP) OffloadString() string {
+	if o, ok := t.opts.Segmenter.(interface{ Offloads() PacketOffloads }); ok {
+		if po := o.Offloads(); po != (PacketOffloads{}) {
+			return po.String()
+		}
+	}
+	return ""
 }
 
 // HandlePacket implements stack.TransportEndpoint. It runs on the underlay
@@ -306,13 +507,13 @@ func (t *NetstackUDP) HandlePacket(id stack.TransportEndpointID, pkt *stack.Pack
 		t.stats.RxMalformed.Add(1)
 		return
 	}
-	if !csumValid {
-		// header.UDPValid refuses a zero checksum on IPv6 (RFC 8200); RFC
-		// 8926 allows it for tunnels configured so.
-		if !(t.opts.ZeroChecksumRx6 && hdr.Checksum() == 0 && pkt.NetworkProtocolNumber == ipv6.ProtocolNumber) {
-			t.stats.RxChecksumErrors.Add(1)
-			return
-		}
+	// A zero checksum on IPv6 is accepted only when configured (RFC 8926
+	// §4.3.1). header.UDPValid refuses it, unless the NIC claimed to have
+	// validated the packet, so decide here whatever the NIC says.
+	zero6 := hdr.Checksum() == 0 && pkt.NetworkProtocolNumber == ipv6.ProtocolNumber
+	if zero6 && !t.opts.ZeroChecksumRx6 || !csumValid && !(zero6 && t.opts.ZeroChecksumRx6) {
+		t.stats.RxChecksumErrors.Add(1)
+		return
 	}
 	t.qmu.Lock()
 	if t.rx == nil || t.closed.Load() {
@@ -383,20 +584,21 @@ func (t *NetstackUDP) receiveLoop(r Receiver) {
 			if len(work) == 0 {
 				break
 			}
-			for len(work) > 0 {
-				k := min(n, len(work))
-				for i, pkt := range work[:k] {
+			// Index instead of reslicing, so that work keeps its capacity
+			// for the next swap and nothing is allocated.
+			for start := 0; start < len(work); start += n {
+				chunk := work[start:min(start+n, len(work))]
+				for i, pkt := range chunk {
 					t.datagram(&batch[i], pkt)
 				}
-				t.stats.RxDatagrams.Add(uint64(k))
-				r.Receive(batch[:k])
-				for i, pkt := range work[:k] {
+				t.stats.RxDatagrams.Add(uint64(len(chunk)))
+				r.Receive(batch[:len(chunk)])
+				for i, pkt := range chunk {
 					batch[i].Buffer.Release()
 					batch[i] = Datagram{}
 					pkt.DecRef()
-					work[i] = nil
+					chunk[i] = nil
 				}
-				work = work[k:]
 			}
 		}
 	}

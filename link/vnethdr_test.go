@@ -1,0 +1,49 @@
+package link
+
+import (
+	"bytes"
+	"testing"
+)
+
+func TestVirtioNetHdrLayout(t *testing.T) {
+	h := VirtioNetHdr{
+		Flags:      VirtioNetHdrFNeedsCsum,
+		GSOType:    VirtioNetHdrGSOUDPL4,
+		HdrLen:     0x0102,
+		GSOSize:    0x0304,
+		CsumStart:  0x0506,
+		CsumOffset: 0x0708,
+	}
+	var b [VirtioNetHdrLen]byte
+	h.Encode(b[:])
+	// struct virtio_net_hdr, little-endian as Linux lays it out for
+	// AF_PACKET and TUN (vio_le()).
+	want := []byte{1, 5, 0x02, 0x01, 0x04, 0x03, 0x06, 0x05, 0x08, 0x07}
+	if !bytes.Equal(b[:], want) {
+		t.Fatalf("Encode: % x, want % x", b, want)
+	}
+	var g VirtioNetHdr
+	if !g.Decode(b[:]) || g != h {
+		t.Fatalf("Decode: %+v, want %+v", g, h)
+	}
+	if g.Decode(b[:VirtioNetHdrLen-1]) {
+		t.Errorf("Decode accepted a short header")
+	}
+}
+
+func TestVirtioNetHdrString(t *testing.T) {
+	for _, c := range []struct {
+		h    VirtioNetHdr
+		want string
+	}{
+		{VirtioNetHdr{}, "vnet{flags=[] gso=none hdr_len=0 gso_size=0 csum_start=0 csum_offset=0}"},
+		{VirtioNetHdr{Flags: VirtioNetHdrFNeedsCsum, GSOType: VirtioNetHdrGSOUDPL4, HdrLen: 42, GSOSize: 1400, CsumStart: 34, CsumOffset: 6},
+			"vnet{flags=[needs-csum] gso=udp-l4 hdr_len=42 gso_size=1400 csum_start=34 csum_offset=6}"},
+		{VirtioNetHdr{Flags: VirtioNetHdrFDataValid, GSOType: VirtioNetHdrGSOTCPv4 | VirtioNetHdrGSOECN},
+			"vnet{flags=[data-valid] gso=tcpv4+ecn hdr_len=0 gso_size=0 csum_start=0 csum_offset=0}"},
+	} {
+		if got := c.h.String(); got != c.want {
+			t.Errorf("String: %s, want %s", got, c.want)
+		}
+	}
+}
