@@ -53,11 +53,26 @@ type Config struct {
 	// the real clock. Tests pass a faketime.ManualClock.
 	Clock tcpip.Clock
 
+	// Device, when set, patches the tunnel to a TAP (L2) or TUN (L3)
+	// device instead of an overlay netstack: host programs then use the
+	// tunnel like a kernel interface, and the Tunnel's net-style methods
+	// are not available. Creating a device needs CAP_NET_ADMIN.
+	Device *DeviceConfig
+
 	// Endpoint holds the less common Geneve endpoint settings (TTL, TOS,
 	// DF, options, source port range, GSO/GRO, control hook). Its VNI,
 	// Mode, Remotes, Group, RemotePort, MAC and MTU fields are ignored:
 	// the fields above set them.
 	Endpoint endpoint.Config
+}
+
+// DeviceConfig configures a TAP or TUN overlay device.
+type DeviceConfig struct {
+	// Name is the interface name; empty lets the kernel choose.
+	Name string
+	// DisableOffloads opens the device without virtio-net headers (no
+	// TSO/checksum offload between the kernel and gnv).
+	DisableOffloads bool
 }
 
 // validate checks the parts of c that do not depend on the underlay.

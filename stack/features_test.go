@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"net/netip"
 	"runtime"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gnv-project/gnv/endpoint"
+	"github.com/gnv-project/gnv/endpoint/geneve"
 	"github.com/gnv-project/gnv/internal/pcap"
 	"github.com/gnv-project/gnv/stack"
 	"github.com/gnv-project/gnv/testutil"
@@ -356,4 +358,69 @@ func TestManualClock(t *testing.T) {
 		}
 	}
 	t.Fatal("no echo reply after advancing the clock 5 s")
+}
+
+// TestPerConnectionOptions dials a TCP connection whose packets carry a
+// Geneve option; the receiving endpoint's handler sees it, while other
+// traffic carries none.
+func TestPerConnectionOptions(t *testing.T) {
+	opt, _ := geneve.AppendOption(nil, geneve.Option{Class: 0xff01, Type: 0x42, Data: []byte("tag1")})
+	hs, err := testutil.NewHosts(testutil.HostsOptions{Mode: endpoint.L3, VNI: 3, Endpoint: endpoint.Config{MaxMarkOptions: 8}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hs.Close()
+	a, b := hs.Hosts[0], hs.Hosts[1]
+	var mu sync.Mutex
+	seen := 0
+	b.Tunnel.Endpoint().HandleOption(endpoint.OptionType{Class: 0xff01, Type: 0x42}, func(o geneve.Option, _ netip.AddrPort) {
+		if string(o.Data) == "tag1" {
+			mu.Lock()
+			seen++
+			mu.Unlock()
+		}
+	})
+	if b.Tunnel.MTU() != a.Tunnel.MTU() || a.Tunnel.MTU() != 1464-8 {
+		t.Errorf("MTU %d, want 1464 minus the 8 reserved bytes", a.Tunnel.MTU())
+	}
+	ln, err := b.Tunnel.Listen("tcp", "10.0.0.2:7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			io.Copy(c, c)
+			c.Close()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := a.Tunnel.Ping(ctx, b.Overlay4, 1, 8); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	if seen != 0 {
+		t.Fatalf("option seen on unmarked traffic")
+	}
+	mu.Unlock()
+	c, err := a.Tunnel.DialContextOptions(ctx, "tcp", "10.0.0.2:7", opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("ping"))
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(c, buf); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	if seen < 2 { // at least the SYN and the data
+		t.Errorf("the receiver saw the option on %d packets", seen)
+	}
+	if _, err := a.Tunnel.DialContextOptions(ctx, "tcp", "10.0.0.2:7", append(opt, opt...)); err == nil {
+		t.Error("options above the reservation accepted")
+	}
 }

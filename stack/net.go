@@ -17,6 +17,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	tcpipstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
 )
 
@@ -194,3 +196,55 @@ func (r *bytesReader) Read(p []byte) (int, error) {
 }
 
 func (r *bytesReader) Len() int { return len(r.b) }
+
+// DialContextMark is DialContext with the socket mark (SO_MARK) set on the
+// overlay socket before it connects, so every packet of the connection
+// carries the mark. Geneve endpoints map marks to per-packet options
+// (endpoint.Endpoint.SetMarkOptions); Tunnel.DialContextOptions does both.
+func (t *Net) DialContextMark(ctx context.Context, network, address string, mark uint32) (net.Conn, error) {
+	ap, proto, err := parseAddr(network, address, false)
+	if err != nil {
+		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
+	}
+	fa := fullAddr(ap)
+	var transport tcpip.TransportProtocolNumber
+	switch network {
+	case "tcp", "tcp4", "tcp6":
+		transport = tcp.ProtocolNumber
+	case "udp", "udp4", "udp6":
+		transport = udp.ProtocolNumber
+	default:
+		return nil, &net.OpError{Op: "dial", Net: network, Err: net.UnknownNetworkError(network)}
+	}
+	var wq waiter.Queue
+	ep, terr := t.s.NewEndpoint(transport, proto, &wq)
+	if terr != nil {
+		return nil, &net.OpError{Op: "dial", Net: network, Err: errors.New(terr.String())}
+	}
+	ep.SocketOptions().SetMark(mark)
+	if transport == udp.ProtocolNumber {
+		if terr := ep.Connect(fa); terr != nil {
+			ep.Close()
+			return nil, &net.OpError{Op: "dial", Net: network, Err: errors.New(terr.String())}
+		}
+		return gonet.NewUDPConn(&wq, ep), nil
+	}
+	entry, notify := waiter.NewChannelEntry(waiter.WritableEvents)
+	wq.EventRegister(&entry)
+	defer wq.EventUnregister(&entry)
+	terr = ep.Connect(fa)
+	if _, ok := terr.(*tcpip.ErrConnectStarted); ok {
+		select {
+		case <-ctx.Done():
+			ep.Close()
+			return nil, &net.OpError{Op: "dial", Net: network, Err: ctx.Err()}
+		case <-notify:
+		}
+		terr = ep.LastError()
+	}
+	if terr != nil {
+		ep.Close()
+		return nil, &net.OpError{Op: "dial", Net: network, Err: errors.New(terr.String())}
+	}
+	return gonet.NewTCPConn(&wq, ep), nil
+}

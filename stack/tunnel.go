@@ -8,13 +8,18 @@
 package stack
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
+	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/gnv-project/gnv/endpoint"
 	"github.com/gnv-project/gnv/endpoint/geneve"
+	"github.com/gnv-project/gnv/link"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
@@ -39,7 +44,9 @@ type Tunnel struct {
 	overlay  *tcpipstack.Stack
 	ep       *endpoint.Endpoint
 	underlay *SharedUnderlay
-	joined   bool // joined cfg.Group on the underlay
+	joined   bool          // joined cfg.Group on the underlay
+	device   *link.Device  // the TAP/TUN overlay, if any
+	nextMark atomic.Uint32 // marks for DialContextOptions
 
 	closeOnce sync.Once
 }
@@ -61,7 +68,7 @@ func New(cfg Config) (*Tunnel, error) {
 	if r := firstPeer(&cfg); r.IsValid() && !r.Unmap().Is4() {
 		fam = 6
 	}
-	u, err := cfg.Underlay.open(openOptions{port: port, family: fam, clock: cfg.Clock})
+	u, err := cfg.Underlay.open(openOptions{port: port, family: fam, clock: cfg.Clock, multicast: cfg.Group.IsValid()})
 	if err != nil {
 		return nil, err
 	}
@@ -87,6 +94,9 @@ func firstPeer(c *Config) netip.Addr {
 }
 
 func (t *Tunnel) start() error {
+	if t.cfg.Device != nil {
+		return t.startDevice()
+	}
 	ep, err := endpoint.New(t.underlay.sock, t.cfg.endpointConfig())
 	if err != nil {
 		return err
@@ -126,6 +136,11 @@ func (t *Tunnel) start() error {
 		routes = append(routes, tcpip.Route{Destination: header.IPv6EmptySubnet, NIC: overlayNIC})
 	}
 	s.SetRouteTable(routes)
+	return t.join()
+}
+
+// join joins the configured group on the underlay.
+func (t *Tunnel) join() error {
 	if t.cfg.Group.IsValid() {
 		if err := t.underlay.joinGroup(t.cfg.Group); err != nil {
 			return fmt.Errorf("group %s: %w", t.cfg.Group, err)
@@ -133,6 +148,106 @@ func (t *Tunnel) start() error {
 		t.joined = true
 	}
 	return nil
+}
+
+// startDevice patches the endpoint to a TAP or TUN device.
+func (t *Tunnel) startDevice() error {
+	mode := link.DeviceTAP
+	if t.cfg.Mode == endpoint.L3 {
+		mode = link.DeviceTUN
+	}
+	dev, err := link.OpenDevice(link.DeviceOptions{
+		Name:            t.cfg.Device.Name,
+		Mode:            mode,
+		MTU:             t.cfg.MTU,
+		Addresses:       t.cfg.Addresses,
+		NoDAD:           true,
+		DisableOffloads: t.cfg.Device.DisableOffloads,
+		MAC:             t.cfg.MAC,
+	})
+	if err != nil {
+		return err
+	}
+	t.device = dev
+	ec := t.cfg.endpointConfig()
+	if mode == link.DeviceTAP {
+		// The kernel owns the overlay MAC, and decides itself what to do
+		// with frames for other MACs (a bridge may sit on the TAP).
+		ec.MAC = tcpip.LinkAddress(dev.MAC())
+		ec.Promiscuous = true
+	}
+	ep, err := endpoint.New(t.underlay.sock, ec)
+	if err != nil {
+		return err
+	}
+	t.ep = ep
+	if err := dev.Attach(ep); err != nil {
+		return err
+	}
+	return t.join()
+}
+
+// DialContextOptions connects over the overlay like DialContext, and every
+// packet of the connection carries the Geneve options opts (TLVs, after the
+// tunnel's own options). The tunnel must reserve room for them:
+// Config.Endpoint.MaxMarkOptions. The options are forgotten when the
+// connection is closed.
+func (t *Tunnel) DialContextOptions(ctx context.Context, network, address string, opts []byte) (net.Conn, error) {
+	if t.Net == nil {
+		return nil, errors.New("dial: a device tunnel has no in-process overlay")
+	}
+	mark := t.nextMark.Add(1)
+	if err := t.ep.SetMarkOptions(mark, opts); err != nil {
+		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
+	}
+	c, err := t.DialContextMark(ctx, network, address, mark)
+	if err != nil {
+		_ = t.ep.SetMarkOptions(mark, nil)
+		return nil, err
+	}
+	return &markedConn{Conn: c, release: func() { _ = t.ep.SetMarkOptions(mark, nil) }}, nil
+}
+
+// markedConn forgets its mark's options when closed.
+type markedConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+// Close closes the connection and forgets its options.
+func (c *markedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
+}
+
+// CloseWrite shuts down the writing side of a TCP connection.
+func (c *markedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.New("close write: not a TCP connection")
+}
+
+// Device returns the TAP/TUN device of a device tunnel, or nil.
+func (t *Tunnel) Device() *link.Device { return t.device }
+
+// Offloads describes the offloads between the overlay and gnv, for a
+// start-up line: the device's virtio-net offloads, or the overlay
+// netstack's GSO/GRO.
+func (t *Tunnel) Offloads() string {
+	if t.device != nil {
+		return t.device.Offloads().String()
+	}
+	var parts []string
+	if t.ep.SupportedGSO() == tcpipstack.HostGSOSupported {
+		parts = append(parts, "gso")
+	}
+	if t.ep.Capabilities()&tcpipstack.CapabilityRXChecksumOffload != 0 {
+		parts = append(parts, "gro")
+	}
+	return strings.Join(parts, " ")
 }
 
 // NewOverlayStack returns a netstack set up the way gnv sets up a tunnel's
@@ -192,6 +307,9 @@ func (t *Tunnel) Close() error {
 		}
 		if t.joined {
 			t.underlay.leaveGroup(t.cfg.Group)
+		}
+		if t.device != nil {
+			t.device.Close()
 		}
 		if t.ep != nil {
 			t.ep.Close()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"strings"
 	"sync"
 
 	"github.com/gnv-project/gnv/endpoint"
@@ -21,13 +22,25 @@ import (
 )
 
 // Underlay says how a tunnel's Geneve datagrams reach the network. The
-// implementations are NetstackUnderlay, KernelUDPUnderlay and
-// *SharedUnderlay.
+// implementations are NetstackUnderlay, PacketUnderlay, KernelUDPUnderlay
+// and *SharedUnderlay.
 type Underlay interface {
 	// open creates (or, for a shared underlay, borrows) the socket.
 	open(o openOptions) (*SharedUnderlay, error)
 	// localAddr is the configured local underlay address, if any.
 	localAddr() netip.Addr
+}
+
+// Checksums is the outer UDP checksum policy (RFC 8926 §4.3): checksums
+// are sent and checked by default; zero checksums are accepted on IPv4
+// always, and on IPv6 only when configured.
+type Checksums struct {
+	// NoChecksumTx4 sends IPv4 datagrams with a zero UDP checksum.
+	NoChecksumTx4 bool
+	// ZeroChecksumTx6 sends IPv6 datagrams with a zero UDP checksum, and
+	// ZeroChecksumRx6 accepts them (RFC 8926 §4.3.1: only when configured,
+	// in a controlled network).
+	ZeroChecksumTx6, ZeroChecksumRx6 bool
 }
 
 // NetstackUnderlay runs the underlay IP/UDP in a gVisor netstack of its own,
@@ -47,6 +60,8 @@ type NetstackUnderlay struct {
 	MulticastTTL uint8
 	// Pcap, if set, receives a capture of every underlay frame (Ethernet).
 	Pcap io.Writer
+	// Checksums is the outer UDP checksum policy.
+	Checksums
 }
 
 func (u NetstackUnderlay) localAddr() netip.Addr { return u.Address.Addr() }
@@ -64,6 +79,13 @@ type KernelUDPUnderlay struct {
 	// Pcap, if set, receives a capture of every Geneve datagram sent or
 	// received, with synthesised outer IP and UDP headers.
 	Pcap io.Writer
+	// Checksums is the outer UDP checksum policy.
+	Checksums
+	// MulticastTTL is the socket's TTL for datagrams to a group when a
+	// packet does not set one; 0 means 1 (the kernel's default).
+	MulticastTTL uint8
+	// DisableOffloads turns off UDP GSO and GRO.
+	DisableOffloads bool
 }
 
 func (u KernelUDPUnderlay) localAddr() netip.Addr { return u.Local }
@@ -76,16 +98,51 @@ type SharedUnderlay struct {
 	stack *tcpipstack.Stack // the underlay netstack, nil for kernel sockets
 	owned bool              // created implicitly for one tunnel
 
-	mu     sync.Mutex
-	groups map[netip.Addr]int
-	closed bool
+	mu      sync.Mutex
+	groups  map[netip.Addr]int
+	closed  bool
+	onClose []func()
+}
+
+// OnClose registers f to run after the underlay is closed (to close a
+// capture file, for example).
+func (s *SharedUnderlay) OnClose(f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onClose = append(s.onClose, f)
+}
+
+// Offloads describes the offloads the underlay uses, for a start-up line
+// ("udp-gso udp-gro", ...); empty when none.
+func (s *SharedUnderlay) Offloads() string {
+	t := s.sock.Transport()
+	if c, ok := t.(interface{ Unwrap() link.Transport }); ok {
+		t = c.Unwrap()
+	}
+	var parts []string
+	if k, ok := t.(*link.KernelUDP); ok {
+		gso, gro := k.Offloads()
+		if gso {
+			parts = append(parts, "udp-gso")
+		}
+		if gro {
+			parts = append(parts, "udp-gro")
+		}
+	}
+	if o, ok := t.(interface{ OffloadString() string }); ok {
+		if d := o.OffloadString(); d != "" {
+			parts = append(parts, d)
+		}
+	}
+	return strings.Join(parts, " ")
 }
 
 // openOptions are what opening an underlay needs besides its own fields.
 type openOptions struct {
-	port   uint16      // local UDP port
-	family int         // 4 or 6: the family of the remotes or group
-	clock  tcpip.Clock // for a netstack underlay
+	port      uint16      // local UDP port
+	family    int         // 4 or 6: the family of the remotes or group
+	clock     tcpip.Clock // for a netstack underlay
+	multicast bool        // tunnels on it use a group
 }
 
 // UnderlayOptions configure OpenUnderlay.
@@ -101,6 +158,11 @@ type UnderlayOptions struct {
 	Family int
 	// Clock drives a netstack underlay's timers; nil means the real clock.
 	Clock tcpip.Clock
+	// Multicast says that tunnels on this underlay use a multicast group.
+	// A kernel socket then binds the wildcard address (a socket bound to
+	// a unicast address never receives datagrams sent to a group); its
+	// Local address still selects the family.
+	Multicast bool
 }
 
 // OpenUnderlay opens u so that several tunnels can share it: pass the result
@@ -118,7 +180,7 @@ func OpenUnderlay(u Underlay, opts UnderlayOptions) (*SharedUnderlay, error) {
 	if opts.Family != 4 && opts.Family != 6 {
 		return nil, fmt.Errorf("underlay family %d: want 4 or 6 (or a local address)", opts.Family)
 	}
-	return u.open(openOptions{port: opts.Port, family: opts.Family, clock: opts.Clock})
+	return u.open(openOptions{port: opts.Port, family: opts.Family, clock: opts.Clock, multicast: opts.Multicast})
 }
 
 func (s *SharedUnderlay) open(openOptions) (*SharedUnderlay, error) {
@@ -173,10 +235,14 @@ func (s *SharedUnderlay) Close() error {
 		return nil
 	}
 	s.closed = true
+	onClose := s.onClose
 	s.mu.Unlock()
 	err := s.sock.Close()
 	if s.stack != nil {
 		s.stack.Destroy()
+	}
+	for _, f := range onClose {
+		f()
 	}
 	return err
 }
@@ -221,7 +287,7 @@ func (u NetstackUnderlay) open(o openOptions) (*SharedUnderlay, error) {
 		}
 		lep = c
 	}
-	if terr := s.CreateNICWithOptions(nic, lep, tcpipstack.NICOptions{Name: "underlay"}); terr != nil {
+	if terr := s.CreateNICWithOptions(nic, lep, tcpipstack.NICOptions{Name: "underlay", QDisc: underlayQDisc(u.Link, lep)}); terr != nil {
 		return fail(fmt.Errorf("underlay: create NIC: %s", terr))
 	}
 	proto := ipv4.ProtocolNumber
@@ -250,10 +316,14 @@ func (u NetstackUnderlay) open(o openOptions) (*SharedUnderlay, error) {
 	}
 	s.SetRouteTable(routes)
 	t, err := link.NewNetstackUDP(link.NetstackUDPOptions{
-		Stack:        s,
-		NIC:          nic,
-		Local:        netip.AddrPortFrom(addr, o.port),
-		MulticastTTL: u.MulticastTTL,
+		Stack:           s,
+		NIC:             nic,
+		Local:           netip.AddrPortFrom(addr, o.port),
+		MulticastTTL:    u.MulticastTTL,
+		Segmenter:       underlaySegmenter(u.Link),
+		NoChecksum4:     u.NoChecksumTx4,
+		ZeroChecksumTx6: u.ZeroChecksumTx6,
+		ZeroChecksumRx6: u.ZeroChecksumRx6,
 	})
 	if err != nil {
 		return fail(err)
@@ -266,12 +336,124 @@ func (u NetstackUnderlay) open(o openOptions) (*SharedUnderlay, error) {
 	return &SharedUnderlay{sock: sock, stack: s}, nil
 }
 
+// underlayQDisc returns the NIC's queueing discipline for link (wrapped in
+// lep): for an AF_PACKET endpoint one that allocates nothing per packet,
+// else nil (the stack's default).
+func underlayQDisc(l tcpipstack.LinkEndpoint, lep tcpipstack.LinkEndpoint) tcpipstack.QueueingDiscipline {
+	if _, ok := l.(*link.PacketEndpoint); ok {
+		return link.NewDirectQDisc(lep)
+	}
+	return nil
+}
+
+// underlaySegmenter returns link if it takes UDP segmentation jobs: the
+// transport cannot find it itself behind a capture wrapper.
+func underlaySegmenter(l tcpipstack.LinkEndpoint) link.UDPSegmenter {
+	if sg, ok := l.(link.UDPSegmenter); ok {
+		return sg
+	}
+	return nil
+}
+
+// PacketUnderlay runs the underlay netstack on a host interface through an
+// AF_PACKET socket (link.PacketEndpoint): netstack, not the host kernel,
+// does the underlay's IP, UDP, ARP, ND, IGMP and MLD on Device, with its
+// own MAC address by default. It needs root (CAP_NET_RAW, CAP_NET_ADMIN).
+//
+// Give it an interface the kernel does not use for the same addresses (a
+// veth end or a macvlan, up, without Address or any address of its subnet,
+// IPv6 disabled): opening checks this with link.CheckPacketHost and fails
+// on problems; its warnings go to Warn. See link.PacketEndpoint for the
+// offloads (virtio_net_hdr checksum offload and UDP GSO, probed at
+// start); SharedUnderlay.Offloads reports the active ones.
+type PacketUnderlay struct {
+	// Device is the host interface, like "veth-gnv0". It is opened in the
+	// calling goroutine's network namespace.
+	Device string
+	// Address is netstack's underlay address and prefix on Device, like
+	// 192.0.2.1/24.
+	Address netip.Prefix
+	// Gateway is the next hop for underlay destinations outside Address's
+	// prefix; invalid means none.
+	Gateway netip.Addr
+	// MulticastTTL is the TTL of datagrams sent to a group; 0 means 64.
+	MulticastTTL uint8
+	// Pcap, if set, receives a capture of every underlay frame (Ethernet).
+	// Runs sent as one UDP GSO frame appear as that one large frame.
+	Pcap io.Writer
+	// Options tunes the AF_PACKET endpoint (MAC, UseInterfaceMAC, MTU,
+	// NoVnetHdr, NoTxChecksumOffload, NoUDPGSO, buffer sizes); its Device
+	// field is ignored.
+	Options link.PacketEndpointOptions
+	// SkipHostCheck opens the underlay even if link.CheckPacketHost finds
+	// problems (they are passed to Warn instead).
+	SkipHostCheck bool
+	// Warn, if set, receives the host check's warnings, one line each.
+	Warn func(msg string)
+	// Checksums is the outer UDP checksum policy.
+	Checksums
+}
+
+func (u PacketUnderlay) localAddr() netip.Addr { return u.Address.Addr() }
+
+func (u PacketUnderlay) open(o openOptions) (*SharedUnderlay, error) {
+	if u.Device == "" {
+		return nil, errors.New("underlay: AF_PACKET underlay needs a device")
+	}
+	if !u.Address.IsValid() {
+		return nil, errors.New("underlay address: required, like 192.0.2.1/24")
+	}
+	warn := u.Warn
+	if warn == nil {
+		warn = func(string) {}
+	}
+	warnings, err := link.CheckPacketHost(u.Device, u.Address.Addr())
+	for _, w := range warnings {
+		warn(w)
+	}
+	if err != nil {
+		if !u.SkipHostCheck {
+			return nil, err
+		}
+		warn(err.Error())
+	}
+	opts := u.Options
+	opts.Device = u.Device
+	ep, err := link.NewPacketEndpoint(opts)
+	if err != nil {
+		return nil, err
+	}
+	sh, err := NetstackUnderlay{
+		Link:         ep,
+		Address:      u.Address,
+		Gateway:      u.Gateway,
+		MulticastTTL: u.MulticastTTL,
+		Pcap:         u.Pcap,
+		Checksums:    u.Checksums,
+	}.open(o)
+	if err != nil {
+		ep.Close() // a no-op if the stack got to close it
+		return nil, err
+	}
+	return sh, nil
+}
+
 func (u KernelUDPUnderlay) open(o openOptions) (*SharedUnderlay, error) {
+	local := u.Local
+	if o.multicast {
+		local = netip.Addr{}
+	}
 	k, err := link.NewKernelUDP(link.KernelUDPOptions{
-		Local:  netip.AddrPortFrom(u.Local, o.port),
-		Family: o.family,
-		Device: u.Device,
-		MTU:    u.MTU,
+		Local:           netip.AddrPortFrom(local, o.port),
+		Family:          o.family,
+		Device:          u.Device,
+		MTU:             u.MTU,
+		NoChecksumTx4:   u.NoChecksumTx4,
+		ZeroChecksumTx6: u.ZeroChecksumTx6,
+		ZeroChecksumRx6: u.ZeroChecksumRx6,
+		MulticastTTL:    int(u.MulticastTTL),
+		DisableGSO:      u.DisableOffloads,
+		DisableGRO:      u.DisableOffloads,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("underlay: kernel udp: %w", err)
