@@ -1,6 +1,9 @@
 // Command gnv runs Geneve (RFC 8926) tunnels in userspace.
 //
 //	gnv demo [flags]   two tunnel hosts in one process: ping, TCP, UDP, report
+//	gnv up [flags]     run Geneve interfaces until SIGINT/SIGTERM
+//	gnv fdb ...        show or change a running interface's forwarding table
+//	gnv stats          print a running interface's counters
 //
 // Run "gnv help" or "gnv demo --help" for the flags.
 package main
@@ -23,6 +26,10 @@ func run(args []string) int {
 	switch cmd {
 	case "demo":
 		return demoMain(args)
+	case "up":
+		return upMain(args)
+	case "fdb", "stats":
+		return ctlMain(cmd, args)
 	case "help":
 		usage()
 		return 0
@@ -40,6 +47,10 @@ commands:
   demo   two Geneve hosts in one process (the default): ping, a TCP transfer
          with its content checked and UDP datagrams across the overlay, then a
          report; needs no privileges
+  up     run Geneve interfaces (TAP, TUN or in-process netstack overlays over
+         a kernel UDP or AF_PACKET underlay) until SIGINT/SIGTERM
+  fdb    show, add, delete or flush forwarding entries of a running gnv up
+  stats  print the counters of a running gnv up
   help   this text
 
 "gnv <command> --help" lists a command's flags.

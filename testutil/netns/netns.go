@@ -116,3 +116,13 @@ func Veth(tb testing.TB, a *NS, ifA string, b *NS, ifB string) {
 	a.MustRun(tb, "ip", "link", "set", ifA, "up")
 	b.MustRun(tb, "ip", "link", "set", ifB, "up")
 }
+
+// Existing returns an NS for a namespace created elsewhere (by a script,
+// say); the caller deletes it.
+func Existing(name string) *NS {
+	fd, err := unix.Open("/run/netns/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		fd = -1
+	}
+	return &NS{Name: name, fd: fd}
+}

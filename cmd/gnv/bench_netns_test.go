@@ -1,0 +1,205 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gnv-project/gnv/endpoint"
+	"github.com/gnv-project/gnv/stack"
+	"github.com/gnv-project/gnv/testutil"
+	"github.com/gnv-project/gnv/testutil/netns"
+)
+
+// BenchmarkVethThroughput measures single-stream TCP throughput across an
+// overlay between two network namespaces joined by one veth pair, for:
+//
+//   - the kernel's own VXLAN (the baseline),
+//   - gnv with a kernel UDP underlay and TAP overlays,
+//   - gnv with AF_PACKET underlays and TAP overlays,
+//   - gnv with kernel UDP underlays and netstack overlays (in-process),
+//
+// all in the same run, and reports each in Mbit/s and as a ratio to VXLAN.
+// iperf3 drives the kernel-overlay paths (5 s each); the netstack path
+// moves 256 MiB with testutil.TransferTCP. Needs root and iperf3.
+//
+//	go test -run '^$' -bench VethThroughput -benchtime 1x ./cmd/gnv/
+func BenchmarkVethThroughput(b *testing.B) {
+	netns.RequireRoot(b)
+	if _, err := exec.LookPath("iperf3"); err != nil {
+		b.Skip("needs iperf3 (apt-get install iperf3)")
+	}
+	results := map[string][]float64{}
+	paths := []struct {
+		name string
+		run  func(b *testing.B) float64
+	}{
+		{"kernel-vxlan", benchVXLAN},
+		{"gnv-udp-tap", func(b *testing.B) float64 { return benchGnvTAP(b, "udp") }},
+		{"gnv-packet-tap", func(b *testing.B) float64 { return benchGnvTAP(b, "packet") }},
+		{"gnv-netstack", benchGnvNetstack},
+	}
+	for i := 0; i < b.N; i++ {
+		for _, p := range paths {
+			mbps := p.run(b)
+			results[p.name] = append(results[p.name], mbps)
+			b.Logf("%-16s %8.0f Mbit/s", p.name, mbps)
+		}
+	}
+	mean := func(v []float64) float64 {
+		s := 0.0
+		for _, x := range v {
+			s += x
+		}
+		return s / float64(len(v))
+	}
+	base := mean(results["kernel-vxlan"])
+	for _, p := range paths {
+		m := mean(results[p.name])
+		b.ReportMetric(m, p.name+"-Mbit/s")
+		if p.name != "kernel-vxlan" && base > 0 {
+			b.ReportMetric(m/base, p.name+"/vxlan")
+		}
+	}
+}
+
+// iperf runs an iperf3 server in b and a 5-second client in a towards dst,
+// returning the receiver's throughput in Mbit/s.
+func iperf(b *testing.B, a, srv *netns.NS, dst string) float64 {
+	b.Helper()
+	server := srv.Command("iperf3", "-s", "-1", "-B", dst, "-p", "5201")
+	if err := server.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer server.Wait()
+	var out string
+	var err error
+	for try := 0; try < 20; try++ {
+		time.Sleep(100 * time.Millisecond)
+		if out, err = a.Run("iperf3", "-c", dst, "-p", "5201", "-t", "5", "-J"); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		server.Process.Kill()
+		b.Fatalf("iperf3: %v", err)
+	}
+	var r struct {
+		End struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		b.Fatalf("iperf3 output: %v", err)
+	}
+	return r.End.SumReceived.BitsPerSecond / 1e6
+}
+
+// vethPair makes two namespaces with 192.0.2.1/24 and 192.0.2.2/24 on the
+// veth (unless bare).
+func vethPair(b *testing.B, bare bool) (a, c *netns.NS) {
+	a, c = netns.New(b, "gnvbench-a"), netns.New(b, "gnvbench-b")
+	netns.Veth(b, a, "va", c, "vb")
+	if !bare {
+		a.MustRun(b, "ip", "addr", "add", "192.0.2.1/24", "dev", "va")
+		c.MustRun(b, "ip", "addr", "add", "192.0.2.2/24", "dev", "vb")
+	}
+	return a, c
+}
+
+func benchVXLAN(b *testing.B) float64 {
+	a, c := vethPair(b, false)
+	for i, ns := range []*netns.NS{a, c} {
+		local, remote, dev := "192.0.2.1", "192.0.2.2", "va"
+		if i == 1 {
+			local, remote, dev = remote, local, "vb"
+		}
+		ns.MustRun(b, "ip", "link", "add", "vx0", "type", "vxlan", "id", "100", "local", local, "remote", remote, "dstport", "4789", "dev", dev)
+		ns.MustRun(b, "ip", "addr", "add", fmt.Sprintf("10.3.3.%d/24", i+1), "dev", "vx0")
+		ns.MustRun(b, "ip", "link", "set", "vx0", "up")
+	}
+	return iperf(b, a, c, "10.3.3.2")
+}
+
+func benchGnvTAP(b *testing.B, underlay string) float64 {
+	a, c := vethPair(b, underlay == "packet")
+	start := func(ns *netns.NS, dev, local, remote string, n int) {
+		args := []string{"--vni", "100", "--remote", remote, "--addr", fmt.Sprintf("10.9.0.%d/24", n)}
+		if underlay == "packet" {
+			ns.MustRun(b, "sysctl", "-qw", "net.ipv6.conf."+dev+".disable_ipv6=1")
+			args = append(args, "--underlay", "packet", "--dev", dev, "--underlay-addr", local+"/24")
+		} else {
+			args = append(args, "--local", local)
+		}
+		benchUp(b, ns, args...)
+	}
+	start(a, "va", "192.0.2.1", "192.0.2.2", 1)
+	start(c, "vb", "192.0.2.2", "192.0.2.1", 2)
+	return iperf(b, a, c, "10.9.0.2")
+}
+
+// benchUp runs gnv up in ns until the benchmark ends.
+func benchUp(b *testing.B, ns *netns.NS, args ...string) {
+	b.Helper()
+	bin := gnvBinary(b)
+	cmd := ns.Command(bin, append([]string{"up", "--control", b.TempDir() + "/ctl.sock"}, args...)...)
+	out := &lockedBuf{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+	})
+	for i := 0; i < 100; i++ {
+		if strings.Contains(out.String(), ": up, ") {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b.Fatalf("gnv up did not come up: %s", out.String())
+}
+
+func benchGnvNetstack(b *testing.B) float64 {
+	a, c := vethPair(b, false)
+	var us [2]*stack.SharedUnderlay
+	for i, ns := range []*netns.NS{a, c} {
+		local := netip.AddrFrom4([4]byte{192, 0, 2, byte(i + 1)})
+		if err := ns.Do(func() (err error) {
+			us[i], err = stack.OpenUnderlay(stack.KernelUDPUnderlay{Local: local}, stack.UnderlayOptions{})
+			return err
+		}); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { us[i].Close() })
+	}
+	var tuns [2]*stack.Tunnel
+	for i := range tuns {
+		tun, err := stack.New(stack.Config{
+			VNI: 100, Mode: endpoint.L2, Underlay: us[i],
+			Remotes:   []netip.Addr{netip.AddrFrom4([4]byte{192, 0, 2, byte(2 - i)})},
+			Addresses: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 9, 0, byte(i + 1)}), 24)},
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { tun.Close() })
+		tuns[i] = tun
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := testutil.TransferTCP(ctx, tuns[0], tuns[1], netip.MustParseAddrPort("10.9.0.2:5201"), 256<<20, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return res.Mbps()
+}

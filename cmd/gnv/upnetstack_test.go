@@ -1,0 +1,142 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// startUp runs gnv up with args until the test ends and returns its
+// interfaces once they are up.
+func startUp(t *testing.T, args ...string) []*runningIface {
+	t.Helper()
+	p, err := planArgs(args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	up := make(chan []*runningIface, 1)
+	done := make(chan error, 1)
+	var out bytes.Buffer
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	go func() { done <- runUp(ctx, p, log, &out, func(r []*runningIface) { up <- r }) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("gnv up: %v", err)
+		}
+	})
+	select {
+	case r := <-up:
+		if !strings.Contains(out.String(), "up, l2 vni") && !strings.Contains(out.String(), "up, l3 vni") {
+			t.Errorf("start-up line missing: %q", out.String())
+		}
+		return r
+	case err := <-done:
+		t.Fatalf("gnv up: %v", err)
+	}
+	return nil
+}
+
+// TestUpNetstackOverlay runs two gnv up instances over kernel UDP on
+// loopback with netstack overlays (no privileges): a port forward and a
+// SOCKS5 server on A reach a TCP service in B's overlay, and the control
+// socket shows and edits A's forwarding table.
+func TestUpNetstackOverlay(t *testing.T) {
+	dir := t.TempDir()
+	ctlA := filepath.Join(dir, "a.sock")
+	a := startUp(t, "--vni", "77", "--local", "127.0.0.1", "--port", "16191", "--local-port", "16190", "--remote", "127.0.0.2",
+		"--overlay", "netstack", "--addr", "10.77.0.1/24", "--name", "gnva",
+		"--forward", "tcp:127.0.0.1:0=10.77.0.2:80", "--socks5", "127.0.0.1:0", "--control", ctlA)
+	b := startUp(t, "--vni", "77", "--local", "127.0.0.2", "--port", "16190", "--local-port", "16191", "--remote", "127.0.0.1",
+		"--overlay", "netstack", "--addr", "10.77.0.2/24", "--name", "gnvb", "--control", filepath.Join(dir, "b.sock"))
+
+	ln, err := b[0].tun.Listen("tcp", "10.77.0.2:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 5)
+				if _, err := io.ReadFull(c, buf); err == nil {
+					c.Write(append([]byte("echo "), buf...))
+				}
+			}()
+		}
+	}()
+	check := func(c net.Conn) {
+		t.Helper()
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		c.Write([]byte("hello"))
+		got, err := io.ReadAll(c)
+		if err != nil || string(got) != "echo hello" {
+			t.Errorf("got %q, %v", got, err)
+		}
+	}
+	fwd := a[0].extras[0].(*proxy).ln.Addr().String()
+	c, err := net.Dial("tcp", fwd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(c)
+
+	socks := a[0].extras[1].(*proxy).ln.Addr().String()
+	s, err := net.Dial("tcp", socks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetDeadline(time.Now().Add(10 * time.Second))
+	s.Write([]byte{5, 1, 0})
+	reply := make([]byte, 2)
+	if _, err := io.ReadFull(s, reply); err != nil || reply[1] != 0 {
+		t.Fatalf("socks greeting reply %v %v", reply, err)
+	}
+	req := []byte{5, 1, 0, 1, 10, 77, 0, 2, 0, 0}
+	binary.BigEndian.PutUint16(req[8:], 80)
+	s.Write(req)
+	rep := make([]byte, 10)
+	if _, err := io.ReadFull(s, rep); err != nil || rep[1] != 0 {
+		t.Fatalf("socks connect reply %v %v", rep, err)
+	}
+	check(s)
+
+	// The control socket: A learned B's overlay MAC from the traffic.
+	var out bytes.Buffer
+	if err := ctlRequest(&out, ctlA, []string{"fdb", "show", "-"}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "127.0.0.2:16191 dynamic") {
+		t.Errorf("fdb show: %q", out.String())
+	}
+	if err := ctlRequest(&out, ctlA, []string{"fdb", "add", "-", "02:00:00:00:00:99", "127.0.0.9"}); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	ctlRequest(&out, ctlA, []string{"fdb", "flush", "-"})
+	ctlRequest(&out, ctlA, []string{"fdb", "show", "-"})
+	if got := strings.TrimSpace(out.String()); !strings.HasPrefix(got, "02:00:00:00:00:99 127.0.0.9:16191 static") || strings.Count(got, "\n") != 0 {
+		t.Errorf("after flush: %q", got)
+	}
+	if err := ctlRequest(&out, ctlA, []string{"fdb", "del", "-", "02:00:00:00:00:42"}); err == nil || !strings.Contains(err.Error(), "no such forwarding entry") {
+		t.Errorf("deleting a missing entry: %v", err)
+	}
+	out.Reset()
+	if err := ctlRequest(&out, ctlA, []string{"stats", "-"}); err != nil || !strings.Contains(out.String(), "gnva: rx ") {
+		t.Errorf("stats: %q %v", out.String(), err)
+	}
+}
