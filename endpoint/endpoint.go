@@ -72,6 +72,7 @@ type Endpoint struct {
 	// gro and touched belong to the socket's receive goroutine.
 	gro     gro.GRO
 	touched bool
+	rxNow   int64 // the forwarding table's clock, read once per batch
 
 	txPool sync.Pool // *txBatch
 

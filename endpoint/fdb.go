@@ -120,15 +120,15 @@ func (f *FDB) lookup(mac []byte) (netip.AddrPort, bool) {
 	return e.remote, true
 }
 
-// learnFrom records that mac was seen behind the outer source src.
-func (f *FDB) learnFrom(mac []byte, src netip.Addr) {
+// learnFrom records that mac was seen behind the outer source src at
+// monotonic time now (f.now(), read once per receive batch by the caller).
+func (f *FDB) learnFrom(mac []byte, src netip.Addr, now int64) {
 	if !f.learn || mac[0]&1 != 0 {
 		return
 	}
 	var k [6]byte
 	copy(k[:], mac)
 	remote := netip.AddrPortFrom(src, f.port)
-	now := f.now()
 	f.mu.RLock()
 	e := f.entries[k]
 	if e != nil && (e.static || e.remote == remote) {

@@ -133,7 +133,10 @@ func (e *Endpoint) receive(dg *link.Datagram, h geneve.Header, payload []byte) {
 		return
 	}
 	if e.fdb != nil {
-		e.fdb.learnFrom(payload[6:12], dg.Src.Addr().Unmap())
+		if e.rxNow == 0 {
+			e.rxNow = e.fdb.now()
+		}
+		e.fdb.learnFrom(payload[6:12], dg.Src.Addr().Unmap(), e.rxNow)
 	}
 	if len(h.Options) > 0 {
 		e.runHandlers(h.Options, dg.Src)
@@ -172,6 +175,7 @@ func (e *Endpoint) receive(dg *link.Datagram, h geneve.Header, payload []byte) {
 // end of every receive batch.
 func (e *Endpoint) flushGRO() {
 	e.touched = false
+	e.rxNow = 0
 	if !e.cfg.DisableGRO {
 		e.gro.Flush()
 	}

@@ -114,3 +114,33 @@ func BenchmarkGeneveVsPlain(b *testing.B) {
 	b.ReportMetric(float64(benchTransfer)*float64(b.N)*8/g.Seconds()/1e6, "geneve-Mbit/s")
 	b.ReportMetric(float64(benchTransfer)*float64(b.N)*8/pl.Seconds()/1e6, "plain-Mbit/s")
 }
+
+// BenchmarkKernelUDPTCP measures one TCP stream across an L2 overlay whose
+// underlay is kernel UDP sockets on loopback (the rootless path).
+func BenchmarkKernelUDPTCP(b *testing.B) {
+	var us [2]*stack.SharedUnderlay
+	for i := range us {
+		u, err := stack.OpenUnderlay(stack.KernelUDPUnderlay{Local: netip.MustParseAddr("127.0.0.1"), MTU: 1500}, stack.UnderlayOptions{EphemeralPort: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer u.Close()
+		us[i] = u
+	}
+	var tuns [2]*stack.Tunnel
+	for i := range tuns {
+		peer := us[1-i].Socket().Transport().LocalAddr()
+		tun, err := stack.New(stack.Config{VNI: 1, Remotes: []netip.Addr{peer.Addr()}, Port: peer.Port(), Underlay: us[i],
+			Addresses: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i + 1)}), 24)}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer tun.Close()
+		tuns[i] = tun
+	}
+	b.SetBytes(benchTransfer)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		transfer(b, tuns[0], tuns[1], uint16(6000+i%1000))
+	}
+}
