@@ -189,12 +189,14 @@ func (t *Net) Ping(ctx context.Context, dst netip.Addr, seq uint16, size int) (t
 // bytesReader is a minimal tcpip.Payloader.
 type bytesReader struct{ b []byte }
 
+// Read implements io.Reader.
 func (r *bytesReader) Read(p []byte) (int, error) {
 	n := copy(p, r.b)
 	r.b = r.b[n:]
 	return n, nil
 }
 
+// Len implements tcpip.Payloader.
 func (r *bytesReader) Len() int { return len(r.b) }
 
 // DialContextMark is DialContext with the socket mark (SO_MARK) set on the

@@ -330,11 +330,12 @@ func TestNetnsPcapDecodes(t *testing.T) {
 			pcap := filepath.Join(dir, "gnv.pcap")
 			argsA := underlaySide(t, a, "va", kind, "192.0.2.1", 24)
 			argsB := underlaySide(t, b, "vb", "udp", "192.0.2.2", 24)
-			gnvUp(t, a, 1, append(argsA, "--vni", "321", "--remote", "192.0.2.2", "--addr", "10.9.0.1/24", "--pcap", pcap)...)
+			upA := gnvUp(t, a, 1, append(argsA, "--vni", "321", "--remote", "192.0.2.2", "--addr", "10.9.0.1/24", "--pcap", pcap)...)
 			gnvUp(t, b, 1, append(argsB, "--vni", "321", "--remote", "192.0.2.1", "--addr", "10.9.0.2/24")...)
 			ping(t, a, "10.9.0.2")
 			kernelTCP(t, a, b, "10.9.0.2", 1<<20)
-			// Stop A so the capture is complete.
+			// Stop A: the capture is complete once gnv has closed it.
+			upA.stop()
 			checkCapture := func() {
 				out, err := exec.Command(tshark, "-r", pcap, "-Y", "_ws.malformed").Output()
 				if err != nil {
@@ -357,7 +358,6 @@ func TestNetnsPcapDecodes(t *testing.T) {
 					}
 				}
 			}
-			time.Sleep(200 * time.Millisecond)
 			checkCapture()
 		})
 	}

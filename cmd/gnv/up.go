@@ -539,13 +539,17 @@ func (ri *runningIface) summary(underlay string) string {
 func openUnderlay(p *upPlan, log *slog.Logger) (*stack.SharedUnderlay, string, error) {
 	var pcapW io.Writer
 	var pcapFile *os.File
+	var pcapBuf *bufio.Writer
 	if p.pcap != "" {
 		f, err := os.Create(p.pcap)
 		if err != nil {
 			return nil, "", fmt.Errorf("--pcap: %w", err)
 		}
-		pcapFile = f
-		pcapW = &syncedFile{f: f}
+		// Buffered: one write(2) per captured packet would slow the data
+		// path. The capture writer serialises its records, and the buffer
+		// is flushed when the underlay closes.
+		pcapFile, pcapBuf = f, bufio.NewWriterSize(f, 1<<16)
+		pcapW = pcapBuf
 	}
 	localPort := p.localPort
 	if localPort == 0 {
@@ -580,7 +584,10 @@ func openUnderlay(p *upPlan, log *slog.Logger) (*stack.SharedUnderlay, string, e
 		return nil, "", err
 	}
 	if pcapFile != nil {
-		su.OnClose(func() { pcapFile.Close() })
+		su.OnClose(func() {
+			pcapBuf.Flush()
+			pcapFile.Close()
+		})
 	}
 	la := su.Socket().Transport().LocalAddr()
 	desc += " " + la.String()
@@ -589,14 +596,6 @@ func openUnderlay(p *upPlan, log *slog.Logger) (*stack.SharedUnderlay, string, e
 	}
 	return su, desc, nil
 }
-
-// syncedFile serialises writes to the pcap file (the capture wrappers
-// already write whole records per call).
-type syncedFile struct {
-	f *os.File
-}
-
-func (s *syncedFile) Write(b []byte) (int, error) { return s.f.Write(b) }
 
 // startIface builds one interface on the shared underlay.
 func startIface(ctx context.Context, p *upPlan, ip *ifacePlan, u *stack.SharedUnderlay, log *slog.Logger) (*runningIface, error) {
