@@ -43,7 +43,9 @@ func (c *CaptureTransport) WriteBatch(pkts []Packet) (int, error) {
 	for i := range pkts {
 		p := &pkts[i]
 		src := local
-		if p.SrcPort != 0 {
+		if w, ok := c.Transport.(interface{ WireSourcePort(uint16) uint16 }); ok {
+			src = netip.AddrPortFrom(local.Addr(), w.WireSourcePort(p.SrcPort))
+		} else if p.SrcPort != 0 {
 			src = netip.AddrPortFrom(local.Addr(), p.SrcPort)
 		}
 		ttl := p.TTL

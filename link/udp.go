@@ -30,6 +30,14 @@ const (
 	// maxKernelUDPBatch caps BatchSize at the kernel's UIO_MAXIOV, the
 	// largest vlen recvmmsg/sendmmsg accept.
 	maxKernelUDPBatch = 1024
+
+	// DefaultKernelUDPSourcePorts is the default number of extra send-only
+	// sockets that give outgoing datagrams different source ports (see
+	// KernelUDPOptions.SourcePorts).
+	DefaultKernelUDPSourcePorts = 16
+
+	// maxKernelUDPSourcePorts caps KernelUDPOptions.SourcePorts.
+	maxKernelUDPSourcePorts = 1024
 )
 
 // KernelUDPOptions configures NewKernelUDP.
@@ -102,6 +110,26 @@ type KernelUDPOptions struct {
 	// IPv4 (IPv4 zero checksums are always accepted).
 	ZeroChecksumRx6 bool
 
+	// SourcePorts is the number of extra send-only sockets used to give
+	// datagrams of different flows different outer UDP source ports (flow
+	// entropy for ECMP, RFC 8926 §3.3). Zero means
+	// DefaultKernelUDPSourcePorts (16); a negative value disables the pool,
+	// and every datagram leaves from the bound port. At most 1024.
+	//
+	// Each extra socket is bound to the same local address with port 0 (the
+	// kernel picks an ephemeral port) and has the main socket's send-side
+	// options. A packet with a non-zero Packet.SrcPort is sent from extra
+	// socket SrcPort % SourcePorts; SrcPort 0 uses the main socket. So the
+	// source port on the wire is one of these ephemeral ports, not SrcPort
+	// itself: the same flow always gets the same port, and there are
+	// SourcePorts different ones. The extra sockets are never read: peers
+	// send to the Geneve port, and anything arriving on an extra socket's
+	// port fills its small receive buffer and is then dropped by the
+	// kernel. Each extra socket costs a file descriptor; if they cannot be
+	// created (EMFILE, for example), the transport silently uses the main
+	// socket only (see (*KernelUDP).SourcePorts).
+	SourcePorts int
+
 	// DisableGSO and DisableGRO turn off UDP_SEGMENT sends and UDP_GRO
 	// receives even when the kernel supports them.
 	DisableGSO, DisableGRO bool
@@ -167,10 +195,15 @@ type KernelUDPStats struct {
 //     (IPV6_TCLASS / IPV6_HOPLIMIT) control messages. Received datagrams carry
 //     TOS, TTL and the destination address (from IP_PKTINFO /
 //     IPV6_PKTINFO).
-//   - Source port. A bound socket has one port: Packet.SrcPort is ignored and
-//     every datagram leaves from LocalAddr().Port(). RFC 8926 §3.3 only says
-//     the source port SHOULD carry flow entropy; the netstack transport
-//     honours SrcPort.
+//   - Source port. RFC 8926 §3.3 says the outer source port SHOULD carry
+//     flow entropy, which the Geneve endpoint puts in Packet.SrcPort. A
+//     bound socket has one port, so KernelUDP keeps a pool of extra
+//     send-only sockets on kernel-chosen ephemeral ports
+//     (KernelUDPOptions.SourcePorts, 16 by default) and sends a packet with
+//     a non-zero SrcPort from socket SrcPort % pool size: the same flow
+//     always leaves from the same port, different flows spread over the
+//     pool. SrcPort 0, or a disabled or unavailable pool, sends from
+//     LocalAddr().Port(). The netstack transport uses SrcPort itself.
 //   - DF. The Don't Fragment behaviour is per socket
 //     (KernelUDPOptions.DontFragment); Packet.DF is ignored.
 //   - Zero UDP checksums (RFC 8926 §3.3, §4.3.1) are opt-in:
@@ -259,6 +292,14 @@ func (o KernelUDPOptions) normalize() (kernelUDPConfig, error) {
 		c.MulticastTTL = DefaultMulticastTTL
 	case c.MulticastTTL < 0 || c.MulticastTTL > 255:
 		return c, fmt.Errorf("link: KernelUDP: MulticastTTL %d", c.MulticastTTL)
+	}
+	switch {
+	case c.SourcePorts == 0:
+		c.SourcePorts = DefaultKernelUDPSourcePorts
+	case c.SourcePorts < 0:
+		c.SourcePorts = 0
+	case c.SourcePorts > maxKernelUDPSourcePorts:
+		c.SourcePorts = maxKernelUDPSourcePorts
 	}
 	return c, nil
 }

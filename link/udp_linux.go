@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -38,6 +39,11 @@ const (
 	// senderPoolSize is how many idle senders are kept for concurrent
 	// WriteBatch calls.
 	senderPoolSize = 8
+
+	// srcSockRcvBuf is the SO_RCVBUF request of the extra source-port
+	// sockets, which are never read; the kernel rounds it up to its
+	// minimum.
+	srcSockRcvBuf = 1
 )
 
 // sendCtrlSize is the control buffer per send message: a TOS/TCLASS int, a
@@ -56,6 +62,13 @@ type kernelUDP struct {
 	gso     atomic.Bool
 	gro     bool
 	senders chan *udpSender
+
+	// The extra send-only sockets of KernelUDPOptions.SourcePorts; empty
+	// when the pool is disabled or could not be created. Fixed after
+	// NewKernelUDP.
+	srcFiles []*os.File
+	srcRCs   []syscall.RawConn
+	srcPorts []uint16
 
 	// Per-family control message levels and types.
 	ipLevel, tosType, ttlType int32
@@ -111,7 +124,7 @@ func NewKernelUDP(opts KernelUDPOptions) (*KernelUDP, error) {
 	if err != nil {
 		return nil, fmt.Errorf("link: KernelUDP: socket: %w", err)
 	}
-	if err := t.setup(fd); err != nil {
+	if t.local, err = t.setup(fd, false); err != nil {
 		unix.Close(fd)
 		return nil, err
 	}
@@ -133,11 +146,59 @@ func NewKernelUDP(opts KernelUDPOptions) (*KernelUDP, error) {
 		hdr = 40 + 8
 	}
 	t.maxSeg = t.mtu - hdr
+	t.openSourcePorts(domain)
 	return t, nil
 }
 
-// setup sets the socket options, binds, and probes the offloads.
-func (t *KernelUDP) setup(fd int) error {
+// openSourcePorts creates the cfg.SourcePorts extra send-only sockets. On
+// any failure (EMFILE, no ephemeral port left, …) it closes those it made
+// and leaves the pool empty: the main socket then sends everything.
+func (t *KernelUDP) openSourcePorts(domain int) {
+	n := t.cfg.SourcePorts
+	if n <= 0 {
+		return
+	}
+	files := make([]*os.File, 0, n)
+	rcs := make([]syscall.RawConn, 0, n)
+	ports := make([]uint16, 0, n)
+	fail := func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}
+	for range n {
+		fd, err := unix.Socket(domain, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+		if err != nil {
+			fail()
+			return
+		}
+		local, err := t.setup(fd, true)
+		if err != nil {
+			unix.Close(fd)
+			fail()
+			return
+		}
+		f := os.NewFile(uintptr(fd), "gnv-udp-src")
+		files = append(files, f)
+		rc, err := f.SyscallConn()
+		if err != nil {
+			fail()
+			return
+		}
+		rcs = append(rcs, rc)
+		ports = append(ports, local.Port())
+	}
+	t.srcFiles, t.srcRCs, t.srcPorts = files, rcs, ports
+}
+
+// setup sets the socket options, binds, and probes the offloads, and
+// returns the bound address. An extra source-port socket (extra) gets the
+// send-side options only and a minimal receive buffer, and is bound to the
+// same address with port 0; the offload probes are skipped for it (GSO is
+// requested per message, and the main socket's probe answers for the
+// family).
+func (t *KernelUDP) setup(fd int, extra bool) (netip.AddrPort, error) {
+	var local netip.AddrPort
 	cfg := &t.cfg
 	set := func(level, opt, v int, name string) error {
 		if err := unix.SetsockoptInt(fd, level, opt, v); err != nil {
@@ -145,7 +206,9 @@ func (t *KernelUDP) setup(fd int) error {
 		}
 		return nil
 	}
-	if cfg.ReadBuffer > 0 {
+	if extra {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, srcSockRcvBuf)
+	} else if cfg.ReadBuffer > 0 {
 		if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, cfg.ReadBuffer) != nil {
 			_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, cfg.ReadBuffer)
 		}
@@ -158,7 +221,7 @@ func (t *KernelUDP) setup(fd int) error {
 	noCheckTx := false
 	if cfg.v6 {
 		if err := set(unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1, "IPV6_V6ONLY"); err != nil {
-			return err
+			return local, err
 		}
 		for _, o := range [...]struct {
 			opt  int
@@ -168,35 +231,38 @@ func (t *KernelUDP) setup(fd int) error {
 			{unix.IPV6_RECVHOPLIMIT, "IPV6_RECVHOPLIMIT"},
 			{unix.IPV6_RECVPKTINFO, "IPV6_RECVPKTINFO"},
 		} {
+			if extra {
+				break // never read
+			}
 			if err := set(unix.IPPROTO_IPV6, o.opt, 1, o.name); err != nil {
-				return err
+				return local, err
 			}
 		}
 		if cfg.DontFragment {
 			if err := set(unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_DO, "IPV6_MTU_DISCOVER"); err != nil {
-				return err
+				return local, err
 			}
 		}
 		if cfg.ZeroChecksumTx6 {
 			if err := set(unix.IPPROTO_UDP, unix.UDP_NO_CHECK6_TX, 1, "UDP_NO_CHECK6_TX"); err != nil {
-				return err
+				return local, err
 			}
 			noCheckTx = true
 		}
-		if cfg.ZeroChecksumRx6 {
+		if cfg.ZeroChecksumRx6 && !extra {
 			if err := set(unix.IPPROTO_UDP, unix.UDP_NO_CHECK6_RX, 1, "UDP_NO_CHECK6_RX"); err != nil {
-				return err
+				return local, err
 			}
 		}
 		if err := set(unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_HOPS, cfg.MulticastTTL, "IPV6_MULTICAST_HOPS"); err != nil {
-			return err
+			return local, err
 		}
 		if err := set(unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_LOOP, b2i(cfg.MulticastLoop), "IPV6_MULTICAST_LOOP"); err != nil {
-			return err
+			return local, err
 		}
 		if t.devIdx != 0 {
 			if err := set(unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_IF, t.devIdx, "IPV6_MULTICAST_IF"); err != nil {
-				return err
+				return local, err
 			}
 		}
 	} else {
@@ -208,31 +274,34 @@ func (t *KernelUDP) setup(fd int) error {
 			{unix.IP_RECVTTL, "IP_RECVTTL"},
 			{unix.IP_PKTINFO, "IP_PKTINFO"},
 		} {
+			if extra {
+				break // never read
+			}
 			if err := set(unix.IPPROTO_IP, o.opt, 1, o.name); err != nil {
-				return err
+				return local, err
 			}
 		}
 		if cfg.DontFragment {
 			if err := set(unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DO, "IP_MTU_DISCOVER"); err != nil {
-				return err
+				return local, err
 			}
 		}
 		if cfg.NoChecksumTx4 {
 			if err := set(unix.SOL_SOCKET, unix.SO_NO_CHECK, 1, "SO_NO_CHECK"); err != nil {
-				return err
+				return local, err
 			}
 			noCheckTx = true
 		}
 		if err := set(unix.IPPROTO_IP, unix.IP_MULTICAST_TTL, cfg.MulticastTTL, "IP_MULTICAST_TTL"); err != nil {
-			return err
+			return local, err
 		}
 		if err := set(unix.IPPROTO_IP, unix.IP_MULTICAST_LOOP, b2i(cfg.MulticastLoop), "IP_MULTICAST_LOOP"); err != nil {
-			return err
+			return local, err
 		}
 		if t.devIdx != 0 {
 			mreq := unix.IPMreqn{Ifindex: int32(t.devIdx)}
 			if err := unix.SetsockoptIPMreqn(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_IF, &mreq); err != nil {
-				return fmt.Errorf("link: KernelUDP: setsockopt IP_MULTICAST_IF: %w", err)
+				return local, fmt.Errorf("link: KernelUDP: setsockopt IP_MULTICAST_IF: %w", err)
 			}
 		}
 	}
@@ -240,48 +309,54 @@ func (t *KernelUDP) setup(fd int) error {
 	// Offloads. UDP_SEGMENT=0 only sets the socket's default segment size
 	// (none); success means the kernel knows UDP GSO. The kernel refuses
 	// GSO sends on a socket with zero TX checksums (EINVAL), so don't try.
-	if !cfg.DisableGSO && (!noCheckTx || cfg.forceGSO) {
+	if extra {
+		// Nothing to probe.
+	} else if !cfg.DisableGSO && (!noCheckTx || cfg.forceGSO) {
 		if unix.SetsockoptInt(fd, unix.IPPROTO_UDP, unix.UDP_SEGMENT, 0) == nil {
 			t.gso.Store(true)
 		}
 	}
-	if !cfg.DisableGRO {
+	if !cfg.DisableGRO && !extra {
 		t.gro = unix.SetsockoptInt(fd, unix.IPPROTO_UDP, unix.UDP_GRO, 1) == nil
 	}
 
 	// Bind.
+	port := int(cfg.Local.Port())
+	if extra {
+		port = 0
+	}
 	var sa unix.Sockaddr
 	if cfg.v6 {
-		s6 := &unix.SockaddrInet6{Port: int(cfg.Local.Port()), Addr: cfg.bind.As16()}
+		s6 := &unix.SockaddrInet6{Port: port, Addr: cfg.bind.As16()}
 		if z := cfg.bind.Zone(); z != "" {
 			idx, err := t.zoneToIndex(z)
 			if err != nil {
-				return fmt.Errorf("link: KernelUDP: zone %q: %w", z, err)
+				return local, fmt.Errorf("link: KernelUDP: zone %q: %w", z, err)
 			}
 			s6.ZoneId = idx
 		}
 		sa = s6
 	} else {
-		sa = &unix.SockaddrInet4{Port: int(cfg.Local.Port()), Addr: cfg.bind.As4()}
+		sa = &unix.SockaddrInet4{Port: port, Addr: cfg.bind.As4()}
 	}
 	if err := unix.Bind(fd, sa); err != nil {
-		return fmt.Errorf("link: KernelUDP: bind %v: %w", netip.AddrPortFrom(cfg.bind, cfg.Local.Port()), err)
+		return local, fmt.Errorf("link: KernelUDP: bind %v: %w", netip.AddrPortFrom(cfg.bind, uint16(port)), err)
 	}
 	got, err := unix.Getsockname(fd)
 	if err != nil {
-		return fmt.Errorf("link: KernelUDP: getsockname: %w", err)
+		return local, fmt.Errorf("link: KernelUDP: getsockname: %w", err)
 	}
 	switch s := got.(type) {
 	case *unix.SockaddrInet4:
-		t.local = netip.AddrPortFrom(netip.AddrFrom4(s.Addr), uint16(s.Port))
+		local = netip.AddrPortFrom(netip.AddrFrom4(s.Addr), uint16(s.Port))
 	case *unix.SockaddrInet6:
 		a := netip.AddrFrom16(s.Addr)
 		if s.ZoneId != 0 {
 			a = a.WithZone(t.indexToZone(s.ZoneId))
 		}
-		t.local = netip.AddrPortFrom(a, uint16(s.Port))
+		local = netip.AddrPortFrom(a, uint16(s.Port))
 	}
-	return nil
+	return local, nil
 }
 
 // underlayMTU finds the IP MTU of dev, else of the interface owning local,
@@ -332,6 +407,25 @@ func b2i(b bool) int {
 // LocalAddr returns the bound address and port (the kernel-chosen port when
 // KernelUDPOptions.Local had port 0).
 func (t *KernelUDP) LocalAddr() netip.AddrPort { return t.local }
+
+// SourcePorts returns the local ports of the source-port sockets
+// (KernelUDPOptions.SourcePorts), in pool order: a packet with a non-zero
+// Packet.SrcPort leaves from port SourcePorts()[SrcPort % len]. It is empty
+// when the pool is disabled or could not be created, and every datagram
+// leaves from LocalAddr().Port(). The caller may modify the returned slice.
+func (t *KernelUDP) SourcePorts() []uint16 { return slices.Clone(t.srcPorts) }
+
+// WireSourcePort returns the UDP source port a datagram with Packet.SrcPort
+// srcPort leaves from (for captures).
+func (t *KernelUDP) WireSourcePort(srcPort uint16) uint16 {
+	if len(t.srcPorts) == 0 {
+		return t.local.Port()
+	}
+	if k := srcSockIndex(srcPort, len(t.srcPorts)); k >= 0 {
+		return t.srcPorts[k]
+	}
+	return t.local.Port()
+}
 
 // MTU returns the underlay IP MTU: KernelUDPOptions.MTU or the one found at
 // construction (1500 for loopback or when unknown).
@@ -485,11 +579,19 @@ type udpSender struct {
 	iovs  []unix.Iovec
 
 	// Build results: datagrams with an unusable Dst, among the packets
-	// below scanned (a GSO fallback rebuilds packets already scanned).
+	// of the current run below scanned (a GSO fallback rebuilds packets
+	// already scanned). badDst, badErr and badFirst cover the whole batch.
 	scanned  int
 	badDst   int
 	badErr   error
 	badFirst netip.AddrPort
+
+	// WriteBatch results, accumulated over the runs of one batch.
+	sent, bytes, errs, gsoSends, fallbacks int
+	firstErr                               error // first refused datagram
+	firstErrDst                            netip.AddrPort
+	stopErr                                error // closed or broken socket
+	stopDst                                netip.AddrPort
 
 	// Syscall loop state, shared with the RawConn callbacks.
 	i, n    int
@@ -680,9 +782,12 @@ func isFatalSockErr(e syscall.Errno) bool {
 // WriteBatch sends pkts with sendmmsg, as GSO super-datagrams where
 // possible. It returns the number of packets the kernel accepted. A datagram
 // the kernel refuses is skipped and counted; the first such error is
-// returned after the rest of the batch has been attempted. Packet.SrcPort
-// and Packet.DF are ignored (see KernelUDPOptions.DontFragment). Safe for
-// concurrent use.
+// returned after the rest of the batch has been attempted. A packet with a
+// non-zero Packet.SrcPort leaves from the source-port socket SrcPort % n of
+// the pool (KernelUDPOptions.SourcePorts), others from the bound socket;
+// maximal runs of consecutive packets for the same socket are sent
+// together. Packet.DF is ignored (see KernelUDPOptions.DontFragment). Safe
+// for concurrent use.
 func (t *KernelUDP) WriteBatch(pkts []Packet) (int, error) {
 	if t.closed.Load() {
 		return 0, net.ErrClosed
@@ -692,21 +797,60 @@ func (t *KernelUDP) WriteBatch(pkts []Packet) (int, error) {
 	}
 	s := t.getSender()
 	defer t.putSender(s)
-	s.badDst, s.badErr, s.scanned = 0, nil, 0
-
-	var (
-		sent, bytes, errs, gsoSends, fallbacks int
-		firstErr                               error
-		firstErrDst                            netip.AddrPort
-		noGSOUntil                             int
-	)
-	fail := func(err error, dst netip.AddrPort, n int) {
-		if firstErr == nil {
-			firstErr, firstErrDst = err, dst
-		}
-		errs += n
+	s.resetResult()
+	n := len(t.srcRCs)
+	if n == 0 {
+		t.writeRun(s, t.rc, pkts)
+		return t.finishWrite(s)
 	}
+	for p := 0; p < len(pkts); {
+		k := srcSockIndex(pkts[p].SrcPort, n)
+		q := p + 1
+		for q < len(pkts) && srcSockIndex(pkts[q].SrcPort, n) == k {
+			q++
+		}
+		rc := t.rc
+		if k >= 0 {
+			rc = t.srcRCs[k]
+		}
+		if !t.writeRun(s, rc, pkts[p:q]) {
+			break
+		}
+		p = q
+	}
+	return t.finishWrite(s)
+}
 
+// srcSockIndex maps a Packet.SrcPort to a pool of n source-port sockets:
+// -1 means the main socket.
+func srcSockIndex(srcPort uint16, n int) int {
+	if srcPort == 0 {
+		return -1
+	}
+	return int(srcPort) % n
+}
+
+// resetResult clears the per-WriteBatch results.
+func (s *udpSender) resetResult() {
+	s.badDst, s.badErr, s.badFirst = 0, nil, netip.AddrPort{}
+	s.sent, s.bytes, s.errs, s.gsoSends, s.fallbacks = 0, 0, 0, 0, 0
+	s.firstErr, s.firstErrDst, s.stopErr, s.stopDst = nil, netip.AddrPort{}, nil, netip.AddrPort{}
+}
+
+// fail records n datagrams to dst refused with err.
+func (s *udpSender) fail(err error, dst netip.AddrPort, n int) {
+	if s.firstErr == nil {
+		s.firstErr, s.firstErrDst = err, dst
+	}
+	s.errs += n
+}
+
+// writeRun sends pkts on the socket rc, adding to the results in s. It
+// returns false if the socket is closed or broken (s.stopErr): the rest of
+// the batch is not attempted.
+func (t *KernelUDP) writeRun(s *udpSender, rc syscall.RawConn, pkts []Packet) bool {
+	s.scanned = 0
+	noGSOUntil := 0
 	p := 0
 	for p < len(pkts) {
 		nm, next := s.build(pkts, p, noGSOUntil)
@@ -716,22 +860,23 @@ func (t *KernelUDP) WriteBatch(pkts []Packet) (int, error) {
 			// Try without holding the fd's write lock, so concurrent
 			// WriteBatch calls overlap; if the socket buffer is full,
 			// retry under RawConn.Write, which waits for writability.
-			werr := t.rc.Control(s.controlFn)
+			werr := rc.Control(s.controlFn)
 			if werr == nil && s.blocked {
-				werr = t.rc.Write(s.writeFn)
+				werr = rc.Write(s.writeFn)
 			}
 			for k := i; k < s.i; k++ {
 				m := &s.meta[k]
-				sent += m.count
-				bytes += m.bytes
+				s.sent += m.count
+				s.bytes += m.bytes
 				if m.count > 1 {
-					gsoSends++
+					s.gsoSends++
 				}
 			}
 			i = s.i
 			if werr != nil { // closed
 				s.release(nm)
-				return t.finishWrite(sent, bytes, errs, gsoSends, fallbacks, s, net.ErrClosed, netip.AddrPort{})
+				s.stopErr, s.stopDst = net.ErrClosed, netip.AddrPort{}
+				return false
 			}
 			if s.errno == 0 {
 				continue
@@ -740,7 +885,8 @@ func (t *KernelUDP) WriteBatch(pkts []Packet) (int, error) {
 			dst := pkts[m.first].Dst
 			if isFatalSockErr(s.errno) {
 				s.release(nm)
-				return t.finishWrite(sent, bytes, errs, gsoSends, fallbacks, s, s.errno, dst)
+				s.stopErr, s.stopDst = s.errno, dst
+				return false
 			}
 			if m.count > 1 && (s.errno == unix.EIO || s.errno == unix.EINVAL || s.errno == unix.EMSGSIZE) {
 				// The kernel refused the GSO message. EIO/EINVAL: it
@@ -750,39 +896,46 @@ func (t *KernelUDP) WriteBatch(pkts []Packet) (int, error) {
 				if s.errno != unix.EMSGSIZE {
 					t.gso.Store(false)
 				}
-				fallbacks++
+				s.fallbacks++
 				noGSOUntil = m.first + m.count
 				next = m.first
 				break
 			}
-			fail(s.errno, dst, m.count)
+			s.fail(s.errno, dst, m.count)
 			i++
 		}
 		s.release(nm)
 		p = next
 	}
-	return t.finishWrite(sent, bytes, errs, gsoSends, fallbacks, s, firstErr, firstErrDst)
+	return true
 }
 
 // finishWrite updates the counters and forms WriteBatch's result.
-func (t *KernelUDP) finishWrite(sent, bytes, errs, gsoSends, fallbacks int, s *udpSender, err error, dst netip.AddrPort) (int, error) {
+func (t *KernelUDP) finishWrite(s *udpSender) (int, error) {
 	st := &t.stats
+	sent := s.sent
 	if sent > 0 {
 		st.sent.Add(uint64(sent))
-		st.bytesSent.Add(uint64(bytes))
+		st.bytesSent.Add(uint64(s.bytes))
 	}
-	if errs += s.badDst; errs > 0 {
+	if errs := s.errs + s.badDst; errs > 0 {
 		st.sendErrs.Add(uint64(errs))
 	}
-	if gsoSends > 0 {
-		st.gsoSends.Add(uint64(gsoSends))
+	if s.gsoSends > 0 {
+		st.gsoSends.Add(uint64(s.gsoSends))
 	}
-	if fallbacks > 0 {
-		st.gsoFallbacks.Add(uint64(fallbacks))
+	if s.fallbacks > 0 {
+		st.gsoFallbacks.Add(uint64(s.fallbacks))
+	}
+	err, dst := s.stopErr, s.stopDst
+	if err == nil {
+		err, dst = s.firstErr, s.firstErrDst
 	}
 	if err == nil && s.badErr != nil {
 		err, dst = s.badErr, s.badFirst
 	}
+	// Drop references to errors and addresses until the next call.
+	s.firstErr, s.stopErr, s.badErr = nil, nil, nil
 	switch {
 	case err == nil:
 		return sent, nil
@@ -1050,7 +1203,8 @@ func (t *KernelUDP) membership(group netip.Addr, join bool) error {
 	return nil
 }
 
-// Close stops the receive goroutine, waits for it and closes the socket. It
+// Close stops the receive goroutine, waits for it and closes the socket and
+// the source-port sockets. It
 // is safe to call more than once; later calls return the first result.
 // Close must not be called from Receiver.Receive.
 func (t *KernelUDP) Close() error {
@@ -1060,6 +1214,11 @@ func (t *KernelUDP) Close() error {
 		started := t.started
 		t.mu.Unlock()
 		t.closeErr = t.file.Close()
+		for _, f := range t.srcFiles {
+			if err := f.Close(); err != nil && t.closeErr == nil {
+				t.closeErr = err
+			}
+		}
 		if started {
 			<-t.done
 		}

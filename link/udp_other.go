@@ -32,6 +32,9 @@ func (t *KernelUDP) Start(r Receiver) error { return errKernelUDPUnsupported }
 // LocalAddr returns the zero AddrPort on this operating system.
 func (t *KernelUDP) LocalAddr() netip.AddrPort { return netip.AddrPort{} }
 
+// SourcePorts returns nil on this operating system.
+func (t *KernelUDP) SourcePorts() []uint16 { return nil }
+
 // MTU returns DefaultKernelUDPMTU on this operating system.
 func (t *KernelUDP) MTU() int { return DefaultKernelUDPMTU }
 
@@ -49,3 +52,6 @@ func (t *KernelUDP) LeaveGroup(group netip.Addr) error { return errKernelUDPUnsu
 
 // Close does nothing on this operating system.
 func (t *KernelUDP) Close() error { return nil }
+
+// WireSourcePort returns srcPort's wire port; no pool exists here.
+func (t *KernelUDP) WireSourcePort(srcPort uint16) uint16 { return 0 }

@@ -553,7 +553,9 @@ func TestKernelUDPConcurrentWrites(t *testing.T) {
 					defer wg.Done()
 					pkts := make([]Packet, per)
 					for i := range pkts {
-						pkts[i] = Packet{Payload: multiView(payloadBytes(w*per+i, size), 2), Dst: b.LocalAddr(), TOS: uint8(w)}
+						// Writers 0 and 3 share the main socket, 1 and 2
+						// use source-port sockets.
+						pkts[i] = Packet{Payload: multiView(payloadBytes(w*per+i, size), 2), Dst: b.LocalAddr(), TOS: uint8(w), SrcPort: uint16(w % 3)}
 					}
 					defer releaseAll(pkts)
 					for i := 0; i < batches; i++ {
@@ -636,23 +638,31 @@ func TestKernelUDPMulticast(t *testing.T) {
 			}
 			s := newKernelUDP(t, fam, false, KernelUDPOptions{Device: "lo", MulticastLoop: true, MulticastTTL: 3})
 			dst := netip.AddrPortFrom(group, r.LocalAddr().Port())
-			pkts := []Packet{{Payload: multiView(payloadBytes(0, 200), 2), Dst: dst}, {Payload: multiView(payloadBytes(1, 200), 2), Dst: dst}}
+			// The third packet leaves from a source-port socket, which
+			// must have the same multicast options.
+			pkts := []Packet{
+				{Payload: multiView(payloadBytes(0, 200), 2), Dst: dst},
+				{Payload: multiView(payloadBytes(1, 200), 2), Dst: dst},
+				{Payload: multiView(payloadBytes(2, 200), 2), Dst: dst, SrcPort: 9},
+			}
 			defer releaseAll(pkts)
-			if n, err := s.WriteBatch(pkts); n != 2 || err != nil {
+			if n, err := s.WriteBatch(pkts); n != 3 || err != nil {
 				t.Skipf("the kernel refuses multicast sends on lo: %d, %v", n, err)
 			}
-			got, ok := cr.tryWait(2, 5*time.Second)
+			got, ok := cr.tryWait(3, 5*time.Second)
 			time.Sleep(50 * time.Millisecond) // let duplicates, if any, arrive
-			got, _ = cr.tryWait(2, 0)
+			got, _ = cr.tryWait(3, 0)
 			if !ok {
 				t.Skipf("no multicast delivery on lo (got %d datagrams; sender %+v)", len(got), s.Stats())
 			}
-			if len(got) != 2 {
-				t.Errorf("got %d datagrams, want 2", len(got))
+			if len(got) != 3 {
+				t.Errorf("got %d datagrams, want 3", len(got))
 			}
 			for _, d := range got {
-				if d.Dst != group || d.Src != s.LocalAddr() || d.TTL != 3 {
-					t.Errorf("got Src %v Dst %v TTL %d, want %v %v 3", d.Src, d.Dst, d.TTL, s.LocalAddr(), group)
+				seq := binary.BigEndian.Uint32(d.Payload)
+				src := netip.AddrPortFrom(s.LocalAddr().Addr(), srcPortOf(s, s.SourcePorts(), pkts[seq%3].SrcPort))
+				if d.Dst != group || d.Src != src || d.TTL != 3 {
+					t.Errorf("got Src %v Dst %v TTL %d, want %v %v 3", d.Src, d.Dst, d.TTL, src, group)
 				}
 			}
 			if err := r.LeaveGroup(group); err != nil {
@@ -741,35 +751,48 @@ func allocPair(t testing.TB, gso bool, size int) (*KernelUDP, *KernelUDP, *count
 
 func TestKernelUDPAllocs(t *testing.T) {
 	for _, gso := range []bool{false, true} {
-		t.Run(fmt.Sprintf("gso=%v", gso), func(t *testing.T) {
-			a, _, c, pkts := allocPair(t, gso, 1000)
-			// WriteBatch alone.
-			if allocs := testing.AllocsPerRun(100, func() {
-				if n, err := a.WriteBatch(pkts); n != len(pkts) || err != nil {
-					panic(fmt.Sprint(n, err))
-				}
-			}); allocs != 0 {
-				t.Errorf("WriteBatch of %d packets: %v allocations, want 0", len(pkts), allocs)
-			}
-			// Send and receive: counts every goroutine's allocations,
-			// the receive loop included.
-			c.waitFor(101*16, waitTimeout)
-			want := c.n.Load()
-			if allocs := testing.AllocsPerRun(100, func() {
-				if n, err := a.WriteBatch(pkts); n != len(pkts) || err != nil {
-					panic(fmt.Sprint(n, err))
-				}
-				want += int64(len(pkts))
-				if !c.waitFor(want, waitTimeout) {
-					panic("datagrams lost")
-				}
-			}); allocs != 0 {
-				t.Errorf("send+receive of %d packets: %v allocations, want 0", len(pkts), allocs)
-			}
-			if c.bad.Load() != 0 {
-				t.Errorf("%d datagrams of the wrong size", c.bad.Load())
-			}
-		})
+		for _, srcPorts := range []bool{false, true} {
+			t.Run(fmt.Sprintf("gso=%v/srcports=%v", gso, srcPorts), func(t *testing.T) {
+				testKernelUDPAllocs(t, gso, srcPorts)
+			})
+		}
+	}
+}
+
+func testKernelUDPAllocs(t *testing.T, gso, srcPorts bool) {
+	a, _, c, pkts := allocPair(t, gso, 1000)
+	if srcPorts {
+		// Four runs of four packets, on four different sockets
+		// (the main one included).
+		for i := range pkts {
+			pkts[i].SrcPort = uint16(i / 4 * 1001)
+		}
+	}
+	// WriteBatch alone.
+	if allocs := testing.AllocsPerRun(100, func() {
+		if n, err := a.WriteBatch(pkts); n != len(pkts) || err != nil {
+			panic(fmt.Sprint(n, err))
+		}
+	}); allocs != 0 {
+		t.Errorf("WriteBatch of %d packets: %v allocations, want 0", len(pkts), allocs)
+	}
+	// Send and receive: counts every goroutine's allocations,
+	// the receive loop included.
+	c.waitFor(101*16, waitTimeout)
+	want := c.n.Load()
+	if allocs := testing.AllocsPerRun(100, func() {
+		if n, err := a.WriteBatch(pkts); n != len(pkts) || err != nil {
+			panic(fmt.Sprint(n, err))
+		}
+		want += int64(len(pkts))
+		if !c.waitFor(want, waitTimeout) {
+			panic("datagrams lost")
+		}
+	}); allocs != 0 {
+		t.Errorf("send+receive of %d packets: %v allocations, want 0", len(pkts), allocs)
+	}
+	if c.bad.Load() != 0 {
+		t.Errorf("%d datagrams of the wrong size", c.bad.Load())
 	}
 }
 
@@ -837,5 +860,237 @@ func BenchmarkKernelUDPLoopback(b *testing.B) {
 				b.ReportMetric(float64(st.GROSplits), "grosplits")
 			}
 		})
+	}
+}
+
+// srcPortOf is the source port a datagram with Packet.SrcPort sp should
+// come from.
+func srcPortOf(k *KernelUDP, ports []uint16, sp uint16) uint16 {
+	if sp == 0 || len(ports) == 0 {
+		return k.LocalAddr().Port()
+	}
+	return ports[int(sp)%len(ports)]
+}
+
+// TestKernelUDPSourcePorts checks that Packet.SrcPort picks a source-port
+// socket: different flows leave from different ports, the same flow always
+// from the same one, and SrcPort 0 from the bound port.
+func TestKernelUDPSourcePorts(t *testing.T) {
+	for _, fam := range families {
+		t.Run(fmt.Sprintf("ipv%d", fam), func(t *testing.T) {
+			a := newKernelUDP(t, fam, false, KernelUDPOptions{})
+			b := newKernelUDP(t, fam, true, KernelUDPOptions{})
+			ports := a.SourcePorts()
+			if len(ports) != DefaultKernelUDPSourcePorts {
+				t.Fatalf("SourcePorts() = %v, want %d ports", ports, DefaultKernelUDPSourcePorts)
+			}
+			seen := map[uint16]bool{a.LocalAddr().Port(): true}
+			for _, p := range ports {
+				if p == 0 || seen[p] {
+					t.Fatalf("SourcePorts() = %v: zero or repeated port (bound %d)", ports, a.LocalAddr().Port())
+				}
+				seen[p] = true
+			}
+			cb := newCollector()
+			if err := b.Start(cb); err != nil {
+				t.Fatal(err)
+			}
+			// Flows 40001 and 40002 interleaved in runs, flow 40001+16
+			// (same socket as 40001), and SrcPort 0; sizes vary so some
+			// runs are GSO messages and some are not.
+			flows := []uint16{40001, 40001, 40001, 40002, 40002, 0, 40001, 40001 + 16, 40002, 0, 0, 40002}
+			const rounds = 3
+			for r := 0; r < rounds; r++ {
+				pkts := make([]Packet, len(flows))
+				for i, sp := range flows {
+					pkts[i] = Packet{Payload: multiView(payloadBytes(i, 200+i%2*100), 2), Dst: b.LocalAddr(), SrcPort: sp, TOS: 0x28, TTL: 33}
+				}
+				n, err := a.WriteBatch(pkts)
+				releaseAll(pkts)
+				if n != len(pkts) || err != nil {
+					t.Fatalf("WriteBatch = %d, %v", n, err)
+				}
+			}
+			got := cb.wait(t, rounds*len(flows))
+			flowPort := make(map[uint16]uint16)
+			for _, d := range got {
+				seq := int(binary.BigEndian.Uint32(d.Payload))
+				if seq >= len(flows) || len(d.Payload) != 200+seq%2*100 {
+					t.Fatalf("bad datagram: seq %d, %d bytes", seq, len(d.Payload))
+				}
+				sp := flows[seq]
+				if d.Src.Addr() != a.LocalAddr().Addr() {
+					t.Errorf("datagram %d from %v, want address %v", seq, d.Src, a.LocalAddr().Addr())
+				}
+				if want := srcPortOf(a, ports, sp); d.Src.Port() != want {
+					t.Errorf("datagram %d (SrcPort %d) from port %d, want %d", seq, sp, d.Src.Port(), want)
+				}
+				if p, ok := flowPort[sp]; ok && p != d.Src.Port() {
+					t.Errorf("SrcPort %d came from ports %d and %d", sp, p, d.Src.Port())
+				}
+				flowPort[sp] = d.Src.Port()
+				if d.TOS != 0x28 || d.TTL != 33 {
+					t.Errorf("datagram %d: TOS %#x TTL %d, want 0x28 33", seq, d.TOS, d.TTL)
+				}
+			}
+			if flowPort[40001] == flowPort[40002] {
+				t.Errorf("flows 40001 and 40002 both from port %d", flowPort[40001])
+			}
+			if flowPort[40001] != flowPort[40001+16] {
+				t.Errorf("SrcPort 40001 from %d, 40017 from %d: want the same socket", flowPort[40001], flowPort[40001+16])
+			}
+			if flowPort[0] != a.LocalAddr().Port() {
+				t.Errorf("SrcPort 0 from port %d, want the bound port %d", flowPort[0], a.LocalAddr().Port())
+			}
+			if st := a.Stats(); st.DatagramsSent != rounds*uint64(len(flows)) || st.SendErrors != 0 {
+				t.Errorf("sender stats %+v", st)
+			}
+		})
+	}
+}
+
+// TestKernelUDPSourcePortsGSO sends GSO runs on source-port sockets: each
+// run of one flow is one UDP_SEGMENT message and arrives whole, from the
+// flow's port; a run is split where the flow changes.
+func TestKernelUDPSourcePortsGSO(t *testing.T) {
+	for _, fam := range families {
+		for _, gro := range []bool{false, true} {
+			t.Run(fmt.Sprintf("ipv%d/gro=%v", fam, gro), func(t *testing.T) {
+				a := newKernelUDP(t, fam, false, KernelUDPOptions{})
+				if gso, _ := a.Offloads(); !gso {
+					t.Skip("GSO not supported by this kernel")
+				}
+				b := newKernelUDP(t, fam, true, KernelUDPOptions{DisableGRO: !gro})
+				ports := a.SourcePorts()
+				cb := newCollector()
+				if err := b.Start(cb); err != nil {
+					t.Fatal(err)
+				}
+				const size = 1000
+				// 20 x flow 7, then 10 x flow 8: two GSO messages on two
+				// sockets, although all 30 packets could share one.
+				var pkts []Packet
+				for i := 0; i < 30; i++ {
+					sp := uint16(7)
+					if i >= 20 {
+						sp = 8
+					}
+					pkts = append(pkts, Packet{Payload: multiView(payloadBytes(i, size), 1+i%3), Dst: b.LocalAddr(), SrcPort: sp})
+				}
+				defer releaseAll(pkts)
+				if n, err := a.WriteBatch(pkts); n != len(pkts) || err != nil {
+					t.Fatalf("WriteBatch = %d, %v", n, err)
+				}
+				got := cb.wait(t, len(pkts))
+				seen := make(map[int]bool)
+				for _, d := range got {
+					seq := int(binary.BigEndian.Uint32(d.Payload))
+					if seq >= len(pkts) || seen[seq] {
+						t.Fatalf("bad or duplicate sequence %d", seq)
+					}
+					seen[seq] = true
+					if !bytes.Equal(d.Payload, pkts[seq].Payload.Flatten()) {
+						t.Fatalf("datagram %d: %d bytes, corrupted or wrong size", seq, len(d.Payload))
+					}
+					if want := srcPortOf(a, ports, pkts[seq].SrcPort); d.Src.Port() != want {
+						t.Errorf("datagram %d from port %d, want %d", seq, d.Src.Port(), want)
+					}
+				}
+				if st := a.Stats(); st.GSOSends != 2 || st.DatagramsSent != uint64(len(pkts)) || st.GSOFallbacks != 0 {
+					t.Errorf("sender stats %+v, want 2 GSO sends of %d datagrams", st, len(pkts))
+				}
+			})
+		}
+	}
+}
+
+// TestKernelUDPSourcePortsDisabled checks SourcePorts: -1: no pool, and
+// every datagram leaves from the bound port whatever its SrcPort.
+func TestKernelUDPSourcePortsDisabled(t *testing.T) {
+	a := newKernelUDP(t, 4, false, KernelUDPOptions{SourcePorts: -1})
+	if p := a.SourcePorts(); len(p) != 0 {
+		t.Fatalf("SourcePorts() = %v with SourcePorts: -1", p)
+	}
+	b := newKernelUDP(t, 4, true, KernelUDPOptions{})
+	cb := newCollector()
+	if err := b.Start(cb); err != nil {
+		t.Fatal(err)
+	}
+	var pkts []Packet
+	for i := 0; i < 8; i++ {
+		pkts = append(pkts, Packet{Payload: multiView(payloadBytes(i, 100), 1), Dst: b.LocalAddr(), SrcPort: uint16(1000 + i)})
+	}
+	defer releaseAll(pkts)
+	if n, err := a.WriteBatch(pkts); n != len(pkts) || err != nil {
+		t.Fatalf("WriteBatch = %d, %v", n, err)
+	}
+	for _, d := range cb.wait(t, len(pkts)) {
+		if d.Src != a.LocalAddr() {
+			t.Errorf("datagram from %v, want %v", d.Src, a.LocalAddr())
+		}
+	}
+
+	// A custom pool size.
+	c := newKernelUDP(t, 4, false, KernelUDPOptions{SourcePorts: 3})
+	if p := c.SourcePorts(); len(p) != 3 {
+		t.Errorf("SourcePorts() = %v, want 3 ports", p)
+	}
+}
+
+// openFDs counts this process's open file descriptors.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("cannot list file descriptors: %v", err)
+	}
+	return len(ents)
+}
+
+// TestKernelUDPSourcePortsClose checks that Close closes the source-port
+// sockets too and leaves no goroutine, and that WriteBatch then fails.
+func TestKernelUDPSourcePortsClose(t *testing.T) {
+	// Open and close one transport first so that the runtime poller's own
+	// descriptors exist before counting.
+	warm := newKernelUDP(t, 4, false, KernelUDPOptions{})
+	warm.Close()
+	beforeG := runtime.NumGoroutine()
+	beforeFD := openFDs(t)
+
+	k, err := NewKernelUDP(KernelUDPOptions{Local: netip.AddrPortFrom(loopback(4, false), 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fds := openFDs(t) - beforeFD; fds != 1+len(k.SourcePorts()) || len(k.SourcePorts()) != DefaultKernelUDPSourcePorts {
+		t.Errorf("%d descriptors for a transport with %d source ports", fds, len(k.SourcePorts()))
+	}
+	c := newCollector()
+	if err := k.Start(c); err != nil {
+		t.Fatal(err)
+	}
+	pkts := []Packet{{Payload: multiView([]byte("hello"), 1), Dst: k.LocalAddr(), SrcPort: 5}}
+	defer releaseAll(pkts)
+	if n, err := k.WriteBatch(pkts); n != 1 || err != nil {
+		t.Fatalf("WriteBatch = %d, %v", n, err)
+	}
+	if d := c.wait(t, 1)[0]; d.Src.Port() != srcPortOf(k, k.SourcePorts(), 5) {
+		t.Errorf("datagram from %v, want port %d", d.Src, srcPortOf(k, k.SourcePorts(), 5))
+	}
+	if err := k.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if _, err := k.WriteBatch(pkts); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("WriteBatch after Close: %v", err)
+	}
+	if fds := openFDs(t); fds != beforeFD {
+		t.Errorf("%d descriptors open after Close, %d before", fds, beforeFD)
+	}
+	n := runtime.NumGoroutine()
+	for i := 0; i < 200 && n > beforeG; i++ {
+		time.Sleep(10 * time.Millisecond)
+		n = runtime.NumGoroutine()
+	}
+	if n > beforeG {
+		t.Errorf("%d goroutines after Close, %d before", n, beforeG)
 	}
 }

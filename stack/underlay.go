@@ -86,6 +86,11 @@ type KernelUDPUnderlay struct {
 	MulticastTTL uint8
 	// DisableOffloads turns off UDP GSO and GRO.
 	DisableOffloads bool
+	// SourcePorts is the number of extra send-only sockets that give
+	// different flows different outer UDP source ports (ECMP entropy, RFC
+	// 8926 §3.3); see link.KernelUDPOptions.SourcePorts. 0 means the
+	// default (16); negative sends everything from the Geneve port.
+	SourcePorts int
 }
 
 func (u KernelUDPUnderlay) localAddr() netip.Addr { return u.Local }
@@ -454,6 +459,7 @@ func (u KernelUDPUnderlay) open(o openOptions) (*SharedUnderlay, error) {
 		MulticastTTL:    int(u.MulticastTTL),
 		DisableGSO:      u.DisableOffloads,
 		DisableGRO:      u.DisableOffloads,
+		SourcePorts:     u.SourcePorts,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("underlay: kernel udp: %w", err)

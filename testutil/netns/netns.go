@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package netns creates Linux network namespaces and veth pairs for
 // integration tests, and runs code inside a namespace.
 //
