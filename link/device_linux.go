@@ -36,7 +36,7 @@ const (
 	// devReadBufSize holds the largest frame a TAP/TUN device hands over:
 	// a virtio_net_hdr, a 64 KiB GSO packet and an Ethernet header with a
 	// VLAN tag, with room to spare.
-	devReadBufSize = devVnetHdrLen + 1<<16 + 64
+	devReadBufSize = VirtioNetHdrLen + 1<<16 + 64
 
 	// devHdrScratch is how many leading bytes of a packet the write path
 	// copies to patch headers: Ethernet, IP with extension headers, TCP.
@@ -189,7 +189,7 @@ func openDevice(opts DeviceOptions) (_ *Device, err error) {
 // setupOffloads configures a device opened with IFF_VNET_HDR: a 10-byte
 // little-endian virtio_net_hdr and as many offloads as the kernel takes.
 func (d *Device) setupOffloads(fd int) error {
-	if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, devVnetHdrLen); err != nil {
+	if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, VirtioNetHdrLen); err != nil {
 		return fmt.Errorf("%s device %s: TUNSETVNETHDRSZ: %w", d.opts.Mode.kind(), d.name, err)
 	}
 	// Little-endian headers whatever the host's byte order (TUNSETVNETLE
@@ -251,7 +251,7 @@ func (d *Device) removeAddresses() error {
 func (d *Device) start() {
 	s := &d.sys
 	s.rbuf = make([]byte, devReadBufSize)
-	s.whdr = make([]byte, devVnetHdrLen+devHdrScratch)
+	s.whdr = make([]byte, VirtioNetHdrLen+devHdrScratch)
 	s.wseg = make([]byte, devHdrScratch)
 	s.readFn = d.readFrames
 	s.writeFn = d.writeIovecs
@@ -324,13 +324,13 @@ func (d *Device) readFrames(fd uintptr) bool {
 func (d *Device) readFrame(b []byte) {
 	st := &d.stats
 	st.readFrames.Add(1)
-	var vh devVnetHdr
+	var vh VirtioNetHdr
 	if d.offloads.VnetHdr {
-		if !vh.decode(b) {
+		if !vh.Decode(b) {
 			st.readDrops.Add(1)
 			return
 		}
-		b = b[devVnetHdrLen:]
+		b = b[VirtioNetHdrLen:]
 	}
 	st.readBytes.Add(uint64(len(b)))
 	linkLen := 0
@@ -369,25 +369,25 @@ func (d *Device) readFrame(b []byte) {
 			b = b[:linkLen+ip.totalLen] // drop Ethernet padding
 		}
 	}
-	switch vh.gsoType &^ devVnetGSOECN {
-	case devVnetGSONone:
-		if vh.flags&devVnetFlagNeedsCsum != 0 {
-			if !devFinishChecksum(b, int(vh.csumStart), int(vh.csumOffset)) {
+	switch vh.GSOType &^ VirtioNetHdrGSOECN {
+	case VirtioNetHdrGSONone:
+		if vh.Flags&VirtioNetHdrFNeedsCsum != 0 {
+			if !devFinishChecksum(b, int(vh.CsumStart), int(vh.CsumOffset)) {
 				st.readDrops.Add(1)
 				return
 			}
 			st.readChecksums.Add(1)
 		}
 		d.queue(b, linkLen, proto, ip, isIP, stack.GSO{})
-	case devVnetGSOTCPv4, devVnetGSOTCPv6:
+	case VirtioNetHdrGSOTCPv4, VirtioNetHdrGSOTCPv6:
 		v := 4
 		typ := stack.GSOTCPv4
-		if vh.gsoType&^devVnetGSOECN == devVnetGSOTCPv6 {
+		if vh.GSOType&^VirtioNetHdrGSOECN == VirtioNetHdrGSOTCPv6 {
 			v, typ = 6, stack.GSOTCPv6
 		}
 		// hdr_len is not trusted (on the forwarding path the kernel
 		// reports the whole first fragment); the parsed headers are.
-		if !isIP || ip.version != v || ip.fragment || ip.proto != devProtoTCP || ip.l4Len == 0 || vh.gsoSize == 0 {
+		if !isIP || ip.version != v || ip.fragment || ip.proto != devProtoTCP || ip.l4Len == 0 || vh.GSOSize == 0 {
 			st.readDrops.Add(1)
 			return
 		}
@@ -396,17 +396,17 @@ func (d *Device) readFrame(b []byte) {
 			Type:       typ,
 			NeedsCsum:  true,
 			CsumOffset: devTCPCsumOffset,
-			MSS:        vh.gsoSize,
+			MSS:        vh.GSOSize,
 			L3HdrLen:   uint16(ip.hdrLen),
 			MaxSize:    1 << 16,
 		})
-	case devVnetGSOUDPL4:
-		if !isIP || ip.fragment || ip.proto != devProtoUDP || ip.l4Len == 0 || vh.gsoSize == 0 {
+	case VirtioNetHdrGSOUDPL4:
+		if !isIP || ip.fragment || ip.proto != devProtoUDP || ip.l4Len == 0 || vh.GSOSize == 0 {
 			st.readDrops.Add(1)
 			return
 		}
 		st.readUSO.Add(1)
-		d.splitUDP(b, linkLen, proto, ip, int(vh.gsoSize))
+		d.splitUDP(b, linkLen, proto, ip, int(vh.GSOSize))
 	default:
 		st.readDrops.Add(1)
 	}
@@ -493,9 +493,9 @@ func (d *Device) writePacket(pkt *stack.PacketBuffer) {
 		return
 	}
 	vnet := d.offloads.VnetHdr
-	h := s.whdr[devVnetHdrLen:]
+	h := s.whdr[VirtioNetHdrLen:]
 	hn := s.wslices.copyOut(h)
-	var vh devVnetHdr
+	var vh VirtioNetHdr
 	if pkt.RXChecksumValidated {
 		isIP := true
 		if linkLen > 0 {
@@ -518,13 +518,13 @@ func (d *Device) writePacket(pkt *stack.PacketBuffer) {
 			ip.version == 6 && ip.proto == devProtoICMPv6 && ip.totalLen-ip.hdrLen >= 4:
 			// The endpoint validated these checksums (that is what its
 			// receive checksum offload promises); spare the kernel.
-			vh.flags = devVnetFlagDataValid
+			vh.Flags = VirtioNetHdrFDataValid
 		}
 	}
 	s.wiov = s.wiov[:0]
 	if vnet {
-		vh.encode(s.whdr)
-		s.wiov = append(s.wiov, s.whdr[:devVnetHdrLen])
+		vh.Encode(s.whdr)
+		s.wiov = append(s.wiov, s.whdr[:VirtioNetHdrLen])
 	}
 	s.wiov = append(s.wiov, s.wslices...)
 	d.writev()
@@ -539,7 +539,7 @@ func (d *Device) writePacket(pkt *stack.PacketBuffer) {
 func (d *Device) writeTCP(linkLen int, ip devIP, total int) {
 	s := &d.sys
 	hl := linkLen + ip.hdrLen + ip.l4Len
-	h := s.whdr[devVnetHdrLen:]
+	h := s.whdr[VirtioNetHdrLen:]
 	hdr := h[:hl]
 	ipb := hdr[linkLen : linkLen+ip.hdrLen]
 	tcp := hdr[linkLen+ip.hdrLen:]
@@ -552,25 +552,25 @@ func (d *Device) writeTCP(linkLen int, ip devIP, total int) {
 			devSetIPv4Checksum(ipb)
 		}
 		binary.BigEndian.PutUint16(tcp[devTCPCsumOffset:], devPseudoSum(ipb, devProtoTCP, ip.totalLen-ip.hdrLen))
-		vh := devVnetHdr{
-			flags:      devVnetFlagNeedsCsum,
-			hdrLen:     uint16(hl),
-			csumStart:  uint16(linkLen + ip.hdrLen),
-			csumOffset: devTCPCsumOffset,
+		vh := VirtioNetHdr{
+			Flags:      VirtioNetHdrFNeedsCsum,
+			HdrLen:     uint16(hl),
+			CsumStart:  uint16(linkLen + ip.hdrLen),
+			CsumOffset: devTCPCsumOffset,
 		}
 		if segSize > 0 && payLen > segSize {
-			vh.gsoType = devVnetGSOTCPv4
+			vh.GSOType = VirtioNetHdrGSOTCPv4
 			if ip.version == 6 {
-				vh.gsoType = devVnetGSOTCPv6
+				vh.GSOType = VirtioNetHdrGSOTCPv6
 			}
 			if tcp[13]&devTCPFlagCWR != 0 {
-				vh.gsoType |= devVnetGSOECN
+				vh.GSOType |= VirtioNetHdrGSOECN
 			}
-			vh.gsoSize = uint16(segSize)
+			vh.GSOSize = uint16(segSize)
 			d.stats.writtenGSO.Add(1)
 		}
-		vh.encode(s.whdr)
-		s.wiov = append(s.wiov[:0], s.whdr[:devVnetHdrLen+hl])
+		vh.Encode(s.whdr)
+		s.wiov = append(s.wiov[:0], s.whdr[:VirtioNetHdrLen+hl])
 		s.wiov = s.wslices.appendRange(s.wiov, hl, payLen)
 		d.writev()
 		return
@@ -635,7 +635,7 @@ func (d *Device) writev() {
 		st.writeErrors.Add(1)
 	default:
 		if d.offloads.VnetHdr {
-			n -= devVnetHdrLen
+			n -= VirtioNetHdrLen
 		}
 		st.writtenPackets.Add(1)
 		st.writtenBytes.Add(uint64(n))

@@ -14,23 +14,6 @@ import (
 // of the tunnel). The names carry a dev prefix: link/vnethdr.go has its own
 // virtio_net_hdr codec for AF_PACKET.
 
-// devVnetHdrLen is sizeof(struct virtio_net_hdr): the legacy header without
-// num_buffers, which is what TUNSETVNETHDRSZ is set to.
-const devVnetHdrLen = 10
-
-// virtio_net_hdr flags and GSO types (include/uapi/linux/virtio_net.h).
-const (
-	devVnetFlagNeedsCsum = 1 // VIRTIO_NET_HDR_F_NEEDS_CSUM
-	devVnetFlagDataValid = 2 // VIRTIO_NET_HDR_F_DATA_VALID
-
-	devVnetGSONone  = 0    // VIRTIO_NET_HDR_GSO_NONE
-	devVnetGSOTCPv4 = 1    // VIRTIO_NET_HDR_GSO_TCPV4
-	devVnetGSOUDP   = 3    // VIRTIO_NET_HDR_GSO_UDP (UFO, never enabled)
-	devVnetGSOTCPv6 = 4    // VIRTIO_NET_HDR_GSO_TCPV6
-	devVnetGSOUDPL4 = 5    // VIRTIO_NET_HDR_GSO_UDP_L4 (USO)
-	devVnetGSOECN   = 0x80 // VIRTIO_NET_HDR_GSO_ECN
-)
-
 // IP protocol numbers and TCP flags the helpers look at.
 const (
 	devProtoICMP   = 1
@@ -45,43 +28,6 @@ const (
 	devTCPCsumOffset = 16
 	devUDPCsumOffset = 6
 )
-
-// devVnetHdr is a decoded struct virtio_net_hdr. The device is switched to
-// little-endian headers (TUNSETVNETLE), so the encoding does not depend on
-// the host's byte order.
-type devVnetHdr struct {
-	flags      uint8
-	gsoType    uint8
-	hdrLen     uint16
-	gsoSize    uint16
-	csumStart  uint16
-	csumOffset uint16
-}
-
-// decode reads h from the first devVnetHdrLen bytes of b.
-func (h *devVnetHdr) decode(b []byte) bool {
-	if len(b) < devVnetHdrLen {
-		return false
-	}
-	h.flags = b[0]
-	h.gsoType = b[1]
-	h.hdrLen = binary.LittleEndian.Uint16(b[2:4])
-	h.gsoSize = binary.LittleEndian.Uint16(b[4:6])
-	h.csumStart = binary.LittleEndian.Uint16(b[6:8])
-	h.csumOffset = binary.LittleEndian.Uint16(b[8:10])
-	return true
-}
-
-// encode writes h to the first devVnetHdrLen bytes of b.
-func (h *devVnetHdr) encode(b []byte) {
-	_ = b[devVnetHdrLen-1]
-	b[0] = h.flags
-	b[1] = h.gsoType
-	binary.LittleEndian.PutUint16(b[2:4], h.hdrLen)
-	binary.LittleEndian.PutUint16(b[4:6], h.gsoSize)
-	binary.LittleEndian.PutUint16(b[6:8], h.csumStart)
-	binary.LittleEndian.PutUint16(b[8:10], h.csumOffset)
-}
 
 // devIP describes the IP and transport headers at the start of a packet.
 type devIP struct {

@@ -130,22 +130,6 @@ func devCheckL4(t *testing.T, pkt []byte) {
 	}
 }
 
-func TestDevVnetHdr(t *testing.T) {
-	h := devVnetHdr{flags: 1, gsoType: 4, hdrLen: 0x0102, gsoSize: 0x0304, csumStart: 0x0506, csumOffset: 0x0708}
-	var b [devVnetHdrLen]byte
-	h.encode(b[:])
-	if want := []byte{1, 4, 2, 1, 4, 3, 6, 5, 8, 7}; !bytes.Equal(b[:], want) {
-		t.Fatalf("encode = % x, want % x (little-endian)", b, want)
-	}
-	var g devVnetHdr
-	if !g.decode(b[:]) || g != h {
-		t.Fatalf("decode = %+v, want %+v", g, h)
-	}
-	if g.decode(b[:9]) {
-		t.Fatal("decode of 9 bytes succeeded")
-	}
-}
-
 func TestDevParseIP(t *testing.T) {
 	tcp := devMkIP(false, devProtoTCP, devMkTCP(1, header.TCPFlagAck, []byte("hello")), true, nil)
 	hbh := make([]byte, 8)
@@ -427,12 +411,12 @@ func devNewTestDevice(t *testing.T, mode DeviceMode, vnet bool, mtu uint32) *dev
 }
 
 // send plays the kernel: one frame into the device.
-func (td *devTestDevice) send(t *testing.T, vh *devVnetHdr, frame []byte) {
+func (td *devTestDevice) send(t *testing.T, vh *VirtioNetHdr, frame []byte) {
 	t.Helper()
 	var msg []byte
 	if vh != nil {
-		msg = make([]byte, devVnetHdrLen)
-		vh.encode(msg)
+		msg = make([]byte, VirtioNetHdrLen)
+		vh.Encode(msg)
 	}
 	if _, err := td.peer.Write(append(msg, frame...)); err != nil {
 		t.Fatal(err)
@@ -484,10 +468,10 @@ func TestDeviceReadPath(t *testing.T) {
 				var link []byte
 				proto := header.IPv4ProtocolNumber
 				ipLen := 20
-				gsoType := uint8(devVnetGSOTCPv4)
+				gsoType := uint8(VirtioNetHdrGSOTCPv4)
 				wantGSO := stack.GSOTCPv4
 				if v6 {
-					proto, ipLen, gsoType, wantGSO = header.IPv6ProtocolNumber, 40, devVnetGSOTCPv6, stack.GSOTCPv6
+					proto, ipLen, gsoType, wantGSO = header.IPv6ProtocolNumber, 40, VirtioNetHdrGSOTCPv6, stack.GSOTCPv6
 				}
 				if mode == DeviceTAP {
 					link = devTestEthernet(v6)
@@ -499,8 +483,8 @@ func TestDeviceReadPath(t *testing.T) {
 				ip := devMkIP(v6, devProtoTCP, devMkTCP(100, header.TCPFlagAck, payload), false, nil)
 				binary.BigEndian.PutUint16(ip[ipLen+16:], devPseudoSum(ip, devProtoTCP, len(ip)-ipLen))
 				frame := append(append([]byte(nil), link...), ip...)
-				td.send(t, &devVnetHdr{flags: devVnetFlagNeedsCsum, gsoType: gsoType | devVnetGSOECN, hdrLen: uint16(len(frame)), gsoSize: 1400,
-					csumStart: uint16(ll + ipLen), csumOffset: 16}, frame)
+				td.send(t, &VirtioNetHdr{Flags: VirtioNetHdrFNeedsCsum, GSOType: gsoType | VirtioNetHdrGSOECN, HdrLen: uint16(len(frame)), GSOSize: 1400,
+					CsumStart: uint16(ll + ipLen), CsumOffset: 16}, frame)
 				pkt := td.packets(t, 1)[0]
 				g := pkt.GSOOptions
 				if g.Type != wantGSO || g.MSS != 1400 || !g.NeedsCsum || g.L3HdrLen != uint16(ipLen) || g.CsumOffset != 16 {
@@ -521,7 +505,7 @@ func TestDeviceReadPath(t *testing.T) {
 				udp := devMkIP(v6, devProtoUDP, devMkUDP(devRand(333, 2)), true, nil)
 				want := append(append([]byte(nil), link...), udp...)
 				binary.BigEndian.PutUint16(udp[ipLen+6:], devPseudoSum(udp, devProtoUDP, len(udp)-ipLen))
-				td.send(t, &devVnetHdr{flags: devVnetFlagNeedsCsum, csumStart: uint16(ll + ipLen), csumOffset: 6},
+				td.send(t, &VirtioNetHdr{Flags: VirtioNetHdrFNeedsCsum, CsumStart: uint16(ll + ipLen), CsumOffset: 6},
 					append(append([]byte(nil), link...), udp...))
 				pkt = td.packets(t, 1)[0]
 				if got := devPktBytes(pkt); !bytes.Equal(got, want) {
@@ -536,8 +520,8 @@ func TestDeviceReadPath(t *testing.T) {
 				upay := devRand(3500, 3)
 				uso := devMkIP(v6, devProtoUDP, devMkUDP(upay), false, nil)
 				binary.BigEndian.PutUint16(uso[ipLen+6:], devPseudoSum(uso, devProtoUDP, len(uso)-ipLen))
-				td.send(t, &devVnetHdr{flags: devVnetFlagNeedsCsum, gsoType: devVnetGSOUDPL4, hdrLen: uint16(ll + ipLen + 8), gsoSize: 1000,
-					csumStart: uint16(ll + ipLen), csumOffset: 6}, append(append([]byte(nil), link...), uso...))
+				td.send(t, &VirtioNetHdr{Flags: VirtioNetHdrFNeedsCsum, GSOType: VirtioNetHdrGSOUDPL4, HdrLen: uint16(ll + ipLen + 8), GSOSize: 1000,
+					CsumStart: uint16(ll + ipLen), CsumOffset: 6}, append(append([]byte(nil), link...), uso...))
 				var got []byte
 				for i, pkt := range td.packets(t, 4) {
 					b := devPktBytes(pkt)
@@ -556,9 +540,9 @@ func TestDeviceReadPath(t *testing.T) {
 				}
 
 				// Malformed: TCP GSO type on a UDP packet.
-				td.send(t, &devVnetHdr{gsoType: gsoType, gsoSize: 100}, append(append([]byte(nil), link...), udp...))
+				td.send(t, &VirtioNetHdr{GSOType: gsoType, GSOSize: 100}, append(append([]byte(nil), link...), udp...))
 				// And a plain packet without any offload.
-				td.send(t, &devVnetHdr{}, want)
+				td.send(t, &VirtioNetHdr{}, want)
 				pkt = td.packets(t, 1)[0]
 				if got := devPktBytes(pkt); !bytes.Equal(got, want) {
 					t.Error("plain packet changed")
@@ -629,15 +613,15 @@ func TestDeviceWritePath(t *testing.T) {
 					var got []byte
 					if vnet {
 						msg := td.recv(t)
-						var vh devVnetHdr
-						vh.decode(msg)
-						frame := msg[devVnetHdrLen:]
-						wantType := uint8(devVnetGSOTCPv4)
+						var vh VirtioNetHdr
+						vh.Decode(msg)
+						frame := msg[VirtioNetHdrLen:]
+						wantType := uint8(VirtioNetHdrGSOTCPv4)
 						if v6 {
-							wantType = devVnetGSOTCPv6
+							wantType = VirtioNetHdrGSOTCPv6
 						}
-						if vh.flags != devVnetFlagNeedsCsum || vh.gsoType != wantType || int(vh.gsoSize) != seg ||
-							int(vh.csumStart) != ll+ipLen || vh.csumOffset != 16 || int(vh.hdrLen) != ll+ipLen+32 {
+						if vh.Flags != VirtioNetHdrFNeedsCsum || vh.GSOType != wantType || int(vh.GSOSize) != seg ||
+							int(vh.CsumStart) != ll+ipLen || vh.CsumOffset != 16 || int(vh.HdrLen) != ll+ipLen+32 {
 							t.Errorf("vnet header %+v", vh)
 						}
 						ip := append([]byte(nil), frame[ll:]...)
@@ -668,12 +652,12 @@ func TestDeviceWritePath(t *testing.T) {
 					payload = devGROSegments(t, td.d, v6, 100, 2, 0)
 					msg := td.recv(t)
 					if vnet {
-						var vh devVnetHdr
-						vh.decode(msg)
-						if vh.flags != devVnetFlagNeedsCsum || vh.gsoType != devVnetGSONone {
+						var vh VirtioNetHdr
+						vh.Decode(msg)
+						if vh.Flags != VirtioNetHdrFNeedsCsum || vh.GSOType != VirtioNetHdrGSONone {
 							t.Errorf("small coalesced: vnet header %+v", vh)
 						}
-						msg = msg[devVnetHdrLen:]
+						msg = msg[VirtioNetHdrLen:]
 						devFinishChecksum(msg, ll+ipLen, 16)
 					}
 					devCheckL4(t, msg[ll:])
@@ -695,12 +679,12 @@ func TestDeviceWritePath(t *testing.T) {
 						pkt.DecRef()
 						msg := td.recv(t)
 						if vnet {
-							var vh devVnetHdr
-							vh.decode(msg)
-							if want := (devVnetHdr{flags: map[bool]uint8{true: devVnetFlagDataValid}[validated]}); vh != want {
+							var vh VirtioNetHdr
+							vh.Decode(msg)
+							if want := (VirtioNetHdr{Flags: map[bool]uint8{true: VirtioNetHdrFDataValid}[validated]}); vh != want {
 								t.Errorf("UDP validated=%v: vnet header %+v", validated, vh)
 							}
-							msg = msg[devVnetHdrLen:]
+							msg = msg[VirtioNetHdrLen:]
 						}
 						if !bytes.Equal(msg, frame) {
 							t.Errorf("UDP validated=%v: frame changed", validated)
@@ -742,8 +726,8 @@ func TestDeviceZeroAlloc(t *testing.T) {
 		ip := devMkIP(false, devProtoTCP, devMkTCP(1, header.TCPFlagAck, devRand(30000, 1)), true, nil)
 		var in []byte
 		if vnet {
-			in = make([]byte, devVnetHdrLen)
-			(&devVnetHdr{flags: devVnetFlagNeedsCsum, gsoType: devVnetGSOTCPv4, gsoSize: 1448, csumStart: 20, csumOffset: 16}).encode(in)
+			in = make([]byte, VirtioNetHdrLen)
+			(&VirtioNetHdr{Flags: VirtioNetHdrFNeedsCsum, GSOType: VirtioNetHdrGSOTCPv4, GSOSize: 1448, CsumStart: 20, CsumOffset: 16}).Encode(in)
 		}
 		in = append(in, ip...)
 		// A device without a read goroutine, so that the test owns the batch.
