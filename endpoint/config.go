@@ -133,8 +133,12 @@ type Config struct {
 	// hashing the inner flow (RFC 8926 §3.3). 0 means 32768..61000.
 	SrcPortMin, SrcPortMax uint16
 
-	// TTL is the outer TTL / hop limit, unicast and multicast; 0 means 64.
+	// TTL is the outer TTL / hop limit; 0 means 64.
 	TTL uint8
+
+	// MulticastTTL, if not 0, is the TTL of datagrams sent to the group
+	// instead of TTL (geneve(4) uses TTL for both).
+	MulticastTTL uint8
 
 	// TTLInherit copies the inner TTL / hop limit into the outer header on
 	// encapsulation, and the outer one into the inner header on

@@ -159,8 +159,16 @@ func TestMulticastLearning(t *testing.T) {
 	}
 	// Any source is accepted in multicast mode, and learned.
 	receiveFrame(e, ft, "198.51.100.20", macB)
-	if s := sent(macB); len(s) != 1 || s[0].pkt.Dst != netip.MustParseAddrPort("198.51.100.20:6081") {
+	if s := sent(macB); len(s) != 1 || s[0].pkt.Dst != netip.MustParseAddrPort("198.51.100.20:6081") || s[0].pkt.TTL != 9 {
 		t.Fatalf("learned unicast: %+v", s)
+	}
+	// A separate multicast TTL applies to the group only.
+	m, mft, _ := newTestEndpoint(t, Config{VNI: 2, Mode: L2, Group: netip.MustParseAddr("239.1.1.1"), TTL: 30, MulticastTTL: 1})
+	receiveFrame(m, mft, "198.51.100.20", macB)
+	write(t, m, outbound(m, ipv4UDP("10.0.0.1", "10.0.0.9", 1, 2, 0, nil), macC))
+	write(t, m, outbound(m, ipv4UDP("10.0.0.1", "10.0.0.9", 1, 2, 0, nil), macB))
+	if s := mft.take(); len(s) != 2 || s[0].pkt.Dst != group || s[0].pkt.TTL != 1 || s[1].pkt.TTL != 30 {
+		t.Errorf("multicast TTL 1, unicast TTL 30: %+v", s)
 	}
 }
 

@@ -276,42 +276,44 @@ func TestNetnsUnderlayOverlayMatrix(t *testing.T) {
 }
 
 // TestNetnsMulticast runs three gnv hosts on a bridge with a multicast
-// underlay: every pair pings through the group.
+// underlay, over kernel UDP sockets and over AF_PACKET netstack underlays
+// (whose IGMP/MLD joins netstack sends itself): every pair pings through
+// the group.
 func TestNetnsMulticast(t *testing.T) {
 	netns.RequireRoot(t)
-	for _, fam := range []int{4, 6} {
-		t.Run(fmt.Sprintf("ipv%d", fam), func(t *testing.T) {
-			br := netns.New(t, "gnv-br")
-			br.MustRun(t, "ip", "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
-			br.MustRun(t, "ip", "link", "set", "br0", "up")
-			var hosts []*netns.NS
-			for i := 1; i <= 3; i++ {
-				h := netns.New(t, fmt.Sprintf("gnv-h%d", i))
-				port := fmt.Sprintf("p%d", i)
-				netns.Veth(t, h, "eth0", br, port)
-				br.MustRun(t, "ip", "link", "set", port, "master", "br0")
-				ul, group := fmt.Sprintf("192.0.2.%d/24", i), "239.1.2.3"
-				if fam == 6 {
-					ul, group = fmt.Sprintf("2001:db8::%d/64", i), "ff15::1:2:3"
+	for _, kind := range []string{"udp", "packet"} {
+		for _, fam := range []int{4, 6} {
+			t.Run(fmt.Sprintf("%s/ipv%d", kind, fam), func(t *testing.T) {
+				br := netns.New(t, "gnv-br")
+				br.MustRun(t, "ip", "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
+				br.MustRun(t, "ip", "link", "set", "br0", "up")
+				var hosts []*netns.NS
+				for i := 1; i <= 3; i++ {
+					h := netns.New(t, fmt.Sprintf("gnv-h%d", i))
+					port := fmt.Sprintf("p%d", i)
+					netns.Veth(t, h, "eth0", br, port)
+					br.MustRun(t, "ip", "link", "set", port, "master", "br0")
+					addr, bits, group := fmt.Sprintf("192.0.2.%d", i), 24, "239.1.2.3"
+					if fam == 6 {
+						addr, bits, group = fmt.Sprintf("2001:db8::%d", i), 64, "ff15::1:2:3"
+					}
+					args := underlaySide(t, h, "eth0", kind, addr, bits)
+					if kind == "udp" {
+						args = append(args, "--dev", "eth0")
+					}
+					gnvUp(t, h, 1, append(args, "--vni", "99", "--group", group,
+						"--addr", fmt.Sprintf("10.8.0.%d/24", i), "--name", "gnv0")...)
+					hosts = append(hosts, h)
 				}
-				args := []string{"ip", "addr", "add", ul, "dev", "eth0"}
-				if fam == 6 {
-					args = append(args, "nodad")
-				}
-				h.MustRun(t, args[0], args[1:]...)
-				local := strings.Split(ul, "/")[0]
-				gnvUp(t, h, 1, "--vni", "99", "--group", group, "--dev", "eth0", "--local", local,
-					"--addr", fmt.Sprintf("10.8.0.%d/24", i), "--name", "gnv0")
-				hosts = append(hosts, h)
-			}
-			for i, h := range hosts {
-				for j := range hosts {
-					if i != j {
-						ping(t, h, fmt.Sprintf("10.8.0.%d", j+1))
+				for i, h := range hosts {
+					for j := range hosts {
+						if i != j {
+							ping(t, h, fmt.Sprintf("10.8.0.%d", j+1))
+						}
 					}
 				}
-			}
-		})
+			})
+		}
 	}
 }
 

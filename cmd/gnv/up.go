@@ -602,9 +602,7 @@ func startIface(ctx context.Context, p *upPlan, ip *ifacePlan, u *stack.SharedUn
 	cfg := ip.cfg
 	cfg.Underlay = u
 	cfg.Port = p.port
-	if p.multicastTTL != 0 && cfg.Group.IsValid() && !cfg.Endpoint.TTLInherit {
-		cfg.Endpoint.TTL = p.multicastTTL
-	}
+	cfg.Endpoint.MulticastTTL = p.multicastTTL
 	ri := &runningIface{plan: ip}
 	switch ip.overlay {
 	case "netstack":
