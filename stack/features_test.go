@@ -190,6 +190,19 @@ func TestMulticastUnderlay(t *testing.T) {
 			if reports < 3 {
 				t.Errorf("saw %d IGMP/MLD membership reports on the fabric, want at least one per host", reports)
 			}
+			// Leaving on Close is reported too (a state-change report).
+			for _, h := range hs.Hosts {
+				h.Tunnel.Close()
+			}
+			after := 0
+			for _, fr := range frames(t, capture.Bytes()) {
+				if isMembershipReport(fr) {
+					after++
+				}
+			}
+			if after < reports+3 {
+				t.Errorf("%d membership reports after the hosts left, %d before: want one more per host", after, reports)
+			}
 		})
 	}
 }
