@@ -158,6 +158,11 @@ type Config struct {
 	// DF is the outer IPv4 Don't Fragment policy.
 	DF DFMode
 
+	// FlowLabel sets the outer IPv6 flow label from the inner flow hash
+	// (RFC 6438), for ECMP entropy in IPv6 underlays. The netstack underlay
+	// sends it; a kernel socket uses its own automatic label instead.
+	FlowLabel bool
+
 	// Options are raw option TLVs added to every packet sent.
 	Options []byte
 

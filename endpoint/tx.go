@@ -178,6 +178,9 @@ func (e *Endpoint) emit(b *txBatch, inner *buffer.Buffer, ip []byte, hash uint32
 			TTL:     ttl,
 			DF:      df,
 		}
+		if e.cfg.FlowLabel {
+			b.pkts[b.n].FlowLabel = max(hash&0xfffff, 1) // 0 would mean "no label"
+		}
 		if e.cfg.MulticastTTL != 0 && !e.cfg.TTLInherit && dst.Addr().IsMulticast() {
 			b.pkts[b.n].TTL = e.cfg.MulticastTTL
 		}

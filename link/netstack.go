@@ -348,8 +348,8 @@ func (t *NetstackUDP) maxJobPayload() int {
 func (t *NetstackUDP) runLength(pkts []Packet, maxSegs int) int {
 	p := &pkts[0]
 	size := int(p.Payload.Size())
-	if size == 0 {
-		return 1
+	if size == 0 || p.FlowLabel != 0 {
+		return 1 // a GSO job cannot carry a flow label
 	}
 	limit := t.maxJobPayload()
 	total, n := size, 1
@@ -454,6 +454,9 @@ func (t *NetstackUDP) write(p *Packet) error {
 	if terr != nil {
 		return fmt.Errorf("route to %s: %s", dst, terr)
 	}
+	if p.FlowLabel != 0 && t.proto == ipv6.ProtocolNumber {
+		return t.writeFlowLabel(p, r, dst)
+	}
 	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{
 		ReserveHeaderBytes: int(r.MaxHeaderLength()) + header.UDPMinimumSize,
 		Payload:            p.Payload.Clone(),
@@ -477,6 +480,46 @@ func (t *NetstackUDP) write(p *Packet) error {
 		pkt.GSOOptions = stack.GSO{Type: stack.GSONone, NeedsCsum: true, CsumOffset: afpUDPCsumOffset, L3HdrLen: t.l3HdrLen()}
 	}
 	if terr := r.WritePacket(stack.NetworkHeaderParams{Protocol: udp.ProtocolNumber, TTL: t.ttl(p, dst, r), TOS: p.TOS, DF: p.DF}, pkt); terr != nil {
+		t.forgetRoute(dst, r)
+		return fmt.Errorf("send to %s: %s", p.Dst, terr)
+	}
+	return nil
+}
+
+// writeFlowLabel sends p over IPv6 with its flow label. Netstack's IPv6
+// writer has no flow label parameter, so the IPv6 and UDP headers are built
+// here and the packet goes out header-included; the UDP checksum is
+// computed in software.
+func (t *NetstackUDP) writeFlowLabel(p *Packet, r *stack.Route, dst netip.Addr) error {
+	hv := buffer.NewViewSize(header.IPv6MinimumSize + header.UDPMinimumSize)
+	h := hv.AsSlice()
+	length := uint16(header.UDPMinimumSize + p.Payload.Size())
+	dstAddr := tcpip.AddrFrom16(dst.As16())
+	header.IPv6(h).Encode(&header.IPv6Fields{
+		TrafficClass:      p.TOS,
+		FlowLabel:         p.FlowLabel & 0xfffff,
+		PayloadLength:     length,
+		TransportProtocol: udp.ProtocolNumber,
+		HopLimit:          t.ttl(p, dst, r),
+		SrcAddr:           t.local,
+		DstAddr:           dstAddr,
+	})
+	u := header.UDP(h[header.IPv6MinimumSize:])
+	u.Encode(&header.UDPFields{SrcPort: t.srcPort(p), DstPort: p.Dst.Port(), Length: length})
+	if !t.zeroChecksum() {
+		xsum := header.PseudoHeaderChecksum(udp.ProtocolNumber, t.local, dstAddr, length)
+		xsum = checksum.Combine(xsum, p.Payload.Checksum(0))
+		u.SetChecksum(^u.CalculateChecksum(xsum))
+		if u.Checksum() == 0 {
+			u.SetChecksum(0xffff)
+		}
+	}
+	data := buffer.MakeWithView(hv)
+	payload := p.Payload.Clone()
+	data.Merge(&payload)
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{ReserveHeaderBytes: int(r.MaxHeaderLength()), Payload: data})
+	defer pkt.DecRef()
+	if terr := r.WriteHeaderIncludedPacket(pkt); terr != nil {
 		t.forgetRoute(dst, r)
 		return fmt.Errorf("send to %s: %s", p.Dst, terr)
 	}

@@ -37,6 +37,11 @@ type Packet struct {
 
 	// DF asks for the IPv4 Don't Fragment bit. Ignored on IPv6.
 	DF bool
+
+	// FlowLabel is the outer IPv6 flow label (20 bits; RFC 6438 entropy).
+	// Zero leaves it to the transport: netstack sends 0, a kernel socket
+	// its automatic per-socket label.
+	FlowLabel uint32
 }
 
 // Datagram is one received Geneve datagram.

@@ -189,3 +189,55 @@ type nopDispatcher struct{}
 
 func (nopDispatcher) DeliverNetworkPacket(tcpip.NetworkProtocolNumber, *tcpipstack.PacketBuffer) {}
 func (nopDispatcher) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *tcpipstack.PacketBuffer)    {}
+
+// TestFlowLabel: with FlowLabel on an IPv6 netstack underlay, every
+// Geneve datagram carries a non-zero flow label, the same for one inner
+// flow and different across flows, and traffic still flows.
+func TestFlowLabel(t *testing.T) {
+	capture := &lockedBuffer{}
+	hs, err := testutil.NewHosts(testutil.HostsOptions{Mode: endpoint.L3, VNI: 6, UnderlayFamily: 6, Pcap: capture,
+		Endpoint: endpoint.Config{FlowLabel: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hs.Close()
+	a, b := hs.Hosts[0], hs.Hosts[1]
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for port := uint16(7000); port < 7004; port++ {
+		if err := testutil.ExchangeUDP(ctx, a.Tunnel, b.Tunnel, netip.AddrPortFrom(b.Overlay4, port), 3, 100); err != nil {
+			t.Fatal(err)
+		}
+	}
+	labels := map[uint16]map[uint32]bool{} // outer source port -> labels
+	for _, fr := range frames(t, capture.Bytes()) {
+		if len(fr) < 14+48 || binary.BigEndian.Uint16(fr[12:14]) != 0x86dd || fr[14+6] != 17 {
+			continue
+		}
+		ip := fr[14:]
+		if binary.BigEndian.Uint16(ip[42:44]) != geneve.Port {
+			continue
+		}
+		label := binary.BigEndian.Uint32(ip[0:4]) & 0xfffff
+		if label == 0 {
+			t.Fatal("a Geneve datagram without a flow label")
+		}
+		sp := binary.BigEndian.Uint16(ip[40:42])
+		if labels[sp] == nil {
+			labels[sp] = map[uint32]bool{}
+		}
+		labels[sp][label] = true
+	}
+	distinct := map[uint32]bool{}
+	for sp, ls := range labels {
+		if len(ls) != 1 {
+			t.Errorf("source port %d (one flow) carried %d labels", sp, len(ls))
+		}
+		for l := range ls {
+			distinct[l] = true
+		}
+	}
+	if len(distinct) < 4 {
+		t.Errorf("%d distinct labels for at least 8 flows (4 each way)", len(distinct))
+	}
+}

@@ -371,6 +371,7 @@ func (o *ifaceOptions) plan(setFam func(string, netip.Addr) error) (*ifacePlan, 
 	}
 	ec.TOS = uint8(o.tos)
 	ec.DSCPInherit = o.dscpInherit
+	ec.FlowLabel = o.flowLabel
 	if ec.DF, err = endpoint.ParseDFMode(o.df); err != nil {
 		return nil, fmt.Errorf("--%w", err)
 	}

@@ -33,6 +33,7 @@ type ifaceOptions struct {
 	ttl             string
 	tos             int
 	dscpInherit     bool
+	flowLabel       bool
 	df              string
 	portRange       string
 	acceptAnySource bool
@@ -138,6 +139,7 @@ func addIfaceFlags(fs *pflag.FlagSet, o *ifaceOptions) {
 	fs.IntVar(&o.tos, "tos", 0, "outer DSCP as a TOS byte, 0..255 (the ECN bits always follow RFC 6040)")
 	fs.BoolVar(&o.dscpInherit, "dscp-inherit", false, "copy the inner DSCP to the outer header (genevedscpinherit)")
 	fs.StringVar(&o.df, "df", "unset", "outer DF bit: set, inherit or unset (genevedf)")
+	fs.BoolVar(&o.flowLabel, "flowlabel", false, "IPv6 underlay: outer flow label from the inner flow hash (packet underlay; a udp underlay uses the kernel's per-socket label)")
 	fs.StringVar(&o.portRange, "port-range", "", "outer source port range MIN-MAX (geneveportrange; also MIN MAX); default 32768-61000")
 	fs.BoolVar(&o.acceptAnySource, "accept-any-source", false, "accept Geneve from any outer source, not only the remotes")
 	fs.StringArrayVar(&o.options, "option", nil, "option to send on every packet, CLASS:TYPE:HEXDATA (data a multiple of 4 bytes); repeatable")
