@@ -1060,29 +1060,15 @@ func (tx *afpTx) fail(m *afpMeta, errno syscall.Errno) {
 	}
 }
 
-// sendLoop runs sendmmsg on msgs[tx.i:tx.n] until all are sent, one fails
-// (tx.errno), or the socket is full: then it returns false if it may wait
-// (RawConn.Write waits for writability and calls again) or sets
-// tx.blocked.
+// sendLoop sends msgs[tx.i:tx.n] (see sendmmsgAll), recording a failure
+// in tx.errno and a full socket in tx.blocked.
 func (tx *afpTx) sendLoop(fd uintptr, canWait bool) bool {
-	for tx.i < tx.n {
-		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&tx.msgs[tx.i])), uintptr(tx.n-tx.i), 0, 0, 0)
-		switch {
-		case e == unix.EINTR:
-			continue
-		case e == unix.EAGAIN || (e == 0 && r == 0):
-			if canWait {
-				return false
-			}
-			tx.blocked = true
-			return true
-		case e != 0:
-			tx.errno = e
-			return true
-		}
-		tx.i += int(r)
+	done, blocked, errno := sendmmsgAll(fd, tx.msgs[:tx.n], &tx.i, canWait)
+	tx.blocked = tx.blocked || blocked
+	if errno != 0 {
+		tx.errno = errno
 	}
-	return true
+	return done
 }
 
 // ---- host check ----

@@ -639,29 +639,15 @@ func (t *KernelUDP) putSender(s *udpSender) {
 	}
 }
 
-// sendLoop runs sendmmsg on msgs[s.i:s.n] until all are sent, one fails
-// (s.errno), or the socket is full: then it returns false if it may wait
-// (RawConn.Write waits for writability and calls again) or sets s.blocked.
+// sendLoop sends msgs[s.i:s.n] (see sendmmsgAll), recording a failure in
+// s.errno and a full socket in s.blocked.
 func (s *udpSender) sendLoop(fd uintptr, canWait bool) bool {
-	for s.i < s.n {
-		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd,
-			uintptr(unsafe.Pointer(&s.msgs[s.i])), uintptr(s.n-s.i), 0, 0, 0)
-		switch {
-		case e == unix.EINTR:
-			continue
-		case e == unix.EAGAIN || (e == 0 && r == 0):
-			if canWait {
-				return false
-			}
-			s.blocked = true
-			return true
-		case e != 0:
-			s.errno = e
-			return true
-		}
-		s.i += int(r)
+	done, blocked, errno := sendmmsgAll(fd, s.msgs[:s.n], &s.i, canWait)
+	s.blocked = s.blocked || blocked
+	if errno != 0 {
+		s.errno = errno
 	}
-	return true
+	return done
 }
 
 // build turns pkts[p:] into at most BatchSize messages, grouping runs of
