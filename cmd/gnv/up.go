@@ -56,10 +56,7 @@ func upMain(args []string) int {
 	o, err := parseUp(args)
 	if err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
-			var tmp upOptions
-			fs := newUpFlags(&tmp)
-			fmt.Fprint(os.Stderr, upUsage+fs.FlagUsages())
-			return 0
+			return 0 // the flag set printed the usage
 		}
 		fmt.Fprintf(os.Stderr, "gnv up: %v\n", err)
 		return 2

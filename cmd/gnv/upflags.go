@@ -156,6 +156,7 @@ func newUpFlags(o *upOptions) *pflag.FlagSet {
 	addSocketFlags(fs, &o.sock)
 	o.ifaces = []ifaceOptions{{}}
 	addIfaceFlags(fs, &o.ifaces[0])
+	fs.Usage = func() { fmt.Fprint(os.Stderr, upUsage+fs.FlagUsages()) }
 	return fs
 }
 
