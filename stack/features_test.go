@@ -437,3 +437,25 @@ func TestPerConnectionOptions(t *testing.T) {
 		t.Error("options above the reservation accepted")
 	}
 }
+
+// TestNoOverlayErrors: the net-style methods of a tunnel without an
+// in-process overlay (a TAP/TUN device tunnel) fail with a clear error
+// instead of panicking.
+func TestNoOverlayErrors(t *testing.T) {
+	var tun stack.Tunnel // as a device tunnel: no overlay netstack
+	ctx := context.Background()
+	checks := []error{}
+	_, err := tun.DialContext(ctx, "tcp", "10.0.0.1:80")
+	checks = append(checks, err)
+	_, err = tun.Listen("tcp", ":80")
+	checks = append(checks, err)
+	_, err = tun.ListenPacket("udp", ":53")
+	checks = append(checks, err)
+	_, err = tun.Ping(ctx, netip.MustParseAddr("10.0.0.1"), 1, 8)
+	checks = append(checks, err)
+	for i, err := range checks {
+		if err == nil || !strings.Contains(err.Error(), "no in-process overlay") {
+			t.Errorf("call %d: error %v", i, err)
+		}
+	}
+}

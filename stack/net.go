@@ -22,6 +22,10 @@ import (
 	"gvisor.dev/gvisor/pkg/waiter"
 )
 
+// errNoOverlay is returned by the net-style methods of a tunnel patched to
+// a TAP/TUN device, which has no in-process overlay.
+var errNoOverlay = errors.New("the tunnel has no in-process overlay (it is patched to a TAP/TUN device): use the device")
+
 // Net offers a netstack through the shapes of the standard net package. A
 // Tunnel embeds the Net of its overlay; NewNet wraps any other netstack.
 type Net struct {
@@ -32,12 +36,20 @@ type Net struct {
 func NewNet(s *tcpipstack.Stack) *Net { return &Net{s: s} }
 
 // Stack returns the wrapped netstack.
-func (t *Net) Stack() *tcpipstack.Stack { return t.s }
+func (t *Net) Stack() *tcpipstack.Stack {
+	if t == nil {
+		return nil
+	}
+	return t.s
+}
 
 // DialContext connects to address over the overlay, like net.Dialer's
 // DialContext. network is "tcp", "tcp4", "tcp6", "udp", "udp4" or "udp6";
 // the host part of address must be an IP literal.
 func (t *Net) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	if t == nil {
+		return nil, &net.OpError{Op: "dial", Net: network, Err: errNoOverlay}
+	}
 	ap, proto, err := parseAddr(network, address, false)
 	if err != nil {
 		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
@@ -56,6 +68,9 @@ func (t *Net) DialContext(ctx context.Context, network, address string) (net.Con
 // An empty or unspecified host listens on every overlay address (IPv4 and
 // IPv6 for "tcp").
 func (t *Net) Listen(network, address string) (net.Listener, error) {
+	if t == nil {
+		return nil, &net.OpError{Op: "listen", Net: network, Err: errNoOverlay}
+	}
 	switch network {
 	case "tcp", "tcp4", "tcp6":
 	default:
@@ -70,6 +85,9 @@ func (t *Net) Listen(network, address string) (net.Listener, error) {
 
 // ListenPacket opens a UDP socket on the overlay, like net.ListenPacket.
 func (t *Net) ListenPacket(network, address string) (net.PacketConn, error) {
+	if t == nil {
+		return nil, &net.OpError{Op: "listen", Net: network, Err: errNoOverlay}
+	}
 	switch network {
 	case "udp", "udp4", "udp6":
 	default:
@@ -129,6 +147,9 @@ func fullAddr(ap netip.AddrPort) tcpip.FullAddress {
 // the reply, returning the round-trip time. seq is the echo sequence
 // number; size is the payload size.
 func (t *Net) Ping(ctx context.Context, dst netip.Addr, seq uint16, size int) (time.Duration, error) {
+	if t == nil {
+		return 0, errNoOverlay
+	}
 	dst = dst.Unmap()
 	netProto, transProto := ipv4.ProtocolNumber, icmp.ProtocolNumber4
 	if dst.Is6() {
@@ -204,6 +225,9 @@ func (r *bytesReader) Len() int { return len(r.b) }
 // carries the mark. Geneve endpoints map marks to per-packet options
 // (endpoint.Endpoint.SetMarkOptions); Tunnel.DialContextOptions does both.
 func (t *Net) DialContextMark(ctx context.Context, network, address string, mark uint32) (net.Conn, error) {
+	if t == nil {
+		return nil, &net.OpError{Op: "dial", Net: network, Err: errNoOverlay}
+	}
 	ap, proto, err := parseAddr(network, address, false)
 	if err != nil {
 		return nil, &net.OpError{Op: "dial", Net: network, Err: err}

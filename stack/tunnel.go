@@ -194,7 +194,7 @@ func (t *Tunnel) startDevice() error {
 // connection is closed.
 func (t *Tunnel) DialContextOptions(ctx context.Context, network, address string, opts []byte) (net.Conn, error) {
 	if t.Net == nil {
-		return nil, errors.New("dial: a device tunnel has no in-process overlay")
+		return nil, &net.OpError{Op: "dial", Net: network, Err: errNoOverlay}
 	}
 	mark := t.nextMark.Add(1)
 	if err := t.ep.SetMarkOptions(mark, opts); err != nil {
