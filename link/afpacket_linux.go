@@ -1096,27 +1096,10 @@ func CheckPacketHost(dev string, addr netip.Addr) (warnings []string, err error)
 	if ifi.Flags&net.FlagUp == 0 {
 		problems = append(problems, fmt.Sprintf("%s is down (ip link set %s up)", dev, dev))
 	}
-	ifs, _ := net.Interfaces()
+	ifs, prefixes, _ := interfacePrefixes()
 	for i := range ifs {
-		addrs, err := ifs[i].Addrs()
-		if err != nil {
-			continue
-		}
-		for _, na := range addrs {
-			ipn, ok := na.(*net.IPNet)
-			if !ok {
-				continue
-			}
-			ip, ok := netip.AddrFromSlice(ipn.IP)
-			if !ok {
-				continue
-			}
-			ones, _ := ipn.Mask.Size()
-			ip = ip.Unmap()
-			p := netip.PrefixFrom(ip, ones)
-			if ip.Is4() && ones > 32 {
-				p = netip.PrefixFrom(ip, ones-96)
-			}
+		for _, p := range prefixes[i] {
+			ip := p.Addr()
 			switch {
 			case ifs[i].Index != ifi.Index && ip == a:
 				problems = append(problems, fmt.Sprintf("the kernel has %s on %s and answers ARP/ND for its addresses on %s too; remove it", a, ifs[i].Name, dev))

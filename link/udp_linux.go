@@ -375,21 +375,13 @@ func underlayMTU(dev *net.Interface, local netip.Addr) int {
 	if !local.IsValid() || local.IsUnspecified() || local.IsLoopback() {
 		return DefaultKernelUDPMTU
 	}
-	ifs, err := net.Interfaces()
+	ifs, prefixes, err := interfacePrefixes()
 	if err != nil {
 		return DefaultKernelUDPMTU
 	}
 	for i := range ifs {
-		addrs, err := ifs[i].Addrs()
-		if err != nil {
-			continue
-		}
-		for _, a := range addrs {
-			ipn, ok := a.(*net.IPNet)
-			if !ok {
-				continue
-			}
-			if ip, ok := netip.AddrFromSlice(ipn.IP); ok && ip.Unmap() == local {
+		for _, p := range prefixes[i] {
+			if p.Addr() == local {
 				return mtuOf(&ifs[i])
 			}
 		}
