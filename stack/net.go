@@ -47,57 +47,66 @@ func (t *Net) Stack() *tcpipstack.Stack {
 // DialContext. network is "tcp", "tcp4", "tcp6", "udp", "udp4" or "udp6";
 // the host part of address must be an IP literal.
 func (t *Net) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
-	if t == nil {
-		return nil, &net.OpError{Op: "dial", Net: network, Err: errNoOverlay}
-	}
-	ap, proto, err := parseAddr(network, address, false)
+	fa, proto, transport, err := t.resolve("dial", network, address, false)
 	if err != nil {
-		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
+		return nil, err
 	}
-	fa := fullAddr(ap)
+	if transport == tcp.ProtocolNumber {
+		return gonet.DialContextTCP(ctx, t.s, fa, proto)
+	}
+	return gonet.DialUDP(t.s, nil, &fa, proto)
+}
+
+// resolve checks a net-style network and address for op ("dial" or
+// "listen"; wildcard allows an empty host) and returns the netstack
+// address, network protocol and transport protocol. Errors are
+// *net.OpError, as the net package returns them.
+func (t *Net) resolve(op, network, address string, wildcard bool) (tcpip.FullAddress, tcpip.NetworkProtocolNumber, tcpip.TransportProtocolNumber, error) {
+	fail := func(err error) (tcpip.FullAddress, tcpip.NetworkProtocolNumber, tcpip.TransportProtocolNumber, error) {
+		return tcpip.FullAddress{}, 0, 0, &net.OpError{Op: op, Net: network, Err: err}
+	}
+	if t == nil {
+		return fail(errNoOverlay)
+	}
+	var transport tcpip.TransportProtocolNumber
 	switch network {
 	case "tcp", "tcp4", "tcp6":
-		return gonet.DialContextTCP(ctx, t.s, fa, proto)
+		transport = tcp.ProtocolNumber
 	case "udp", "udp4", "udp6":
-		return gonet.DialUDP(t.s, nil, &fa, proto)
+		transport = udp.ProtocolNumber
+	default:
+		return fail(net.UnknownNetworkError(network))
 	}
-	return nil, &net.OpError{Op: "dial", Net: network, Err: net.UnknownNetworkError(network)}
+	ap, proto, err := parseAddr(network, address, wildcard)
+	if err != nil {
+		return fail(err)
+	}
+	return fullAddr(ap), proto, transport, nil
 }
 
 // Listen listens for TCP connections on the overlay, like net.Listen.
 // An empty or unspecified host listens on every overlay address (IPv4 and
 // IPv6 for "tcp").
 func (t *Net) Listen(network, address string) (net.Listener, error) {
-	if t == nil {
-		return nil, &net.OpError{Op: "listen", Net: network, Err: errNoOverlay}
+	fa, proto, transport, err := t.resolve("listen", network, address, true)
+	if err != nil {
+		return nil, err
 	}
-	switch network {
-	case "tcp", "tcp4", "tcp6":
-	default:
+	if transport != tcp.ProtocolNumber {
 		return nil, &net.OpError{Op: "listen", Net: network, Err: net.UnknownNetworkError(network)}
 	}
-	ap, proto, err := parseAddr(network, address, true)
-	if err != nil {
-		return nil, &net.OpError{Op: "listen", Net: network, Err: err}
-	}
-	return gonet.ListenTCP(t.s, fullAddr(ap), proto)
+	return gonet.ListenTCP(t.s, fa, proto)
 }
 
 // ListenPacket opens a UDP socket on the overlay, like net.ListenPacket.
 func (t *Net) ListenPacket(network, address string) (net.PacketConn, error) {
-	if t == nil {
-		return nil, &net.OpError{Op: "listen", Net: network, Err: errNoOverlay}
+	fa, proto, transport, err := t.resolve("listen", network, address, true)
+	if err != nil {
+		return nil, err
 	}
-	switch network {
-	case "udp", "udp4", "udp6":
-	default:
+	if transport != udp.ProtocolNumber {
 		return nil, &net.OpError{Op: "listen", Net: network, Err: net.UnknownNetworkError(network)}
 	}
-	ap, proto, err := parseAddr(network, address, true)
-	if err != nil {
-		return nil, &net.OpError{Op: "listen", Net: network, Err: err}
-	}
-	fa := fullAddr(ap)
 	return gonet.DialUDP(t.s, &fa, nil, proto)
 }
 
@@ -225,22 +234,9 @@ func (r *bytesReader) Len() int { return len(r.b) }
 // carries the mark. Geneve endpoints map marks to per-packet options
 // (endpoint.Endpoint.SetMarkOptions); Tunnel.DialContextOptions does both.
 func (t *Net) DialContextMark(ctx context.Context, network, address string, mark uint32) (net.Conn, error) {
-	if t == nil {
-		return nil, &net.OpError{Op: "dial", Net: network, Err: errNoOverlay}
-	}
-	ap, proto, err := parseAddr(network, address, false)
+	fa, proto, transport, err := t.resolve("dial", network, address, false)
 	if err != nil {
-		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
-	}
-	fa := fullAddr(ap)
-	var transport tcpip.TransportProtocolNumber
-	switch network {
-	case "tcp", "tcp4", "tcp6":
-		transport = tcp.ProtocolNumber
-	case "udp", "udp4", "udp6":
-		transport = udp.ProtocolNumber
-	default:
-		return nil, &net.OpError{Op: "dial", Net: network, Err: net.UnknownNetworkError(network)}
+		return nil, err
 	}
 	var wq waiter.Queue
 	ep, terr := t.s.NewEndpoint(transport, proto, &wq)
