@@ -40,6 +40,19 @@ func deviceGoroutines() int {
 	return strings.Count(string(buf), "link.(*Device).readLoop")
 }
 
+// deviceGoroutinesSettled waits (boundedly) until the count of device
+// goroutines drops to want: Close waits for the read goroutine's WaitGroup,
+// which it signals from a deferred call, so the goroutine may still be
+// on its way out for a moment when Close returns.
+func deviceGoroutinesSettled(want int) int {
+	n := deviceGoroutines()
+	for i := 0; i < 200 && n > want; i++ {
+		time.Sleep(5 * time.Millisecond)
+		n = deviceGoroutines()
+	}
+	return n
+}
+
 const needsCapMsg = "needs CAP_NET_ADMIN (run as root or grant the capability), or use --overlay netstack"
 
 func TestDeviceNeedsCapNetAdmin(t *testing.T) {
@@ -454,7 +467,7 @@ func TestDeviceOverlay(t *testing.T) {
 
 			a.close()
 			b.close()
-			if n := deviceGoroutines(); n != before {
+			if n := deviceGoroutinesSettled(before); n != before {
 				t.Errorf("%d device goroutines after Close, want %d", n, before)
 			}
 			for _, ns := range []*netns.NS{nsA, nsB} {
