@@ -95,11 +95,14 @@ func (h VirtioNetHdr) String() string {
 	if h.Flags&VirtioNetHdrFDataValid != 0 {
 		fl = append(fl, "data-valid")
 	}
-	if rest := h.Flags &^ (VirtioNetHdrFNeedsCsum | VirtioNetHdrFDataValid); rest != 0 {
+	if h.Flags&VirtioNetHdrFUDPTunnelCsum != 0 {
+		fl = append(fl, "udp-tunnel-csum")
+	}
+	if rest := h.Flags &^ (VirtioNetHdrFNeedsCsum | VirtioNetHdrFDataValid | VirtioNetHdrFUDPTunnelCsum); rest != 0 {
 		fl = append(fl, fmt.Sprintf("%#x", rest))
 	}
 	gso := "none"
-	switch h.GSOType &^ VirtioNetHdrGSOECN {
+	switch h.GSOType &^ (VirtioNetHdrGSOECN | VirtioNetHdrGSOUDPTunnelIPv4 | VirtioNetHdrGSOUDPTunnelIPv6) {
 	case VirtioNetHdrGSONone:
 	case VirtioNetHdrGSOTCPv4:
 		gso = "tcpv4"
@@ -112,9 +115,70 @@ func (h VirtioNetHdr) String() string {
 	default:
 		gso = fmt.Sprintf("%#x", h.GSOType&^VirtioNetHdrGSOECN)
 	}
+	switch {
+	case h.GSOType&VirtioNetHdrGSOUDPTunnelIPv4 != 0:
+		gso += "+udp-tunnel4"
+	case h.GSOType&VirtioNetHdrGSOUDPTunnelIPv6 != 0:
+		gso += "+udp-tunnel6"
+	}
 	if h.GSOType&VirtioNetHdrGSOECN != 0 {
 		gso += "+ecn"
 	}
 	return fmt.Sprintf("vnet{flags=[%s] gso=%s hdr_len=%d gso_size=%d csum_start=%d csum_offset=%d}",
 		strings.Join(fl, ","), gso, h.HdrLen, h.GSOSize, h.CsumStart, h.CsumOffset)
+}
+
+// VirtioNetHdrTunnelLen is the size of struct virtio_net_hdr_v1_hash_tunnel
+// (Linux 6.17+): the v1 header (the legacy one plus num_buffers), the hash
+// report fields and the two UDP-tunnel offsets. A TAP device whose header
+// size is set to it (TUNSETVNETHDRSZ) takes UDP-tunnel segmentation jobs
+// on write, and with TUN_F_UDP_TUNNEL_GSO hands such super-frames over on
+// read.
+const VirtioNetHdrTunnelLen = 24
+
+// UDP-tunnel additions to the virtio_net_hdr flags and segmentation types
+// (linux/virtio_net.h, Linux 6.17+).
+const (
+	// VirtioNetHdrFUDPTunnelCsum (VIRTIO_NET_HDR_F_UDP_TUNNEL_CSUM): the
+	// outer UDP checksum of every segment is to be computed; the outer
+	// checksum field holds the pseudo-header sum of the whole job.
+	VirtioNetHdrFUDPTunnelCsum = 8
+	// VirtioNetHdrGSOUDPTunnelIPv4 and VirtioNetHdrGSOUDPTunnelIPv6 are
+	// or-ed into a TCP segmentation type when the TCP packet is inside a
+	// UDP tunnel over IPv4 or IPv6: every segment gets a copy of all the
+	// headers, outer and inner, with lengths, IDs and checksums fixed.
+	VirtioNetHdrGSOUDPTunnelIPv4 = 0x20
+	VirtioNetHdrGSOUDPTunnelIPv6 = 0x40
+)
+
+// VirtioNetHdrTunnel is struct virtio_net_hdr_v1_hash_tunnel: a
+// VirtioNetHdr plus where the outer transport header and the inner network
+// header start, from the start of the frame (the Ethernet header). For a
+// UDP-tunnel job CsumStart is the inner TCP header (the inner checksum is
+// partial) and HdrLen ends after it.
+type VirtioNetHdrTunnel struct {
+	VirtioNetHdr
+	OuterTransportOffset uint16
+	InnerNetworkOffset   uint16
+}
+
+// Encode writes h into b[:VirtioNetHdrTunnelLen], little-endian, with
+// num_buffers and the hash fields zero. It panics if b is shorter.
+func (h *VirtioNetHdrTunnel) Encode(b []byte) {
+	_ = b[VirtioNetHdrTunnelLen-1]
+	h.VirtioNetHdr.Encode(b)
+	clear(b[VirtioNetHdrLen:20])
+	binary.LittleEndian.PutUint16(b[20:22], h.OuterTransportOffset)
+	binary.LittleEndian.PutUint16(b[22:24], h.InnerNetworkOffset)
+}
+
+// Decode reads h from b, little-endian. It reports false if b is shorter
+// than VirtioNetHdrTunnelLen.
+func (h *VirtioNetHdrTunnel) Decode(b []byte) bool {
+	if len(b) < VirtioNetHdrTunnelLen || !h.VirtioNetHdr.Decode(b) {
+		return false
+	}
+	h.OuterTransportOffset = binary.LittleEndian.Uint16(b[20:22])
+	h.InnerNetworkOffset = binary.LittleEndian.Uint16(b[22:24])
+	return true
 }

@@ -47,3 +47,38 @@ func TestVirtioNetHdrString(t *testing.T) {
 		}
 	}
 }
+
+func TestVirtioNetHdrTunnelLayout(t *testing.T) {
+	h := VirtioNetHdrTunnel{
+		VirtioNetHdr: VirtioNetHdr{
+			Flags:      VirtioNetHdrFNeedsCsum | VirtioNetHdrFUDPTunnelCsum,
+			GSOType:    VirtioNetHdrGSOTCPv4 | VirtioNetHdrGSOUDPTunnelIPv6,
+			HdrLen:     0x0102,
+			GSOSize:    0x0304,
+			CsumStart:  0x0506,
+			CsumOffset: 0x0708,
+		},
+		OuterTransportOffset: 0x090a,
+		InnerNetworkOffset:   0x0b0c,
+	}
+	b := bytes.Repeat([]byte{0xee}, VirtioNetHdrTunnelLen)
+	h.Encode(b)
+	// struct virtio_net_hdr_v1_hash_tunnel: flags, gso_type, hdr_len,
+	// gso_size, csum_start, csum_offset, num_buffers, hash_value,
+	// hash_report, padding, outer_th_offset, inner_nh_offset.
+	want := []byte{9, 0x41, 0x02, 0x01, 0x04, 0x03, 0x06, 0x05, 0x08, 0x07,
+		0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a, 0x09, 0x0c, 0x0b}
+	if !bytes.Equal(b, want) {
+		t.Fatalf("Encode: % x, want % x", b, want)
+	}
+	var g VirtioNetHdrTunnel
+	if !g.Decode(b) || g != h {
+		t.Fatalf("Decode: %+v, want %+v", g, h)
+	}
+	if g.Decode(b[:VirtioNetHdrTunnelLen-1]) {
+		t.Errorf("Decode accepted a short header")
+	}
+	if got, want := h.String(), "vnet{flags=[needs-csum,udp-tunnel-csum] gso=tcpv4+udp-tunnel6 hdr_len=258 gso_size=772 csum_start=1286 csum_offset=1800}"; got != want {
+		t.Errorf("String: %s, want %s", got, want)
+	}
+}
