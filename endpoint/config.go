@@ -211,7 +211,9 @@ type Config struct {
 	DisableGSO bool
 
 	// DisableGRO turns off receive coalescing and receive checksum offload:
-	// the overlay stack then validates every inner checksum itself.
+	// the overlay stack then validates every inner checksum itself, except
+	// those of datagrams built on this host, which may be partial
+	// (link.Datagram.Local).
 	DisableGRO bool
 }
 

@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 
 	"github.com/gnv-project/gnv/endpoint/geneve"
+	"github.com/gnv-project/gnv/link"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -68,6 +69,10 @@ type Endpoint struct {
 	// endpoint could not check is being delivered (the NIC reads the
 	// capability per packet).
 	rxUnchecked atomic.Bool
+	// rxLocal claims receive checksum offload, whatever the
+	// configuration, while a packet built on this host is being delivered:
+	// its checksums may be partial and cannot be checked.
+	rxLocal atomic.Bool
 
 	// gro and touched belong to the socket's receive goroutine.
 	gro     gro.GRO
@@ -75,6 +80,9 @@ type Endpoint struct {
 	rxNow   int64 // the forwarding table's clock, read once per batch
 
 	txPool sync.Pool // *txBatch
+
+	// tseg is the transport when it takes UDP-tunnel segmentation jobs.
+	tseg link.TunnelSegmenter
 
 	stats counters
 }
@@ -132,6 +140,17 @@ func New(sock *Socket, cfg Config) (*Endpoint, error) {
 		return nil, fmt.Errorf("mtu %d out of range: valid MTUs are 68..65535", mtu)
 	}
 	e.mtu.Store(mtu)
+	if ts, ok := sock.t.(link.TunnelSegmenter); ok {
+		e.tseg = ts
+		// Keep a whole super-packet within one outer IP packet (the
+		// overlay stack adds at most 61 bytes of TCP/IP headers to the
+		// payload GSOMaxSize allows, the tunnel 56 plus the inner IP
+		// and Ethernet headers and the options).
+		limit := uint32(65535 - 160 - len(cfg.Options) - cfg.MaxMarkOptions)
+		if e.cfg.GSOMaxSize > limit {
+			e.cfg.GSOMaxSize = limit
+		}
+	}
 	e.gro.Init(!cfg.DisableGRO)
 	e.txPool.New = func() any { return new(txBatch) }
 	if err := sock.register(e); err != nil {
@@ -250,7 +269,7 @@ func (e *Endpoint) Capabilities() stack.LinkEndpointCapabilities {
 	if e.cfg.Mode == L2 {
 		c |= stack.CapabilityResolutionRequired
 	}
-	if !e.cfg.DisableGRO && !e.rxUnchecked.Load() {
+	if !e.cfg.DisableGRO && !e.rxUnchecked.Load() || e.rxLocal.Load() {
 		c |= stack.CapabilityRXChecksumOffload
 	}
 	return c

@@ -111,7 +111,7 @@ func (e *Endpoint) segment(b *txBatch, pkt *stack.PacketBuffer, linkHdr []byte, 
 		xsum := checksum.Combine(checksum.Checksum(stcp, pseudo), sum)
 		binary.BigEndian.PutUint16(stcp[16:18], ^xsum)
 
-		e.emit(b, &seg, sip, hash, dsts, extra)
+		e.emit(b, &seg, sip, hash, dsts, extra, 0)
 		nseg++
 	}
 	if nseg > 1 {

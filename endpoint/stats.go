@@ -100,6 +100,10 @@ type Stats struct {
 	TxBytes   uint64 // inner bytes sent
 	// TxGSOSegments counts segments made from TCP super-packets.
 	TxGSOSegments uint64
+	// TxTunnelJobs counts TCP super-packets handed to the underlay whole,
+	// for the kernel to segment after encapsulation (link.Packet.InnerMSS);
+	// RxTunnelJobs counts such super-packets received whole.
+	TxTunnelJobs, RxTunnelJobs uint64
 	// RxControl counts O-bit control packets (also counted in Drops[DropControl]).
 	RxControl uint64
 	// PMTUReplies counts ICMP Fragmentation Needed / ICMPv6 Packet Too Big
@@ -125,6 +129,8 @@ func (s *Stats) Add(o *Stats) {
 	s.TxPackets += o.TxPackets
 	s.TxBytes += o.TxBytes
 	s.TxGSOSegments += o.TxGSOSegments
+	s.TxTunnelJobs += o.TxTunnelJobs
+	s.RxTunnelJobs += o.RxTunnelJobs
 	s.RxControl += o.RxControl
 	s.PMTUReplies += o.PMTUReplies
 	for i := range s.Drops {
@@ -138,6 +144,9 @@ func (s Stats) String() string {
 	fmt.Fprintf(&b, "rx %d pkts %d B, tx %d pkts %d B", s.RxPackets, s.RxBytes, s.TxPackets, s.TxBytes)
 	if s.TxGSOSegments != 0 {
 		fmt.Fprintf(&b, " (%d GSO segments)", s.TxGSOSegments)
+	}
+	if s.TxTunnelJobs != 0 || s.RxTunnelJobs != 0 {
+		fmt.Fprintf(&b, ", tunnel GSO tx %d rx %d", s.TxTunnelJobs, s.RxTunnelJobs)
 	}
 	if s.TotalDrops() == 0 {
 		b.WriteString(", no drops")
@@ -154,11 +163,12 @@ func (s Stats) String() string {
 
 // counters is the live, concurrency-safe form of Stats.
 type counters struct {
-	rxPackets, rxBytes       atomic.Uint64
-	txPackets, txBytes       atomic.Uint64
-	txGSOSegments, rxControl atomic.Uint64
-	pmtuReplies              atomic.Uint64
-	drops                    [NumDropReasons]atomic.Uint64
+	rxPackets, rxBytes         atomic.Uint64
+	txPackets, txBytes         atomic.Uint64
+	txGSOSegments, rxControl   atomic.Uint64
+	pmtuReplies                atomic.Uint64
+	txTunnelJobs, rxTunnelJobs atomic.Uint64
+	drops                      [NumDropReasons]atomic.Uint64
 }
 
 func (c *counters) drop(r DropReason) { c.drops[r].Add(1) }
@@ -172,6 +182,8 @@ func (c *counters) snapshot() Stats {
 		TxGSOSegments: c.txGSOSegments.Load(),
 		RxControl:     c.rxControl.Load(),
 		PMTUReplies:   c.pmtuReplies.Load(),
+		TxTunnelJobs:  c.txTunnelJobs.Load(),
+		RxTunnelJobs:  c.rxTunnelJobs.Load(),
 	}
 	for i := range c.drops {
 		s.Drops[i] = c.drops[i].Load()

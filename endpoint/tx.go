@@ -61,7 +61,9 @@ func (e *Endpoint) writePacket(b *txBatch, pkt *stack.PacketBuffer) {
 	}
 	extra := e.markOptions(pkt.Mark)
 	if t := pkt.GSOOptions.Type; t == stack.GSOTCPv4 || t == stack.GSOTCPv6 {
-		e.segment(b, pkt, linkHdr, dsts, extra)
+		if !e.tunnelJob(b, pkt, linkHdr, dsts, extra) {
+			e.segment(b, pkt, linkHdr, dsts, extra)
+		}
 		return
 	}
 	ip := pkt.NetworkHeader().Slice()
@@ -71,7 +73,36 @@ func (e *Endpoint) writePacket(b *txBatch, pkt *stack.PacketBuffer) {
 	}
 	hash := e.hash(linkHdr, ip, pkt.TransportHeader().Slice())
 	inner := pkt.ToBuffer()
-	e.emit(b, &inner, ip, hash, dsts, extra)
+	e.emit(b, &inner, ip, hash, dsts, extra, 0)
+}
+
+// tunnelJob sends a host-GSO TCP packet whole, as a UDP-tunnel
+// segmentation job (link.Packet.InnerMSS) that the kernel segments after
+// encapsulation, if the transport takes jobs and the packet qualifies:
+// more than one segment, a partial checksum (as the stack leaves it), and
+// small enough for one outer packet. It reports false, having done
+// nothing, otherwise; the caller then segments in software.
+func (e *Endpoint) tunnelJob(b *txBatch, pkt *stack.PacketBuffer, linkHdr []byte, dsts []netip.AddrPort, extra []byte) bool {
+	if e.tseg == nil || !pkt.GSOOptions.NeedsCsum || e.cfg.FlowLabel {
+		return false
+	}
+	maxPayload, ok := e.tseg.TunnelSegmentation()
+	if !ok {
+		return false
+	}
+	ip := pkt.NetworkHeader().Slice()
+	tcp := pkt.TransportHeader().Slice()
+	mss := int(pkt.GSOOptions.MSS)
+	data := pkt.Data().Size()
+	if len(ip) < 20 || len(tcp) < 20 || mss <= 0 || data <= mss || len(ip)+len(tcp)+mss > int(e.mtu.Load()) ||
+		geneve.HeaderLen+len(e.cfg.Options)+len(extra)+pkt.Size() > maxPayload {
+		return false
+	}
+	hash := e.hash(linkHdr, ip, tcp)
+	inner := pkt.ToBuffer()
+	e.emit(b, &inner, ip, hash, dsts, extra, uint16(mss))
+	e.stats.txTunnelJobs.Add(1)
+	return true
 }
 
 // fragmentable reports whether an inner packet larger than the tunnel MTU
@@ -127,8 +158,9 @@ func (e *Endpoint) srcPort(hash uint32) uint16 {
 // emit prepends the Geneve header to inner (whose ownership it takes) and
 // queues one datagram per destination. ip is the inner IP header (or nil),
 // used for the protocol type in L3 mode and the outer header policy; extra
-// are per-packet options.
-func (e *Endpoint) emit(b *txBatch, inner *buffer.Buffer, ip []byte, hash uint32, dsts []netip.AddrPort, extra []byte) {
+// are per-packet options; innerMSS, if not zero, makes the datagrams
+// UDP-tunnel segmentation jobs (link.Packet.InnerMSS).
+func (e *Endpoint) emit(b *txBatch, inner *buffer.Buffer, ip []byte, hash uint32, dsts []netip.AddrPort, extra []byte, innerMSS uint16) {
 	proto := geneve.ProtoEthernet
 	if e.cfg.Mode == L3 {
 		switch {
@@ -171,12 +203,13 @@ func (e *Endpoint) emit(b *txBatch, inner *buffer.Buffer, ip []byte, hash uint32
 			payload.Merge(&c)
 		}
 		b.pkts[b.n] = link.Packet{
-			Payload: payload,
-			Dst:     dst,
-			SrcPort: e.srcPort(hash),
-			TOS:     tos,
-			TTL:     ttl,
-			DF:      df,
+			Payload:  payload,
+			Dst:      dst,
+			SrcPort:  e.srcPort(hash),
+			TOS:      tos,
+			TTL:      ttl,
+			DF:       df,
+			InnerMSS: innerMSS,
 		}
 		if e.cfg.FlowLabel {
 			b.pkts[b.n].FlowLabel = max(hash&0xfffff, 1) // 0 would mean "no label"

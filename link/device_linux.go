@@ -509,7 +509,7 @@ func (d *Device) writePacket(pkt *stack.PacketBuffer) {
 		switch {
 		case !isIP || ip.fragment:
 		case ip.proto == devProtoTCP && ip.l4Len > 0 && linkLen+ip.totalLen == total:
-			d.writeTCP(linkLen, ip, total)
+			d.writeTCP(pkt, linkLen, ip, total)
 			return
 		case ip.version == 6 && ip.hdrLen != 40:
 			// The endpoint does not look past IPv6 extension headers.
@@ -536,7 +536,7 @@ func (d *Device) writePacket(pkt *stack.PacketBuffer) {
 // header it goes out as one packet with a partial checksum (and GSO when
 // larger than one segment); without one it is checksummed, and split into
 // segments, in software.
-func (d *Device) writeTCP(linkLen int, ip devIP, total int) {
+func (d *Device) writeTCP(pkt *stack.PacketBuffer, linkLen int, ip devIP, total int) {
 	s := &d.sys
 	hl := linkLen + ip.hdrLen + ip.l4Len
 	h := s.whdr[VirtioNetHdrLen:]
@@ -546,6 +546,9 @@ func (d *Device) writeTCP(linkLen int, ip devIP, total int) {
 	payLen := total - hl
 	mtu := int(d.mtu.Load())
 	segSize := mtu - ip.hdrLen - ip.l4Len // what gso_size must not exceed
+	if m := int(pkt.GSOOptions.MSS); m > 0 && m < segSize {
+		segSize = m // the sender's segment size, known for a tunnel job
+	}
 
 	if d.offloads.VnetHdr {
 		if ip.version == 4 {
@@ -758,6 +761,17 @@ func (n *devNetlink) setLink(index int, mtu uint32, mac net.HardwareAddr, up boo
 	if mac != nil {
 		msg = devNLAttr(msg, unix.IFLA_ADDRESS, mac)
 	}
+	return n.request(unix.RTM_NEWLINK, 0, msg)
+}
+
+// setMaster makes interface index a port of master (a bridge), like
+// `ip link set DEV master BRIDGE`.
+func (n *devNetlink) setMaster(index, master int) error {
+	msg := make([]byte, unix.SizeofIfInfomsg, 32)
+	binary.NativeEndian.PutUint32(msg[4:8], uint32(index))
+	var v [4]byte
+	binary.NativeEndian.PutUint32(v[:], uint32(master))
+	msg = devNLAttr(msg, unix.IFLA_MASTER, v[:])
 	return n.request(unix.RTM_NEWLINK, 0, msg)
 }
 

@@ -50,6 +50,12 @@ type NetstackUDPOptions struct {
 	// only while Segmenter.UDPSegmentation says so.
 	Segmenter UDPSegmenter
 
+	// TunnelSegmenter is the link endpoint that takes UDP-tunnel
+	// segmentation jobs (GSOUDPTunnel) for this transport's NIC; nil means
+	// the NIC's link endpoint if it implements TunnelSegmenter. Like
+	// Segmenter, set it when the endpoint is wrapped.
+	TunnelSegmenter TunnelSegmenter
+
 	// ZeroChecksumRx6 accepts IPv6 datagrams with a zero UDP checksum
 	// (RFC 8926 §4.3.1 allows it only when configured). IPv4 datagrams with
 	// a zero checksum are always accepted.
@@ -115,7 +121,10 @@ type NetstackUDPStats struct {
 	// UDP segmentation job, and TxGSODatagrams the datagrams in them (they
 	// count in TxDatagrams too).
 	TxGSOJobs, TxGSODatagrams atomic.Uint64
-	RxDatagrams               atomic.Uint64
+	// TxTunnelJobs counts UDP-tunnel segmentation jobs (Packet.InnerMSS)
+	// handed to the underlay NIC.
+	TxTunnelJobs atomic.Uint64
+	RxDatagrams  atomic.Uint64
 	// RxMalformed counts datagrams whose UDP length is wrong.
 	RxMalformed atomic.Uint64
 	// RxChecksumErrors counts datagrams with a bad UDP checksum, and IPv6
@@ -169,6 +178,13 @@ func NewNetstackUDP(opts NetstackUDPOptions) (*NetstackUDP, error) {
 		if nic, ok := opts.Stack.NICInfo()[opts.NIC]; ok && nic.Name != "" {
 			if sg, ok := opts.Stack.GetLinkEndpointByName(nic.Name).(UDPSegmenter); ok {
 				t.opts.Segmenter = sg
+			}
+		}
+	}
+	if t.opts.TunnelSegmenter == nil {
+		if nic, ok := opts.Stack.NICInfo()[opts.NIC]; ok && nic.Name != "" {
+			if sg, ok := opts.Stack.GetLinkEndpointByName(nic.Name).(TunnelSegmenter); ok {
+				t.opts.TunnelSegmenter = sg
 			}
 		}
 	}
@@ -326,6 +342,17 @@ func (t *NetstackUDP) WriteBatch(pkts []Packet) (int, error) {
 	return sent, firstErr
 }
 
+// TunnelSegmentation implements TunnelSegmenter: jobs are taken while the
+// NIC's link endpoint takes them.
+func (t *NetstackUDP) TunnelSegmentation() (int, bool) {
+	sg := t.opts.TunnelSegmenter
+	if sg == nil {
+		return 0, false
+	}
+	n, ok := sg.TunnelSegmentation()
+	return min(n, t.maxJobPayload()), ok
+}
+
 // zeroChecksum reports whether datagrams leave with a zero UDP checksum.
 func (t *NetstackUDP) zeroChecksum() bool {
 	if t.proto == ipv4.ProtocolNumber {
@@ -454,6 +481,9 @@ func (t *NetstackUDP) write(p *Packet) error {
 	if terr != nil {
 		return fmt.Errorf("route to %s: %s", dst, terr)
 	}
+	if p.InnerMSS != 0 {
+		return t.writeTunnelJob(p, r, dst)
+	}
 	if p.FlowLabel != 0 && t.proto == ipv6.ProtocolNumber {
 		return t.writeFlowLabel(p, r, dst)
 	}
@@ -483,6 +513,43 @@ func (t *NetstackUDP) write(p *Packet) error {
 		t.forgetRoute(dst, r)
 		return fmt.Errorf("send to %s: %s", p.Dst, terr)
 	}
+	return nil
+}
+
+// writeTunnelJob sends p, a UDP-tunnel segmentation job (Packet.InnerMSS),
+// as one GSOUDPTunnel packet for the NIC to hand to the kernel. The UDP
+// checksum field holds the pseudo-header sum over the whole job (the kernel
+// finishes each segment's), or zero if so configured.
+func (t *NetstackUDP) writeTunnelJob(p *Packet, r *stack.Route, dst netip.Addr) error {
+	if r.Loop() != stack.PacketOut {
+		return fmt.Errorf("send to %s: a tunnel segmentation job cannot be looped back", p.Dst)
+	}
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{
+		ReserveHeaderBytes: int(r.MaxHeaderLength()) + header.UDPMinimumSize,
+		Payload:            p.Payload.Clone(),
+	})
+	defer pkt.DecRef()
+	length := uint16(pkt.Size() + header.UDPMinimumSize)
+	u := header.UDP(pkt.TransportHeader().Push(header.UDPMinimumSize))
+	u.Encode(&header.UDPFields{SrcPort: t.srcPort(p), DstPort: p.Dst.Port(), Length: length})
+	pkt.TransportProtocolNumber = udp.ProtocolNumber
+	csum := !t.zeroChecksum()
+	if csum {
+		u.SetChecksum(r.PseudoHeaderChecksum(udp.ProtocolNumber, length))
+	}
+	pkt.GSOOptions = stack.GSO{
+		Type:       GSOUDPTunnel,
+		NeedsCsum:  csum,
+		CsumOffset: afpUDPCsumOffset,
+		MSS:        p.InnerMSS,
+		L3HdrLen:   t.l3HdrLen(),
+		MaxSize:    uint32(t.maxJobPayload()),
+	}
+	if terr := r.WritePacket(stack.NetworkHeaderParams{Protocol: udp.ProtocolNumber, TTL: t.ttl(p, dst, r), TOS: p.TOS, DF: p.DF}, pkt); terr != nil {
+		t.forgetRoute(dst, r)
+		return fmt.Errorf("send to %s: %s", p.Dst, terr)
+	}
+	t.stats.TxTunnelJobs.Add(1)
 	return nil
 }
 
@@ -534,6 +601,9 @@ func (t *NetstackUDP) OffloadString() string {
 		if po := o.Offloads(); po != (PacketOffloads{}) {
 			return po.String()
 		}
+	}
+	if o, ok := t.opts.TunnelSegmenter.(interface{ Offloads() TAPOffloads }); ok {
+		return o.Offloads().String()
 	}
 	return ""
 }
@@ -662,6 +732,9 @@ func (t *NetstackUDP) datagram(d *Datagram, pkt *stack.PacketBuffer) {
 		Dst:     addrFromTCPIP(dst),
 		TOS:     tos,
 		TTL:     ttl,
+		// The NIC's receive marks (see GSOUDPTunnel).
+		Local:    pkt.GSOOptions.NeedsCsum,
+		InnerMSS: pkt.GSOOptions.MSS,
 	}
 }
 

@@ -42,6 +42,25 @@ type Packet struct {
 	// Zero leaves it to the transport: netstack sends 0, a kernel socket
 	// its automatic per-socket label.
 	FlowLabel uint32
+
+	// InnerMSS, when not zero, says that Payload holds an unsegmented inner
+	// TCP super-packet (a UDP-tunnel segmentation job) to be cut into
+	// segments of InnerMSS TCP payload bytes below the transport, each
+	// sent as its own Geneve datagram with a copy of all the headers. Its
+	// inner TCP checksum field holds the pseudo-header sum over the whole
+	// TCP length (a partial checksum). Only set for transports whose
+	// TunnelSegmentation says yes.
+	InnerMSS uint16
+}
+
+// TunnelSegmenter is implemented by transports that take UDP-tunnel
+// segmentation jobs (Packet.InnerMSS): the Geneve endpoint then hands TCP
+// super-packets down whole, and the kernel or NIC segments them after
+// encapsulation, as it does for its own VXLAN or Geneve devices.
+type TunnelSegmenter interface {
+	// TunnelSegmentation reports whether jobs are taken now, and the
+	// largest UDP payload of one (the outer IP length field bounds it).
+	TunnelSegmentation() (maxPayload int, ok bool)
 }
 
 // Datagram is one received Geneve datagram.
@@ -68,6 +87,20 @@ type Datagram struct {
 
 	// TTL is the outer IPv4 TTL / IPv6 hop limit (0 if unknown).
 	TTL uint8
+
+	// Local says that the datagram was built on this host and has not
+	// crossed a wire: the kernel handed it over with a partial checksum
+	// (CHECKSUM_PARTIAL, VIRTIO_NET_HDR_F_NEEDS_CSUM). Its inner transport
+	// checksum may then hold only the pseudo-header sum, as Linux leaves
+	// it for the device that never computes it (a veth); like Linux, the
+	// receiver trusts such checksums. Only transports that see the
+	// kernel's offload metadata (a virtio_net_hdr) set it.
+	Local bool
+
+	// InnerMSS, when not zero, says that the datagram is an unsegmented
+	// UDP-tunnel super-packet (see Packet.InnerMSS) whose inner TCP
+	// segments carry InnerMSS payload bytes each.
+	InnerMSS uint16
 }
 
 // Receiver consumes batches of received datagrams. Receive is called from

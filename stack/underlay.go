@@ -22,8 +22,8 @@ import (
 )
 
 // Underlay says how a tunnel's Geneve datagrams reach the network. The
-// implementations are NetstackUnderlay, PacketUnderlay, KernelUDPUnderlay
-// and *SharedUnderlay.
+// implementations are NetstackUnderlay, PacketUnderlay, TAPUnderlay,
+// KernelUDPUnderlay and *SharedUnderlay.
 type Underlay interface {
 	// open creates (or, for a shared underlay, borrows) the socket.
 	open(o openOptions) (*SharedUnderlay, error)
@@ -326,6 +326,7 @@ func (u NetstackUnderlay) open(o openOptions) (*SharedUnderlay, error) {
 		Local:           netip.AddrPortFrom(addr, o.port),
 		MulticastTTL:    u.MulticastTTL,
 		Segmenter:       underlaySegmenter(u.Link),
+		TunnelSegmenter: underlayTunnelSegmenter(u.Link),
 		NoChecksum4:     u.NoChecksumTx4,
 		ZeroChecksumTx6: u.ZeroChecksumTx6,
 		ZeroChecksumRx6: u.ZeroChecksumRx6,
@@ -342,10 +343,11 @@ func (u NetstackUnderlay) open(o openOptions) (*SharedUnderlay, error) {
 }
 
 // underlayQDisc returns the NIC's queueing discipline for link (wrapped in
-// lep): for an AF_PACKET endpoint one that allocates nothing per packet,
+// lep): for an AF_PACKET or TAP endpoint one that allocates nothing per packet,
 // else nil (the stack's default).
 func underlayQDisc(l tcpipstack.LinkEndpoint, lep tcpipstack.LinkEndpoint) tcpipstack.QueueingDiscipline {
-	if _, ok := l.(*link.PacketEndpoint); ok {
+	switch l.(type) {
+	case *link.PacketEndpoint, *link.TAPEndpoint:
 		return link.NewDirectQDisc(lep)
 	}
 	return nil
@@ -358,6 +360,73 @@ func underlaySegmenter(l tcpipstack.LinkEndpoint) link.UDPSegmenter {
 		return sg
 	}
 	return nil
+}
+
+// underlayTunnelSegmenter returns link if it takes UDP-tunnel segmentation
+// jobs, for the same reason.
+func underlayTunnelSegmenter(l tcpipstack.LinkEndpoint) link.TunnelSegmenter {
+	if sg, ok := l.(link.TunnelSegmenter); ok {
+		return sg
+	}
+	return nil
+}
+
+// TAPUnderlay runs the underlay netstack on a TAP device of its own
+// (link.TAPEndpoint), plugged into the host's network like a virtual
+// machine: usually a port of a Linux bridge that also holds the uplink.
+// Netstack, not the host kernel, does the underlay's IP, UDP, ARP, ND, IGMP
+// and MLD, with its own MAC and Address. On Linux 6.17 and later TCP
+// super-packets cross the TAP device whole and the kernel segments them
+// after encapsulation (UDP-tunnel GSO), or, on a veth or bridge, never. It
+// needs CAP_NET_ADMIN.
+type TAPUnderlay struct {
+	// Name is the TAP interface name; empty lets the kernel choose.
+	Name string
+	// Bridge, if set, is the Linux bridge to make the TAP device a port of.
+	Bridge string
+	// Address is netstack's underlay address and prefix, like
+	// 192.0.2.1/24. The host kernel must not have it.
+	Address netip.Prefix
+	// Gateway is the next hop for underlay destinations outside Address's
+	// prefix; invalid means none.
+	Gateway netip.Addr
+	// MulticastTTL is the TTL of datagrams sent to a group; 0 means 64.
+	MulticastTTL uint8
+	// Pcap, if set, receives a capture of every underlay frame (Ethernet).
+	// Segmentation jobs appear as the one large frame written.
+	Pcap io.Writer
+	// Options tunes the TAP endpoint (MAC, MTU, NoTunnelGSO); its Name
+	// and Bridge fields are ignored.
+	Options link.TAPEndpointOptions
+	// Checksums is the outer UDP checksum policy.
+	Checksums
+}
+
+func (u TAPUnderlay) localAddr() netip.Addr { return u.Address.Addr() }
+
+func (u TAPUnderlay) open(o openOptions) (*SharedUnderlay, error) {
+	if !u.Address.IsValid() {
+		return nil, errors.New("underlay address: required, like 192.0.2.1/24")
+	}
+	opts := u.Options
+	opts.Name, opts.Bridge = u.Name, u.Bridge
+	ep, err := link.NewTAPEndpoint(opts)
+	if err != nil {
+		return nil, err
+	}
+	sh, err := NetstackUnderlay{
+		Link:         ep,
+		Address:      u.Address,
+		Gateway:      u.Gateway,
+		MulticastTTL: u.MulticastTTL,
+		Pcap:         u.Pcap,
+		Checksums:    u.Checksums,
+	}.open(o)
+	if err != nil {
+		ep.Close() // a no-op if the stack got to close it
+		return nil, err
+	}
+	return sh, nil
 }
 
 // PacketUnderlay runs the underlay netstack on a host interface through an

@@ -1,0 +1,717 @@
+//go:build linux
+
+package link
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+const (
+	// tunFUDPTunnelGSO and tunFUDPTunnelGSOCsum are TUN_F_UDP_TUNNEL_GSO
+	// and TUN_F_UDP_TUNNEL_GSO_CSUM (linux/if_tun.h, Linux 6.17+), not yet
+	// in x/sys.
+	tunFUDPTunnelGSO     = 0x80
+	tunFUDPTunnelGSOCsum = 0x100
+
+	// tapBigView is the second receive view, for the rest of a
+	// super-frame: together with the first (at least 2 KiB) it holds 64
+	// KiB of IP plus the Ethernet header. It is gVisor's largest pooled
+	// chunk size, so it is recycled rather than allocated.
+	tapBigView = 1 << 16
+
+	// tapHdrScratch is how many leading bytes of an outbound job are
+	// copied to parse its headers: Ethernet, outer IP, UDP, Geneve with
+	// the largest options, inner Ethernet with VLAN tags, IP, TCP.
+	tapHdrScratch = 640
+)
+
+// tapEndpoint is the Linux state of a TAPEndpoint.
+type tapEndpoint struct {
+	opts     TAPEndpointOptions
+	name     string
+	ifindex  int
+	nl       *devNetlink
+	file     *os.File
+	rc       syscall.RawConn
+	vnetLen  int // VirtioNetHdrTunnelLen or VirtioNetHdrLen
+	tunnel   atomic.Bool
+	mtu      atomic.Uint32
+	mac      tcpip.LinkAddress
+	frameCap int // the first receive view: MTU + Ethernet + a VLAN tag, at least 2 KiB
+
+	mu         sync.RWMutex
+	dispatcher stack.NetworkDispatcher
+	onClose    func()
+
+	attachMu sync.Mutex    // serialises Attach and Close
+	stopCh   chan struct{} // closed to stop the receive goroutine; under attachMu
+	wg       sync.WaitGroup
+	closed   atomic.Bool
+	rx       tapRx
+
+	wmu sync.Mutex // serialises writers; guards tx
+	tx  tapTx
+
+	stats TAPEndpointStats
+}
+
+// NewTAPEndpoint creates (or attaches to) the TAP device, sets up its
+// offloads, makes it a port of opts.Bridge if set and brings it up, all in
+// the calling thread's network namespace. It needs CAP_NET_ADMIN. Pass the
+// result to stack.CreateNIC, which starts the receive goroutine; the stack
+// owns it from then on (Stack.Destroy closes it). Close it yourself only if
+// it never joined a stack.
+func NewTAPEndpoint(opts TAPEndpointOptions) (_ *TAPEndpoint, err error) {
+	if opts.MAC != nil && (len(opts.MAC) != 6 || opts.MAC[0]&1 != 0) {
+		return nil, fmt.Errorf("link: TAP underlay: MAC %v: want a unicast Ethernet address", opts.MAC)
+	}
+	if opts.MTU != 0 && (opts.MTU < 576 || opts.MTU > 65535-header.EthernetMinimumSize) {
+		return nil, fmt.Errorf("link: TAP underlay: MTU %d out of range 576..%d", opts.MTU, 65535-header.EthernetMinimumSize)
+	}
+	e := &TAPEndpoint{tapEndpoint{opts: opts}}
+	mac := opts.MAC
+	if mac == nil {
+		mac = make(net.HardwareAddr, 6)
+		if _, err := rand.Read(mac); err != nil {
+			return nil, fmt.Errorf("link: TAP underlay: random MAC: %w", err)
+		}
+		mac[0] = mac[0]&^1 | 2 // unicast, locally administered
+	}
+	e.mac = tcpip.LinkAddress(mac)
+
+	if e.nl, err = devNetlinkOpen(); err != nil {
+		return nil, fmt.Errorf("link: TAP underlay: %w", err)
+	}
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		e.nl.close()
+		return nil, devPermissionError("creating", DeviceTAP, opts.Name, &os.PathError{Op: "open", Path: "/dev/net/tun", Err: err})
+	}
+	defer func() {
+		if err != nil {
+			if e.file != nil {
+				e.file.Close()
+			} else {
+				unix.Close(fd)
+			}
+			e.nl.close()
+		}
+	}()
+	ifr, err := unix.NewIfreq(opts.Name)
+	if err != nil {
+		return nil, fmt.Errorf("link: TAP underlay: device name %q: %w", opts.Name, err)
+	}
+	ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		if errors.Is(err, unix.EBUSY) {
+			return nil, fmt.Errorf("link: TAP underlay: device %s is in use by another process", opts.Name)
+		}
+		return nil, devPermissionError("creating", DeviceTAP, opts.Name, err)
+	}
+	e.name = ifr.Name()
+	if err := e.setupOffloads(fd); err != nil {
+		return nil, err
+	}
+	e.file = os.NewFile(uintptr(fd), "gnv-tap:"+e.name)
+	if e.rc, err = e.file.SyscallConn(); err != nil {
+		return nil, fmt.Errorf("link: TAP underlay %s: %w", e.name, err)
+	}
+	if e.ifindex, err = e.nl.ifindex(e.name); err != nil {
+		return nil, fmt.Errorf("link: TAP underlay %s: interface index: %w", e.name, err)
+	}
+	mtu := opts.MTU
+	if opts.Bridge != "" {
+		br, err := e.nl.ifindex(opts.Bridge)
+		if err != nil {
+			return nil, fmt.Errorf("link: TAP underlay %s: bridge %s: %w", e.name, opts.Bridge, err)
+		}
+		if err := e.nl.setMaster(e.ifindex, br); err != nil {
+			return nil, devPermissionError("configuring", DeviceTAP, e.name, fmt.Errorf("joining bridge %s: %w", opts.Bridge, err))
+		}
+		if mtu == 0 {
+			if mtu, err = e.nl.mtu(opts.Bridge); err != nil {
+				return nil, fmt.Errorf("link: TAP underlay %s: bridge %s: mtu: %w", e.name, opts.Bridge, err)
+			}
+		}
+	}
+	if mtu == 0 {
+		mtu = 1500
+	}
+	if err := e.nl.setLink(e.ifindex, uint32(mtu), nil, true); err != nil {
+		return nil, devPermissionError("configuring", DeviceTAP, e.name, err)
+	}
+	e.mtu.Store(uint32(mtu))
+	e.frameCap = max(2048, mtu+header.EthernetMinimumSize+4)
+	e.rx.init(e)
+	e.tx.init(e)
+	return e, nil
+}
+
+// setupOffloads asks for the UDP-tunnel header and offloads, or falls back
+// to the plain header with checksum offload.
+func (e *TAPEndpoint) setupOffloads(fd int) error {
+	// Little-endian headers whatever the host's byte order (TUNSETVNETLE
+	// exists since Linux 3.19; on little-endian hosts it is the default).
+	if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETLE, 1); err != nil {
+		var probe [2]byte
+		binary.NativeEndian.PutUint16(probe[:], 1)
+		if probe[0] != 1 {
+			return fmt.Errorf("link: TAP underlay %s: TUNSETVNETLE: %w", e.name, err)
+		}
+	}
+	const tcp = unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6 | unix.TUN_F_TSO_ECN
+	// TUN_F_UDP_TUNNEL_GSO came with the tunnel header (Linux 6.17): a
+	// kernel that takes the flag also takes jobs described by the header
+	// on write.
+	if !e.opts.NoTunnelGSO &&
+		unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, VirtioNetHdrTunnelLen) == nil &&
+		unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, tcp|tunFUDPTunnelGSO|tunFUDPTunnelGSOCsum) == nil {
+		e.vnetLen = VirtioNetHdrTunnelLen
+		e.tunnel.Store(true)
+		return nil
+	}
+	if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, VirtioNetHdrLen); err != nil {
+		return fmt.Errorf("link: TAP underlay %s: TUNSETVNETHDRSZ: %w", e.name, err)
+	}
+	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, unix.TUN_F_CSUM); err != nil {
+		return fmt.Errorf("link: TAP underlay %s: TUNSETOFFLOAD: %w", e.name, err)
+	}
+	e.vnetLen = VirtioNetHdrLen
+	return nil
+}
+
+// Name returns the TAP interface name.
+func (e *TAPEndpoint) Name() string { return e.name }
+
+// Offloads reports the offloads in use.
+func (e *TAPEndpoint) Offloads() TAPOffloads {
+	return TAPOffloads{TxChecksum: true, TunnelGSO: e.tunnel.Load()}
+}
+
+// Stats returns the endpoint's counters.
+func (e *TAPEndpoint) Stats() *TAPEndpointStats { return &e.stats }
+
+// TunnelSegmentation implements TunnelSegmenter.
+func (e *TAPEndpoint) TunnelSegmentation() (int, bool) {
+	return 0xffff, e.tunnel.Load()
+}
+
+// MTU implements stack.LinkEndpoint.
+func (e *TAPEndpoint) MTU() uint32 { return e.mtu.Load() }
+
+// SetMTU implements stack.LinkEndpoint.
+func (e *TAPEndpoint) SetMTU(mtu uint32) { e.mtu.Store(mtu) }
+
+// MaxHeaderLength implements stack.LinkEndpoint.
+func (e *TAPEndpoint) MaxHeaderLength() uint16 { return header.EthernetMinimumSize }
+
+// LinkAddress implements stack.LinkEndpoint: netstack's MAC address.
+func (e *TAPEndpoint) LinkAddress() tcpip.LinkAddress {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.mac
+}
+
+// SetLinkAddress implements stack.LinkEndpoint.
+func (e *TAPEndpoint) SetLinkAddress(addr tcpip.LinkAddress) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.mac = addr
+}
+
+// Capabilities implements stack.LinkEndpoint.
+func (e *TAPEndpoint) Capabilities() stack.LinkEndpointCapabilities {
+	return stack.CapabilityResolutionRequired | stack.CapabilityRXChecksumOffload | stack.CapabilityTXChecksumOffload
+}
+
+// Attach implements stack.LinkEndpoint, as PacketEndpoint's does: it starts
+// the receive goroutine delivering to d, or, with nil, tells it to stop
+// without waiting (Close waits).
+func (e *TAPEndpoint) Attach(d stack.NetworkDispatcher) {
+	e.attachMu.Lock()
+	defer e.attachMu.Unlock()
+	e.signalStop()
+	if d == nil || e.closed.Load() {
+		return
+	}
+	e.wg.Wait() // a goroutine stopped by an earlier Attach(nil)
+	_ = e.file.SetReadDeadline(time.Time{})
+	stop := make(chan struct{})
+	e.stopCh = stop
+	e.mu.Lock()
+	e.dispatcher = d
+	e.mu.Unlock()
+	e.wg.Add(1)
+	go e.rxLoop(d, stop)
+}
+
+// signalStop tells the receive goroutine, if any, to stop, waking its
+// read. Called with attachMu held.
+func (e *TAPEndpoint) signalStop() {
+	e.mu.Lock()
+	e.dispatcher = nil
+	e.mu.Unlock()
+	if e.stopCh != nil {
+		close(e.stopCh)
+		e.stopCh = nil
+		_ = e.file.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+// IsAttached implements stack.LinkEndpoint.
+func (e *TAPEndpoint) IsAttached() bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.dispatcher != nil
+}
+
+// Wait implements stack.LinkEndpoint; see PacketEndpoint.Wait.
+func (e *TAPEndpoint) Wait() {
+	if e.closed.Load() {
+		e.wg.Wait()
+	}
+}
+
+// ARPHardwareType implements stack.LinkEndpoint.
+func (e *TAPEndpoint) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareEther }
+
+// AddHeader implements stack.LinkEndpoint: it pushes the Ethernet header.
+func (e *TAPEndpoint) AddHeader(pkt *stack.PacketBuffer) {
+	src := pkt.EgressRoute.LocalLinkAddress
+	if src == "" {
+		src = e.LinkAddress()
+	}
+	header.Ethernet(pkt.LinkHeader().Push(header.EthernetMinimumSize)).Encode(&header.EthernetFields{
+		SrcAddr: src,
+		DstAddr: pkt.EgressRoute.RemoteLinkAddress,
+		Type:    pkt.NetworkProtocolNumber,
+	})
+}
+
+// ParseHeader implements stack.LinkEndpoint.
+func (e *TAPEndpoint) ParseHeader(pkt *stack.PacketBuffer) bool {
+	_, ok := pkt.LinkHeader().Consume(header.EthernetMinimumSize)
+	return ok
+}
+
+// SetOnCloseAction implements stack.LinkEndpoint.
+func (e *TAPEndpoint) SetOnCloseAction(f func()) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.onClose = f
+}
+
+// Close implements stack.LinkEndpoint: it stops the receive goroutine and
+// closes the device, which removes it unless it is persistent.
+func (e *TAPEndpoint) Close() {
+	e.attachMu.Lock()
+	defer e.attachMu.Unlock()
+	if e.closed.Swap(true) {
+		return
+	}
+	e.signalStop()
+	e.wg.Wait()
+	e.mu.Lock()
+	f := e.onClose
+	e.onClose = nil
+	e.mu.Unlock()
+	if f != nil {
+		f()
+	}
+	_ = e.file.Close()
+	e.nl.close()
+	e.rx.release()
+}
+
+// ---- receiving ----
+
+// tapRx is the receive goroutine's state: one frame per read, scattered
+// into [virtio_net_hdr | a view of frameCap bytes | a 64 KiB view], so that
+// ordinary frames use a small buffer and super-frames need no copy.
+type tapRx struct {
+	e          *TAPEndpoint
+	hdr        []byte
+	small, big *buffer.View
+	iov        [3]unix.Iovec
+	flat       []byte // a multi-view frame made contiguous for checking
+	n          int
+	errno      syscall.Errno
+	readFn     func(fd uintptr) bool
+}
+
+func (r *tapRx) init(e *TAPEndpoint) {
+	r.e = e
+	r.hdr = make([]byte, e.vnetLen)
+	r.iov[0].Base = &r.hdr[0]
+	r.iov[0].SetLen(e.vnetLen)
+	r.newSmall()
+	r.newBig()
+	r.readFn = r.read
+}
+
+func (r *tapRx) newSmall() {
+	r.small = buffer.NewViewSize(r.e.frameCap)
+	r.iov[1].Base = &r.small.AsSlice()[0]
+	r.iov[1].SetLen(r.e.frameCap)
+}
+
+func (r *tapRx) newBig() {
+	r.big = buffer.NewViewSize(tapBigView)
+	r.iov[2].Base = &r.big.AsSlice()[0]
+	r.iov[2].SetLen(tapBigView)
+}
+
+func (r *tapRx) release() {
+	if r.small != nil {
+		r.small.Release()
+		r.small = nil
+	}
+	if r.big != nil {
+		r.big.Release()
+		r.big = nil
+	}
+	r.iov[1], r.iov[2] = unix.Iovec{}, unix.Iovec{}
+}
+
+// read reads one frame; it returns false when the device has none, so that
+// RawConn.Read waits for it to become readable.
+func (r *tapRx) read(fd uintptr) bool {
+	for {
+		n, _, errno := unix.Syscall(unix.SYS_READV, fd, uintptr(unsafe.Pointer(&r.iov[0])), uintptr(len(r.iov)))
+		switch errno {
+		case 0:
+			r.n = int(n)
+			return true
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		default:
+			r.errno = errno
+			return true
+		}
+	}
+}
+
+// rxLoop reads and delivers frames until stop is closed.
+func (e *TAPEndpoint) rxLoop(d stack.NetworkDispatcher, stop <-chan struct{}) {
+	defer e.wg.Done()
+	r := &e.rx
+	errs := 0
+	for {
+		r.n, r.errno = 0, 0
+		err := e.rc.Read(r.readFn)
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		if err == nil && r.errno != 0 {
+			err = r.errno
+		}
+		if err != nil {
+			e.stats.RxErrors.Add(1)
+			if errors.Is(err, os.ErrClosed) || errors.Is(err, unix.EBADFD) {
+				return // the device is gone
+			}
+			if errs++; errs > 100 {
+				time.Sleep(10 * time.Millisecond)
+			}
+			continue
+		}
+		errs = 0
+		r.frame(d)
+	}
+}
+
+// frame checks the frame just read and delivers it.
+func (r *tapRx) frame(d stack.NetworkDispatcher) {
+	e := r.e
+	n := r.n - e.vnetLen
+	if n < header.EthernetMinimumSize {
+		e.stats.RxMalformed.Add(1)
+		return
+	}
+	var vh VirtioNetHdrTunnel
+	if e.vnetLen == VirtioNetHdrTunnelLen {
+		vh.Decode(r.hdr)
+	} else {
+		vh.VirtioNetHdr.Decode(r.hdr)
+	}
+	first := r.small.AsSlice()[:min(n, e.frameCap)]
+	if dst := first[:6]; dst[0]&1 == 0 && string(dst) != string(e.LinkAddress()) {
+		e.stats.RxOtherHost.Add(1)
+		return
+	}
+	tunnel := false
+	switch vh.GSOType &^ (VirtioNetHdrGSOECN | VirtioNetHdrGSOUDPTunnelIPv4 | VirtioNetHdrGSOUDPTunnelIPv6) {
+	case VirtioNetHdrGSONone:
+	case VirtioNetHdrGSOTCPv4, VirtioNetHdrGSOTCPv6:
+		// A TCP super-frame, in a UDP tunnel (ours) or not (TCP to the
+		// underlay stack, which takes large segments as they are).
+		tunnel = vh.GSOType&(VirtioNetHdrGSOUDPTunnelIPv4|VirtioNetHdrGSOUDPTunnelIPv6) != 0
+	default:
+		e.stats.RxMalformed.Add(1) // UDP segmentation was not negotiated
+		return
+	}
+	if vh.Flags&(VirtioNetHdrFNeedsCsum|VirtioNetHdrFDataValid) == 0 {
+		frame := first
+		if n > len(first) {
+			r.flat = append(r.flat[:0], first...)
+			r.flat = append(r.flat, r.big.AsSlice()[:n-len(first)]...)
+			frame = r.flat
+		}
+		if !afpRxChecksumOK(frame) {
+			e.stats.RxChecksumErrors.Add(1)
+			return
+		}
+	}
+
+	var payload buffer.Buffer
+	if n <= e.frameCap {
+		r.small.CapLength(n)
+		payload = buffer.MakeWithView(r.small)
+		r.newSmall()
+	} else {
+		r.big.CapLength(n - e.frameCap)
+		payload = buffer.MakeWithView(r.small)
+		payload.Append(r.big)
+		r.newSmall()
+		r.newBig()
+	}
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: payload})
+	defer pkt.DecRef()
+	hdr, _ := pkt.LinkHeader().Consume(header.EthernetMinimumSize)
+	switch {
+	case hdr[0]&1 == 0:
+		pkt.PktType = tcpip.PacketHost
+	case string(hdr[:6]) == string(header.EthernetBroadcastAddress):
+		pkt.PktType = tcpip.PacketBroadcast
+	default:
+		pkt.PktType = tcpip.PacketMulticast
+	}
+	if vh.Flags&VirtioNetHdrFNeedsCsum != 0 {
+		// Receive marks (see GSOUDPTunnel).
+		pkt.GSOOptions.NeedsCsum = true
+		if tunnel {
+			pkt.GSOOptions.MSS = vh.GSOSize
+			e.stats.RxTunnelGSO.Add(1)
+		}
+	}
+	proto := tcpip.NetworkProtocolNumber(binary.BigEndian.Uint16(hdr[12:14]))
+	pkt.NetworkProtocolNumber = proto
+	d.DeliverNetworkPacket(proto, pkt)
+	e.stats.RxFrames.Add(1)
+}
+
+// ---- sending ----
+
+// tapTx is the writers' state, under wmu.
+type tapTx struct {
+	e       *TAPEndpoint
+	hdr     []byte // the virtio_net_hdr of the frame being written
+	scratch []byte // a job's leading bytes, to parse its headers
+	iovecs  []unix.Iovec
+	errno   syscall.Errno
+	writeFn func(fd uintptr) bool
+}
+
+func (tx *tapTx) init(e *TAPEndpoint) {
+	tx.e = e
+	tx.hdr = make([]byte, e.vnetLen)
+	tx.scratch = make([]byte, tapHdrScratch)
+	tx.writeFn = tx.write
+}
+
+// WritePackets implements stack.LinkWriter: one write per frame (a TAP
+// device takes no batches). Frames the kernel refuses are counted and
+// dropped.
+func (e *TAPEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	e.wmu.Lock()
+	defer e.wmu.Unlock()
+	for _, pkt := range pkts.AsSlice() {
+		e.tx.writePacket(pkt)
+	}
+	return pkts.Len(), nil
+}
+
+// writePacket writes one frame with its offload hints.
+func (tx *tapTx) writePacket(pkt *stack.PacketBuffer) {
+	e := tx.e
+	gso := pkt.GSOOptions
+	var vh VirtioNetHdrTunnel
+	job := gso.Type == GSOUDPTunnel
+	switch {
+	case job:
+		n := copyPacketPrefix(tx.scratch, pkt)
+		var ok bool
+		vh, ok = tapTunnelHdr(tx.scratch[:n], gso.MSS, gso.NeedsCsum)
+		if !ok || !e.tunnel.Load() {
+			e.stats.TxErrors.Add(1)
+			return
+		}
+	case gso.NeedsCsum:
+		vh.Flags = VirtioNetHdrFNeedsCsum
+		vh.CsumStart = uint16(header.EthernetMinimumSize) + gso.L3HdrLen
+		vh.CsumOffset = gso.CsumOffset
+	}
+	if e.vnetLen == VirtioNetHdrTunnelLen {
+		vh.Encode(tx.hdr)
+	} else {
+		vh.VirtioNetHdr.Encode(tx.hdr)
+	}
+	tx.iovecs = append(tx.iovecs[:0], unix.Iovec{Base: &tx.hdr[0]})
+	tx.iovecs[0].SetLen(len(tx.hdr))
+	vl, off := pkt.AsViewList()
+	for v := vl.Front(); v != nil; v = v.Next() {
+		b := v.AsSlice()
+		if off >= len(b) {
+			off -= len(b)
+			continue
+		}
+		b = b[off:]
+		off = 0
+		iov := unix.Iovec{Base: &b[0]}
+		iov.SetLen(len(b))
+		tx.iovecs = append(tx.iovecs, iov)
+	}
+	tx.errno = 0
+	if err := e.rc.Write(tx.writeFn); err != nil {
+		e.stats.TxErrors.Add(1)
+		return
+	}
+	clear(tx.iovecs) // drop the references to the packet's memory
+	switch {
+	case tx.errno == 0:
+		e.stats.TxFrames.Add(1)
+		if job {
+			e.stats.TxTunnelGSO.Add(1)
+		}
+	case job && tx.errno == unix.EINVAL:
+		// The kernel does not take jobs after all: the Geneve endpoint
+		// segments from now on; TCP retransmits this one.
+		e.tunnel.Store(false)
+		e.stats.TxOffloadFallbacks.Add(1)
+		e.stats.TxErrors.Add(1)
+	default:
+		e.stats.TxErrors.Add(1)
+	}
+}
+
+// write is the syscall.RawConn write callback.
+func (tx *tapTx) write(fd uintptr) bool {
+	for {
+		_, _, errno := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&tx.iovecs[0])), uintptr(len(tx.iovecs)))
+		switch errno {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		}
+		tx.errno = errno
+		return true
+	}
+}
+
+// copyPacketPrefix copies the first bytes of pkt (from its link header on)
+// into dst and returns how many.
+func copyPacketPrefix(dst []byte, pkt *stack.PacketBuffer) int {
+	n := 0
+	vl, off := pkt.AsViewList()
+	for v := vl.Front(); v != nil && n < len(dst); v = v.Next() {
+		b := v.AsSlice()
+		if off >= len(b) {
+			off -= len(b)
+			continue
+		}
+		n += copy(dst[n:], b[off:])
+		off = 0
+	}
+	return n
+}
+
+// tapTunnelHdr describes a UDP-tunnel segmentation job to the kernel.
+// frame holds at least the job's headers: Ethernet, outer IP, UDP, Geneve
+// with its options, then (L2) the inner Ethernet header with any VLAN tags,
+// and the inner IP and TCP headers. mss is the inner segment size;
+// outerCsum asks for outer UDP checksums. It reports false if the headers
+// do not parse or the inner packet is not TCP.
+func tapTunnelHdr(frame []byte, mss uint16, outerCsum bool) (vh VirtioNetHdrTunnel, ok bool) {
+	l3, l4, proto, ok := afpL3L4(frame)
+	if !ok || proto != uint8(header.UDPProtocolNumber) {
+		return vh, false
+	}
+	g := l4 + header.UDPMinimumSize
+	if len(frame) < g+8 {
+		return vh, false
+	}
+	nh := g + 8 + int(frame[g]&0x3f)*4
+	switch binary.BigEndian.Uint16(frame[g+2:]) {
+	case 0x6558: // Ethernet
+		nh += header.EthernetMinimumSize
+		if len(frame) < nh {
+			return vh, false
+		}
+		et := binary.BigEndian.Uint16(frame[nh-2:])
+		for et == 0x8100 || et == 0x88a8 {
+			nh += 4
+			if len(frame) < nh {
+				return vh, false
+			}
+			et = binary.BigEndian.Uint16(frame[nh-2:])
+		}
+		if et != uint16(header.IPv4ProtocolNumber) && et != uint16(header.IPv6ProtocolNumber) {
+			return vh, false
+		}
+	case uint16(header.IPv4ProtocolNumber), uint16(header.IPv6ProtocolNumber):
+	default:
+		return vh, false
+	}
+	if len(frame) < nh {
+		return vh, false
+	}
+	ip, ok := devParseIP(frame[nh:], 1<<16)
+	if !ok || ip.fragment || ip.proto != devProtoTCP || ip.l4Len == 0 {
+		return vh, false
+	}
+	th := nh + ip.hdrLen
+	vh.Flags = VirtioNetHdrFNeedsCsum
+	if outerCsum {
+		vh.Flags |= VirtioNetHdrFUDPTunnelCsum
+	}
+	vh.GSOType = VirtioNetHdrGSOTCPv4
+	if ip.version == 6 {
+		vh.GSOType = VirtioNetHdrGSOTCPv6
+	}
+	if frame[l3]>>4 == 4 {
+		vh.GSOType |= VirtioNetHdrGSOUDPTunnelIPv4
+	} else {
+		vh.GSOType |= VirtioNetHdrGSOUDPTunnelIPv6
+	}
+	if frame[th+13]&devTCPFlagCWR != 0 {
+		vh.GSOType |= VirtioNetHdrGSOECN
+	}
+	vh.HdrLen = uint16(th + ip.l4Len)
+	vh.GSOSize = mss
+	vh.CsumStart = uint16(th)
+	vh.CsumOffset = devTCPCsumOffset
+	vh.OuterTransportOffset = uint16(l4)
+	vh.InnerNetworkOffset = uint16(nh)
+	return vh, true
+}
