@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -24,12 +25,17 @@ import (
 //   - gnv with a kernel UDP underlay and TAP overlays,
 //   - gnv with AF_PACKET underlays and TAP overlays,
 //   - gnv with kernel UDP underlays and netstack overlays (in-process),
+//   - gnv with TAP underlays on a bridge and netstack overlays, where TCP
+//     super-packets cross the kernel whole (UDP-tunnel GSO),
 //
 // all in the same run, and reports each in Mbit/s and as a ratio to VXLAN.
 // iperf3 drives the kernel-overlay paths (5 s each); the netstack path
 // moves 256 MiB with testutil.TransferTCP. Needs root and iperf3.
 //
 //	go test -run '^$' -bench VethThroughput -benchtime 1x ./cmd/gnv/
+//
+// GNV_BENCH_PATHS=gnv-netstack-tapu,... limits the run to those paths (and
+// the baseline).
 func BenchmarkVethThroughput(b *testing.B) {
 	netns.RequireRoot(b)
 	if _, err := exec.LookPath("iperf3"); err != nil {
@@ -43,7 +49,20 @@ func BenchmarkVethThroughput(b *testing.B) {
 		{"kernel-vxlan", benchVXLAN},
 		{"gnv-udp-tap", func(b *testing.B) float64 { return benchGnvTAP(b, "udp") }},
 		{"gnv-packet-tap", func(b *testing.B) float64 { return benchGnvTAP(b, "packet") }},
-		{"gnv-netstack", benchGnvNetstack},
+		{"gnv-netstack", func(b *testing.B) float64 { return benchGnvNetstack(b, "udp") }},
+		{"gnv-netstack-tapu", func(b *testing.B) float64 { return benchGnvNetstack(b, "tap") }},
+	}
+	if only := os.Getenv("GNV_BENCH_PATHS"); only != "" {
+		var keep []struct {
+			name string
+			run  func(b *testing.B) float64
+		}
+		for _, p := range paths {
+			if p.name == "kernel-vxlan" || slices.Contains(strings.Split(only, ","), p.name) {
+				keep = append(keep, p)
+			}
+		}
+		paths = keep
 	}
 	for i := 0; i < b.N; i++ {
 		for _, p := range paths {
@@ -169,13 +188,20 @@ func benchUp(b *testing.B, ns *netns.NS, args ...string) {
 	b.Fatalf("gnv up did not come up: %s", out.String())
 }
 
-func benchGnvNetstack(b *testing.B) float64 {
-	a, c := vethPair(b, false)
+// benchGnvNetstack runs netstack overlays in this process over kernel UDP
+// underlays ("udp") or TAP underlays on a bridge with the veth ("tap").
+func benchGnvNetstack(b *testing.B, underlay string) float64 {
+	a, c := vethPair(b, underlay == "tap")
 	var us [2]*stack.SharedUnderlay
 	for i, ns := range []*netns.NS{a, c} {
 		local := netip.AddrFrom4([4]byte{192, 0, 2, byte(i + 1)})
+		var u stack.Underlay = stack.KernelUDPUnderlay{Local: local}
+		if underlay == "tap" {
+			netns.Bridge(b, ns, "br0", []string{"va", "vb"}[i])
+			u = stack.TAPUnderlay{Bridge: "br0", Address: netip.PrefixFrom(local, 24)}
+		}
 		if err := ns.Do(func() (err error) {
-			us[i], err = stack.OpenUnderlay(stack.KernelUDPUnderlay{Local: local}, stack.UnderlayOptions{})
+			us[i], err = stack.OpenUnderlay(u, stack.UnderlayOptions{})
 			return err
 		}); err != nil {
 			b.Fatal(err)
@@ -201,5 +227,6 @@ func benchGnvNetstack(b *testing.B) float64 {
 	if err != nil {
 		b.Fatal(err)
 	}
+	b.Logf("%s underlay: sender %s; receiver %s", underlay, tuns[0].Stats(), tuns[1].Stats())
 	return res.Mbps()
 }

@@ -119,6 +119,22 @@ func Veth(tb testing.TB, a *NS, ifA string, b *NS, ifB string) {
 	b.MustRun(tb, "ip", "link", "set", ifB, "up")
 }
 
+// Bridge creates a Linux bridge named name in ns with the given ports
+// (interfaces already in ns), and brings it up. Bridged frames skip
+// netfilter (bridge-nf-call-*), where br_netfilter would otherwise add its
+// cost to every frame.
+func Bridge(tb testing.TB, ns *NS, name string, ports ...string) {
+	tb.Helper()
+	ns.MustRun(tb, "ip", "link", "add", name, "type", "bridge")
+	for _, p := range ports {
+		ns.MustRun(tb, "ip", "link", "set", p, "master", name)
+	}
+	ns.MustRun(tb, "ip", "link", "set", name, "up")
+	for _, k := range []string{"iptables", "ip6tables", "arptables"} {
+		_, _ = ns.Run("sysctl", "-qw", "net.bridge.bridge-nf-call-"+k+"=0") // absent without br_netfilter
+	}
+}
+
 // Existing returns an NS for a namespace created elsewhere (by a script,
 // say); the caller deletes it.
 func Existing(name string) *NS {
