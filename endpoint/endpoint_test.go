@@ -94,7 +94,15 @@ func (s *sink) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffe
 func newTestEndpoint(t testing.TB, cfg Config) (*Endpoint, *fakeTransport, *sink) {
 	t.Helper()
 	ft := newFakeTransport("192.0.2.1:6081")
-	sock, err := NewSocket(ft)
+	e, d := newEndpointOn(t, ft, cfg)
+	return e, ft, d
+}
+
+// newEndpointOn makes an endpoint for cfg (remote 192.0.2.2 unless set) on
+// a socket over tr, attached to a recording sink.
+func newEndpointOn(t testing.TB, tr link.Transport, cfg Config) (*Endpoint, *sink) {
+	t.Helper()
+	sock, err := NewSocket(tr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +116,7 @@ func newTestEndpoint(t testing.TB, cfg Config) (*Endpoint, *fakeTransport, *sink
 	d := &sink{keep: true}
 	e.Attach(d)
 	t.Cleanup(e.Close)
-	return e, ft, d
+	return e, d
 }
 
 // ipv4UDP builds an IPv4/UDP packet with a valid checksum.

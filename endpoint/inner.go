@@ -327,3 +327,36 @@ func hasRoutingHeader(ip []byte) bool {
 	}
 	return false
 }
+
+// partialTCP reports whether an inner packet is TCP with a partial checksum
+// (CHECKSUM_PARTIAL): its checksum field holds the pseudo-header sum, not
+// complemented, as a host's kernel leaves it for a device that finishes it
+// (and a veth never does). Such a packet was built on this host.
+func partialTCP(ip []byte) bool {
+	var l4 []byte
+	var pseudo uint16
+	switch {
+	case len(ip) >= 20 && ip[0]>>4 == 4:
+		ihl := int(ip[0]&0xf) * 4
+		tot := int(binary.BigEndian.Uint16(ip[2:4]))
+		if ip[9] != protoTCP || ihl < 20 || tot < ihl || tot > len(ip) || binary.BigEndian.Uint16(ip[6:8])&0x3fff != 0 {
+			return false
+		}
+		l4 = ip[ihl:tot]
+		pseudo = checksum.Checksum(ip[12:20], protoTCP)
+	case len(ip) >= 40 && ip[0]>>4 == 6:
+		pl := int(binary.BigEndian.Uint16(ip[4:6]))
+		if ip[6] != protoTCP || 40+pl > len(ip) {
+			return false
+		}
+		l4 = ip[40 : 40+pl]
+		pseudo = checksum.Checksum(ip[8:40], protoTCP)
+	default:
+		return false
+	}
+	if len(l4) < 20 {
+		return false
+	}
+	pseudo = checksum.Combine(pseudo, uint16(len(l4)))
+	return binary.BigEndian.Uint16(l4[16:18]) == pseudo
+}

@@ -83,6 +83,7 @@ func (e *Endpoint) receive(dg *link.Datagram, h geneve.Header, payload []byte) {
 	rewriteECN, newECN := false, uint8(0)
 	rewriteTTL, newTTL := false, uint8(0)
 	unchecked := ip == nil
+	local := dg.Local
 	if ip != nil {
 		if t, ok := innerTOS(ip); ok {
 			ecn, ok := decapECN(t&ecnMask, dg.TOS&ecnMask)
@@ -99,11 +100,17 @@ func (e *Endpoint) receive(dg *link.Datagram, h geneve.Header, payload []byte) {
 		// A datagram built on this host may carry partial inner
 		// checksums (see link.Datagram.Local): trusted, as the kernel
 		// trusts them, never checked.
-		if !e.cfg.DisableGRO && !dg.Local {
+		if !e.cfg.DisableGRO && !local {
 			switch checkInner(ip) {
 			case innerInvalid:
-				e.stats.drop(DropInnerChecksum)
-				return
+				// A transport that cannot tell (a kernel socket) may
+				// still deliver a local datagram: its TCP checksum
+				// field then holds exactly the pseudo-header sum.
+				if !partialTCP(ip) {
+					e.stats.drop(DropInnerChecksum)
+					return
+				}
+				local = true
 			case innerUnchecked:
 				unchecked = true
 			}
@@ -153,12 +160,12 @@ func (e *Endpoint) receive(dg *link.Datagram, h geneve.Header, payload []byte) {
 	e.stats.rxPackets.Add(1)
 	e.stats.rxBytes.Add(uint64(len(payload)))
 	switch {
-	case dg.Local && ip != nil && (dg.InnerMSS != 0 || e.cfg.DisableGRO):
+	case local && ip != nil && (dg.InnerMSS != 0 || len(ip) > int(e.mtu.Load()) || e.cfg.DisableGRO):
 		// A super-packet the kernel did not segment (a UDP-tunnel job
 		// from this host), or a local packet while the overlay stack
 		// checks checksums itself: delivered on its own, with receive
 		// offload claimed for it. Coalesced packets go first.
-		if dg.InnerMSS != 0 {
+		if len(ip) > int(e.mtu.Load()) {
 			pkt.GSOOptions = stack.GSO{Type: stack.GSOTCPv4, NeedsCsum: true, CsumOffset: 16, MSS: dg.InnerMSS}
 			if ip[0]>>4 == 6 {
 				pkt.GSOOptions.Type = stack.GSOTCPv6

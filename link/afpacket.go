@@ -77,8 +77,11 @@ import (
 //     and UDP length and checksum in each.
 //   - receive: super-frames that the local kernel passes unsegmented (UDP
 //     GSO from a kernel UDP socket on the other end of a veth) are cut back
-//     into datagrams before netstack sees them; frames that are neither
-//     partial nor verified are checked as described above.
+//     into datagrams before netstack sees them; TCP super-frames
+//     (UDP-tunnel segmentation jobs from a TAPEndpoint or a kernel tunnel
+//     on this host) are delivered whole; frames that are neither partial
+//     nor verified are checked as described above. Partial frames carry
+//     the receive marks described at GSOUDPTunnel.
 //
 // Which of these the kernel accepts is probed when the endpoint is created:
 // the endpoint sends one probe frame per offload on its own socket and
@@ -197,8 +200,11 @@ type PacketEndpointStats struct {
 	RxMalformed atomic.Uint64
 	// RxGSOSplit counts UDP super-frames split into datagrams.
 	RxGSOSplit atomic.Uint64
+	// RxGSOWhole counts TCP super-frames delivered whole (UDP-tunnel
+	// segmentation jobs from this host).
+	RxGSOWhole atomic.Uint64
 	// RxGSODropped counts super-frames of a kind the endpoint does not
-	// split (TCP, UFO); the underlay stack has no use for them.
+	// take (UFO, or TCP without a partial checksum); dropped.
 	RxGSODropped atomic.Uint64
 	// RxErrors counts failed recvmmsg calls.
 	RxErrors atomic.Uint64

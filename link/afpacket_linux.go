@@ -595,7 +595,12 @@ func (r *afpRx) frame(d stack.NetworkDispatcher, i int, mac tcpip.LinkAddress) {
 		e.stats.RxOtherHost.Add(1)
 		return
 	}
-	if vh.GSOType != VirtioNetHdrGSONone {
+	switch vh.GSOType &^ VirtioNetHdrGSOECN {
+	case VirtioNetHdrGSONone:
+	case VirtioNetHdrGSOTCPv4, VirtioNetHdrGSOTCPv6:
+		r.whole(d, i, n, &vh)
+		return
+	default:
 		r.split(d, i, n, &vh)
 		return
 	}
@@ -609,12 +614,40 @@ func (r *afpRx) frame(d stack.NetworkDispatcher, i int, mac tcpip.LinkAddress) {
 	}
 	v.CapLength(n)
 	r.newView(i)
-	e.deliver(d, v)
+	e.deliver(d, buffer.MakeWithView(v), vh.Flags&VirtioNetHdrFNeedsCsum != 0, 0)
 }
 
-// deliver hands one frame to netstack; it takes ownership of v.
-func (e *PacketEndpoint) deliver(d stack.NetworkDispatcher, v *buffer.View) {
-	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithView(v)})
+// whole delivers a TCP super-frame as it is: a UDP-tunnel segmentation job
+// from this host (a TAP underlay's, or a kernel tunnel's) that crossed a
+// veth unsegmented. AF_PACKET's header does not say that it is tunnelled,
+// only that it is TCP with a partial checksum; netstack takes it as one
+// large UDP datagram, and the Geneve endpoint the inner super-packet.
+func (r *afpRx) whole(d stack.NetworkDispatcher, i, n int, vh *VirtioNetHdr) {
+	e := r.e
+	if vh.Flags&VirtioNetHdrFNeedsCsum == 0 || n > e.frameCap+afpOverflow {
+		e.stats.RxGSODropped.Add(1)
+		return
+	}
+	v := r.views[i]
+	payload := buffer.MakeWithView(v)
+	r.newView(i)
+	if n > e.frameCap {
+		payload.Append(buffer.NewViewWithData(r.overflow[i*afpOverflow : i*afpOverflow+n-e.frameCap]))
+	} else {
+		v.CapLength(n)
+	}
+	e.stats.RxGSOWhole.Add(1)
+	e.deliver(d, payload, true, vh.GSOSize)
+}
+
+// deliver hands one frame to netstack; it takes ownership of payload.
+// local and mss are the receive marks (see GSOUDPTunnel): the kernel left
+// the frame's checksum partial, and the inner segment size of a tunnel
+// job.
+func (e *PacketEndpoint) deliver(d stack.NetworkDispatcher, payload buffer.Buffer, local bool, mss uint16) {
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: payload})
+	pkt.GSOOptions.NeedsCsum = local
+	pkt.GSOOptions.MSS = mss
 	hdr, ok := pkt.LinkHeader().Consume(header.EthernetMinimumSize)
 	if !ok {
 		pkt.DecRef()
@@ -663,7 +696,7 @@ func (r *afpRx) split(d stack.NetworkDispatcher, i, n int, vh *VirtioNetHdr) {
 		copy(s, buf[:hl])
 		copy(s[hl:], payload[off:off+m])
 		afpSegmentHeader(s, l3, l4, idx, m)
-		e.deliver(d, v)
+		e.deliver(d, buffer.MakeWithView(v), true, 0)
 	}
 	e.stats.RxGSOSplit.Add(1)
 }
