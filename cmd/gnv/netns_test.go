@@ -209,7 +209,9 @@ func pair(t *testing.T) (a, b *netns.NS) {
 
 // underlaySide configures one end for an underlay kind and returns the
 // gnv up flags for it. For udp the kernel holds the address; for packet
-// the veth has no address and gnv's netstack owns it.
+// the veth has no address and gnv's netstack owns it; for tap the veth is
+// a port of a bridge that gnv's TAP device joins, and netstack owns the
+// address.
 func underlaySide(t *testing.T, ns *netns.NS, dev, kind, addr string, bits int) []string {
 	t.Helper()
 	cidr := fmt.Sprintf("%s/%d", addr, bits)
@@ -224,6 +226,9 @@ func underlaySide(t *testing.T, ns *netns.NS, dev, kind, addr string, bits int) 
 	case "packet":
 		ns.MustRun(t, "sysctl", "-qw", "net.ipv6.conf."+dev+".disable_ipv6=1")
 		return []string{"--underlay", "packet", "--dev", dev, "--underlay-addr", cidr}
+	case "tap":
+		netns.Bridge(t, ns, "br0", dev)
+		return []string{"--underlay", "tap", "--dev", "br0", "--underlay-addr", cidr}
 	}
 	t.Fatalf("underlay %q", kind)
 	return nil
@@ -239,7 +244,7 @@ func TestNetnsUnderlayOverlayMatrix(t *testing.T) {
 	if testing.Short() {
 		sizes = 2 << 20
 	}
-	for _, ul := range [][2]string{{"udp", "udp"}, {"packet", "packet"}, {"udp", "packet"}} {
+	for _, ul := range [][2]string{{"udp", "udp"}, {"packet", "packet"}, {"tap", "tap"}, {"udp", "packet"}, {"tap", "udp"}, {"tap", "packet"}} {
 		for _, mode := range []string{"l2", "l3"} {
 			for _, fam := range []int{4, 6} {
 				name := fmt.Sprintf("%s-%s/%s/ipv%d", ul[0], ul[1], mode, fam)

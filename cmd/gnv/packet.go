@@ -28,6 +28,24 @@ func packetUnderlay(p *upPlan, pcapW io.Writer, log *slog.Logger) (stack.Underla
 	}, nil
 }
 
+// tapUnderlay describes the TAP underlay: netstack on a TAP device of its
+// own, made a port of the bridge --dev if given.
+func tapUnderlay(p *upPlan, pcapW io.Writer) stack.Underlay {
+	return stack.TAPUnderlay{
+		Bridge:       p.dev,
+		Address:      p.underlayAddr,
+		Gateway:      p.gateway,
+		MulticastTTL: p.multicastTTL,
+		Pcap:         pcapW,
+		Checksums:    p.checksums(),
+		Options: link.TAPEndpointOptions{
+			MAC:         p.underlayMAC,
+			MTU:         p.underlayMTU,
+			NoTunnelGSO: p.noOffloads,
+		},
+	}
+}
+
 // checksums is the outer UDP checksum policy from the flags.
 func (p *upPlan) checksums() stack.Checksums {
 	return stack.Checksums{NoChecksumTx4: p.noCsum4, ZeroChecksumTx6: p.zeroCsum6Tx, ZeroChecksumRx6: p.zeroCsum6Rx}

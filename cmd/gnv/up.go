@@ -82,7 +82,7 @@ func newLogger(level slog.Level) *slog.Logger {
 
 // upPlan is a validated gnv up configuration.
 type upPlan struct {
-	underlay      string // udp or packet
+	underlay      string // udp, packet or tap
 	family        int
 	local         netip.Addr
 	port          uint16
@@ -163,13 +163,13 @@ func (o *upOptions) plan() (*upPlan, error) {
 	switch s.underlay {
 	case "udp":
 		if s.underlayAddr != "" {
-			return nil, fmt.Errorf("--underlay-addr applies to --underlay packet only (a udp underlay uses the host's addresses; see --local)")
+			return nil, fmt.Errorf("--underlay-addr applies to --underlay packet and tap only (a udp underlay uses the host's addresses; see --local)")
 		}
 		if s.gateway != "" {
-			return nil, fmt.Errorf("--gateway applies to --underlay packet only (a udp underlay uses the host's routes)")
+			return nil, fmt.Errorf("--gateway applies to --underlay packet and tap only (a udp underlay uses the host's routes)")
 		}
 		if s.underlayMAC != "" {
-			return nil, fmt.Errorf("--underlay-mac applies to --underlay packet only")
+			return nil, fmt.Errorf("--underlay-mac applies to --underlay packet and tap only")
 		}
 		if s.local != "" {
 			a, err := parseAddrFlag("local", s.local)
@@ -184,12 +184,12 @@ func (o *upOptions) plan() (*upPlan, error) {
 				return nil, err
 			}
 		}
-	case "packet":
-		if s.dev == "" {
+	case "packet", "tap":
+		if s.dev == "" && s.underlay == "packet" {
 			return nil, fmt.Errorf("--underlay packet needs --dev: the interface the AF_PACKET socket is bound to")
 		}
 		if s.underlayAddr == "" {
-			return nil, fmt.Errorf("--underlay packet needs --underlay-addr: the netstack's underlay address with prefix, like 192.0.2.1/24")
+			return nil, fmt.Errorf("--underlay %s needs --underlay-addr: the netstack's underlay address with prefix, like 192.0.2.1/24", s.underlay)
 		}
 		pfx, err := netip.ParsePrefix(s.underlayAddr)
 		if err != nil {
@@ -206,7 +206,7 @@ func (o *upOptions) plan() (*upPlan, error) {
 				return nil, err
 			}
 			if a != p.local {
-				return nil, fmt.Errorf("--local %s differs from --underlay-addr %s: with --underlay packet, leave --local out", a, p.underlayAddr)
+				return nil, fmt.Errorf("--local %s differs from --underlay-addr %s: with --underlay %s, leave --local out", a, p.underlayAddr, s.underlay)
 			}
 		}
 		if s.gateway != "" {
@@ -227,7 +227,7 @@ func (o *upOptions) plan() (*upPlan, error) {
 			p.underlayMAC = mac
 		}
 	default:
-		return nil, fmt.Errorf("--underlay %q: valid underlays are udp and packet", s.underlay)
+		return nil, fmt.Errorf("--underlay %q: valid underlays are udp, packet and tap", s.underlay)
 	}
 
 	seenVNI := map[int64]string{}
@@ -569,6 +569,12 @@ func openUnderlay(p *upPlan, log *slog.Logger) (*stack.SharedUnderlay, string, e
 			return nil, "", err
 		}
 		desc = "packet underlay on " + p.dev
+	case "tap":
+		u = tapUnderlay(p, pcapW)
+		desc = "tap underlay"
+		if p.dev != "" {
+			desc += " on bridge " + p.dev
+		}
 	}
 	multicast := false
 	for _, ip := range p.ifaces {
