@@ -33,23 +33,29 @@ func kernelHosts(t *testing.T, mode endpoint.Mode, fam int) (a, b *testutil.Host
 	hosts := make([]*testutil.Host, 2)
 	for i := range hosts {
 		peer := us[1-i].Socket().Transport().LocalAddr()
-		h := &testutil.Host{
-			Underlay: ul[i],
-			Overlay4: netip.AddrFrom4([4]byte{10, 0, 0, byte(i + 1)}),
-			Overlay6: netip.AddrFrom16([16]byte{0xfd, 15: byte(i + 1)}),
-		}
-		tun, err := stack.New(stack.Config{
-			VNI: 4242, Mode: mode, Remotes: []netip.Addr{peer.Addr()}, Port: peer.Port(), Underlay: us[i],
-			Addresses: []netip.Prefix{netip.PrefixFrom(h.Overlay4, 24), netip.PrefixFrom(h.Overlay6, 64)},
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { tun.Close() })
-		h.Tunnel = tun
-		hosts[i] = h
+		hosts[i] = overlayHost(t, i, stack.Config{VNI: 4242, Mode: mode, Remotes: []netip.Addr{peer.Addr()}, Port: peer.Port(), Underlay: us[i]})
 	}
 	return hosts[0], hosts[1]
+}
+
+// overlayHost makes host i (0 or 1) of a test pair: a tunnel for cfg with
+// overlay addresses 10.0.0.i+1/24 and fd00::i+1/64, closed by the test's
+// cleanup.
+func overlayHost(t *testing.T, i int, cfg stack.Config) *testutil.Host {
+	t.Helper()
+	h := &testutil.Host{
+		Underlay: cfg.Underlay.(*stack.SharedUnderlay).Socket().Transport().LocalAddr().Addr(),
+		Overlay4: netip.AddrFrom4([4]byte{10, 0, 0, byte(i + 1)}),
+		Overlay6: netip.AddrFrom16([16]byte{0xfd, 15: byte(i + 1)}),
+	}
+	cfg.Addresses = []netip.Prefix{netip.PrefixFrom(h.Overlay4, 24), netip.PrefixFrom(h.Overlay6, 64)}
+	tun, err := stack.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tun.Close() })
+	h.Tunnel = tun
+	return h
 }
 
 func TestKernelUDPMatrix(t *testing.T) {
