@@ -24,6 +24,7 @@ import (
 //   - the kernel's own VXLAN (the baseline),
 //   - gnv with a kernel UDP underlay and TAP overlays,
 //   - gnv with AF_PACKET underlays and TAP overlays,
+//   - gnv with TAP underlays on a bridge and TAP overlays,
 //   - gnv with kernel UDP underlays and netstack overlays (in-process),
 //   - gnv with TAP underlays on a bridge and netstack overlays, where TCP
 //     super-packets cross the kernel whole (UDP-tunnel GSO),
@@ -49,6 +50,7 @@ func BenchmarkVethThroughput(b *testing.B) {
 		{"kernel-vxlan", benchVXLAN},
 		{"gnv-udp-tap", func(b *testing.B) float64 { return benchGnvTAP(b, "udp") }},
 		{"gnv-packet-tap", func(b *testing.B) float64 { return benchGnvTAP(b, "packet") }},
+		{"gnv-tapu-tap", func(b *testing.B) float64 { return benchGnvTAP(b, "tap") }},
 		{"gnv-netstack", func(b *testing.B) float64 { return benchGnvNetstack(b, "udp") }},
 		{"gnv-netstack-tapu", func(b *testing.B) float64 { return benchGnvNetstack(b, "tap") }},
 	}
@@ -149,13 +151,17 @@ func benchVXLAN(b *testing.B) float64 {
 }
 
 func benchGnvTAP(b *testing.B, underlay string) float64 {
-	a, c := vethPair(b, underlay == "packet")
+	a, c := vethPair(b, underlay != "udp")
 	start := func(ns *netns.NS, dev, local, remote string, n int) {
 		args := []string{"--vni", "100", "--remote", remote, "--addr", fmt.Sprintf("10.9.0.%d/24", n)}
-		if underlay == "packet" {
+		switch underlay {
+		case "packet":
 			ns.MustRun(b, "sysctl", "-qw", "net.ipv6.conf."+dev+".disable_ipv6=1")
 			args = append(args, "--underlay", "packet", "--dev", dev, "--underlay-addr", local+"/24")
-		} else {
+		case "tap":
+			netns.Bridge(b, ns, "br0", dev)
+			args = append(args, "--underlay", "tap", "--dev", "br0", "--underlay-addr", local+"/24")
+		default:
 			args = append(args, "--local", local)
 		}
 		benchUp(b, ns, args...)
