@@ -68,9 +68,7 @@ func BenchmarkVethThroughput(b *testing.B) {
 	}
 	for i := 0; i < b.N; i++ {
 		for _, p := range paths {
-			mbps := p.run(b)
-			results[p.name] = append(results[p.name], mbps)
-			b.Logf("%-16s %8.0f Mbit/s", p.name, mbps)
+			results[p.name] = append(results[p.name], p.run(b))
 		}
 	}
 	mean := func(v []float64) float64 {
@@ -83,6 +81,9 @@ func BenchmarkVethThroughput(b *testing.B) {
 	base := mean(results["kernel-vxlan"])
 	for _, p := range paths {
 		m := mean(results[p.name])
+		// One line per path (go test shows only the first lines of a
+		// benchmark's log).
+		b.Logf("%-18s Mbit/s %s  mean %.0f (%.2fx vxlan)", p.name, fmt.Sprint(results[p.name]), m, m/base)
 		b.ReportMetric(m, p.name+"-Mbit/s")
 		if p.name != "kernel-vxlan" && base > 0 {
 			b.ReportMetric(m/base, p.name+"/vxlan")
@@ -233,6 +234,8 @@ func benchGnvNetstack(b *testing.B, underlay string) float64 {
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Logf("%s underlay: sender %s; receiver %s", underlay, tuns[0].Stats(), tuns[1].Stats())
+	if testing.Verbose() {
+		b.Logf("%s underlay: sender %s; receiver %s", underlay, tuns[0].Stats(), tuns[1].Stats())
+	}
 	return res.Mbps()
 }

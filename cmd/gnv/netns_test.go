@@ -281,12 +281,13 @@ func TestNetnsUnderlayOverlayMatrix(t *testing.T) {
 }
 
 // TestNetnsMulticast runs three gnv hosts on a bridge with a multicast
-// underlay, over kernel UDP sockets and over AF_PACKET netstack underlays
-// (whose IGMP/MLD joins netstack sends itself): every pair pings through
-// the group.
+// underlay, over kernel UDP sockets and over AF_PACKET and TAP netstack
+// underlays (whose IGMP/MLD joins netstack sends itself; the TAP devices
+// sit on bridges with multicast snooping on): every pair pings through the
+// group.
 func TestNetnsMulticast(t *testing.T) {
 	netns.RequireRoot(t)
-	for _, kind := range []string{"udp", "packet"} {
+	for _, kind := range []string{"udp", "packet", "tap"} {
 		for _, fam := range []int{4, 6} {
 			t.Run(fmt.Sprintf("%s/ipv%d", kind, fam), func(t *testing.T) {
 				br := netns.New(t, "gnv-br")
