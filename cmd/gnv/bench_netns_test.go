@@ -83,7 +83,11 @@ func BenchmarkVethThroughput(b *testing.B) {
 		m := mean(results[p.name])
 		// One line per path (go test shows only the first lines of a
 		// benchmark's log).
-		b.Logf("%-18s Mbit/s %s  mean %.0f (%.2fx vxlan)", p.name, fmt.Sprint(results[p.name]), m, m/base)
+		var samples []string
+		for _, v := range results[p.name] {
+			samples = append(samples, fmt.Sprintf("%.0f", v))
+		}
+		b.Logf("%-18s Mbit/s %s, mean %.0f (%.2fx vxlan)", p.name, strings.Join(samples, " / "), m, m/base)
 		b.ReportMetric(m, p.name+"-Mbit/s")
 		if p.name != "kernel-vxlan" && base > 0 {
 			b.ReportMetric(m/base, p.name+"/vxlan")
