@@ -12,7 +12,6 @@ import (
 	"net/netip"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -47,10 +46,10 @@ const (
 
 // packetEndpoint is the Linux state of a PacketEndpoint.
 type packetEndpoint struct {
-	cfg      PacketEndpointOptions
-	ifIndex  int
-	ifMAC    net.HardwareAddr
-	file     *os.File
+	cfg     PacketEndpointOptions
+	ifIndex int
+	ifMAC   net.HardwareAddr
+	ethNIC
 	rc       syscall.RawConn
 	vnetLen  int // 0 or VirtioNetHdrLen
 	frameCap int // receive buffer per frame: MTU + Ethernet + slack
@@ -59,17 +58,8 @@ type packetEndpoint struct {
 	mtu      atomic.Uint32
 	promisc  bool
 
-	mu         sync.RWMutex
-	mac        tcpip.LinkAddress
-	dispatcher stack.NetworkDispatcher
-	onClose    func()
-
-	attachMu sync.Mutex    // serialises Attach and Close
-	stopCh   chan struct{} // closed to stop the receive goroutine; under attachMu
-	wg       sync.WaitGroup
-	closed   atomic.Bool
-	rx       *afpRx
-	senders  chan *afpTx
+	rx      *afpRx
+	senders chan *afpTx
 
 	stats PacketEndpointStats
 }
@@ -131,10 +121,10 @@ func NewPacketEndpoint(opts PacketEndpointOptions) (*PacketEndpoint, error) {
 		cfg:      opts,
 		ifIndex:  ifi.Index,
 		ifMAC:    ifi.HardwareAddr,
-		mac:      tcpip.LinkAddress(mac),
 		frameCap: mtu + header.EthernetMinimumSize + 4, // + a VLAN tag's worth of slack
 		senders:  make(chan *afpTx, afpSenderPool),
 	}}
+	e.mac = tcpip.LinkAddress(mac)
 	e.mtu.Store(uint32(mtu))
 	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -150,6 +140,8 @@ func NewPacketEndpoint(opts PacketEndpointOptions) (*PacketEndpoint, error) {
 		return nil, fmt.Errorf("link: AF_PACKET: %w", err)
 	}
 	e.rx = newAFPRx(e)
+	e.run = e.rxLoop
+	e.release = e.rx.release
 	return e, nil
 }
 
@@ -297,22 +289,6 @@ func (e *PacketEndpoint) SetMTU(mtu uint32) { e.mtu.Store(mtu) }
 // MaxHeaderLength implements stack.LinkEndpoint.
 func (e *PacketEndpoint) MaxHeaderLength() uint16 { return header.EthernetMinimumSize }
 
-// LinkAddress implements stack.LinkEndpoint: netstack's MAC.
-func (e *PacketEndpoint) LinkAddress() tcpip.LinkAddress {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	return e.mac
-}
-
-// SetLinkAddress implements stack.LinkEndpoint. A MAC other than the
-// interface's needs the promiscuous mode set at creation (the default
-// unless UseInterfaceMAC).
-func (e *PacketEndpoint) SetLinkAddress(addr tcpip.LinkAddress) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.mac = addr
-}
-
 // Capabilities implements stack.LinkEndpoint.
 func (e *PacketEndpoint) Capabilities() stack.LinkEndpointCapabilities {
 	c := stack.CapabilityResolutionRequired | stack.CapabilityRXChecksumOffload
@@ -320,109 +296,6 @@ func (e *PacketEndpoint) Capabilities() stack.LinkEndpointCapabilities {
 		c |= stack.CapabilityTXChecksumOffload
 	}
 	return c
-}
-
-// Attach implements stack.LinkEndpoint: it starts the receive goroutine
-// delivering to d, or, with nil, tells it to stop. It does not wait for it
-// to stop: the stack calls Attach(nil), and then Wait, holding its own lock,
-// which a frame still being delivered may need (an ICMP error looks up a
-// route); Close, which the stack calls after releasing the lock, waits.
-func (e *PacketEndpoint) Attach(d stack.NetworkDispatcher) {
-	e.attachMu.Lock()
-	defer e.attachMu.Unlock()
-	e.signalStop()
-	if d == nil || e.closed.Load() {
-		return
-	}
-	e.wg.Wait() // a goroutine stopped by an earlier Attach(nil)
-	_ = e.file.SetReadDeadline(time.Time{})
-	stop := make(chan struct{})
-	e.stopCh = stop
-	e.mu.Lock()
-	e.dispatcher = d
-	e.mu.Unlock()
-	e.wg.Add(1)
-	go e.rxLoop(d, stop)
-}
-
-// signalStop tells the receive goroutine, if any, to stop, waking its
-// read. Called with attachMu held.
-func (e *PacketEndpoint) signalStop() {
-	e.mu.Lock()
-	e.dispatcher = nil
-	e.mu.Unlock()
-	if e.stopCh != nil {
-		close(e.stopCh)
-		e.stopCh = nil
-		_ = e.file.SetReadDeadline(time.Unix(1, 0))
-	}
-}
-
-// IsAttached implements stack.LinkEndpoint.
-func (e *PacketEndpoint) IsAttached() bool {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	return e.dispatcher != nil
-}
-
-// Wait implements stack.LinkEndpoint. Once the endpoint is closed it waits
-// for the receive goroutine; before, it returns at once, because the stack
-// calls it holding a lock that the goroutine may need to finish (see
-// Attach). Close waits for the goroutine.
-func (e *PacketEndpoint) Wait() {
-	if e.closed.Load() {
-		e.wg.Wait()
-	}
-}
-
-// ARPHardwareType implements stack.LinkEndpoint.
-func (e *PacketEndpoint) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareEther }
-
-// AddHeader implements stack.LinkEndpoint: it pushes the Ethernet header.
-func (e *PacketEndpoint) AddHeader(pkt *stack.PacketBuffer) {
-	src := pkt.EgressRoute.LocalLinkAddress
-	if src == "" {
-		src = e.LinkAddress()
-	}
-	header.Ethernet(pkt.LinkHeader().Push(header.EthernetMinimumSize)).Encode(&header.EthernetFields{
-		SrcAddr: src,
-		DstAddr: pkt.EgressRoute.RemoteLinkAddress,
-		Type:    pkt.NetworkProtocolNumber,
-	})
-}
-
-// ParseHeader implements stack.LinkEndpoint.
-func (e *PacketEndpoint) ParseHeader(pkt *stack.PacketBuffer) bool {
-	_, ok := pkt.LinkHeader().Consume(header.EthernetMinimumSize)
-	return ok
-}
-
-// SetOnCloseAction implements stack.LinkEndpoint.
-func (e *PacketEndpoint) SetOnCloseAction(f func()) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.onClose = f
-}
-
-// Close implements stack.LinkEndpoint: it stops the receive goroutine and
-// closes the socket. The stack calls it when the NIC is removed.
-func (e *PacketEndpoint) Close() {
-	e.attachMu.Lock()
-	defer e.attachMu.Unlock()
-	if e.closed.Swap(true) {
-		return
-	}
-	e.signalStop()
-	e.wg.Wait()
-	e.mu.Lock()
-	f := e.onClose
-	e.onClose = nil
-	e.mu.Unlock()
-	if f != nil {
-		f()
-	}
-	_ = e.file.Close()
-	e.rx.release()
 }
 
 // ---- receiving ----
@@ -535,7 +408,6 @@ func (r *afpRx) recv(fd uintptr) bool {
 
 // rxLoop reads and delivers frames until stop is closed.
 func (e *PacketEndpoint) rxLoop(d stack.NetworkDispatcher, stop <-chan struct{}) {
-	defer e.wg.Done()
 	r := e.rx
 	errs := 0
 	for {

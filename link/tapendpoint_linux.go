@@ -43,27 +43,18 @@ const (
 
 // tapEndpoint is the Linux state of a TAPEndpoint.
 type tapEndpoint struct {
-	opts     TAPEndpointOptions
-	name     string
-	ifindex  int
-	nl       *devNetlink
-	file     *os.File
+	opts    TAPEndpointOptions
+	name    string
+	ifindex int
+	nl      *devNetlink
+	ethNIC
 	rc       syscall.RawConn
 	vnetLen  int // VirtioNetHdrTunnelLen or VirtioNetHdrLen
 	tunnel   atomic.Bool
 	mtu      atomic.Uint32
-	mac      tcpip.LinkAddress
 	frameCap int // the first receive view: MTU + Ethernet + a VLAN tag, at least 2 KiB
 
-	mu         sync.RWMutex
-	dispatcher stack.NetworkDispatcher
-	onClose    func()
-
-	attachMu sync.Mutex    // serialises Attach and Close
-	stopCh   chan struct{} // closed to stop the receive goroutine; under attachMu
-	wg       sync.WaitGroup
-	closed   atomic.Bool
-	rx       tapRx
+	rx tapRx
 
 	wmu sync.Mutex // serialises writers; guards tx
 	tx  tapTx
@@ -160,6 +151,11 @@ func NewTAPEndpoint(opts TAPEndpointOptions) (_ *TAPEndpoint, err error) {
 	e.frameCap = max(2048, mtu+header.EthernetMinimumSize+4)
 	e.rx.init(e)
 	e.tx.init(e)
+	e.run = e.rxLoop
+	e.release = func() {
+		e.nl.close()
+		e.rx.release()
+	}
 	return e, nil
 }
 
@@ -218,125 +214,9 @@ func (e *TAPEndpoint) MTU() uint32 { return e.mtu.Load() }
 // SetMTU implements stack.LinkEndpoint.
 func (e *TAPEndpoint) SetMTU(mtu uint32) { e.mtu.Store(mtu) }
 
-// MaxHeaderLength implements stack.LinkEndpoint.
-func (e *TAPEndpoint) MaxHeaderLength() uint16 { return header.EthernetMinimumSize }
-
-// LinkAddress implements stack.LinkEndpoint: netstack's MAC address.
-func (e *TAPEndpoint) LinkAddress() tcpip.LinkAddress {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	return e.mac
-}
-
-// SetLinkAddress implements stack.LinkEndpoint.
-func (e *TAPEndpoint) SetLinkAddress(addr tcpip.LinkAddress) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.mac = addr
-}
-
 // Capabilities implements stack.LinkEndpoint.
 func (e *TAPEndpoint) Capabilities() stack.LinkEndpointCapabilities {
 	return stack.CapabilityResolutionRequired | stack.CapabilityRXChecksumOffload | stack.CapabilityTXChecksumOffload
-}
-
-// Attach implements stack.LinkEndpoint, as PacketEndpoint's does: it starts
-// the receive goroutine delivering to d, or, with nil, tells it to stop
-// without waiting (Close waits).
-func (e *TAPEndpoint) Attach(d stack.NetworkDispatcher) {
-	e.attachMu.Lock()
-	defer e.attachMu.Unlock()
-	e.signalStop()
-	if d == nil || e.closed.Load() {
-		return
-	}
-	e.wg.Wait() // a goroutine stopped by an earlier Attach(nil)
-	_ = e.file.SetReadDeadline(time.Time{})
-	stop := make(chan struct{})
-	e.stopCh = stop
-	e.mu.Lock()
-	e.dispatcher = d
-	e.mu.Unlock()
-	e.wg.Add(1)
-	go e.rxLoop(d, stop)
-}
-
-// signalStop tells the receive goroutine, if any, to stop, waking its
-// read. Called with attachMu held.
-func (e *TAPEndpoint) signalStop() {
-	e.mu.Lock()
-	e.dispatcher = nil
-	e.mu.Unlock()
-	if e.stopCh != nil {
-		close(e.stopCh)
-		e.stopCh = nil
-		_ = e.file.SetReadDeadline(time.Unix(1, 0))
-	}
-}
-
-// IsAttached implements stack.LinkEndpoint.
-func (e *TAPEndpoint) IsAttached() bool {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	return e.dispatcher != nil
-}
-
-// Wait implements stack.LinkEndpoint; see PacketEndpoint.Wait.
-func (e *TAPEndpoint) Wait() {
-	if e.closed.Load() {
-		e.wg.Wait()
-	}
-}
-
-// ARPHardwareType implements stack.LinkEndpoint.
-func (e *TAPEndpoint) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareEther }
-
-// AddHeader implements stack.LinkEndpoint: it pushes the Ethernet header.
-func (e *TAPEndpoint) AddHeader(pkt *stack.PacketBuffer) {
-	src := pkt.EgressRoute.LocalLinkAddress
-	if src == "" {
-		src = e.LinkAddress()
-	}
-	header.Ethernet(pkt.LinkHeader().Push(header.EthernetMinimumSize)).Encode(&header.EthernetFields{
-		SrcAddr: src,
-		DstAddr: pkt.EgressRoute.RemoteLinkAddress,
-		Type:    pkt.NetworkProtocolNumber,
-	})
-}
-
-// ParseHeader implements stack.LinkEndpoint.
-func (e *TAPEndpoint) ParseHeader(pkt *stack.PacketBuffer) bool {
-	_, ok := pkt.LinkHeader().Consume(header.EthernetMinimumSize)
-	return ok
-}
-
-// SetOnCloseAction implements stack.LinkEndpoint.
-func (e *TAPEndpoint) SetOnCloseAction(f func()) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.onClose = f
-}
-
-// Close implements stack.LinkEndpoint: it stops the receive goroutine and
-// closes the device, which removes it unless it is persistent.
-func (e *TAPEndpoint) Close() {
-	e.attachMu.Lock()
-	defer e.attachMu.Unlock()
-	if e.closed.Swap(true) {
-		return
-	}
-	e.signalStop()
-	e.wg.Wait()
-	e.mu.Lock()
-	f := e.onClose
-	e.onClose = nil
-	e.mu.Unlock()
-	if f != nil {
-		f()
-	}
-	_ = e.file.Close()
-	e.nl.close()
-	e.rx.release()
 }
 
 // ---- receiving ----
@@ -411,7 +291,6 @@ func (r *tapRx) read(fd uintptr) bool {
 
 // rxLoop reads and delivers frames until stop is closed.
 func (e *TAPEndpoint) rxLoop(d stack.NetworkDispatcher, stop <-chan struct{}) {
-	defer e.wg.Done()
 	r := &e.rx
 	errs := 0
 	for {
