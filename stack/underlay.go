@@ -342,6 +342,17 @@ func (u NetstackUnderlay) open(o openOptions) (*SharedUnderlay, error) {
 	return &SharedUnderlay{sock: sock, stack: s}, nil
 }
 
+// openOwned opens u for an underlay that created u.Link itself: the link
+// is closed if opening fails.
+func (u NetstackUnderlay) openOwned(o openOptions) (*SharedUnderlay, error) {
+	sh, err := u.open(o)
+	if err != nil {
+		u.Link.Close() // a no-op if the stack got to close it
+		return nil, err
+	}
+	return sh, nil
+}
+
 // underlayQDisc returns the NIC's queueing discipline for link (wrapped in
 // lep): for an AF_PACKET or TAP endpoint one that allocates nothing per packet,
 // else nil (the stack's default).
@@ -414,19 +425,14 @@ func (u TAPUnderlay) open(o openOptions) (*SharedUnderlay, error) {
 	if err != nil {
 		return nil, err
 	}
-	sh, err := NetstackUnderlay{
+	return NetstackUnderlay{
 		Link:         ep,
 		Address:      u.Address,
 		Gateway:      u.Gateway,
 		MulticastTTL: u.MulticastTTL,
 		Pcap:         u.Pcap,
 		Checksums:    u.Checksums,
-	}.open(o)
-	if err != nil {
-		ep.Close() // a no-op if the stack got to close it
-		return nil, err
-	}
-	return sh, nil
+	}.openOwned(o)
 }
 
 // PacketUnderlay runs the underlay netstack on a host interface through an
@@ -497,19 +503,14 @@ func (u PacketUnderlay) open(o openOptions) (*SharedUnderlay, error) {
 	if err != nil {
 		return nil, err
 	}
-	sh, err := NetstackUnderlay{
+	return NetstackUnderlay{
 		Link:         ep,
 		Address:      u.Address,
 		Gateway:      u.Gateway,
 		MulticastTTL: u.MulticastTTL,
 		Pcap:         u.Pcap,
 		Checksums:    u.Checksums,
-	}.open(o)
-	if err != nil {
-		ep.Close() // a no-op if the stack got to close it
-		return nil, err
-	}
-	return sh, nil
+	}.openOwned(o)
 }
 
 func (u KernelUDPUnderlay) open(o openOptions) (*SharedUnderlay, error) {
