@@ -64,7 +64,7 @@ import (
 // # Offloads (virtio_net_hdr)
 //
 // With PACKET_VNET_HDR every frame in both directions is preceded by a
-// struct virtio_net_hdr (VirtioNetHdr). The endpoint uses it for:
+// struct virtio_net_hdr (vnet.Hdr). The endpoint uses it for:
 //
 //   - tx-csum: outbound UDP datagrams that NetstackUDP marks with
 //     GSOOptions.NeedsCsum (their checksum field holds the pseudo-header

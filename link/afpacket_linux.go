@@ -17,6 +17,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/gnv-project/gnv/link/internal/vnet"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -51,7 +52,7 @@ type packetEndpoint struct {
 	ifMAC   net.HardwareAddr
 	ethNIC
 	rc       syscall.RawConn
-	vnetLen  int // 0 or VirtioNetHdrLen
+	vnetLen  int // 0 or vnet.HdrLen
 	frameCap int // receive buffer per frame: MTU + Ethernet + slack
 	txCsum   atomic.Bool
 	udpGSO   atomic.Bool
@@ -151,7 +152,7 @@ func (e *PacketEndpoint) setup(fd int) error {
 	if !opts.NoVnetHdr {
 		// Before bind, so that no frame is ever queued without the header.
 		if unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1) == nil {
-			e.vnetLen = VirtioNetHdrLen
+			e.vnetLen = vnet.HdrLen
 		}
 	}
 	// Linux ≥ 4.20; older kernels show the host's own frames, which the
@@ -208,8 +209,8 @@ func afpHtons(v uint16) uint16 { return v<<8 | v>>8 }
 // test and why the frame does no harm.
 func afpProbe(fd int, mac tcpip.LinkAddress, gso bool) (bool, error) {
 	const payload = 32
-	var b [VirtioNetHdrLen + header.EthernetMinimumSize + header.IPv4MinimumSize + header.UDPMinimumSize + payload]byte
-	f := b[VirtioNetHdrLen:]
+	var b [vnet.HdrLen + header.EthernetMinimumSize + header.IPv4MinimumSize + header.UDPMinimumSize + payload]byte
+	f := b[vnet.HdrLen:]
 	header.Ethernet(f).Encode(&header.EthernetFields{SrcAddr: mac, DstAddr: mac, Type: header.IPv4ProtocolNumber})
 	l3 := header.EthernetMinimumSize
 	l4 := l3 + header.IPv4MinimumSize
@@ -227,14 +228,14 @@ func afpProbe(fd int, mac tcpip.LinkAddress, gso bool) (bool, error) {
 	u.Encode(&header.UDPFields{SrcPort: 9, DstPort: 9, Length: uint16(ulen)})
 	u.SetChecksum(header.PseudoHeaderChecksum(header.UDPProtocolNumber, header.IPv4Any, header.IPv4Any, uint16(ulen)))
 	copy(f[l4+header.UDPMinimumSize:], "gnv AF_PACKET offload probe")
-	vh := VirtioNetHdr{
-		Flags:      VirtioNetHdrFNeedsCsum,
+	vh := vnet.Hdr{
+		Flags:      vnet.FNeedsCsum,
 		HdrLen:     uint16(l4 + header.UDPMinimumSize),
 		CsumStart:  uint16(l4),
 		CsumOffset: afpUDPCsumOffset,
 	}
 	if gso {
-		vh.GSOType = VirtioNetHdrGSOUDPL4
+		vh.GSOType = vnet.GSOUDPL4
 		vh.GSOSize = payload / 2
 	}
 	vh.Encode(b[:])
@@ -329,7 +330,7 @@ func newAFPRx(e *PacketEndpoint) *afpRx {
 		msgs:     make([]unix.Mmsghdr, b),
 		iovs:     make([]unix.Iovec, b*per),
 		names:    make([]unix.RawSockaddrLinklayer, b),
-		vnet:     make([]byte, b*VirtioNetHdrLen),
+		vnet:     make([]byte, b*vnet.HdrLen),
 		views:    make([]*buffer.View, b),
 		overflow: make([]byte, b*afpOverflow),
 		scratch:  make([]byte, afpOverflow+e.frameCap),
@@ -338,8 +339,8 @@ func newAFPRx(e *PacketEndpoint) *afpRx {
 		iov := r.iovs[i*per : (i+1)*per]
 		k := 0
 		if e.vnetLen != 0 {
-			iov[0].Base = &r.vnet[i*VirtioNetHdrLen]
-			iov[0].SetLen(VirtioNetHdrLen)
+			iov[0].Base = &r.vnet[i*vnet.HdrLen]
+			iov[0].SetLen(vnet.HdrLen)
 			k++
 		}
 		r.views[i] = buffer.NewViewSize(e.frameCap)
@@ -454,9 +455,9 @@ func (r *afpRx) frame(d stack.NetworkDispatcher, i int, mac tcpip.LinkAddress) {
 		e.stats.RxMalformed.Add(1)
 		return
 	}
-	var vh VirtioNetHdr
+	var vh vnet.Hdr
 	if e.vnetLen != 0 {
-		vh.Decode(r.vnet[i*VirtioNetHdrLen:])
+		vh.Decode(r.vnet[i*vnet.HdrLen:])
 	}
 	v := r.views[i]
 	frame := v.AsSlice()
@@ -467,9 +468,9 @@ func (r *afpRx) frame(d stack.NetworkDispatcher, i int, mac tcpip.LinkAddress) {
 		e.stats.RxOtherHost.Add(1)
 		return
 	}
-	switch vh.GSOType &^ VirtioNetHdrGSOECN {
-	case VirtioNetHdrGSONone:
-	case VirtioNetHdrGSOTCPv4, VirtioNetHdrGSOTCPv6:
+	switch vh.GSOType &^ vnet.GSOECN {
+	case vnet.GSONone:
+	case vnet.GSOTCPv4, vnet.GSOTCPv6:
 		r.whole(d, i, n, &vh)
 		return
 	default:
@@ -480,13 +481,13 @@ func (r *afpRx) frame(d stack.NetworkDispatcher, i int, mac tcpip.LinkAddress) {
 		e.stats.RxTruncated.Add(1)
 		return
 	}
-	if e.vnetLen != 0 && vh.Flags&(VirtioNetHdrFNeedsCsum|VirtioNetHdrFDataValid) == 0 && !afpRxChecksumOK(frame) {
+	if e.vnetLen != 0 && vh.Flags&(vnet.FNeedsCsum|vnet.FDataValid) == 0 && !afpRxChecksumOK(frame) {
 		e.stats.RxChecksumErrors.Add(1)
 		return
 	}
 	v.CapLength(n)
 	r.newView(i)
-	e.deliver(d, buffer.MakeWithView(v), vh.Flags&VirtioNetHdrFNeedsCsum != 0, 0)
+	e.deliver(d, buffer.MakeWithView(v), vh.Flags&vnet.FNeedsCsum != 0, 0)
 }
 
 // whole delivers a TCP super-frame as it is: a UDP-tunnel segmentation job
@@ -494,9 +495,9 @@ func (r *afpRx) frame(d stack.NetworkDispatcher, i int, mac tcpip.LinkAddress) {
 // veth unsegmented. AF_PACKET's header does not say that it is tunnelled,
 // only that it is TCP with a partial checksum; netstack takes it as one
 // large UDP datagram, and the Geneve endpoint the inner super-packet.
-func (r *afpRx) whole(d stack.NetworkDispatcher, i, n int, vh *VirtioNetHdr) {
+func (r *afpRx) whole(d stack.NetworkDispatcher, i, n int, vh *vnet.Hdr) {
 	e := r.e
-	if vh.Flags&VirtioNetHdrFNeedsCsum == 0 || n > e.frameCap+afpOverflow {
+	if vh.Flags&vnet.FNeedsCsum == 0 || n > e.frameCap+afpOverflow {
 		e.stats.RxGSODropped.Add(1)
 		return
 	}
@@ -544,9 +545,9 @@ func (e *PacketEndpoint) deliver(d stack.NetworkDispatcher, payload buffer.Buffe
 // split cuts a UDP super-frame (the local kernel hands over UDP GSO
 // datagrams unsegmented) into its datagrams. Their checksums are partial
 // (NEEDS_CSUM), which the NIC's RX checksum offload covers.
-func (r *afpRx) split(d stack.NetworkDispatcher, i, n int, vh *VirtioNetHdr) {
+func (r *afpRx) split(d stack.NetworkDispatcher, i, n int, vh *vnet.Hdr) {
 	e := r.e
-	if vh.GSOType&^VirtioNetHdrGSOECN != VirtioNetHdrGSOUDPL4 || vh.GSOSize == 0 || n > len(r.scratch) {
+	if vh.GSOType&^vnet.GSOECN != vnet.GSOUDPL4 || vh.GSOSize == 0 || n > len(r.scratch) {
 		e.stats.RxGSODropped.Add(1)
 		return
 	}
@@ -739,10 +740,10 @@ func (tx *afpTx) addFrame(pkt *stack.PacketBuffer, kind uint8) {
 	s := tx.slot()
 	start := len(tx.iovs)
 	if vl := tx.e.vnetLen; vl != 0 {
-		vh := VirtioNetHdr{}
+		vh := vnet.Hdr{}
 		if kind == afpCsum {
 			ll, nl := afpHeaderLens(pkt)
-			vh.Flags = VirtioNetHdrFNeedsCsum
+			vh.Flags = vnet.FNeedsCsum
 			vh.CsumStart = uint16(ll + nl)
 			vh.CsumOffset = pkt.GSOOptions.CsumOffset
 			vh.HdrLen = vh.CsumStart + vh.CsumOffset + 2
@@ -761,16 +762,16 @@ func (tx *afpTx) addJob(pkt *stack.PacketBuffer) {
 	start := len(tx.iovs)
 	ll, nl := afpHeaderLens(pkt)
 	mss := int(pkt.GSOOptions.MSS)
-	vh := VirtioNetHdr{
-		Flags:      VirtioNetHdrFNeedsCsum,
-		GSOType:    VirtioNetHdrGSOUDPL4,
+	vh := vnet.Hdr{
+		Flags:      vnet.FNeedsCsum,
+		GSOType:    vnet.GSOUDPL4,
 		HdrLen:     uint16(ll + nl + header.UDPMinimumSize),
 		GSOSize:    uint16(mss),
 		CsumStart:  uint16(ll + nl),
 		CsumOffset: afpUDPCsumOffset,
 	}
 	vh.Encode(s)
-	tx.iov(s[:VirtioNetHdrLen])
+	tx.iov(s[:vnet.HdrLen])
 	vl, off := pkt.AsViewList()
 	tx.appendRange(vl, off, pkt.Size())
 	segs := (pkt.Data().Size() + mss - 1) / mss
@@ -804,10 +805,10 @@ func (tx *afpTx) addSegments(pkt *stack.PacketBuffer) {
 		k += copy(h[k:], pkt.NetworkHeader().Slice())
 		copy(h[k:], pkt.TransportHeader().Slice())
 		pseudo := afpSegmentHeader(h, ll, l4, idx, m)
-		var vh VirtioNetHdr
+		var vh vnet.Hdr
 		if offload {
 			header.UDP(h[l4:]).SetChecksum(pseudo)
-			vh = VirtioNetHdr{Flags: VirtioNetHdrFNeedsCsum, HdrLen: uint16(hl), CsumStart: uint16(l4), CsumOffset: afpUDPCsumOffset}
+			vh = vnet.Hdr{Flags: vnet.FNeedsCsum, HdrLen: uint16(hl), CsumStart: uint16(l4), CsumOffset: afpUDPCsumOffset}
 		} else {
 			afpFinishUDPChecksum(h[l4:], pseudo, afpRangeChecksum(vlist, dataStart+done, m))
 		}

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"unsafe"
 
+	"github.com/gnv-project/gnv/link/internal/vnet"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -36,7 +37,7 @@ const (
 	// devReadBufSize holds the largest frame a TAP/TUN device hands over:
 	// a virtio_net_hdr, a 64 KiB GSO packet and an Ethernet header with a
 	// VLAN tag, with room to spare.
-	devReadBufSize = VirtioNetHdrLen + 1<<16 + 64
+	devReadBufSize = vnet.HdrLen + 1<<16 + 64
 
 	// devHdrScratch is how many leading bytes of a packet the write path
 	// copies to patch headers: Ethernet, IP with extension headers, TCP.
@@ -189,7 +190,7 @@ func openDevice(opts DeviceOptions) (_ *Device, err error) {
 // setupOffloads configures a device opened with IFF_VNET_HDR: a 10-byte
 // little-endian virtio_net_hdr and as many offloads as the kernel takes.
 func (d *Device) setupOffloads(fd int) error {
-	if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, VirtioNetHdrLen); err != nil {
+	if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, vnet.HdrLen); err != nil {
 		return fmt.Errorf("%s device %s: TUNSETVNETHDRSZ: %w", d.opts.Mode.kind(), d.name, err)
 	}
 	// Little-endian headers whatever the host's byte order (TUNSETVNETLE
@@ -251,7 +252,7 @@ func (d *Device) removeAddresses() error {
 func (d *Device) start() {
 	s := &d.sys
 	s.rbuf = make([]byte, devReadBufSize)
-	s.whdr = make([]byte, VirtioNetHdrLen+devHdrScratch)
+	s.whdr = make([]byte, vnet.HdrLen+devHdrScratch)
 	s.wseg = make([]byte, devHdrScratch)
 	s.readFn = d.readFrames
 	s.writeFn = d.writeIovecs
@@ -324,13 +325,13 @@ func (d *Device) readFrames(fd uintptr) bool {
 func (d *Device) readFrame(b []byte) {
 	st := &d.stats
 	st.readFrames.Add(1)
-	var vh VirtioNetHdr
+	var vh vnet.Hdr
 	if d.offloads.VnetHdr {
 		if !vh.Decode(b) {
 			st.readDrops.Add(1)
 			return
 		}
-		b = b[VirtioNetHdrLen:]
+		b = b[vnet.HdrLen:]
 	}
 	st.readBytes.Add(uint64(len(b)))
 	linkLen := 0
@@ -369,9 +370,9 @@ func (d *Device) readFrame(b []byte) {
 			b = b[:linkLen+ip.totalLen] // drop Ethernet padding
 		}
 	}
-	switch vh.GSOType &^ VirtioNetHdrGSOECN {
-	case VirtioNetHdrGSONone:
-		if vh.Flags&VirtioNetHdrFNeedsCsum != 0 {
+	switch vh.GSOType &^ vnet.GSOECN {
+	case vnet.GSONone:
+		if vh.Flags&vnet.FNeedsCsum != 0 {
 			if !devFinishChecksum(b, int(vh.CsumStart), int(vh.CsumOffset)) {
 				st.readDrops.Add(1)
 				return
@@ -379,10 +380,10 @@ func (d *Device) readFrame(b []byte) {
 			st.readChecksums.Add(1)
 		}
 		d.queue(b, linkLen, proto, ip, isIP, stack.GSO{})
-	case VirtioNetHdrGSOTCPv4, VirtioNetHdrGSOTCPv6:
+	case vnet.GSOTCPv4, vnet.GSOTCPv6:
 		v := 4
 		typ := stack.GSOTCPv4
-		if vh.GSOType&^VirtioNetHdrGSOECN == VirtioNetHdrGSOTCPv6 {
+		if vh.GSOType&^vnet.GSOECN == vnet.GSOTCPv6 {
 			v, typ = 6, stack.GSOTCPv6
 		}
 		// hdr_len is not trusted (on the forwarding path the kernel
@@ -400,7 +401,7 @@ func (d *Device) readFrame(b []byte) {
 			L3HdrLen:   uint16(ip.hdrLen),
 			MaxSize:    1 << 16,
 		})
-	case VirtioNetHdrGSOUDPL4:
+	case vnet.GSOUDPL4:
 		if !isIP || ip.fragment || ip.proto != devProtoUDP || ip.l4Len == 0 || vh.GSOSize == 0 {
 			st.readDrops.Add(1)
 			return
@@ -492,10 +493,10 @@ func (d *Device) writePacket(pkt *stack.PacketBuffer) {
 		st.writeDrops.Add(1)
 		return
 	}
-	vnet := d.offloads.VnetHdr
-	h := s.whdr[VirtioNetHdrLen:]
+	hasVnet := d.offloads.VnetHdr
+	h := s.whdr[vnet.HdrLen:]
 	hn := s.wslices.copyOut(h)
-	var vh VirtioNetHdr
+	var vh vnet.Hdr
 	if pkt.RXChecksumValidated {
 		isIP := true
 		if linkLen > 0 {
@@ -518,13 +519,13 @@ func (d *Device) writePacket(pkt *stack.PacketBuffer) {
 			ip.version == 6 && ip.proto == devProtoICMPv6 && ip.totalLen-ip.hdrLen >= 4:
 			// The endpoint validated these checksums (that is what its
 			// receive checksum offload promises); spare the kernel.
-			vh.Flags = VirtioNetHdrFDataValid
+			vh.Flags = vnet.FDataValid
 		}
 	}
 	s.wiov = s.wiov[:0]
-	if vnet {
+	if hasVnet {
 		vh.Encode(s.whdr)
-		s.wiov = append(s.wiov, s.whdr[:VirtioNetHdrLen])
+		s.wiov = append(s.wiov, s.whdr[:vnet.HdrLen])
 	}
 	s.wiov = append(s.wiov, s.wslices...)
 	d.writev()
@@ -539,7 +540,7 @@ func (d *Device) writePacket(pkt *stack.PacketBuffer) {
 func (d *Device) writeTCP(pkt *stack.PacketBuffer, linkLen int, ip devIP, total int) {
 	s := &d.sys
 	hl := linkLen + ip.hdrLen + ip.l4Len
-	h := s.whdr[VirtioNetHdrLen:]
+	h := s.whdr[vnet.HdrLen:]
 	hdr := h[:hl]
 	ipb := hdr[linkLen : linkLen+ip.hdrLen]
 	tcp := hdr[linkLen+ip.hdrLen:]
@@ -555,25 +556,25 @@ func (d *Device) writeTCP(pkt *stack.PacketBuffer, linkLen int, ip devIP, total 
 			devSetIPv4Checksum(ipb)
 		}
 		binary.BigEndian.PutUint16(tcp[devTCPCsumOffset:], devPseudoSum(ipb, devProtoTCP, ip.totalLen-ip.hdrLen))
-		vh := VirtioNetHdr{
-			Flags:      VirtioNetHdrFNeedsCsum,
+		vh := vnet.Hdr{
+			Flags:      vnet.FNeedsCsum,
 			HdrLen:     uint16(hl),
 			CsumStart:  uint16(linkLen + ip.hdrLen),
 			CsumOffset: devTCPCsumOffset,
 		}
 		if segSize > 0 && payLen > segSize {
-			vh.GSOType = VirtioNetHdrGSOTCPv4
+			vh.GSOType = vnet.GSOTCPv4
 			if ip.version == 6 {
-				vh.GSOType = VirtioNetHdrGSOTCPv6
+				vh.GSOType = vnet.GSOTCPv6
 			}
 			if tcp[13]&devTCPFlagCWR != 0 {
-				vh.GSOType |= VirtioNetHdrGSOECN
+				vh.GSOType |= vnet.GSOECN
 			}
 			vh.GSOSize = uint16(segSize)
 			d.stats.writtenGSO.Add(1)
 		}
 		vh.Encode(s.whdr)
-		s.wiov = append(s.wiov[:0], s.whdr[:VirtioNetHdrLen+hl])
+		s.wiov = append(s.wiov[:0], s.whdr[:vnet.HdrLen+hl])
 		s.wiov = s.wslices.appendRange(s.wiov, hl, payLen)
 		d.writev()
 		return
@@ -638,7 +639,7 @@ func (d *Device) writev() {
 		st.writeErrors.Add(1)
 	default:
 		if d.offloads.VnetHdr {
-			n -= VirtioNetHdrLen
+			n -= vnet.HdrLen
 		}
 		st.writtenPackets.Add(1)
 		st.writtenBytes.Add(uint64(n))

@@ -15,6 +15,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/gnv-project/gnv/link/internal/vnet"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -49,7 +50,7 @@ type tapEndpoint struct {
 	nl      *devNetlink
 	ethNIC
 	rc       syscall.RawConn
-	vnetLen  int // VirtioNetHdrTunnelLen or VirtioNetHdrLen
+	vnetLen  int // vnet.TunnelHdrLen or vnet.HdrLen
 	tunnel   atomic.Bool
 	mtu      atomic.Uint32
 	frameCap int // the first receive view: MTU + Ethernet + a VLAN tag, at least 2 KiB
@@ -176,19 +177,19 @@ func (e *TAPEndpoint) setupOffloads(fd int) error {
 	// kernel that takes the flag also takes jobs described by the header
 	// on write.
 	if !e.opts.NoTunnelGSO &&
-		unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, VirtioNetHdrTunnelLen) == nil &&
+		unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, vnet.TunnelHdrLen) == nil &&
 		unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, tcp|tunFUDPTunnelGSO|tunFUDPTunnelGSOCsum) == nil {
-		e.vnetLen = VirtioNetHdrTunnelLen
+		e.vnetLen = vnet.TunnelHdrLen
 		e.tunnel.Store(true)
 		return nil
 	}
-	if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, VirtioNetHdrLen); err != nil {
+	if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, vnet.HdrLen); err != nil {
 		return fmt.Errorf("link: TAP underlay %s: TUNSETVNETHDRSZ: %w", e.name, err)
 	}
 	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, unix.TUN_F_CSUM); err != nil {
 		return fmt.Errorf("link: TAP underlay %s: TUNSETOFFLOAD: %w", e.name, err)
 	}
-	e.vnetLen = VirtioNetHdrLen
+	e.vnetLen = vnet.HdrLen
 	return nil
 }
 
@@ -327,11 +328,11 @@ func (r *tapRx) frame(d stack.NetworkDispatcher) {
 		e.stats.RxMalformed.Add(1)
 		return
 	}
-	var vh VirtioNetHdrTunnel
-	if e.vnetLen == VirtioNetHdrTunnelLen {
+	var vh vnet.TunnelHdr
+	if e.vnetLen == vnet.TunnelHdrLen {
 		vh.Decode(r.hdr)
 	} else {
-		vh.VirtioNetHdr.Decode(r.hdr)
+		vh.Hdr.Decode(r.hdr)
 	}
 	first := r.small.AsSlice()[:min(n, e.frameCap)]
 	if dst := first[:6]; dst[0]&1 == 0 && string(dst) != string(e.LinkAddress()) {
@@ -339,17 +340,17 @@ func (r *tapRx) frame(d stack.NetworkDispatcher) {
 		return
 	}
 	tunnel := false
-	switch vh.GSOType &^ (VirtioNetHdrGSOECN | VirtioNetHdrGSOUDPTunnelIPv4 | VirtioNetHdrGSOUDPTunnelIPv6) {
-	case VirtioNetHdrGSONone:
-	case VirtioNetHdrGSOTCPv4, VirtioNetHdrGSOTCPv6:
+	switch vh.GSOType &^ (vnet.GSOECN | vnet.GSOUDPTunnelIPv4 | vnet.GSOUDPTunnelIPv6) {
+	case vnet.GSONone:
+	case vnet.GSOTCPv4, vnet.GSOTCPv6:
 		// A TCP super-frame, in a UDP tunnel (ours) or not (TCP to the
 		// underlay stack, which takes large segments as they are).
-		tunnel = vh.GSOType&(VirtioNetHdrGSOUDPTunnelIPv4|VirtioNetHdrGSOUDPTunnelIPv6) != 0
+		tunnel = vh.GSOType&(vnet.GSOUDPTunnelIPv4|vnet.GSOUDPTunnelIPv6) != 0
 	default:
 		e.stats.RxMalformed.Add(1) // UDP segmentation was not negotiated
 		return
 	}
-	if vh.Flags&(VirtioNetHdrFNeedsCsum|VirtioNetHdrFDataValid) == 0 {
+	if vh.Flags&(vnet.FNeedsCsum|vnet.FDataValid) == 0 {
 		frame := first
 		if n > len(first) {
 			r.flat = append(r.flat[:0], first...)
@@ -385,7 +386,7 @@ func (r *tapRx) frame(d stack.NetworkDispatcher) {
 	default:
 		pkt.PktType = tcpip.PacketMulticast
 	}
-	if vh.Flags&VirtioNetHdrFNeedsCsum != 0 {
+	if vh.Flags&vnet.FNeedsCsum != 0 {
 		// Receive marks (see GSOUDPTunnel).
 		pkt.GSOOptions.NeedsCsum = true
 		if tunnel {
@@ -434,7 +435,7 @@ func (e *TAPEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Erro
 func (tx *tapTx) writePacket(pkt *stack.PacketBuffer) {
 	e := tx.e
 	gso := pkt.GSOOptions
-	var vh VirtioNetHdrTunnel
+	var vh vnet.TunnelHdr
 	job := gso.Type == GSOUDPTunnel
 	switch {
 	case job:
@@ -446,14 +447,14 @@ func (tx *tapTx) writePacket(pkt *stack.PacketBuffer) {
 			return
 		}
 	case gso.NeedsCsum:
-		vh.Flags = VirtioNetHdrFNeedsCsum
+		vh.Flags = vnet.FNeedsCsum
 		vh.CsumStart = uint16(header.EthernetMinimumSize) + gso.L3HdrLen
 		vh.CsumOffset = gso.CsumOffset
 	}
-	if e.vnetLen == VirtioNetHdrTunnelLen {
+	if e.vnetLen == vnet.TunnelHdrLen {
 		vh.Encode(tx.hdr)
 	} else {
-		vh.VirtioNetHdr.Encode(tx.hdr)
+		vh.Hdr.Encode(tx.hdr)
 	}
 	tx.iovecs = append(tx.iovecs[:0], unix.Iovec{Base: &tx.hdr[0]})
 	tx.iovecs[0].SetLen(len(tx.hdr))
@@ -531,7 +532,7 @@ func copyPacketPrefix(dst []byte, pkt *stack.PacketBuffer) int {
 // and the inner IP and TCP headers. mss is the inner segment size;
 // outerCsum asks for outer UDP checksums. It reports false if the headers
 // do not parse or the inner packet is not TCP.
-func tapTunnelHdr(frame []byte, mss uint16, outerCsum bool) (vh VirtioNetHdrTunnel, ok bool) {
+func tapTunnelHdr(frame []byte, mss uint16, outerCsum bool) (vh vnet.TunnelHdr, ok bool) {
 	l3, l4, proto, ok := afpL3L4(frame)
 	if !ok || proto != uint8(header.UDPProtocolNumber) {
 		return vh, false
@@ -570,21 +571,21 @@ func tapTunnelHdr(frame []byte, mss uint16, outerCsum bool) (vh VirtioNetHdrTunn
 		return vh, false
 	}
 	th := nh + ip.hdrLen
-	vh.Flags = VirtioNetHdrFNeedsCsum
+	vh.Flags = vnet.FNeedsCsum
 	if outerCsum {
-		vh.Flags |= VirtioNetHdrFUDPTunnelCsum
+		vh.Flags |= vnet.FUDPTunnelCsum
 	}
-	vh.GSOType = VirtioNetHdrGSOTCPv4
+	vh.GSOType = vnet.GSOTCPv4
 	if ip.version == 6 {
-		vh.GSOType = VirtioNetHdrGSOTCPv6
+		vh.GSOType = vnet.GSOTCPv6
 	}
 	if frame[l3]>>4 == 4 {
-		vh.GSOType |= VirtioNetHdrGSOUDPTunnelIPv4
+		vh.GSOType |= vnet.GSOUDPTunnelIPv4
 	} else {
-		vh.GSOType |= VirtioNetHdrGSOUDPTunnelIPv6
+		vh.GSOType |= vnet.GSOUDPTunnelIPv6
 	}
 	if frame[th+13]&devTCPFlagCWR != 0 {
-		vh.GSOType |= VirtioNetHdrGSOECN
+		vh.GSOType |= vnet.GSOECN
 	}
 	vh.HdrLen = uint16(th + ip.l4Len)
 	vh.GSOSize = mss

@@ -5,6 +5,8 @@ package link
 import (
 	"encoding/binary"
 	"testing"
+
+	"github.com/gnv-project/gnv/link/internal/vnet"
 )
 
 // tunnelFrame builds the headers of a UDP-tunnel job: Ethernet, outer IP
@@ -72,11 +74,11 @@ func TestTapTunnelHdr(t *testing.T) {
 		wantInnerLinkSz int
 	}{
 		{"l2-v4-in-v4", false, false, 0, 0x6558, eth(0x0800), true, false,
-			VirtioNetHdrGSOTCPv4 | VirtioNetHdrGSOUDPTunnelIPv4, VirtioNetHdrFNeedsCsum | VirtioNetHdrFUDPTunnelCsum, 14},
+			vnet.GSOTCPv4 | vnet.GSOUDPTunnelIPv4, vnet.FNeedsCsum | vnet.FUDPTunnelCsum, 14},
 		{"l2-vlan-v6-in-v6-options-ecn", true, true, 3, 0x6558, eth(0x8100, 0x86dd), false, true,
-			VirtioNetHdrGSOTCPv6 | VirtioNetHdrGSOUDPTunnelIPv6 | VirtioNetHdrGSOECN, VirtioNetHdrFNeedsCsum, 18},
+			vnet.GSOTCPv6 | vnet.GSOUDPTunnelIPv6 | vnet.GSOECN, vnet.FNeedsCsum, 18},
 		{"l3-v6-in-v4", false, true, 1, 0x86dd, nil, true, false,
-			VirtioNetHdrGSOTCPv6 | VirtioNetHdrGSOUDPTunnelIPv4, VirtioNetHdrFNeedsCsum | VirtioNetHdrFUDPTunnelCsum, 0},
+			vnet.GSOTCPv6 | vnet.GSOUDPTunnelIPv4, vnet.FNeedsCsum | vnet.FUDPTunnelCsum, 0},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var flags byte = 0x10
@@ -94,8 +96,8 @@ func TestTapTunnelHdr(t *testing.T) {
 			if c.inner6 {
 				ipLen = 40
 			}
-			want := VirtioNetHdrTunnel{
-				VirtioNetHdr: VirtioNetHdr{
+			want := vnet.TunnelHdr{
+				Hdr: vnet.Hdr{
 					Flags: c.wantFlags, GSOType: c.wantGSO, HdrLen: uint16(nh + ipLen + 32), GSOSize: 1400,
 					CsumStart: uint16(nh + ipLen), CsumOffset: 16,
 				},
@@ -104,7 +106,7 @@ func TestTapTunnelHdr(t *testing.T) {
 			}
 			if vh != want {
 				t.Errorf("got  %v outer_th=%d inner_nh=%d\nwant %v outer_th=%d inner_nh=%d",
-					vh.VirtioNetHdr, vh.OuterTransportOffset, vh.InnerNetworkOffset, want.VirtioNetHdr, want.OuterTransportOffset, want.InnerNetworkOffset)
+					vh.Hdr, vh.OuterTransportOffset, vh.InnerNetworkOffset, want.Hdr, want.OuterTransportOffset, want.InnerNetworkOffset)
 			}
 			for cut := 1; cut < len(frame); cut += 7 {
 				if _, ok := tapTunnelHdr(frame[:cut], 1400, c.csum); ok && cut < int(want.HdrLen) {

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gnv-project/gnv/link/internal/vnet"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -372,7 +373,7 @@ type devTestDevice struct {
 	ch   *channel.Endpoint
 }
 
-func devNewTestDevice(t *testing.T, mode DeviceMode, vnet bool, mtu uint32) *devTestDevice {
+func devNewTestDevice(t *testing.T, mode DeviceMode, withVnet bool, mtu uint32) *devTestDevice {
 	t.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 	if err != nil {
@@ -383,7 +384,7 @@ func devNewTestDevice(t *testing.T, mode DeviceMode, vnet bool, mtu uint32) *dev
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
 	}
 	d := &Device{opts: DeviceOptions{Name: "test0", Mode: mode, MTU: mtu}, name: "test0", created: true}
-	d.offloads.VnetHdr = vnet
+	d.offloads.VnetHdr = withVnet
 	d.mtu.Store(mtu)
 	d.sys.f = os.NewFile(uintptr(fds[0]), "test-device")
 	d.sys.rc, _ = d.sys.f.SyscallConn()
@@ -411,11 +412,11 @@ func devNewTestDevice(t *testing.T, mode DeviceMode, vnet bool, mtu uint32) *dev
 }
 
 // send plays the kernel: one frame into the device.
-func (td *devTestDevice) send(t *testing.T, vh *VirtioNetHdr, frame []byte) {
+func (td *devTestDevice) send(t *testing.T, vh *vnet.Hdr, frame []byte) {
 	t.Helper()
 	var msg []byte
 	if vh != nil {
-		msg = make([]byte, VirtioNetHdrLen)
+		msg = make([]byte, vnet.HdrLen)
 		vh.Encode(msg)
 	}
 	if _, err := td.peer.Write(append(msg, frame...)); err != nil {
@@ -468,10 +469,10 @@ func TestDeviceReadPath(t *testing.T) {
 				var link []byte
 				proto := header.IPv4ProtocolNumber
 				ipLen := 20
-				gsoType := uint8(VirtioNetHdrGSOTCPv4)
+				gsoType := uint8(vnet.GSOTCPv4)
 				wantGSO := stack.GSOTCPv4
 				if v6 {
-					proto, ipLen, gsoType, wantGSO = header.IPv6ProtocolNumber, 40, VirtioNetHdrGSOTCPv6, stack.GSOTCPv6
+					proto, ipLen, gsoType, wantGSO = header.IPv6ProtocolNumber, 40, vnet.GSOTCPv6, stack.GSOTCPv6
 				}
 				if mode == DeviceTAP {
 					link = devTestEthernet(v6)
@@ -483,7 +484,7 @@ func TestDeviceReadPath(t *testing.T) {
 				ip := devMkIP(v6, devProtoTCP, devMkTCP(100, header.TCPFlagAck, payload), false, nil)
 				binary.BigEndian.PutUint16(ip[ipLen+16:], devPseudoSum(ip, devProtoTCP, len(ip)-ipLen))
 				frame := append(append([]byte(nil), link...), ip...)
-				td.send(t, &VirtioNetHdr{Flags: VirtioNetHdrFNeedsCsum, GSOType: gsoType | VirtioNetHdrGSOECN, HdrLen: uint16(len(frame)), GSOSize: 1400,
+				td.send(t, &vnet.Hdr{Flags: vnet.FNeedsCsum, GSOType: gsoType | vnet.GSOECN, HdrLen: uint16(len(frame)), GSOSize: 1400,
 					CsumStart: uint16(ll + ipLen), CsumOffset: 16}, frame)
 				pkt := td.packets(t, 1)[0]
 				g := pkt.GSOOptions
@@ -505,7 +506,7 @@ func TestDeviceReadPath(t *testing.T) {
 				udp := devMkIP(v6, devProtoUDP, devMkUDP(devRand(333, 2)), true, nil)
 				want := append(append([]byte(nil), link...), udp...)
 				binary.BigEndian.PutUint16(udp[ipLen+6:], devPseudoSum(udp, devProtoUDP, len(udp)-ipLen))
-				td.send(t, &VirtioNetHdr{Flags: VirtioNetHdrFNeedsCsum, CsumStart: uint16(ll + ipLen), CsumOffset: 6},
+				td.send(t, &vnet.Hdr{Flags: vnet.FNeedsCsum, CsumStart: uint16(ll + ipLen), CsumOffset: 6},
 					append(append([]byte(nil), link...), udp...))
 				pkt = td.packets(t, 1)[0]
 				if got := devPktBytes(pkt); !bytes.Equal(got, want) {
@@ -520,7 +521,7 @@ func TestDeviceReadPath(t *testing.T) {
 				upay := devRand(3500, 3)
 				uso := devMkIP(v6, devProtoUDP, devMkUDP(upay), false, nil)
 				binary.BigEndian.PutUint16(uso[ipLen+6:], devPseudoSum(uso, devProtoUDP, len(uso)-ipLen))
-				td.send(t, &VirtioNetHdr{Flags: VirtioNetHdrFNeedsCsum, GSOType: VirtioNetHdrGSOUDPL4, HdrLen: uint16(ll + ipLen + 8), GSOSize: 1000,
+				td.send(t, &vnet.Hdr{Flags: vnet.FNeedsCsum, GSOType: vnet.GSOUDPL4, HdrLen: uint16(ll + ipLen + 8), GSOSize: 1000,
 					CsumStart: uint16(ll + ipLen), CsumOffset: 6}, append(append([]byte(nil), link...), uso...))
 				var got []byte
 				for i, pkt := range td.packets(t, 4) {
@@ -540,9 +541,9 @@ func TestDeviceReadPath(t *testing.T) {
 				}
 
 				// Malformed: TCP GSO type on a UDP packet.
-				td.send(t, &VirtioNetHdr{GSOType: gsoType, GSOSize: 100}, append(append([]byte(nil), link...), udp...))
+				td.send(t, &vnet.Hdr{GSOType: gsoType, GSOSize: 100}, append(append([]byte(nil), link...), udp...))
 				// And a plain packet without any offload.
-				td.send(t, &VirtioNetHdr{}, want)
+				td.send(t, &vnet.Hdr{}, want)
 				pkt = td.packets(t, 1)[0]
 				if got := devPktBytes(pkt); !bytes.Equal(got, want) {
 					t.Error("plain packet changed")
@@ -595,12 +596,12 @@ func devGROSegments(t *testing.T, d *Device, v6 bool, segSize, n, last int) []by
 
 func TestDeviceWritePath(t *testing.T) {
 	for _, mode := range []DeviceMode{DeviceTUN, DeviceTAP} {
-		for _, vnet := range []bool{true, false} {
+		for _, withVnet := range []bool{true, false} {
 			for _, v6 := range []bool{false, true} {
-				name := mode.String() + map[bool]string{false: "/plain", true: "/vnet"}[vnet] + map[bool]string{false: "/ipv4", true: "/ipv6"}[v6]
+				name := mode.String() + map[bool]string{false: "/plain", true: "/vnet"}[withVnet] + map[bool]string{false: "/ipv4", true: "/ipv6"}[v6]
 				t.Run(name, func(t *testing.T) {
 					const mtu = 1500
-					td := devNewTestDevice(t, mode, vnet, mtu)
+					td := devNewTestDevice(t, mode, withVnet, mtu)
 					ll, ipLen := 0, 20
 					if mode == DeviceTAP {
 						ll = 14
@@ -611,16 +612,16 @@ func TestDeviceWritePath(t *testing.T) {
 					seg := mtu - ipLen - 32
 					payload := devGROSegments(t, td.d, v6, seg, 6, 100)
 					var got []byte
-					if vnet {
+					if withVnet {
 						msg := td.recv(t)
-						var vh VirtioNetHdr
+						var vh vnet.Hdr
 						vh.Decode(msg)
-						frame := msg[VirtioNetHdrLen:]
-						wantType := uint8(VirtioNetHdrGSOTCPv4)
+						frame := msg[vnet.HdrLen:]
+						wantType := uint8(vnet.GSOTCPv4)
 						if v6 {
-							wantType = VirtioNetHdrGSOTCPv6
+							wantType = vnet.GSOTCPv6
 						}
-						if vh.Flags != VirtioNetHdrFNeedsCsum || vh.GSOType != wantType || int(vh.GSOSize) != seg ||
+						if vh.Flags != vnet.FNeedsCsum || vh.GSOType != wantType || int(vh.GSOSize) != seg ||
 							int(vh.CsumStart) != ll+ipLen || vh.CsumOffset != 16 || int(vh.HdrLen) != ll+ipLen+32 {
 							t.Errorf("vnet header %+v", vh)
 						}
@@ -651,13 +652,13 @@ func TestDeviceWritePath(t *testing.T) {
 					// TCP checksum GRO left is stale.
 					payload = devGROSegments(t, td.d, v6, 100, 2, 0)
 					msg := td.recv(t)
-					if vnet {
-						var vh VirtioNetHdr
+					if withVnet {
+						var vh vnet.Hdr
 						vh.Decode(msg)
-						if vh.Flags != VirtioNetHdrFNeedsCsum || vh.GSOType != VirtioNetHdrGSONone {
+						if vh.Flags != vnet.FNeedsCsum || vh.GSOType != vnet.GSONone {
 							t.Errorf("small coalesced: vnet header %+v", vh)
 						}
-						msg = msg[VirtioNetHdrLen:]
+						msg = msg[vnet.HdrLen:]
 						devFinishChecksum(msg, ll+ipLen, 16)
 					}
 					devCheckL4(t, msg[ll:])
@@ -678,20 +679,20 @@ func TestDeviceWritePath(t *testing.T) {
 						(*devDispatcher)(td.d).DeliverNetworkPacket(0, pkt)
 						pkt.DecRef()
 						msg := td.recv(t)
-						if vnet {
-							var vh VirtioNetHdr
+						if withVnet {
+							var vh vnet.Hdr
 							vh.Decode(msg)
-							if want := (VirtioNetHdr{Flags: map[bool]uint8{true: VirtioNetHdrFDataValid}[validated]}); vh != want {
+							if want := (vnet.Hdr{Flags: map[bool]uint8{true: vnet.FDataValid}[validated]}); vh != want {
 								t.Errorf("UDP validated=%v: vnet header %+v", validated, vh)
 							}
-							msg = msg[VirtioNetHdrLen:]
+							msg = msg[vnet.HdrLen:]
 						}
 						if !bytes.Equal(msg, frame) {
 							t.Errorf("UDP validated=%v: frame changed", validated)
 						}
 					}
 					st := td.d.Stats()
-					if vnet && (st.WrittenGSO != 1 || st.WrittenPackets != 4) || !vnet && (st.WrittenSplit != 1 || st.WrittenPackets != 10) || st.WriteErrors+st.WriteDrops != 0 {
+					if withVnet && (st.WrittenGSO != 1 || st.WrittenPackets != 4) || !withVnet && (st.WrittenSplit != 1 || st.WrittenPackets != 10) || st.WriteErrors+st.WriteDrops != 0 {
 						t.Errorf("stats %+v", st)
 					}
 				})
@@ -704,8 +705,8 @@ func TestDeviceZeroAlloc(t *testing.T) {
 	if devRaceEnabled() {
 		t.Skip("allocation counts are meaningless under -race (sync.Pool drops items)")
 	}
-	for _, vnet := range []bool{true, false} {
-		td := devNewTestDevice(t, DeviceTUN, vnet, 1500)
+	for _, withVnet := range []bool{true, false} {
+		td := devNewTestDevice(t, DeviceTUN, withVnet, 1500)
 		d := td.d
 		// Write path: a validated TCP segment, checksummed on the way out.
 		frame := devMkIP(false, devProtoTCP, devMkTCP(1, header.TCPFlagAck, devRand(1400, 1)), true, nil)
@@ -718,21 +719,21 @@ func TestDeviceZeroAlloc(t *testing.T) {
 			(*devDispatcher)(d).DeliverNetworkPacket(0, pkt)
 			_, _ = unix.Read(fd, buf)
 		}); n != 0 {
-			t.Errorf("vnet=%v: write path: %v allocations per packet", vnet, n)
+			t.Errorf("vnet=%v: write path: %v allocations per packet", withVnet, n)
 		}
 		pkt.DecRef()
 
 		// Read path: a TCP super-packet into a PacketBuffer.
 		ip := devMkIP(false, devProtoTCP, devMkTCP(1, header.TCPFlagAck, devRand(30000, 1)), true, nil)
 		var in []byte
-		if vnet {
-			in = make([]byte, VirtioNetHdrLen)
-			(&VirtioNetHdr{Flags: VirtioNetHdrFNeedsCsum, GSOType: VirtioNetHdrGSOTCPv4, GSOSize: 1448, CsumStart: 20, CsumOffset: 16}).Encode(in)
+		if withVnet {
+			in = make([]byte, vnet.HdrLen)
+			(&vnet.Hdr{Flags: vnet.FNeedsCsum, GSOType: vnet.GSOTCPv4, GSOSize: 1448, CsumStart: 20, CsumOffset: 16}).Encode(in)
 		}
 		in = append(in, ip...)
 		// A device without a read goroutine, so that the test owns the batch.
 		rd := &Device{opts: DeviceOptions{Mode: DeviceTUN, MTU: 1500}}
-		rd.offloads.VnetHdr = vnet
+		rd.offloads.VnetHdr = withVnet
 		if n := testing.AllocsPerRun(200, func() {
 			rd.readFrame(in)
 			if rd.sys.batch.Len() != 1 {
@@ -740,7 +741,7 @@ func TestDeviceZeroAlloc(t *testing.T) {
 			}
 			rd.sys.batch.Reset()
 		}); n != 0 {
-			t.Errorf("vnet=%v: read path: %v allocations per frame", vnet, n)
+			t.Errorf("vnet=%v: read path: %v allocations per frame", withVnet, n)
 		}
 	}
 }
