@@ -53,14 +53,13 @@ type Packet struct {
 	InnerMSS uint16
 }
 
-// TunnelSegmenter is implemented by transports that take UDP-tunnel
-// segmentation jobs (Packet.InnerMSS): the Geneve endpoint then hands TCP
-// super-packets down whole, and the kernel or NIC segments them after
-// encapsulation, as it does for its own VXLAN or Geneve devices.
-type TunnelSegmenter interface {
-	// TunnelSegmentation reports whether jobs are taken now, and the
-	// largest UDP payload of one (the outer IP length field bounds it).
-	TunnelSegmentation() (maxPayload int, ok bool)
+// WireSourcePorter is implemented by transports that cannot send from any
+// source port they are asked for (a kernel socket sends from the ports it
+// has bound).
+type WireSourcePorter interface {
+	// WireSourcePort returns the outer UDP source port that a Packet with
+	// SrcPort srcPort leaves from (srcPort 0: the bound port).
+	WireSourcePort(srcPort uint16) uint16
 }
 
 // Datagram is one received Geneve datagram.

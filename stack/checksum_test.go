@@ -9,7 +9,7 @@ import (
 
 	"github.com/gnv-project/gnv/endpoint"
 	"github.com/gnv-project/gnv/endpoint/geneve"
-	"github.com/gnv-project/gnv/link"
+	"github.com/gnv-project/gnv/link/nsudp"
 	"github.com/gnv-project/gnv/stack"
 	"github.com/gnv-project/gnv/testutil"
 	"gvisor.dev/gvisor/pkg/buffer"
@@ -77,9 +77,9 @@ func udpChecksums(t *testing.T, capture []byte) []uint16 {
 	return out
 }
 
-func transportStats(t *testing.T, tun *stack.Tunnel) *link.NetstackUDPStats {
+func transportStats(t *testing.T, tun *stack.Tunnel) *nsudp.Stats {
 	t.Helper()
-	ns, ok := tun.Underlay().Socket().Transport().(*link.NetstackUDP)
+	ns, ok := tun.Underlay().Socket().Transport().(*nsudp.Transport)
 	if !ok {
 		t.Fatal("not a netstack transport")
 	}

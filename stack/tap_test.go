@@ -11,6 +11,7 @@ import (
 
 	"github.com/gnv-project/gnv/endpoint"
 	"github.com/gnv-project/gnv/link"
+	"github.com/gnv-project/gnv/link/tapnic"
 	"github.com/gnv-project/gnv/stack"
 	"github.com/gnv-project/gnv/testutil"
 	"github.com/gnv-project/gnv/testutil/netns"
@@ -44,7 +45,7 @@ func TestTAPUnderlay(t *testing.T) {
 			if c.ul == 6 {
 				ul, bits = []netip.Addr{netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2")}, 64
 			}
-			var eps [2]*link.TAPEndpoint
+			var eps [2]*tapnic.Endpoint
 			hosts := make([]*testutil.Host, 2)
 			for i, ns := range []*netns.NS{a, b} {
 				netns.Bridge(t, ns, "br0", []string{"va", "vb"}[i])
@@ -52,14 +53,14 @@ func TestTAPUnderlay(t *testing.T) {
 				if err := ns.Do(func() (err error) {
 					u, err = stack.OpenUnderlay(stack.TAPUnderlay{
 						Name: "gnvu0", Bridge: "br0", Address: netip.PrefixFrom(ul[i], bits),
-						Options: link.TAPEndpointOptions{NoTunnelGSO: c.noTnlGS},
+						Options: tapnic.Options{NoTunnelGSO: c.noTnlGS},
 					}, stack.UnderlayOptions{})
 					return err
 				}); err != nil {
 					t.Fatal(err)
 				}
 				t.Cleanup(func() { u.Close() })
-				eps[i] = u.Stack().GetLinkEndpointByName("underlay").(*link.TAPEndpoint)
+				eps[i] = u.Stack().GetLinkEndpointByName("underlay").(*tapnic.Endpoint)
 				hosts[i] = overlayHost(t, i, stack.Config{VNI: 77, Mode: c.mode, Remotes: []netip.Addr{ul[1-i]}, Underlay: u})
 			}
 			if name := eps[0].Name(); name != "gnvu0" {
@@ -68,7 +69,7 @@ func TestTAPUnderlay(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 			checkPair(t, ctx, hosts[0], hosts[1], c.ov)
-			tunnelGSO := eps[0].Offloads().TunnelGSO
+			tunnelGSO := eps[0].Offloads().Has(link.OffloadTunnelGSO)
 			t.Logf("offloads %s; sender %s; receiver %s", eps[0].Offloads(), hosts[0].Tunnel.Stats(), hosts[1].Tunnel.Stats())
 			if c.noTnlGS && tunnelGSO {
 				t.Errorf("NoTunnelGSO: offloads %s", eps[0].Offloads())

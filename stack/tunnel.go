@@ -19,7 +19,7 @@ import (
 
 	"github.com/gnv-project/gnv/endpoint"
 	"github.com/gnv-project/gnv/endpoint/geneve"
-	"github.com/gnv-project/gnv/link"
+	"github.com/gnv-project/gnv/link/tuntap"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
@@ -44,9 +44,9 @@ type Tunnel struct {
 	overlay  *tcpipstack.Stack
 	ep       *endpoint.Endpoint
 	underlay *SharedUnderlay
-	joined   bool          // joined cfg.Group on the underlay
-	device   *link.Device  // the TAP/TUN overlay, if any
-	nextMark atomic.Uint32 // marks for DialContextOptions
+	joined   bool           // joined cfg.Group on the underlay
+	device   *tuntap.Device // the TAP/TUN overlay, if any
+	nextMark atomic.Uint32  // marks for DialContextOptions
 
 	closeOnce sync.Once
 }
@@ -152,11 +152,11 @@ func (t *Tunnel) join() error {
 
 // startDevice patches the endpoint to a TAP or TUN device.
 func (t *Tunnel) startDevice() error {
-	mode := link.DeviceTAP
+	mode := tuntap.ModeTAP
 	if t.cfg.Mode == endpoint.L3 {
-		mode = link.DeviceTUN
+		mode = tuntap.ModeTUN
 	}
-	dev, err := link.OpenDevice(link.DeviceOptions{
+	dev, err := tuntap.New(tuntap.Options{
 		Name:            t.cfg.Device.Name,
 		Mode:            mode,
 		MTU:             t.cfg.MTU,
@@ -170,7 +170,7 @@ func (t *Tunnel) startDevice() error {
 	}
 	t.device = dev
 	ec := t.cfg.endpointConfig()
-	if mode == link.DeviceTAP {
+	if mode == tuntap.ModeTAP {
 		// The kernel owns the overlay MAC, and decides itself what to do
 		// with frames for other MACs (a bridge may sit on the TAP).
 		ec.MAC = tcpip.LinkAddress(dev.MAC())
@@ -231,7 +231,7 @@ func (c *markedConn) CloseWrite() error {
 }
 
 // Device returns the TAP/TUN device of a device tunnel, or nil.
-func (t *Tunnel) Device() *link.Device { return t.device }
+func (t *Tunnel) Device() *tuntap.Device { return t.device }
 
 // Offloads describes the offloads between the overlay and gnv, for a
 // start-up line: the device's virtio-net offloads, or the overlay

@@ -5,12 +5,17 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"strings"
 	"sync"
 
 	"github.com/gnv-project/gnv/endpoint"
 	"github.com/gnv-project/gnv/endpoint/geneve"
 	"github.com/gnv-project/gnv/link"
+	"github.com/gnv-project/gnv/link/afpacket"
+	"github.com/gnv-project/gnv/link/capture"
+	"github.com/gnv-project/gnv/link/kudp"
+	"github.com/gnv-project/gnv/link/nsudp"
+	"github.com/gnv-project/gnv/link/qdisc"
+	"github.com/gnv-project/gnv/link/tapnic"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
@@ -88,7 +93,7 @@ type KernelUDPUnderlay struct {
 	DisableOffloads bool
 	// SourcePorts is the number of extra send-only sockets that give
 	// different flows different outer UDP source ports (ECMP entropy, RFC
-	// 8926 §3.3); see link.KernelUDPOptions.SourcePorts. 0 means the
+	// 8926 §3.3); see kudp.Options.SourcePorts. 0 means the
 	// default (16); negative sends everything from the Geneve port.
 	SourcePorts int
 }
@@ -120,26 +125,12 @@ func (s *SharedUnderlay) OnClose(f func()) {
 // Offloads describes the offloads the underlay uses, for a start-up line
 // ("udp-gso udp-gro", ...); empty when none.
 func (s *SharedUnderlay) Offloads() string {
-	t := s.sock.Transport()
-	if c, ok := t.(interface{ Unwrap() link.Transport }); ok {
-		t = c.Unwrap()
-	}
-	var parts []string
-	if k, ok := t.(*link.KernelUDP); ok {
-		gso, gro := k.Offloads()
-		if gso {
-			parts = append(parts, "udp-gso")
-		}
-		if gro {
-			parts = append(parts, "udp-gro")
+	if r, ok := s.sock.Transport().(link.OffloadReporter); ok {
+		if o := r.Offloads(); o != 0 {
+			return o.String()
 		}
 	}
-	if o, ok := t.(interface{ OffloadString() string }); ok {
-		if d := o.OffloadString(); d != "" {
-			parts = append(parts, d)
-		}
-	}
-	return strings.Join(parts, " ")
+	return ""
 }
 
 // openOptions are what opening an underlay needs besides its own fields.
@@ -286,7 +277,7 @@ func (u NetstackUnderlay) open(o openOptions) (*SharedUnderlay, error) {
 	const nic = 1
 	var lep tcpipstack.LinkEndpoint = u.Link
 	if u.Pcap != nil {
-		c, err := link.NewCaptureEndpoint(u.Link, u.Pcap)
+		c, err := capture.NewEndpoint(u.Link, u.Pcap)
 		if err != nil {
 			return fail(fmt.Errorf("underlay pcap: %w", err))
 		}
@@ -320,7 +311,7 @@ func (u NetstackUnderlay) open(o openOptions) (*SharedUnderlay, error) {
 		routes = append(routes, tcpip.Route{Destination: subnet(netip.MustParsePrefix("ff00::/8")), NIC: nic})
 	}
 	s.SetRouteTable(routes)
-	t, err := link.NewNetstackUDP(link.NetstackUDPOptions{
+	t, err := nsudp.New(nsudp.Options{
 		Stack:           s,
 		NIC:             nic,
 		Local:           netip.AddrPortFrom(addr, o.port),
@@ -358,8 +349,8 @@ func (u NetstackUnderlay) openOwned(o openOptions) (*SharedUnderlay, error) {
 // else nil (the stack's default).
 func underlayQDisc(l tcpipstack.LinkEndpoint, lep tcpipstack.LinkEndpoint) tcpipstack.QueueingDiscipline {
 	switch l.(type) {
-	case *link.PacketEndpoint, *link.TAPEndpoint:
-		return link.NewDirectQDisc(lep)
+	case *afpacket.Endpoint, *tapnic.Endpoint:
+		return qdisc.NewDirect(lep)
 	}
 	return nil
 }
@@ -383,7 +374,7 @@ func underlayTunnelSegmenter(l tcpipstack.LinkEndpoint) link.TunnelSegmenter {
 }
 
 // TAPUnderlay runs the underlay netstack on a TAP device of its own
-// (link.TAPEndpoint), plugged into the host's network like a virtual
+// (tapnic.Endpoint), plugged into the host's network like a virtual
 // machine: usually a port of a Linux bridge that also holds the uplink.
 // Netstack, not the host kernel, does the underlay's IP, UDP, ARP, ND, IGMP
 // and MLD, with its own MAC and Address. On Linux 6.17 and later TCP
@@ -408,7 +399,7 @@ type TAPUnderlay struct {
 	Pcap io.Writer
 	// Options tunes the TAP endpoint (MAC, MTU, NoTunnelGSO); its Name
 	// and Bridge fields are ignored.
-	Options link.TAPEndpointOptions
+	Options tapnic.Options
 	// Checksums is the outer UDP checksum policy.
 	Checksums
 }
@@ -421,7 +412,7 @@ func (u TAPUnderlay) open(o openOptions) (*SharedUnderlay, error) {
 	}
 	opts := u.Options
 	opts.Name, opts.Bridge = u.Name, u.Bridge
-	ep, err := link.NewTAPEndpoint(opts)
+	ep, err := tapnic.New(opts)
 	if err != nil {
 		return nil, err
 	}
@@ -436,14 +427,14 @@ func (u TAPUnderlay) open(o openOptions) (*SharedUnderlay, error) {
 }
 
 // PacketUnderlay runs the underlay netstack on a host interface through an
-// AF_PACKET socket (link.PacketEndpoint): netstack, not the host kernel,
+// AF_PACKET socket (afpacket.Endpoint): netstack, not the host kernel,
 // does the underlay's IP, UDP, ARP, ND, IGMP and MLD on Device, with its
 // own MAC address by default. It needs root (CAP_NET_RAW, CAP_NET_ADMIN).
 //
 // Give it an interface the kernel does not use for the same addresses (a
 // veth end or a macvlan, up, without Address or any address of its subnet,
-// IPv6 disabled): opening checks this with link.CheckPacketHost and fails
-// on problems; its warnings go to Warn. See link.PacketEndpoint for the
+// IPv6 disabled): opening checks this with afpacket.CheckHost and fails
+// on problems; its warnings go to Warn. See afpacket.Endpoint for the
 // offloads (virtio_net_hdr checksum offload and UDP GSO, probed at
 // start); SharedUnderlay.Offloads reports the active ones.
 type PacketUnderlay struct {
@@ -464,8 +455,8 @@ type PacketUnderlay struct {
 	// Options tunes the AF_PACKET endpoint (MAC, UseInterfaceMAC, MTU,
 	// NoVnetHdr, NoTxChecksumOffload, NoUDPGSO, buffer sizes); its Device
 	// field is ignored.
-	Options link.PacketEndpointOptions
-	// SkipHostCheck opens the underlay even if link.CheckPacketHost finds
+	Options afpacket.Options
+	// SkipHostCheck opens the underlay even if afpacket.CheckHost finds
 	// problems (they are passed to Warn instead).
 	SkipHostCheck bool
 	// Warn, if set, receives the host check's warnings, one line each.
@@ -487,7 +478,7 @@ func (u PacketUnderlay) open(o openOptions) (*SharedUnderlay, error) {
 	if warn == nil {
 		warn = func(string) {}
 	}
-	warnings, err := link.CheckPacketHost(u.Device, u.Address.Addr())
+	warnings, err := afpacket.CheckHost(u.Device, u.Address.Addr())
 	for _, w := range warnings {
 		warn(w)
 	}
@@ -499,7 +490,7 @@ func (u PacketUnderlay) open(o openOptions) (*SharedUnderlay, error) {
 	}
 	opts := u.Options
 	opts.Device = u.Device
-	ep, err := link.NewPacketEndpoint(opts)
+	ep, err := afpacket.New(opts)
 	if err != nil {
 		return nil, err
 	}
@@ -518,7 +509,7 @@ func (u KernelUDPUnderlay) open(o openOptions) (*SharedUnderlay, error) {
 	if o.multicast {
 		local = netip.Addr{}
 	}
-	k, err := link.NewKernelUDP(link.KernelUDPOptions{
+	k, err := kudp.New(kudp.Options{
 		Local:           netip.AddrPortFrom(local, o.port),
 		Family:          o.family,
 		Device:          u.Device,
@@ -536,7 +527,7 @@ func (u KernelUDPUnderlay) open(o openOptions) (*SharedUnderlay, error) {
 	}
 	var t link.Transport = k
 	if u.Pcap != nil {
-		if t, err = link.NewCaptureTransport(k, u.Pcap); err != nil {
+		if t, err = capture.NewTransport(k, u.Pcap); err != nil {
 			k.Close()
 			return nil, fmt.Errorf("underlay pcap: %w", err)
 		}

@@ -2,9 +2,10 @@ package testutil
 
 import (
 	"fmt"
-	"gvisor.dev/gvisor/pkg/buffer"
 	"math"
 	"time"
+
+	"gvisor.dev/gvisor/pkg/buffer"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"

@@ -4,7 +4,8 @@ import (
 	"io"
 	"log/slog"
 
-	"github.com/gnv-project/gnv/link"
+	"github.com/gnv-project/gnv/link/afpacket"
+	"github.com/gnv-project/gnv/link/tapnic"
 	"github.com/gnv-project/gnv/stack"
 )
 
@@ -19,7 +20,7 @@ func packetUnderlay(p *upPlan, pcapW io.Writer, log *slog.Logger) (stack.Underla
 		MulticastTTL: p.multicastTTL,
 		Pcap:         pcapW,
 		Checksums:    p.checksums(),
-		Options: link.PacketEndpointOptions{
+		Options: afpacket.Options{
 			MAC:       p.underlayMAC,
 			MTU:       p.underlayMTU,
 			NoVnetHdr: p.noOffloads,
@@ -38,7 +39,7 @@ func tapUnderlay(p *upPlan, pcapW io.Writer) stack.Underlay {
 		MulticastTTL: p.multicastTTL,
 		Pcap:         pcapW,
 		Checksums:    p.checksums(),
-		Options: link.TAPEndpointOptions{
+		Options: tapnic.Options{
 			MAC:         p.underlayMAC,
 			MTU:         p.underlayMTU,
 			NoTunnelGSO: p.noOffloads,

@@ -1,0 +1,206 @@
+//go:build linux
+
+// Package ethnic is what gnv's Ethernet link endpoints on a host
+// descriptor share (the AF_PACKET endpoint and the TAP underlay NIC): the
+// Ethernet header methods of stack.LinkEndpoint, netstack's own MAC, and
+// the life cycle of the one goroutine that reads the descriptor.
+package ethnic
+
+import (
+	"errors"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// NIC is an Ethernet link endpoint on one host descriptor that one
+// goroutine reads, with netstack's own MAC address, and the life cycle of
+// that goroutine. Endpoints embed it and set its exported fields before
+// the NIC is attached.
+//
+// Attach starts the goroutine (run), or with nil tells it to stop without
+// waiting: the stack calls Attach(nil), and then Wait, holding its own lock,
+// which a frame still being delivered may need (an ICMP error looks up a
+// route); Close, which the stack calls after releasing the lock, waits.
+type NIC struct {
+	// File is the descriptor. Close closes it.
+	File *os.File
+	// Read reads the next batch of frames from File, blocking until there
+	// is one or the NIC stops (its read deadline is then set in the past).
+	Read func() error
+	// Deliver hands the frames of the last successful Read to d.
+	Deliver func(d stack.NetworkDispatcher)
+	// RxErrors counts failed reads.
+	RxErrors *atomic.Uint64
+	// Release frees what the goroutine used, after it stopped and File is
+	// closed.
+	Release func()
+
+	mu         sync.RWMutex
+	mac        tcpip.LinkAddress
+	dispatcher stack.NetworkDispatcher
+	onClose    func()
+
+	attachMu sync.Mutex    // serialises Attach and Close
+	stopCh   chan struct{} // closed to stop the receive goroutine; under attachMu
+	wg       sync.WaitGroup
+	closed   atomic.Bool
+}
+
+// LinkAddress implements stack.LinkEndpoint: netstack's MAC address.
+func (n *NIC) LinkAddress() tcpip.LinkAddress {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.mac
+}
+
+// SetLinkAddress implements stack.LinkEndpoint.
+func (n *NIC) SetLinkAddress(addr tcpip.LinkAddress) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.mac = addr
+}
+
+// Attach implements stack.LinkEndpoint: it starts the receive goroutine
+// delivering to d, or, with nil, tells it to stop (see NIC).
+func (n *NIC) Attach(d stack.NetworkDispatcher) {
+	n.attachMu.Lock()
+	defer n.attachMu.Unlock()
+	n.signalStop()
+	if d == nil || n.closed.Load() {
+		return
+	}
+	n.wg.Wait() // a goroutine stopped by an earlier Attach(nil)
+	_ = n.File.SetReadDeadline(time.Time{})
+	stop := make(chan struct{})
+	n.stopCh = stop
+	n.mu.Lock()
+	n.dispatcher = d
+	n.mu.Unlock()
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.receive(d, stop)
+	}()
+}
+
+// signalStop tells the receive goroutine, if any, to stop, waking its
+// read. Called with attachMu held.
+func (n *NIC) signalStop() {
+	n.mu.Lock()
+	n.dispatcher = nil
+	n.mu.Unlock()
+	if n.stopCh != nil {
+		close(n.stopCh)
+		n.stopCh = nil
+		_ = n.File.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+// Closed reports whether Close has been called.
+func (n *NIC) Closed() bool { return n.closed.Load() }
+
+// IsAttached implements stack.LinkEndpoint.
+func (n *NIC) IsAttached() bool {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.dispatcher != nil
+}
+
+// Wait implements stack.LinkEndpoint. Once the endpoint is closed it waits
+// for the receive goroutine; before, it returns at once (see NIC).
+func (n *NIC) Wait() {
+	if n.closed.Load() {
+		n.wg.Wait()
+	}
+}
+
+// MaxHeaderLength implements stack.LinkEndpoint.
+func (n *NIC) MaxHeaderLength() uint16 { return header.EthernetMinimumSize }
+
+// ARPHardwareType implements stack.LinkEndpoint.
+func (n *NIC) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareEther }
+
+// AddHeader implements stack.LinkEndpoint: it pushes the Ethernet header.
+func (n *NIC) AddHeader(pkt *stack.PacketBuffer) {
+	src := pkt.EgressRoute.LocalLinkAddress
+	if src == "" {
+		src = n.LinkAddress()
+	}
+	header.Ethernet(pkt.LinkHeader().Push(header.EthernetMinimumSize)).Encode(&header.EthernetFields{
+		SrcAddr: src,
+		DstAddr: pkt.EgressRoute.RemoteLinkAddress,
+		Type:    pkt.NetworkProtocolNumber,
+	})
+}
+
+// ParseHeader implements stack.LinkEndpoint.
+func (n *NIC) ParseHeader(pkt *stack.PacketBuffer) bool {
+	_, ok := pkt.LinkHeader().Consume(header.EthernetMinimumSize)
+	return ok
+}
+
+// SetOnCloseAction implements stack.LinkEndpoint.
+func (n *NIC) SetOnCloseAction(f func()) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.onClose = f
+}
+
+// Close implements stack.LinkEndpoint: it stops the receive goroutine,
+// runs the close action, closes the descriptor and releases the receive
+// buffers. The stack calls it when the NIC is removed.
+func (n *NIC) Close() {
+	n.attachMu.Lock()
+	defer n.attachMu.Unlock()
+	if n.closed.Swap(true) {
+		return
+	}
+	n.signalStop()
+	n.wg.Wait()
+	n.mu.Lock()
+	f := n.onClose
+	n.onClose = nil
+	n.mu.Unlock()
+	if f != nil {
+		f()
+	}
+	_ = n.File.Close()
+	if n.Release != nil {
+		n.Release()
+	}
+}
+
+// receive is the receive goroutine: it reads and delivers until stop is
+// closed or the descriptor is gone. Failed reads are counted; after many
+// in a row (an interface that went down reports ENETDOWN once, then reads
+// block until it is up again) it backs off.
+func (n *NIC) receive(d stack.NetworkDispatcher, stop <-chan struct{}) {
+	errs := 0
+	for {
+		err := n.Read()
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		if err != nil {
+			n.RxErrors.Add(1)
+			if errors.Is(err, os.ErrClosed) || errors.Is(err, unix.EBADFD) {
+				return // the device is gone
+			}
+			if errs++; errs > 100 {
+				time.Sleep(10 * time.Millisecond)
+			}
+			continue
+		}
+		errs = 0
+		n.Deliver(d)
+	}
+}

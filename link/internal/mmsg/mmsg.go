@@ -1,0 +1,36 @@
+//go:build linux
+
+// Package mmsg sends batches of messages with sendmmsg(2), for the kernel
+// UDP socket and the AF_PACKET socket.
+package mmsg
+
+import (
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// SendAll runs sendmmsg on msgs[*i:] until every message is sent
+// (done), one fails (errno, with *i at the failed message), or the socket
+// buffer is full. When full it returns done=false if the caller may wait
+// for writability (RawConn.Write calls it again), else blocked=true. It is
+// shared by the kernel UDP and AF_PACKET senders.
+func SendAll(fd uintptr, msgs []unix.Mmsghdr, i *int, canWait bool) (done, blocked bool, errno syscall.Errno) {
+	for *i < len(msgs) {
+		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&msgs[*i])), uintptr(len(msgs)-*i), 0, 0, 0)
+		switch {
+		case e == unix.EINTR:
+			continue
+		case e == unix.EAGAIN || (e == 0 && r == 0):
+			if canWait {
+				return false, false, 0
+			}
+			return true, true, 0
+		case e != 0:
+			return true, false, e
+		}
+		*i += int(r)
+	}
+	return true, false, 0
+}

@@ -1,0 +1,13 @@
+//go:build linux
+
+package tapnic
+
+import (
+	"os"
+	"testing"
+
+	"github.com/gnv-project/gnv/testutil/leakcheck"
+)
+
+// TestMain checks that no test leaks a gVisor buffer.
+func TestMain(m *testing.M) { os.Exit(leakcheck.Run(m)) }
