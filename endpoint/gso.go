@@ -1,18 +1,11 @@
 package endpoint
 
 import (
-	"encoding/binary"
 	"net/netip"
 
+	"github.com/gnv-project/gnv/link"
 	"gvisor.dev/gvisor/pkg/buffer"
-	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
-)
-
-const (
-	tcpFlagFIN = 0x01
-	tcpFlagPSH = 0x08
-	tcpFlagCWR = 0x80
 )
 
 // segment splits a host-GSO TCP packet into MSS-sized segments, finishes
@@ -52,43 +45,17 @@ func (e *Endpoint) segment(b *txBatch, pkt *stack.PacketBuffer, linkHdr []byte, 
 		return
 	}
 	hash := e.hash(linkHdr, ip, tcp)
-	seq := binary.BigEndian.Uint32(tcp[4:8])
-	var id uint16
-	if v4 {
-		id = binary.BigEndian.Uint16(ip[4:6])
-	}
-	flags := tcp[13]
+	l3, l4 := len(linkHdr), len(linkHdr)+len(ip)
 	nseg := 0
 	for off := 0; off < total || nseg == 0; off += mss {
 		n := min(mss, total-off)
-		last := off+n >= total
 
 		hv := buffer.NewViewSize(hdrLen)
 		h := hv.AsSlice()
 		copy(h, linkHdr)
-		sip := h[len(linkHdr) : len(linkHdr)+len(ip)]
-		copy(sip, ip)
-		stcp := h[len(linkHdr)+len(ip):]
-		copy(stcp, tcp)
-
-		l4Len := len(tcp) + n
-		if v4 {
-			binary.BigEndian.PutUint16(sip[2:4], uint16(len(ip)+l4Len))
-			binary.BigEndian.PutUint16(sip[4:6], id+uint16(nseg))
-			sip[10], sip[11] = 0, 0
-			binary.BigEndian.PutUint16(sip[10:12], ^checksum.Checksum(sip, 0))
-		} else {
-			binary.BigEndian.PutUint16(sip[4:6], uint16(len(ip)-40+l4Len))
-		}
-		binary.BigEndian.PutUint32(stcp[4:8], seq+uint32(off))
-		f := flags
-		if !last {
-			f &^= tcpFlagFIN | tcpFlagPSH
-		}
-		if nseg > 0 {
-			f &^= tcpFlagCWR
-		}
-		stcp[13] = f
+		copy(h[l3:], ip)
+		copy(h[l4:], tcp)
+		pseudo := link.SegmentHeader(h, l3, l4, link.ProtoTCP, nseg, off, n, off+n >= total)
 
 		seg := buffer.MakeWithView(hv)
 		var sum uint16
@@ -99,19 +66,9 @@ func (e *Endpoint) segment(b *txBatch, pkt *stack.PacketBuffer, linkHdr []byte, 
 			sum = p.Checksum(0)
 			seg.Merge(&p)
 		}
-		// TCP checksum: pseudo-header + TCP header + payload.
-		stcp[16], stcp[17] = 0, 0
-		var pseudo uint16
-		if v4 {
-			pseudo = checksum.Checksum(sip[12:20], uint16(protoTCP))
-		} else {
-			pseudo = checksum.Checksum(sip[8:40], uint16(protoTCP))
-		}
-		pseudo = checksum.Combine(pseudo, uint16(l4Len))
-		xsum := checksum.Combine(checksum.Checksum(stcp, pseudo), sum)
-		binary.BigEndian.PutUint16(stcp[16:18], ^xsum)
+		link.FinishChecksum(h[l4:], link.ProtoTCP, pseudo, sum)
 
-		e.emit(b, &seg, sip, hash, dsts, extra, 0)
+		e.emit(b, &seg, h[l3:l4], hash, dsts, extra, 0)
 		nseg++
 	}
 	if nseg > 1 {

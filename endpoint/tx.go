@@ -1,7 +1,6 @@
 package endpoint
 
 import (
-	"encoding/binary"
 	"net/netip"
 
 	"github.com/gnv-project/gnv/endpoint/geneve"
@@ -184,16 +183,11 @@ func (e *Endpoint) emit(b *txBatch, inner *buffer.Buffer, ip []byte, hash uint32
 		}
 		v := buffer.NewViewSize(geneve.HeaderLen + optLen)
 		h := v.AsSlice()
-		// Base header (RFC 8926 §3.4): version 0, Opt Len, O=0, C, reserved 0.
-		h[0] = uint8(optLen / 4)
-		h[1] = 0
-		if critical {
-			h[1] = 0x40
-		}
-		binary.BigEndian.PutUint16(h[2:4], proto)
-		binary.BigEndian.PutUint32(h[4:8], e.cfg.VNI<<8)
-		copy(h[8:], e.cfg.Options)
-		copy(h[8+len(e.cfg.Options):], extra)
+		// The options were validated when configured (Config.Options,
+		// SetMarkOptions).
+		geneve.PutBase(h, proto, e.cfg.VNI, optLen, false, critical)
+		copy(h[geneve.HeaderLen:], e.cfg.Options)
+		copy(h[geneve.HeaderLen+len(e.cfg.Options):], extra)
 
 		payload := buffer.MakeWithView(v)
 		if i == len(dsts)-1 {

@@ -143,22 +143,35 @@ func (h *Header) Encode(b []byte) (int, error) {
 	if len(b) < n {
 		return 0, ErrShortBuffer
 	}
-	b[0] = byte(len(h.Options) / 4) // version 0
-	b[1] = 0
-	if h.OAM {
-		b[1] |= flagOAM
-	}
-	if h.Critical || critical {
-		b[1] |= flagCritical
-	}
-	binary.BigEndian.PutUint16(b[2:4], h.Protocol)
-	binary.BigEndian.PutUint32(b[4:8], h.VNI<<8) // reserved byte 0
+	PutBase(b, h.Protocol, h.VNI, len(h.Options), h.OAM, h.Critical || critical)
 	opts := b[HeaderLen:n]
 	copy(opts, h.Options)
 	for i := 0; i < len(opts); i += OptionHeaderLen + int(opts[i+3]&optLenMask5)*4 {
 		opts[i+3] &= optLenMask5 // R bits 0
 	}
 	return n, nil
+}
+
+// PutBase writes the 8-byte base header to b[:HeaderLen]: version 0, Opt
+// Len for optLen bytes of options (a multiple of 4, at most
+// MaxOptionsLen), the O and C bits, the protocol type and the VNI (at most
+// MaxVNI), with every reserved field zero. It is Encode without the
+// options, for a sender that writes option TLVs it has validated once
+// (ValidateOptions) right after the base header; such a sender must set
+// critical when any of them is critical (RFC 8926 §3.5). It panics if b is
+// shorter than HeaderLen.
+func PutBase(b []byte, protocol uint16, vni uint32, optLen int, oam, critical bool) {
+	_ = b[HeaderLen-1]
+	b[0] = byte(optLen / 4) // version 0
+	b[1] = 0
+	if oam {
+		b[1] |= flagOAM
+	}
+	if critical {
+		b[1] |= flagCritical
+	}
+	binary.BigEndian.PutUint16(b[2:4], protocol)
+	binary.BigEndian.PutUint32(b[4:8], vni<<8) // reserved byte 0
 }
 
 // Decode parses the Geneve header at the start of b (the UDP payload) and
