@@ -20,7 +20,7 @@ func BenchmarkEncapsulate(b *testing.B) {
 		for _, size := range frameSizes {
 			b.Run(fmt.Sprintf("%s/%dB", mode, size), func(b *testing.B) {
 				e, ft, _ := newTestEndpoint(b, Config{VNI: 1, Mode: mode})
-				ft.keep = false
+				ft.Record = false
 				// An IPv4/UDP packet whose frame (with the Ethernet header
 				// in L2 mode) is size bytes.
 				ipLen := size
@@ -71,7 +71,7 @@ func BenchmarkDecapsulate(b *testing.B) {
 				b.ReportAllocs()
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {
-					ft.r.Receive(batch)
+					ft.Deliver(batch)
 				}
 				b.StopTimer()
 				if d.count != b.N {
@@ -86,7 +86,7 @@ func BenchmarkDecapsulate(b *testing.B) {
 // MSS-sized segments and encapsulating them.
 func BenchmarkSegment(b *testing.B) {
 	e, ft, _ := newTestEndpoint(b, Config{VNI: 1, Mode: L3})
-	ft.keep = false
+	ft.Record = false
 	payload := make([]byte, 65000)
 	pkt := tcpSuperPacket(e, false, payload, 1424, 0x10)
 	defer pkt.DecRef()

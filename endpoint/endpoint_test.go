@@ -9,6 +9,7 @@ import (
 
 	"github.com/gnv-project/gnv/endpoint/geneve"
 	"github.com/gnv-project/gnv/link"
+	"github.com/gnv-project/gnv/link/linktest"
 	"github.com/gnv-project/gnv/testutil/leakcheck"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -19,51 +20,11 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(leakcheck.Run(m)) }
 
-// fakeTransport records sent datagrams (deep copies) and lets tests inject
-// received ones.
-type fakeTransport struct {
-	mu    sync.Mutex
-	local netip.AddrPort
-	mtu   int
-	sent  []sentDatagram
-	r     link.Receiver
-	keep  bool // record sent datagrams
-}
-
-type sentDatagram struct {
-	pkt  link.Packet // Payload released; use data
-	data []byte
-}
+// fakeTransport is the in-memory transport of package linktest.
+type fakeTransport = linktest.Transport
 
 func newFakeTransport(local string) *fakeTransport {
-	return &fakeTransport{local: netip.MustParseAddrPort(local), mtu: 1500, keep: true}
-}
-
-func (f *fakeTransport) WriteBatch(pkts []link.Packet) (int, error) {
-	if !f.keep {
-		return len(pkts), nil
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, p := range pkts {
-		d := sentDatagram{pkt: p, data: p.Payload.Flatten()}
-		d.pkt.Payload = buffer.Buffer{}
-		f.sent = append(f.sent, d)
-	}
-	return len(pkts), nil
-}
-func (f *fakeTransport) Start(r link.Receiver) error { f.r = r; return nil }
-func (f *fakeTransport) LocalAddr() netip.AddrPort   { return f.local }
-func (f *fakeTransport) MTU() int                    { return f.mtu }
-func (f *fakeTransport) JoinGroup(netip.Addr) error  { return nil }
-func (f *fakeTransport) LeaveGroup(netip.Addr) error { return nil }
-func (f *fakeTransport) Close() error                { return nil }
-func (f *fakeTransport) take() []sentDatagram {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	s := f.sent
-	f.sent = nil
-	return s
+	return linktest.New(netip.MustParseAddrPort(local))
 }
 
 // sink is a NetworkDispatcher that records delivered packets (as bytes,
@@ -172,22 +133,22 @@ func TestEncapsulateL2(t *testing.T) {
 	peer := tcpip.LinkAddress("\x02\x00\x00\x00\x00\x02")
 	ip := ipv4UDP("10.0.0.1", "10.0.0.2", 1000, 2000, 0x02 /* ECT(0) */, []byte("hello"))
 	write(t, e, outbound(e, ip, peer))
-	sent := ft.take()
+	sent := ft.Take()
 	if len(sent) != 1 {
 		t.Fatalf("sent %d datagrams, want 1", len(sent))
 	}
 	d := sent[0]
-	h, off, err := geneve.Decode(d.data)
+	h, off, err := geneve.Decode(d.Data)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.data[0]>>6 != 0 || h.VNI != 0xabcdef || h.Protocol != geneve.ProtoEthernet || h.OAM || h.Critical || len(h.Options) != 0 {
+	if d.Data[0]>>6 != 0 || h.VNI != 0xabcdef || h.Protocol != geneve.ProtoEthernet || h.OAM || h.Critical || len(h.Options) != 0 {
 		t.Errorf("header %+v", h)
 	}
-	if d.data[1]&0x3f != 0 || d.data[7] != 0 {
-		t.Errorf("reserved bits not zero: % x", d.data[:8])
+	if d.Data[1]&0x3f != 0 || d.Data[7] != 0 {
+		t.Errorf("reserved bits not zero: % x", d.Data[:8])
 	}
-	frame := d.data[off:]
+	frame := d.Data[off:]
 	eth := header.Ethernet(frame)
 	if eth.DestinationAddress() != peer || eth.SourceAddress() != e.LinkAddress() || eth.Type() != header.IPv4ProtocolNumber {
 		t.Errorf("inner Ethernet %x", frame[:14])
@@ -195,17 +156,17 @@ func TestEncapsulateL2(t *testing.T) {
 	if string(frame[14:]) != string(ip) {
 		t.Errorf("inner packet differs")
 	}
-	if d.pkt.Dst != netip.MustParseAddrPort("192.0.2.2:6081") {
-		t.Errorf("dst %v", d.pkt.Dst)
+	if d.Packet.Dst != netip.MustParseAddrPort("192.0.2.2:6081") {
+		t.Errorf("dst %v", d.Packet.Dst)
 	}
-	if d.pkt.TOS != 0x22 {
-		t.Errorf("outer TOS %#x, want DSCP 0x20 | inner ECT(0) = 0x22", d.pkt.TOS)
+	if d.Packet.TOS != 0x22 {
+		t.Errorf("outer TOS %#x, want DSCP 0x20 | inner ECT(0) = 0x22", d.Packet.TOS)
 	}
-	if d.pkt.TTL != DefaultTTL {
-		t.Errorf("TTL %d", d.pkt.TTL)
+	if d.Packet.TTL != DefaultTTL {
+		t.Errorf("TTL %d", d.Packet.TTL)
 	}
-	if d.pkt.SrcPort < DefaultSrcPortMin || d.pkt.SrcPort > DefaultSrcPortMax {
-		t.Errorf("source port %d outside %d..%d", d.pkt.SrcPort, DefaultSrcPortMin, DefaultSrcPortMax)
+	if d.Packet.SrcPort < DefaultSrcPortMin || d.Packet.SrcPort > DefaultSrcPortMax {
+		t.Errorf("source port %d outside %d..%d", d.Packet.SrcPort, DefaultSrcPortMin, DefaultSrcPortMax)
 	}
 	if st := e.Stats(); st.TxPackets != 1 || st.TxBytes != uint64(len(frame)) {
 		t.Errorf("stats %v", st)
@@ -219,16 +180,16 @@ func TestSourcePortPerFlow(t *testing.T) {
 		for rep := 0; rep < 2; rep++ {
 			write(t, e, outbound(e, ipv4UDP("10.0.0.1", "10.0.0.2", uint16(1000+i), 53, 0, []byte("x")), ""))
 		}
-		sent := ft.take()
-		if sent[0].pkt.SrcPort != sent[1].pkt.SrcPort {
-			t.Fatalf("flow %d: source ports %d and %d differ", i, sent[0].pkt.SrcPort, sent[1].pkt.SrcPort)
+		sent := ft.Take()
+		if sent[0].Packet.SrcPort != sent[1].Packet.SrcPort {
+			t.Fatalf("flow %d: source ports %d and %d differ", i, sent[0].Packet.SrcPort, sent[1].Packet.SrcPort)
 		}
-		p := sent[0].pkt.SrcPort
+		p := sent[0].Packet.SrcPort
 		if p < 50000 || p > 50099 {
 			t.Fatalf("source port %d outside 50000..50099", p)
 		}
 		ports[p] = true
-		if h, _, _ := geneve.Decode(sent[0].data); h.Protocol != geneve.ProtoIPv4 {
+		if h, _, _ := geneve.Decode(sent[0].Data); h.Protocol != geneve.ProtoIPv4 {
 			t.Fatalf("L3 protocol %#x, want 0x0800", h.Protocol)
 		}
 	}
@@ -245,17 +206,17 @@ func TestEncapsulateOptionsAndReplication(t *testing.T) {
 		t.Errorf("MTU %d, want %d (1450 minus 8 option bytes)", got, want)
 	}
 	write(t, e, outbound(e, ipv4UDP("10.0.0.1", "10.0.0.255", 1, 2, 0, nil), header.EthernetBroadcastAddress))
-	sent := ft.take()
+	sent := ft.Take()
 	if len(sent) != 3 {
 		t.Fatalf("broadcast replicated to %d remotes, want 3", len(sent))
 	}
 	for i, d := range sent {
-		h, _, err := geneve.Decode(d.data)
+		h, _, err := geneve.Decode(d.Data)
 		if err != nil || !h.Critical || string(h.Options) != string(opts) {
 			t.Errorf("datagram %d: %+v %v", i, h, err)
 		}
-		if want := netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(2 + i)}), 6081); d.pkt.Dst != want {
-			t.Errorf("datagram %d to %v, want %v", i, d.pkt.Dst, want)
+		if want := netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(2 + i)}), 6081); d.Packet.Dst != want {
+			t.Errorf("datagram %d to %v, want %v", i, d.Packet.Dst, want)
 		}
 	}
 }
@@ -339,7 +300,7 @@ func TestDecapsulateChecks(t *testing.T) {
 	for _, c := range cases {
 		before, sbefore := e.Stats(), e.sock.Stats()
 		d.count = 0
-		ft.r.Receive([]link.Datagram{{Payload: c.dg, Src: netip.MustParseAddrPort("192.0.2.2:40000")}})
+		ft.Deliver([]link.Datagram{{Payload: c.dg, Src: netip.MustParseAddrPort("192.0.2.2:40000")}})
 		after, safter := e.Stats(), e.sock.Stats()
 		if got := d.count == 1; got != c.deliver {
 			t.Errorf("%s: delivered=%v, want %v", c.name, got, c.deliver)
@@ -362,7 +323,7 @@ func TestDecapsulateChecks(t *testing.T) {
 func TestDecapsulateL3(t *testing.T) {
 	e, ft, d := newTestEndpoint(t, Config{VNI: 9, Mode: L3})
 	ip := ipv4UDP("10.0.0.2", "10.0.0.1", 1, 2, 0, []byte("x"))
-	ft.r.Receive([]link.Datagram{
+	ft.Deliver([]link.Datagram{
 		{Payload: datagram(geneve.Header{VNI: 9, Protocol: geneve.ProtoIPv4}, ip), Src: peerAddr},
 		{Payload: datagram(geneve.Header{VNI: 9, Protocol: geneve.ProtoEthernet}, ether("\xff\xff\xff\xff\xff\xff", "\x02\x00\x00\x00\x00\x01", 0x0800, ip)), Src: peerAddr},
 		{Payload: datagram(geneve.Header{VNI: 9, Protocol: geneve.ProtoIPv6}, ip), Src: peerAddr},
@@ -399,7 +360,7 @@ func TestECNDecapsulation(t *testing.T) {
 			d.pkts = nil
 			ip := ipv4UDP("10.0.0.2", "10.0.0.1", 1, 2, 0xb8|uint8(inner), []byte("ecn"))
 			drops := e.Stats().Drops[DropECN]
-			ft.r.Receive([]link.Datagram{{Payload: datagram(geneve.Header{VNI: 3, Protocol: geneve.ProtoIPv4}, ip), TOS: uint8(outer), Src: peerAddr}})
+			ft.Deliver([]link.Datagram{{Payload: datagram(geneve.Header{VNI: 3, Protocol: geneve.ProtoIPv4}, ip), TOS: uint8(outer), Src: peerAddr}})
 			w := want[inner][outer]
 			if w < 0 {
 				if len(d.pkts) != 0 || e.Stats().Drops[DropECN] != drops+1 {

@@ -69,22 +69,22 @@ func TestSegmentation(t *testing.T) {
 			}
 			const mss = 1380
 			write(t, e, tcpSuperPacket(e, tc.v6, payload, mss, header.TCPFlagAck|header.TCPFlagPsh|header.TCPFlagFin|header.TCPFlagCwr))
-			sent := ft.take()
+			sent := ft.Take()
 			want := max(1, (tc.size+mss-1)/mss)
 			if len(sent) != want {
 				t.Fatalf("%d segments, want %d", len(sent), want)
 			}
 			var got []byte
-			srcPort := sent[0].pkt.SrcPort
+			srcPort := sent[0].Packet.SrcPort
 			for i, d := range sent {
-				h, off, err := geneve.Decode(d.data)
+				h, off, err := geneve.Decode(d.Data)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if d.pkt.SrcPort != srcPort {
-					t.Errorf("segment %d: source port %d, first was %d", i, d.pkt.SrcPort, srcPort)
+				if d.Packet.SrcPort != srcPort {
+					t.Errorf("segment %d: source port %d, first was %d", i, d.Packet.SrcPort, srcPort)
 				}
-				ip := d.data[off:]
+				ip := d.Data[off:]
 				if h.Protocol == geneve.ProtoEthernet {
 					ip = ip[14:]
 				}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/gnv-project/gnv/endpoint/geneve"
 	"github.com/gnv-project/gnv/link"
+	"github.com/gnv-project/gnv/link/linktest"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
@@ -30,7 +31,7 @@ func threeRemotes() []netip.Addr {
 // receiveFrame feeds an L2 frame from srcMAC behind the outer source src.
 func receiveFrame(e *Endpoint, ft *fakeTransport, src string, srcMAC tcpip.LinkAddress) {
 	ip := ipv4UDP("10.0.0.9", "10.0.0.1", 1, 2, 0, []byte("hi"))
-	ft.r.Receive([]link.Datagram{{
+	ft.Deliver([]link.Datagram{{
 		Payload: datagram(geneve.Header{VNI: e.VNI(), Protocol: geneve.ProtoEthernet}, ether(e.LinkAddress(), srcMAC, 0x0800, ip)),
 		Src:     netip.MustParseAddrPort(src + ":50000"),
 	}})
@@ -41,8 +42,8 @@ func sendTo(t *testing.T, e *Endpoint, ft *fakeTransport, dstMAC tcpip.LinkAddre
 	t.Helper()
 	write(t, e, outbound(e, ipv4UDP("10.0.0.1", "10.0.0.9", 1, 2, 0, []byte("x")), dstMAC))
 	var out []netip.AddrPort
-	for _, d := range ft.take() {
-		out = append(out, d.pkt.Dst)
+	for _, d := range ft.Take() {
+		out = append(out, d.Packet.Dst)
 	}
 	return out
 }
@@ -150,16 +151,16 @@ func TestNoLearn(t *testing.T) {
 func TestMulticastLearning(t *testing.T) {
 	e, ft, _ := newTestEndpoint(t, Config{VNI: 1, Mode: L2, Group: netip.MustParseAddr("239.1.1.1"), TTL: 9})
 	group := netip.MustParseAddrPort("239.1.1.1:6081")
-	sent := func(dst tcpip.LinkAddress) []sentDatagram {
+	sent := func(dst tcpip.LinkAddress) []linktest.Sent {
 		write(t, e, outbound(e, ipv4UDP("10.0.0.1", "10.0.0.9", 1, 2, 0, nil), dst))
-		return ft.take()
+		return ft.Take()
 	}
-	if s := sent(macB); len(s) != 1 || s[0].pkt.Dst != group || s[0].pkt.TTL != 9 {
+	if s := sent(macB); len(s) != 1 || s[0].Packet.Dst != group || s[0].Packet.TTL != 9 {
 		t.Fatalf("unknown unicast: %+v, want the group with TTL 9", s)
 	}
 	// Any source is accepted in multicast mode, and learned.
 	receiveFrame(e, ft, "198.51.100.20", macB)
-	if s := sent(macB); len(s) != 1 || s[0].pkt.Dst != netip.MustParseAddrPort("198.51.100.20:6081") || s[0].pkt.TTL != 9 {
+	if s := sent(macB); len(s) != 1 || s[0].Packet.Dst != netip.MustParseAddrPort("198.51.100.20:6081") || s[0].Packet.TTL != 9 {
 		t.Fatalf("learned unicast: %+v", s)
 	}
 	// A separate multicast TTL applies to the group only.
@@ -167,7 +168,7 @@ func TestMulticastLearning(t *testing.T) {
 	receiveFrame(m, mft, "198.51.100.20", macB)
 	write(t, m, outbound(m, ipv4UDP("10.0.0.1", "10.0.0.9", 1, 2, 0, nil), macC))
 	write(t, m, outbound(m, ipv4UDP("10.0.0.1", "10.0.0.9", 1, 2, 0, nil), macB))
-	if s := mft.take(); len(s) != 2 || s[0].pkt.Dst != group || s[0].pkt.TTL != 1 || s[1].pkt.TTL != 30 {
+	if s := mft.Take(); len(s) != 2 || s[0].Packet.Dst != group || s[0].Packet.TTL != 1 || s[1].Packet.TTL != 30 {
 		t.Errorf("multicast TTL 1, unicast TTL 30: %+v", s)
 	}
 }
@@ -220,11 +221,11 @@ func TestOuterHeaderPolicy(t *testing.T) {
 			cfg.VNI, cfg.Mode = 1, L3
 			e, ft, _ := newTestEndpoint(t, cfg)
 			write(t, e, outbound(e, c.ip, ""))
-			s := ft.take()
+			s := ft.Take()
 			if len(s) != 1 {
 				t.Fatalf("%d datagrams", len(s))
 			}
-			if p := s[0].pkt; p.TOS != c.tos || p.TTL != c.ttl || p.DF != c.df {
+			if p := s[0].Packet; p.TOS != c.tos || p.TTL != c.ttl || p.DF != c.df {
 				t.Errorf("outer TOS %#x TTL %d DF %v, want %#x %d %v", p.TOS, p.TTL, p.DF, c.tos, c.ttl, c.df)
 			}
 		})
@@ -232,7 +233,7 @@ func TestOuterHeaderPolicy(t *testing.T) {
 	// IPv6 inner with DF inherit: DF set (IPv6 is never fragmented en route).
 	e, ft, _ := newTestEndpoint(t, Config{VNI: 1, Mode: L3, DF: DFInherit, TTLInherit: true})
 	write(t, e, tcpSuperPacket(e, true, []byte("abc"), 1000, header.TCPFlagAck))
-	if s := ft.take(); len(s) != 1 || !s[0].pkt.DF || s[0].pkt.TTL != 64 {
+	if s := ft.Take(); len(s) != 1 || !s[0].Packet.DF || s[0].Packet.TTL != 64 {
 		t.Errorf("IPv6 inner: %+v", s)
 	}
 }
@@ -240,7 +241,7 @@ func TestOuterHeaderPolicy(t *testing.T) {
 func TestTTLInheritOnDecapsulation(t *testing.T) {
 	_, ft, d := newTestEndpoint(t, Config{VNI: 1, Mode: L3, TTLInherit: true})
 	ip := ipv4UDP("10.0.0.2", "10.0.0.1", 1, 2, 0, []byte("x"))
-	ft.r.Receive([]link.Datagram{{Payload: datagram(geneve.Header{VNI: 1, Protocol: geneve.ProtoIPv4}, ip), Src: peerAddr, TTL: 3}})
+	ft.Deliver([]link.Datagram{{Payload: datagram(geneve.Header{VNI: 1, Protocol: geneve.ProtoIPv4}, ip), Src: peerAddr, TTL: 3}})
 	if len(d.pkts) != 1 {
 		t.Fatal("not delivered")
 	}
@@ -267,9 +268,9 @@ func TestOptionsAPI(t *testing.T) {
 	pkt.Mark = 7
 	plain := outbound(e, ipv4UDP("10.0.0.1", "10.0.0.2", 1, 2, 0, []byte("x")), "")
 	write(t, e, pkt, plain)
-	s := ft.take()
-	h0, _, _ := geneve.Decode(s[0].data)
-	h1, _, _ := geneve.Decode(s[1].data)
+	s := ft.Take()
+	h0, _, _ := geneve.Decode(s[0].Data)
+	h1, _, _ := geneve.Decode(s[1].Data)
 	if string(h0.Options) != string(tunnelOpt)+string(markOpt) || !h0.Critical {
 		t.Errorf("marked packet options % x (C %v)", h0.Options, h0.Critical)
 	}
@@ -280,7 +281,7 @@ func TestOptionsAPI(t *testing.T) {
 	// The receiving side: the critical option is dropped until a handler
 	// registers it; then the handler sees it and the packet is delivered.
 	r, rft, rd := newTestEndpoint(t, Config{VNI: 1, Mode: L3})
-	rft.r.Receive([]link.Datagram{{Payload: s[0].data, Src: peerAddr}})
+	rft.Deliver([]link.Datagram{{Payload: s[0].Data, Src: peerAddr}})
 	if rd.count != 0 || r.Stats().Drops[DropCritical] != 1 {
 		t.Fatalf("unregistered critical option: delivered %d", rd.count)
 	}
@@ -289,12 +290,12 @@ func TestOptionsAPI(t *testing.T) {
 		o.Data = append([]byte(nil), o.Data...)
 		seen = append(seen, o)
 	})
-	rft.r.Receive([]link.Datagram{{Payload: s[0].data, Src: peerAddr}, {Payload: s[1].data, Src: peerAddr}})
+	rft.Deliver([]link.Datagram{{Payload: s[0].Data, Src: peerAddr}, {Payload: s[1].Data, Src: peerAddr}})
 	if rd.count != 2 || len(seen) != 1 || !bytes.Equal(seen[0].Data, []byte{9, 9, 9, 9, 8, 8, 8, 8}) {
 		t.Errorf("delivered %d, handler saw %+v", rd.count, seen)
 	}
 	r.HandleOption(OptionType{Class: 0x0103, Type: 0x82}, nil)
-	rft.r.Receive([]link.Datagram{{Payload: s[0].data, Src: peerAddr}})
+	rft.Deliver([]link.Datagram{{Payload: s[0].Data, Src: peerAddr}})
 	if rd.count != 2 {
 		t.Error("critical option accepted after its handler was removed")
 	}
@@ -334,7 +335,7 @@ func TestPMTU(t *testing.T) {
 				pkt = outbound(e, ip, peer)
 			}
 			write(t, e, pkt)
-			if got := len(ft.take()) == 1; got != c.sent {
+			if got := len(ft.Take()) == 1; got != c.sent {
 				t.Errorf("sent %v, want %v", got, c.sent)
 			}
 			if got := len(d.pkts) == 1; got != c.reply {
@@ -374,16 +375,16 @@ func TestVLANPassThrough(t *testing.T) {
 	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{ReserveHeaderBytes: 14, Payload: buffer.MakeWithData(frame[14:])})
 	copy(pkt.LinkHeader().Push(14), frame[:14])
 	write(t, e, pkt)
-	s := ft.take()
+	s := ft.Take()
 	if len(s) != 1 {
 		t.Fatalf("%d datagrams", len(s))
 	}
-	_, off, _ := geneve.Decode(s[0].data)
-	if !bytes.Equal(s[0].data[off:], frame) {
+	_, off, _ := geneve.Decode(s[0].Data)
+	if !bytes.Equal(s[0].Data[off:], frame) {
 		t.Errorf("encapsulated frame differs")
 	}
 	in := ether(e.LinkAddress(), macB, 0x8100, append([]byte{0x20, 0x0a, 0x08, 0x00}, ip...))
-	ft.r.Receive([]link.Datagram{{Payload: datagram(geneve.Header{VNI: 1, Protocol: geneve.ProtoEthernet}, in), Src: peerAddr}})
+	ft.Deliver([]link.Datagram{{Payload: datagram(geneve.Header{VNI: 1, Protocol: geneve.ProtoEthernet}, in), Src: peerAddr}})
 	if len(d.pkts) != 1 || d.proto[0] != 0x8100 || !bytes.Equal(d.pkts[0], in[14:]) {
 		t.Errorf("decapsulated VLAN frame: %d packets", len(d.pkts))
 	}
@@ -442,7 +443,7 @@ func TestReceiveOffloadOnlyWhenChecked(t *testing.T) {
 		if ip[0]>>4 == 4 {
 			proto = geneve.ProtoIPv4
 		}
-		ft.r.Receive([]link.Datagram{{Payload: datagram(geneve.Header{VNI: 1, Protocol: proto}, ip), Src: peerAddr}})
+		ft.Deliver([]link.Datagram{{Payload: datagram(geneve.Header{VNI: 1, Protocol: proto}, ip), Src: peerAddr}})
 	}
 	recv(v6(false, false))
 	recv(v6(true, false))

@@ -40,15 +40,15 @@ func TestTunnelJobs(t *testing.T) {
 			}
 			payload := bytes.Repeat([]byte{0xab}, 20000)
 			write(t, e, tcpSuperPacket(e, v6, payload, 1380, header.TCPFlagAck))
-			sent := st.take()
-			if len(sent) != 1 || sent[0].pkt.InnerMSS != 1380 {
-				t.Fatalf("%v v6=%v: %d datagrams (InnerMSS %d), want one job", mode, v6, len(sent), sent[0].pkt.InnerMSS)
+			sent := st.Take()
+			if len(sent) != 1 || sent[0].Packet.InnerMSS != 1380 {
+				t.Fatalf("%v v6=%v: %d datagrams (InnerMSS %d), want one job", mode, v6, len(sent), sent[0].Packet.InnerMSS)
 			}
-			h, off, err := geneve.Decode(sent[0].data)
+			h, off, err := geneve.Decode(sent[0].Data)
 			if err != nil || h.VNI != 9 {
 				t.Fatalf("decode: %v %+v", err, h)
 			}
-			inner := sent[0].data[off:]
+			inner := sent[0].Data[off:]
 			if mode == L2 {
 				inner = inner[header.EthernetMinimumSize:]
 			}
@@ -63,12 +63,12 @@ func TestTunnelJobs(t *testing.T) {
 				t.Errorf("stats %+v", s)
 			}
 			write(t, e, tcpSuperPacket(e, v6, payload[:1000], 1380, header.TCPFlagAck))
-			if sent := st.take(); len(sent) != 1 || sent[0].pkt.InnerMSS != 0 {
+			if sent := st.Take(); len(sent) != 1 || sent[0].Packet.InnerMSS != 0 {
 				t.Errorf("a single segment went down as a job")
 			}
 			st.on = false
 			write(t, e, tcpSuperPacket(e, v6, payload, 1380, header.TCPFlagAck))
-			if sent := st.take(); len(sent) != 15 {
+			if sent := st.Take(); len(sent) != 15 {
 				t.Errorf("offload off: %d datagrams, want 15 segments", len(sent))
 			}
 		}
@@ -121,7 +121,7 @@ func TestLocalPartialChecksums(t *testing.T) {
 	src := netip.MustParseAddrPort("192.0.2.2:50000")
 	recv := func(inner []byte, local bool, mss uint16) {
 		p := append(append([]byte{}, hdr...), inner...)
-		st.r.Receive([]link.Datagram{{Payload: p, Src: src, Local: local, InnerMSS: mss}})
+		st.Deliver([]link.Datagram{{Payload: p, Src: src, Local: local, InnerMSS: mss}})
 	}
 	super := partialTCPPacket(30000)
 	recv(super, true, 1400) // a tunnel job from the TAP underlay
