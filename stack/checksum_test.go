@@ -39,7 +39,7 @@ func checksumPair(t *testing.T, fam int, ca, cb stack.Checksums) (a, b *stack.Tu
 		}
 		tun, err := stack.New(stack.Config{
 			VNI: 8, Mode: endpoint.L3, Remotes: []netip.Addr{ul(3 - i).Addr()},
-			Underlay:  stack.NetstackUnderlay{Link: p, Address: ul(i), Checksums: c},
+			Underlay:  stack.NetstackUnderlay{Link: p, NetstackOptions: stack.NetstackOptions{Address: ul(i), Checksums: c}},
 			Addresses: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), 24)},
 		})
 		if err != nil {

@@ -28,7 +28,7 @@ func Example_fabric() {
 			VNI:       100,
 			Mode:      endpoint.L2,
 			Remotes:   []netip.Addr{netip.MustParseAddr(remote)},
-			Underlay:  stack.NetstackUnderlay{Link: port, Address: netip.MustParsePrefix(underlay)},
+			Underlay:  stack.NetstackUnderlay{Link: port, NetstackOptions: stack.NetstackOptions{Address: netip.MustParsePrefix(underlay)}},
 			Addresses: []netip.Prefix{netip.MustParsePrefix(overlay)},
 		})
 		if err != nil {

@@ -69,7 +69,7 @@ func TestVNIIsolation(t *testing.T) {
 		}
 		tun, err := stack.New(stack.Config{
 			VNI: vni, Remotes: []netip.Addr{netip.MustParseAddr(peer)},
-			Underlay:  stack.NetstackUnderlay{Link: p, Address: netip.MustParsePrefix(ul)},
+			Underlay:  stack.NetstackUnderlay{Link: p, NetstackOptions: stack.NetstackOptions{Address: netip.MustParsePrefix(ul)}},
 			Addresses: []netip.Prefix{netip.MustParsePrefix(ov)},
 		})
 		if err != nil {
@@ -112,7 +112,7 @@ func TestSharedSocketVNIs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		u, err := stack.OpenUnderlay(stack.NetstackUnderlay{Link: p, Address: netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(i + 1)}), 24)}, stack.UnderlayOptions{})
+		u, err := stack.OpenUnderlay(stack.NetstackUnderlay{Link: p, NetstackOptions: stack.NetstackOptions{Address: netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(i + 1)}), 24)}}, stack.UnderlayOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -266,7 +266,7 @@ func TestConfigErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	ul := stack.NetstackUnderlay{Link: p, Address: netip.MustParsePrefix("192.0.2.1/24")}
+	ul := stack.NetstackUnderlay{Link: p, NetstackOptions: stack.NetstackOptions{Address: netip.MustParsePrefix("192.0.2.1/24")}}
 	r := []netip.Addr{netip.MustParseAddr("192.0.2.2")}
 	for _, c := range []struct {
 		cfg  stack.Config

@@ -52,7 +52,7 @@ func TestTAPUnderlay(t *testing.T) {
 				var u *stack.SharedUnderlay
 				if err := ns.Do(func() (err error) {
 					u, err = stack.OpenUnderlay(stack.TAPUnderlay{
-						Name: "gnvu0", Bridge: "br0", Address: netip.PrefixFrom(ul[i], bits),
+						Name: "gnvu0", Bridge: "br0", NetstackOptions: stack.NetstackOptions{Address: netip.PrefixFrom(ul[i], bits)},
 						Options: tapnic.Options{NoTunnelGSO: c.noTnlGS},
 					}, stack.UnderlayOptions{})
 					return err

@@ -98,7 +98,7 @@ func NewHosts(opts HostsOptions) (*Hosts, error) {
 			VNI:      opts.VNI,
 			Mode:     opts.Mode,
 			Group:    group,
-			Underlay: stack.NetstackUnderlay{Link: p, Address: underlay(i)},
+			Underlay: stack.NetstackUnderlay{Link: p, NetstackOptions: stack.NetstackOptions{Address: underlay(i)}},
 			Addresses: []netip.Prefix{
 				netip.PrefixFrom(h.Overlay4, 24),
 				netip.PrefixFrom(h.Overlay6, 64),

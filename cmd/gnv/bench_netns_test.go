@@ -209,7 +209,7 @@ func benchGnvNetstack(b *testing.B, underlay string) float64 {
 		var u stack.Underlay = stack.KernelUDPUnderlay{Local: local}
 		if underlay == "tap" {
 			netns.Bridge(b, ns, "br0", []string{"va", "vb"}[i])
-			u = stack.TAPUnderlay{Bridge: "br0", Address: netip.PrefixFrom(local, 24)}
+			u = stack.TAPUnderlay{Bridge: "br0", NetstackOptions: stack.NetstackOptions{Address: netip.PrefixFrom(local, 24)}}
 		}
 		if err := ns.Do(func() (err error) {
 			us[i], err = stack.OpenUnderlay(u, stack.UnderlayOptions{})

@@ -14,12 +14,8 @@ import (
 // on that interface) and logs the check's warnings.
 func packetUnderlay(p *upPlan, pcapW io.Writer, log *slog.Logger) (stack.Underlay, error) {
 	return stack.PacketUnderlay{
-		Device:       p.dev,
-		Address:      p.underlayAddr,
-		Gateway:      p.gateway,
-		MulticastTTL: p.multicastTTL,
-		Pcap:         pcapW,
-		Checksums:    p.checksums(),
+		Device:          p.dev,
+		NetstackOptions: p.netstackOptions(pcapW),
 		Options: afpacket.Options{
 			MAC:       p.underlayMAC,
 			MTU:       p.underlayMTU,
@@ -33,17 +29,25 @@ func packetUnderlay(p *upPlan, pcapW io.Writer, log *slog.Logger) (stack.Underla
 // own, made a port of the bridge --dev if given.
 func tapUnderlay(p *upPlan, pcapW io.Writer) stack.Underlay {
 	return stack.TAPUnderlay{
-		Bridge:       p.dev,
-		Address:      p.underlayAddr,
-		Gateway:      p.gateway,
-		MulticastTTL: p.multicastTTL,
-		Pcap:         pcapW,
-		Checksums:    p.checksums(),
+		Bridge:          p.dev,
+		NetstackOptions: p.netstackOptions(pcapW),
 		Options: tapnic.Options{
 			MAC:         p.underlayMAC,
 			MTU:         p.underlayMTU,
 			NoTunnelGSO: p.noOffloads,
 		},
+	}
+}
+
+// netstackOptions are the underlay netstack's address and policies from
+// the flags.
+func (p *upPlan) netstackOptions(pcapW io.Writer) stack.NetstackOptions {
+	return stack.NetstackOptions{
+		Address:      p.underlayAddr,
+		Gateway:      p.gateway,
+		MulticastTTL: p.multicastTTL,
+		Pcap:         pcapW,
+		Checksums:    p.checksums(),
 	}
 }
 
