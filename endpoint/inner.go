@@ -189,6 +189,99 @@ func final(h uint32) uint32 {
 	return h
 }
 
+// Where parseInner found the transport header (innerL4.status).
+const (
+	// l4Found: the transport header starts at innerL4.off.
+	l4Found = iota
+	// l4None: there is no transport header to look at: a fragment, no
+	// next header (59), or an IP header the overlay stack rejects itself
+	// (a bad length, say).
+	l4None
+	// l4BadExt: IPv6 extension headers run past the payload.
+	l4BadExt
+)
+
+// innerL4 locates the transport header of an inner IP packet: where the
+// overlay stack's parser (gVisor's header/parse) will find it.
+type innerL4 struct {
+	status uint8
+	// proto is the transport protocol (l4Found).
+	proto uint8
+	// off and end bound the transport segment: ip[off:end]. end is where
+	// the IPv4 total length or the IPv6 payload length ends the packet.
+	off, end int
+	// direct: the transport header follows a 20-byte IPv4 header or the
+	// fixed IPv6 header, and the packet has no bytes after end.
+	direct bool
+	// routing: an IPv6 routing header precedes the transport header.
+	routing bool
+}
+
+// parseInner walks an inner IP packet's header chain to its transport
+// header. ip is a whole IPv4 (at least 20 bytes) or IPv6 (at least 40)
+// packet whose version nibble matches its protocol. IPv6 extension headers
+// are skipped as gVisor skips them (hop-by-hop, routing, destination
+// options, atomic fragments, experiment) plus the authentication header;
+// each must end within the payload.
+func parseInner(ip []byte) innerL4 {
+	r := innerL4{status: l4None}
+	if ip[0]>>4 == 4 {
+		ihl := int(ip[0]&0xf) * 4
+		tot := int(binary.BigEndian.Uint16(ip[2:4]))
+		if ihl < 20 || tot < ihl || tot > len(ip) {
+			return r
+		}
+		if binary.BigEndian.Uint16(ip[6:8])&0x3fff != 0 {
+			return r // a fragment: no transport header before reassembly
+		}
+		return innerL4{status: l4Found, proto: ip[9], off: ihl, end: tot, direct: ihl == 20 && tot == len(ip)}
+	}
+	end := 40 + int(binary.BigEndian.Uint16(ip[4:6]))
+	if end > len(ip) {
+		return r
+	}
+	proto, off := ip[6], 40
+	routing := false
+	for {
+		n := 8
+		switch proto {
+		case 0, 43, 60: // hop-by-hop, routing, destination options
+			if end-off >= 2 {
+				n = (int(ip[off+1]) + 1) * 8
+			}
+			routing = routing || proto == 43
+		case 51: // authentication header
+			if end-off >= 2 {
+				n = (int(ip[off+1]) + 2) * 4
+			}
+		case 44: // fragment: 8 bytes; only an atomic one has headers after it
+			if end-off >= 4 && binary.BigEndian.Uint16(ip[off+2:off+4])&0xfff9 != 0 {
+				return r
+			}
+		case 253: // experiment: 8 bytes (gVisor ignores its length field)
+		case 59: // no next header
+			return r
+		default:
+			return innerL4{status: l4Found, proto: proto, off: off, end: end, direct: off == 40 && end == len(ip), routing: routing}
+		}
+		if n > end-off {
+			r.status = l4BadExt
+			return r
+		}
+		proto, off = ip[off], off+n
+	}
+}
+
+// groable reports whether GRO may see the packet: TCP right after a
+// 20-byte IPv4 header (not a fragment) or right after the fixed IPv6
+// header, with no trailing bytes. That is all gVisor's GRO coalesces, and
+// its IPv6 parser leaks a buffer on anything else that reaches it (a
+// Fragment header, no next header, a truncated extension header), so
+// nothing else goes there.
+func (r *innerL4) groable() bool {
+	return r.status == l4Found && r.proto == protoTCP && r.direct
+}
+
 // Results of checkInner.
 const (
 	// innerValid: every checksum of the packet was checked and is right.
@@ -196,24 +289,19 @@ const (
 	// innerInvalid: a checksum is wrong.
 	innerInvalid
 	// innerUnchecked: the packet's transport checksum cannot be checked
-	// here (a fragment, a protocol without one, an unknown extension
-	// header, a malformed header); the overlay stack must check it.
+	// here (a fragment, a protocol without one, a routing header, a
+	// malformed header); the overlay stack must check it.
 	innerUnchecked
 )
 
 // checkInner checks the IPv4 header checksum and the TCP, UDP, ICMP and
-// ICMPv6 checksums of an inner packet, walking IPv6 extension headers. The
-// endpoint uses it to tell the overlay stack that checksums were validated
-// (receive offload, which GRO requires) only for packets it really checked.
-func checkInner(ip []byte) int {
-	if len(ip) < 20 {
-		return innerUnchecked
-	}
-	var proto uint8
-	var l4 []byte
-	var pseudo uint16
-	switch ip[0] >> 4 {
-	case 4:
+// ICMPv6 checksums of an inner packet whose transport header parseInner
+// located (as r). The endpoint uses it to tell the
+// overlay stack that checksums were validated (receive offload, which GRO
+// requires) only for packets it really checked.
+func checkInner(ip []byte, r *innerL4) int {
+	v4 := ip[0]>>4 == 4
+	if v4 {
 		ihl := int(ip[0]&0xf) * 4
 		tot := int(binary.BigEndian.Uint16(ip[2:4]))
 		if ihl < 20 || tot < ihl || tot > len(ip) {
@@ -222,64 +310,15 @@ func checkInner(ip []byte) int {
 		if checksum.Checksum(ip[:ihl], 0) != 0xffff {
 			return innerInvalid
 		}
-		if binary.BigEndian.Uint16(ip[6:8])&0x3fff != 0 {
-			return innerUnchecked // a fragment: checked after reassembly
-		}
-		proto = ip[9]
-		l4 = ip[ihl:tot]
-		if proto != protoICMP {
-			pseudo = checksum.Checksum(ip[12:20], uint16(proto))
-			pseudo = checksum.Combine(pseudo, uint16(len(l4)))
-		}
-	case 6:
-		if len(ip) < 40 {
-			return innerUnchecked
-		}
-		pl := int(binary.BigEndian.Uint16(ip[4:6]))
-		if pl == 0 || 40+pl > len(ip) {
-			return innerUnchecked // jumbogram or truncated
-		}
-		proto = ip[6]
-		l4 = ip[40 : 40+pl]
-		for hops := 0; ; hops++ {
-			var n int
-			switch proto {
-			case 0, 43, 60: // hop-by-hop, routing, destination options
-				if len(l4) < 8 {
-					return innerUnchecked
-				}
-				n = (int(l4[1]) + 1) * 8
-			case 51: // authentication header
-				if len(l4) < 8 {
-					return innerUnchecked
-				}
-				n = (int(l4[1]) + 2) * 4
-			default:
-				n = -1
-			}
-			if n < 0 {
-				break
-			}
-			if n > len(l4) || hops > 8 {
-				return innerUnchecked
-			}
-			proto, l4 = l4[0], l4[n:]
-		}
-		if proto == 43 || proto == 0 {
-			return innerUnchecked
-		}
-		// The pseudo-header uses the final destination; with a routing
-		// header that is not the IPv6 destination field, so leave those
-		// packets (rare inside tunnels) to the stack.
-		if hasRoutingHeader(ip) {
-			return innerUnchecked
-		}
-		pseudo = checksum.Checksum(ip[8:40], uint16(proto))
-		pseudo = checksum.Combine(pseudo, uint16(len(l4)))
-	default:
+	}
+	// The IPv6 pseudo-header uses the final destination; with a routing
+	// header that is not the destination field, so leave those packets
+	// (rare inside tunnels) to the stack.
+	if r.status != l4Found || r.routing {
 		return innerUnchecked
 	}
-	switch proto {
+	l4 := ip[r.off:r.end]
+	switch r.proto {
 	case protoTCP:
 		if len(l4) < 20 {
 			return innerUnchecked
@@ -289,43 +328,37 @@ func checkInner(ip []byte) int {
 			return innerUnchecked
 		}
 		if binary.BigEndian.Uint16(l4[6:8]) == 0 {
-			if ip[0]>>4 == 4 {
+			if v4 {
 				return innerValid // zero means "no checksum" on IPv4
 			}
 			return innerUnchecked // the stack refuses it on IPv6 itself
 		}
-	case protoICMP, protoICMPv6:
-		if len(l4) < 4 {
+	case protoICMP:
+		if !v4 || len(l4) < 4 {
+			return innerUnchecked
+		}
+		if checksum.Checksum(l4, 0) != 0xffff {
+			return innerInvalid
+		}
+		return innerValid
+	case protoICMPv6:
+		if v4 || len(l4) < 4 {
 			return innerUnchecked
 		}
 	default:
 		return innerUnchecked
 	}
+	var pseudo uint16
+	if v4 {
+		pseudo = checksum.Checksum(ip[12:20], uint16(r.proto))
+	} else {
+		pseudo = checksum.Checksum(ip[8:40], uint16(r.proto))
+	}
+	pseudo = checksum.Combine(pseudo, uint16(len(l4)))
 	if checksum.Checksum(l4, pseudo) != 0xffff {
 		return innerInvalid
 	}
 	return innerValid
-}
-
-// hasRoutingHeader reports whether an IPv6 packet's extension header chain
-// includes a routing header.
-func hasRoutingHeader(ip []byte) bool {
-	proto, rest := ip[6], ip[40:]
-	for i := 0; i < 8 && len(rest) >= 8; i++ {
-		switch proto {
-		case 43:
-			return true
-		case 0, 60:
-			n := (int(rest[1]) + 1) * 8
-			if n > len(rest) {
-				return false
-			}
-			proto, rest = rest[0], rest[n:]
-		default:
-			return false
-		}
-	}
-	return false
 }
 
 // partialTCP reports whether an inner packet is TCP with a partial checksum

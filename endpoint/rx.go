@@ -55,8 +55,19 @@ func (e *Endpoint) receive(dg *link.Datagram, h geneve.Header, payload []byte) {
 			return
 		}
 		proto = tcpip.NetworkProtocolNumber(binary.BigEndian.Uint16(payload[12:14]))
-		if proto == etherTypeIPv4 || proto == etherTypeIPv6 {
+		switch proto {
+		case etherTypeIPv4:
 			ip = payload[header.EthernetMinimumSize:]
+			if len(ip) < header.IPv4MinimumSize || ip[0]>>4 != 4 {
+				e.stats.drop(DropInnerMalformed)
+				return
+			}
+		case etherTypeIPv6:
+			ip = payload[header.EthernetMinimumSize:]
+			if len(ip) < header.IPv6MinimumSize || ip[0]>>4 != 6 {
+				e.stats.drop(DropInnerMalformed)
+				return
+			}
 		}
 	case L3:
 		switch h.Protocol {
@@ -84,7 +95,14 @@ func (e *Endpoint) receive(dg *link.Datagram, h geneve.Header, payload []byte) {
 	rewriteTTL, newTTL := false, uint8(0)
 	unchecked := ip == nil
 	local := dg.Local
+	var l4 innerL4
 	if ip != nil {
+		// Header structure first, for local datagrams too.
+		l4 = parseInner(ip)
+		if l4.status == l4BadExt {
+			e.stats.drop(DropInnerMalformed)
+			return
+		}
 		if t, ok := innerTOS(ip); ok {
 			ecn, ok := decapECN(t&ecnMask, dg.TOS&ecnMask)
 			if !ok {
@@ -101,7 +119,7 @@ func (e *Endpoint) receive(dg *link.Datagram, h geneve.Header, payload []byte) {
 		// checksums (see link.Datagram.Local): trusted, as the kernel
 		// trusts them, never checked.
 		if !e.cfg.DisableGRO && !local {
-			switch checkInner(ip) {
+			switch checkInner(ip, &l4) {
 			case innerInvalid:
 				// A transport that cannot tell (a kernel socket) may
 				// still deliver a local datagram: its TCP checksum
@@ -165,7 +183,7 @@ func (e *Endpoint) receive(dg *link.Datagram, h geneve.Header, payload []byte) {
 		// from this host), or a local packet while the overlay stack
 		// checks checksums itself: delivered on its own, with receive
 		// offload claimed for it. Coalesced packets go first.
-		if len(ip) > int(e.mtu.Load()) {
+		if len(ip) > int(e.mtu.Load()) && l4.status == l4Found && l4.proto == protoTCP {
 			pkt.GSOOptions = stack.GSO{Type: stack.GSOTCPv4, NeedsCsum: true, CsumOffset: 16, MSS: dg.InnerMSS}
 			if ip[0]>>4 == 6 {
 				pkt.GSOOptions.Type = stack.GSOTCPv6
@@ -179,12 +197,19 @@ func (e *Endpoint) receive(dg *link.Datagram, h geneve.Header, payload []byte) {
 		e.rxLocal.Store(false)
 	case e.cfg.DisableGRO:
 		d.DeliverNetworkPacket(proto, pkt)
-	case !unchecked:
-		// Checked above, so GRO need not check again; the NIC sets the
-		// same value from our capabilities.
+	case !unchecked && l4.groable():
+		// Checked above (or local and trusted), so GRO need not check
+		// again; the NIC sets the same value from our capabilities.
 		pkt.RXChecksumValidated = true
 		e.gro.Dispatcher = d
 		e.gro.Enqueue(pkt)
+	case !unchecked:
+		// Checked (or local) but not for GRO: delivered on its own,
+		// with receive offload as advertised. Coalesced packets go
+		// first to keep each flow in order.
+		e.gro.Flush()
+		pkt.RXChecksumValidated = true
+		d.DeliverNetworkPacket(proto, pkt)
 	default:
 		// Not checked here (not IP, a fragment, ...): deliver it on its
 		// own, with receive offload withdrawn while the NIC looks at it,
