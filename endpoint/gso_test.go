@@ -88,7 +88,7 @@ func TestSegmentation(t *testing.T) {
 				if h.Protocol == geneve.ProtoEthernet {
 					ip = ip[14:]
 				}
-				if l4 := parseInner(ip); checkInner(ip, &l4) != innerValid {
+				if l4 := parseInner(ip); !l4.transportOK(ip) || checkInner(ip, &l4) != innerValid {
 					t.Errorf("segment %d: bad checksums", i)
 				}
 				var tcp header.TCP

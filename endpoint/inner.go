@@ -272,6 +272,34 @@ func parseInner(ip []byte) innerL4 {
 	}
 }
 
+// transportOK reports whether the transport header found by parseInner fits
+// its segment: a TCP header of at least 20 bytes whose data offset is at
+// least 20 and within the segment, a UDP header whose length field is at
+// least 8 and within the segment. The overlay stack trusts these fields in
+// places (gVisor's forwarding path slices the TCP header by its data
+// offset), so they are checked even when checksums are trusted.
+func (r *innerL4) transportOK(ip []byte) bool {
+	if r.status != l4Found {
+		return true
+	}
+	seg := ip[r.off:r.end]
+	switch r.proto {
+	case protoTCP:
+		if len(seg) < 20 {
+			return false
+		}
+		doff := int(seg[12]>>4) * 4
+		return doff >= 20 && doff <= len(seg)
+	case protoUDP:
+		if len(seg) < 8 {
+			return false
+		}
+		n := int(binary.BigEndian.Uint16(seg[4:6]))
+		return n >= 8 && n <= len(seg)
+	}
+	return true
+}
+
 // groable reports whether GRO may see the packet: TCP right after a
 // 20-byte IPv4 header (not a fragment) or right after the fixed IPv6
 // header, with no trailing bytes. That is all gVisor's GRO coalesces, and
@@ -296,7 +324,7 @@ const (
 
 // checkInner checks the IPv4 header checksum and the TCP, UDP, ICMP and
 // ICMPv6 checksums of an inner packet whose transport header parseInner
-// located (as r). The endpoint uses it to tell the
+// located (as r) and transportOK accepted. The endpoint uses it to tell the
 // overlay stack that checksums were validated (receive offload, which GRO
 // requires) only for packets it really checked.
 func checkInner(ip []byte, r *innerL4) int {
@@ -320,13 +348,8 @@ func checkInner(ip []byte, r *innerL4) int {
 	l4 := ip[r.off:r.end]
 	switch r.proto {
 	case protoTCP:
-		if len(l4) < 20 {
-			return innerUnchecked
-		}
 	case protoUDP:
-		if len(l4) < 8 {
-			return innerUnchecked
-		}
+		l4 = l4[:binary.BigEndian.Uint16(l4[4:6])] // transportOK checked the length
 		if binary.BigEndian.Uint16(l4[6:8]) == 0 {
 			if v4 {
 				return innerValid // zero means "no checksum" on IPv4

@@ -100,3 +100,135 @@ func TestLocalIPv6NoTransportNoLeak(t *testing.T) {
 		})
 	}
 }
+
+// tcpSegment builds an IPv4 or IPv6 TCP packet (ACK, ports 1000 -> 80)
+// whose data offset field says doff bytes and whose segment holds a
+// 20-byte header and n bytes after it, with valid checksums, whatever doff.
+func tcpSegment(src, dst netip.Addr, doff, n int) []byte {
+	seg := make([]byte, 20+n)
+	binary.BigEndian.PutUint16(seg[0:], 1000)
+	binary.BigEndian.PutUint16(seg[2:], 80)
+	binary.BigEndian.PutUint32(seg[4:], 1)
+	binary.BigEndian.PutUint32(seg[8:], 1)
+	seg[12] = byte(doff/4) << 4
+	seg[13] = uint8(header.TCPFlagAck)
+	binary.BigEndian.PutUint16(seg[14:], 1000)
+	for i := 20; i < len(seg); i++ {
+		seg[i] = byte(i)
+	}
+	return withTransport(src, dst, protoTCP, seg, 16)
+}
+
+// udpDatagram builds an IPv4 or IPv6 UDP packet whose length field is
+// ulen and which carries n payload bytes, with valid checksums.
+func udpDatagram(src, dst netip.Addr, ulen, n int) []byte {
+	seg := make([]byte, 8+n)
+	binary.BigEndian.PutUint16(seg[0:], 1000)
+	binary.BigEndian.PutUint16(seg[2:], 2000)
+	binary.BigEndian.PutUint16(seg[4:], uint16(ulen))
+	for i := 8; i < len(seg); i++ {
+		seg[i] = byte(i)
+	}
+	return withTransport(src, dst, protoUDP, seg, 6)
+}
+
+// withTransport puts seg behind an IPv4 or IPv6 header and fills in the
+// transport checksum at xsumOff over the whole segment.
+func withTransport(src, dst netip.Addr, proto uint8, seg []byte, xsumOff int) []byte {
+	s, d := tcpipAddr(src), tcpipAddr(dst)
+	xsum := header.PseudoHeaderChecksum(tcpip.TransportProtocolNumber(proto), s, d, uint16(len(seg)))
+	binary.BigEndian.PutUint16(seg[xsumOff:], ^checksum.Checksum(seg, xsum))
+	if src.Is4() {
+		b := make([]byte, 20+len(seg))
+		ip := header.IPv4(b)
+		ip.Encode(&header.IPv4Fields{TotalLength: uint16(len(b)), TTL: 64, Protocol: proto, SrcAddr: s, DstAddr: d})
+		ip.SetChecksum(^ip.CalculateChecksum())
+		copy(b[20:], seg)
+		return b
+	}
+	b := make([]byte, 40+len(seg))
+	header.IPv6(b).Encode(&header.IPv6Fields{PayloadLength: uint16(len(seg)), TransportProtocol: tcpip.TransportProtocolNumber(proto),
+		HopLimit: 64, SrcAddr: s, DstAddr: d})
+	copy(b[40:], seg)
+	return b
+}
+
+// TestForwardingMalformedTransportHeader: on an overlay stack that forwards,
+// a TCP segment whose data offset runs past its end, or a UDP datagram
+// whose length field disagrees with the packet, with valid checksums, is
+// dropped and counted (gVisor's forwarding path panics on the TCP one),
+// whether the datagram is Local or not; well-formed ones are forwarded.
+func TestForwardingMalformedTransportHeader(t *testing.T) {
+	o := newOverlay(t)
+	defer o.close()
+	// Ingress on the L2 NIC, egress on the L3 NIC, and the reverse.
+	paths := []struct {
+		name     string
+		in       *Endpoint
+		src, dst [2]netip.Addr
+		outVNI   uint32
+	}{
+		{"l2 to l3", o.l2, ovlL2Peer, ovlFar, ovlL3VNI},
+		{"l3 to l2", o.l3, [2]netip.Addr{netip.MustParseAddr("10.9.0.7"), netip.MustParseAddr("fd00:9::7")}, ovlL2Peer, ovlL2VNI},
+	}
+	for _, p := range paths {
+		for fam := 0; fam < 2; fam++ {
+			src, dst := p.src[fam], p.dst[fam]
+			bad := []struct {
+				name string
+				ip   []byte
+			}{
+				{"tcp data offset 52 in a 32-byte segment", tcpSegment(src, dst, 52, 12)},
+				{"tcp data offset 60 in a 20-byte segment", tcpSegment(src, dst, 60, 0)},
+				{"tcp data offset 16", tcpSegment(src, dst, 16, 12)},
+				{"udp length past the packet", udpDatagram(src, dst, 200, 12)},
+				{"udp length 4", udpDatagram(src, dst, 4, 12)},
+			}
+			good := []struct {
+				name string
+				ip   []byte
+			}{
+				{"tcp data offset 32", tcpSegment(src, dst, 32, 12)},
+				{"udp", udpDatagram(src, dst, 20, 12)},
+			}
+			send := func(ip []byte, local bool) {
+				h := geneve.Header{VNI: p.in.VNI(), Protocol: geneve.ProtoIPv4}
+				if fam == 1 {
+					h.Protocol = geneve.ProtoIPv6
+				}
+				if p.in.cfg.Mode == L2 {
+					typ := uint16(etherTypeIPv4)
+					if fam == 1 {
+						typ = etherTypeIPv6
+					}
+					h.Protocol = geneve.ProtoEthernet
+					ip = ether(ovlMAC, ovlPeerMAC, typ, ip)
+				}
+				o.ft.r.Receive([]link.Datagram{{Payload: datagram(h, ip), Src: netip.AddrPortFrom(ovlRemote, 6081), Local: local}})
+			}
+			for _, local := range []bool{false, true} {
+				for _, c := range bad {
+					before := p.in.Stats().Drops[DropInnerTransportHeader]
+					send(c.ip, local)
+					if after := p.in.Stats().Drops[DropInnerTransportHeader]; after != before+1 {
+						t.Errorf("%s, IPv%d, local %v, %s: %s counter %d -> %d", p.name, 4+2*fam, local, c.name, DropInnerTransportHeader, before, after)
+					}
+					if sent := o.ft.take(); len(sent) != 0 {
+						t.Errorf("%s, IPv%d, local %v, %s: %d datagrams sent", p.name, 4+2*fam, local, c.name, len(sent))
+					}
+				}
+				for _, c := range good {
+					send(c.ip, local)
+					sent := o.ft.take()
+					if len(sent) != 1 {
+						t.Errorf("%s, IPv%d, local %v, %s: %d datagrams forwarded, want 1", p.name, 4+2*fam, local, c.name, len(sent))
+						continue
+					}
+					if h, _, err := geneve.Decode(sent[0].data); err != nil || h.VNI != p.outVNI {
+						t.Errorf("%s, IPv%d, %s: forwarded as %+v, %v", p.name, 4+2*fam, c.name, h, err)
+					}
+				}
+			}
+		}
+	}
+}

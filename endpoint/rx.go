@@ -97,10 +97,15 @@ func (e *Endpoint) receive(dg *link.Datagram, h geneve.Header, payload []byte) {
 	local := dg.Local
 	var l4 innerL4
 	if ip != nil {
-		// Header structure first, for local datagrams too.
+		// Header structure first, for local datagrams too: their
+		// checksums may be trusted, their header lengths may not.
 		l4 = parseInner(ip)
 		if l4.status == l4BadExt {
 			e.stats.drop(DropInnerMalformed)
+			return
+		}
+		if !l4.transportOK(ip) {
+			e.stats.drop(DropInnerTransportHeader)
 			return
 		}
 		if t, ok := innerTOS(ip); ok {

@@ -35,6 +35,12 @@ const (
 	// DropInnerMalformed: the inner frame or IP header is too short or
 	// inconsistent with the protocol type.
 	DropInnerMalformed
+	// DropInnerTransportHeader: the inner TCP or UDP header does not fit
+	// the packet: a TCP data offset below 20 bytes or past the end of the
+	// segment, a UDP length field below 8 or past the end of the packet,
+	// or a segment too short for the header. Checked even when the
+	// checksums are trusted (link.Datagram.Local).
+	DropInnerTransportHeader
 	// DropInnerChecksum: the inner IP or transport checksum is wrong (only
 	// checked when the endpoint offers receive checksum offload).
 	DropInnerChecksum
@@ -63,25 +69,26 @@ const (
 )
 
 var dropReasonNames = [NumDropReasons]string{
-	DropTruncated:        "truncated",
-	DropVersion:          "version",
-	DropOptionsTruncated: "options-truncated",
-	DropOptionLength:     "option-length",
-	DropUnknownVNI:       "unknown-vni",
-	DropControl:          "control",
-	DropCritical:         "critical-option",
-	DropProtocol:         "protocol",
-	DropSource:           "source",
-	DropInnerMalformed:   "inner-malformed",
-	DropInnerChecksum:    "inner-checksum",
-	DropNotForUs:         "not-for-us",
-	DropLoop:             "loop",
-	DropECN:              "ecn",
-	DropNotAttached:      "not-attached",
-	DropTxTooBig:         "tx-too-big",
-	DropTxNoRoute:        "tx-no-route",
-	DropTxMalformed:      "tx-malformed",
-	DropTxUnderlay:       "tx-underlay",
+	DropTruncated:            "truncated",
+	DropVersion:              "version",
+	DropOptionsTruncated:     "options-truncated",
+	DropOptionLength:         "option-length",
+	DropUnknownVNI:           "unknown-vni",
+	DropControl:              "control",
+	DropCritical:             "critical-option",
+	DropProtocol:             "protocol",
+	DropSource:               "source",
+	DropInnerMalformed:       "inner-malformed",
+	DropInnerTransportHeader: "inner-transport-header",
+	DropInnerChecksum:        "inner-checksum",
+	DropNotForUs:             "not-for-us",
+	DropLoop:                 "loop",
+	DropECN:                  "ecn",
+	DropNotAttached:          "not-attached",
+	DropTxTooBig:             "tx-too-big",
+	DropTxNoRoute:            "tx-no-route",
+	DropTxMalformed:          "tx-malformed",
+	DropTxUnderlay:           "tx-underlay",
 }
 
 // String returns the reason's short name, as printed in reports.
