@@ -85,11 +85,11 @@ func TestLocalIPv6NoTransportNoLeak(t *testing.T) {
 					link.Datagram{Payload: wrap(ipv6Packet(59, nil)), Src: peerAddr, Local: true},
 					link.Datagram{Payload: wrap(ipv6Packet(59, []byte("trailing bytes after no-next-header"))), Src: peerAddr, Local: true})
 				if len(batch) >= 64 {
-					ft.r.Receive(batch)
+					ft.Deliver(batch)
 					batch = batch[:0]
 				}
 			}
-			ft.r.Receive(batch)
+			ft.Deliver(batch)
 			if d.count != 4*n {
 				t.Errorf("delivered %d of %d packets (stats %v)", d.count, 4*n, e.Stats())
 			}
@@ -204,7 +204,7 @@ func TestForwardingMalformedTransportHeader(t *testing.T) {
 					h.Protocol = geneve.ProtoEthernet
 					ip = ether(ovlMAC, ovlPeerMAC, typ, ip)
 				}
-				o.ft.r.Receive([]link.Datagram{{Payload: datagram(h, ip), Src: netip.AddrPortFrom(ovlRemote, 6081), Local: local}})
+				o.ft.Deliver([]link.Datagram{{Payload: datagram(h, ip), Src: netip.AddrPortFrom(ovlRemote, 6081), Local: local}})
 			}
 			for _, local := range []bool{false, true} {
 				for _, c := range bad {
@@ -213,18 +213,18 @@ func TestForwardingMalformedTransportHeader(t *testing.T) {
 					if after := p.in.Stats().Drops[DropInnerTransportHeader]; after != before+1 {
 						t.Errorf("%s, IPv%d, local %v, %s: %s counter %d -> %d", p.name, 4+2*fam, local, c.name, DropInnerTransportHeader, before, after)
 					}
-					if sent := o.ft.take(); len(sent) != 0 {
+					if sent := o.ft.Take(); len(sent) != 0 {
 						t.Errorf("%s, IPv%d, local %v, %s: %d datagrams sent", p.name, 4+2*fam, local, c.name, len(sent))
 					}
 				}
 				for _, c := range good {
 					send(c.ip, local)
-					sent := o.ft.take()
+					sent := o.ft.Take()
 					if len(sent) != 1 {
 						t.Errorf("%s, IPv%d, local %v, %s: %d datagrams forwarded, want 1", p.name, 4+2*fam, local, c.name, len(sent))
 						continue
 					}
-					if h, _, err := geneve.Decode(sent[0].data); err != nil || h.VNI != p.outVNI {
+					if h, _, err := geneve.Decode(sent[0].Data); err != nil || h.VNI != p.outVNI {
 						t.Errorf("%s, IPv%d, %s: forwarded as %+v, %v", p.name, 4+2*fam, c.name, h, err)
 					}
 				}
