@@ -2,6 +2,7 @@ package stack
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 
@@ -52,6 +53,16 @@ type Config struct {
 	// Clock drives the overlay and underlay netstacks' timers; nil means
 	// the real clock. Tests pass a faketime.ManualClock.
 	Clock tcpip.Clock
+
+	// Rand, if set, is the random source of the tunnel's overlay netstack
+	// (gVisor's stack.Options.SecureRNG; the stack also seeds its
+	// non-cryptographic generator from it): TCP initial sequence numbers
+	// and timestamp offsets, ephemeral ports, IPv4 IDs, SYN cookies,
+	// neighbour timer jitter. It must be safe for concurrent use. Nil means
+	// crypto/rand. Tests pass a seeded reader (testutil.SeededReader) so
+	// that a run can be repeated exactly; a predictable source makes
+	// sequence numbers guessable, so never set it in production.
+	Rand io.Reader
 
 	// Device, when set, patches the tunnel to a TAP (L2) or TUN (L3)
 	// device instead of an overlay netstack: host programs then use the

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"strings"
@@ -102,7 +103,7 @@ func (t *Tunnel) start() error {
 		return err
 	}
 	t.ep = ep
-	s := NewOverlayStack(t.cfg.Clock)
+	s := NewOverlayStackWith(OverlayStackOptions{Clock: t.cfg.Clock, Rand: t.cfg.Rand})
 	t.overlay = s
 	t.Net = NewNet(s)
 	if terr := s.CreateNICWithOptions(overlayNIC, ep, tcpipstack.NICOptions{Name: "geneve"}); terr != nil {
@@ -255,11 +256,27 @@ func (t *Tunnel) Offloads() string {
 // no NIC. Use it to attach a Geneve endpoint yourself, or as the baseline
 // when comparing a tunnel against a plain link.
 func NewOverlayStack(clock tcpip.Clock) *tcpipstack.Stack {
+	return NewOverlayStackWith(OverlayStackOptions{Clock: clock})
+}
+
+// OverlayStackOptions configure NewOverlayStackWith.
+type OverlayStackOptions struct {
+	// Clock drives the stack's timers; nil means the real clock.
+	Clock tcpip.Clock
+	// Rand is the stack's random source, as in Config.Rand; nil means
+	// crypto/rand.
+	Rand io.Reader
+}
+
+// NewOverlayStackWith is NewOverlayStack with a choice of random source as
+// well as clock.
+func NewOverlayStackWith(o OverlayStackOptions) *tcpipstack.Stack {
 	s := tcpipstack.New(tcpipstack.Options{
 		NetworkProtocols:   []tcpipstack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol, arp.NewProtocol},
 		TransportProtocols: []tcpipstack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
 		HandleLocal:        true,
-		Clock:              clock,
+		Clock:              o.Clock,
+		SecureRNG:          o.Rand,
 	})
 	sack := tcpip.TCPSACKEnabled(true)
 	_ = s.SetTransportProtocolOption(tcp.ProtocolNumber, &sack)
