@@ -9,6 +9,37 @@
 //
 // Leak checking for gVisor's reference-counted packets is in
 // EnableLeakCheck, CheckLeaks and RunWithLeakCheck.
+//
+// # Reproducible runs
+//
+// Same seed, same trace: a stepped fabric (FabricOptions.Stepped, or
+// HostsOptions.Stepped) on a ManualClock, with hosts from NewHosts and the
+// applications driven from Fabric.Run's callback with non-blocking endpoint
+// calls, captures the same pcap, byte for byte and timestamps included, on
+// every run with the same seed, whatever GOMAXPROCS or the race detector
+// (TestSameSeedSameTrace checks it). The seed sets the fault decisions of
+// each port, every host's port and overlay MACs (HostMAC) and the random
+// source of every overlay netstack (HostRand: TCP initial sequence numbers,
+// timestamp offsets, ephemeral ports, IPv4 IDs). Goroutines still run (the
+// netstacks' TCP processors, gnv's underlay receive goroutine); order comes
+// from giving the stacks one input at a time and waiting until they are
+// quiet (see Fabric.Step), and from the ManualClock firing timers in a
+// fixed order on the stepping goroutine.
+//
+// Not reproducible: a fabric that is not stepped (port goroutines and TCP
+// processors race; only the faults met by a given sequence of frames into
+// a port repeat); applications on their own goroutines (net-style
+// connections, TransferTCP, gonet), whose blocking calls race with the
+// fabric; gVisor's faketime.ManualClock (same-instant timers fire in map
+// order, zero-delay ones on new goroutines); the underlay netstacks'
+// random source, which stack.Config.Rand does not reach yet, so outer
+// IPv4 IDs differ unless the tunnels set DF (endpoint.DFSet, ID 0), as do
+// IGMP/MLD and neighbour timer jitter and IPv6 DAD nonces in the underlay;
+// kernel, AF_PACKET and TAP underlays; and any run in which Step gave up
+// waiting for a stack to release a frame (FabricStats.SettleTimeouts).
+// Stepped transmission takes no fabric time: only Faults.Delay and Jitter
+// and the stacks' timers move the clock, so every round trip without a
+// delay is zero.
 package testutil
 
 import (
@@ -76,6 +107,14 @@ type FabricOptions struct {
 	// frames arriving at a full queue are dropped and counted in
 	// FabricStats.DroppedQueueFull. Zero means DefaultQueueLen.
 	QueueLen int
+
+	// Stepped turns off the ports' delivery goroutines: frames wait in
+	// one fabric-wide queue, in the order they reached their ports, until
+	// the test delivers them one at a time with Step (or Run), each to
+	// completion, so that the stacks see one input at a time in a
+	// reproducible order. See Step for what "to completion" means, and
+	// the package documentation for what is and is not reproducible.
+	Stepped bool
 }
 
 // FabricStats counts what a Fabric did with frames. Counters that concern
@@ -115,12 +154,16 @@ type FabricStats struct {
 	// DroppedQueueFull is the number of copies dropped because the
 	// receiving port's queue was full.
 	DroppedQueueFull uint64
+	// SettleTimeouts is the number of frames a stepped fabric delivered
+	// that their stack had not released after a few seconds; each makes
+	// the run's reproducibility doubtful.
+	SettleTimeouts uint64
 }
 
 type fabricCounters struct {
 	frames, forwarded, flooded, droppedInvalid, filtered, delivered,
 	droppedLoss, duplicated, reordered, delayed, droppedClosed,
-	droppedQueueFull atomic.Uint64
+	droppedQueueFull, settleTimeouts atomic.Uint64
 }
 
 // Fabric is an in-memory learning Ethernet switch. Create it with NewFabric,
@@ -137,6 +180,11 @@ type Fabric struct {
 	clock    tcpip.Clock
 	mtu      uint32
 	queueLen int
+	stepped  bool
+
+	stepMu   sync.Mutex // guards stepQ and settlers; taken after Port.mu
+	stepQ    []*Port    // stepped mode: one entry per queued frame, in arrival order
+	settlers map[*func()]struct{}
 
 	pcap       *pcap.Writer // nil if no capture
 	pcapFailed atomic.Bool
@@ -165,6 +213,7 @@ func NewFabric(opts FabricOptions) *Fabric {
 		clock:    opts.Clock,
 		mtu:      opts.MTU,
 		queueLen: opts.QueueLen,
+		stepped:  opts.Stepped,
 		macs:     make(map[[6]byte]*Port),
 	}
 	if f.clock == nil {
@@ -224,6 +273,7 @@ func (f *Fabric) Stats() FabricStats {
 		Delayed:          s.delayed.Load(),
 		DroppedClosed:    s.droppedClosed.Load(),
 		DroppedQueueFull: s.droppedQueueFull.Load(),
+		SettleTimeouts:   s.settleTimeouts.Load(),
 	}
 }
 
@@ -237,7 +287,8 @@ func (f *Fabric) Stats() FabricStats {
 // is closed.
 //
 // Each port runs one goroutine that delivers received frames to its stack;
-// it stops when the port or the fabric is closed.
+// it stops when the port or the fabric is closed. A stepped fabric's ports
+// have no goroutine.
 func (f *Fabric) NewPort(mac tcpip.LinkAddress, faults Faults) (*Port, error) {
 	if err := faults.Validate(); err != nil {
 		return nil, err
@@ -302,7 +353,11 @@ func (f *Fabric) NewPort(mac tcpip.LinkAddress, faults Faults) (*Port, error) {
 	copy(ports, old)
 	ports = append(ports, p)
 	f.ports.Store(&ports)
-	go p.run()
+	if f.stepped {
+		close(p.done)
+	} else {
+		go p.run()
+	}
 	return p, nil
 }
 
@@ -649,6 +704,12 @@ func (p *Port) enqueueLocked(c *stack.PacketBuffer) {
 	}
 	p.ring[(p.head+p.n)%len(p.ring)] = c
 	p.n++
+	if f := p.fabric; f.stepped {
+		f.stepMu.Lock()
+		f.stepQ = append(f.stepQ, p)
+		f.stepMu.Unlock()
+		return
+	}
 	select {
 	case p.wake <- struct{}{}:
 	default:

@@ -3,6 +3,7 @@ package testutil
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 
 	"github.com/gnv-project/gnv/endpoint"
@@ -24,9 +25,18 @@ type HostsOptions struct {
 	// unicast to every other host.
 	Multicast bool
 	// Seed, Clock and Pcap configure the fabric (see FabricOptions).
+	// Seed also sets, for host i, its fabric port's MAC and its L2
+	// overlay MAC (HostMAC) and its tunnel's random source (HostRand),
+	// so that the hosts are the same on every run with the same seed.
 	Seed  int64
 	Clock tcpip.Clock
 	Pcap  io.Writer
+	// Stepped makes the fabric stepped (FabricOptions.Stepped) and
+	// registers each host's overlay netstack as a settler
+	// (Fabric.AddSettler): drive the hosts with Fabric.Step or
+	// Fabric.Run. A nil Clock then means a new ManualClock (Run needs
+	// one).
+	Stepped bool
 	// Faults apply to every host's fabric port.
 	Faults Faults
 	// Endpoint carries extra endpoint settings for every tunnel.
@@ -68,7 +78,10 @@ func NewHosts(opts HostsOptions) (*Hosts, error) {
 	if opts.UnderlayFamily != 4 && opts.UnderlayFamily != 6 {
 		return nil, fmt.Errorf("hosts: underlay family %d: want 4 or 6", opts.UnderlayFamily)
 	}
-	hs := &Hosts{Fabric: NewFabric(FabricOptions{Seed: opts.Seed, Clock: opts.Clock, Pcap: opts.Pcap})}
+	if opts.Stepped && opts.Clock == nil {
+		opts.Clock = NewManualClock()
+	}
+	hs := &Hosts{Fabric: NewFabric(FabricOptions{Seed: opts.Seed, Clock: opts.Clock, Pcap: opts.Pcap, Stepped: opts.Stepped})}
 	underlay := func(i int) netip.Prefix {
 		if opts.UnderlayFamily == 4 {
 			return netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(i + 1)}), 24)
@@ -83,7 +96,7 @@ func NewHosts(opts HostsOptions) (*Hosts, error) {
 		}
 	}
 	for i := 0; i < opts.N; i++ {
-		p, err := hs.Fabric.NewPort("", opts.Faults)
+		p, err := hs.Fabric.NewPort(HostMAC(opts.Seed, i, true), opts.Faults)
 		if err != nil {
 			hs.Close()
 			return nil, err
@@ -104,7 +117,11 @@ func NewHosts(opts HostsOptions) (*Hosts, error) {
 				netip.PrefixFrom(h.Overlay6, 64),
 			},
 			Clock:    opts.Clock,
+			Rand:     HostRand(opts.Seed, i),
 			Endpoint: opts.Endpoint,
+		}
+		if opts.Mode == endpoint.L2 {
+			cfg.MAC = net.HardwareAddr(HostMAC(opts.Seed, i, false))
 		}
 		if !opts.Multicast {
 			for j := 0; j < opts.N; j++ {
@@ -120,6 +137,9 @@ func NewHosts(opts HostsOptions) (*Hosts, error) {
 			return nil, fmt.Errorf("host %d: %w", i+1, err)
 		}
 		hs.Hosts = append(hs.Hosts, h)
+		if opts.Stepped {
+			hs.Fabric.AddSettler(SettleStack(h.Tunnel.Overlay()))
+		}
 	}
 	return hs, nil
 }
