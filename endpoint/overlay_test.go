@@ -46,11 +46,13 @@ var (
 
 // overlay is the forwarding overlay described above.
 type overlay struct {
-	clock  *faketime.ManualClock
-	ft     *fakeTransport
-	sock   *Socket
-	l2, l3 *Endpoint
-	s      *stack.Stack
+	// clock drives the stack; fdbClock the L2 forwarding table, which
+	// settle leaves alone so that learned entries stay.
+	clock, fdbClock *faketime.ManualClock
+	ft              *fakeTransport
+	sock            *Socket
+	l2, l3          *Endpoint
+	s               *stack.Stack
 }
 
 func tcpipAddr(a netip.Addr) tcpip.Address { return tcpip.AddrFromSlice(a.AsSlice()) }
@@ -58,18 +60,18 @@ func tcpipAddr(a netip.Addr) tcpip.Address { return tcpip.AddrFromSlice(a.AsSlic
 // newOverlay builds the forwarding overlay. The caller must call close.
 func newOverlay(t testing.TB) *overlay {
 	t.Helper()
-	o := &overlay{clock: faketime.NewManualClock(), ft: newFakeTransport("192.0.2.1:6081")}
+	o := &overlay{clock: faketime.NewManualClock(), fdbClock: faketime.NewManualClock(), ft: newFakeTransport("192.0.2.1:6081")}
 	var err error
 	if o.sock, err = NewSocket(o.ft); err != nil {
 		t.Fatal(err)
 	}
 	remotes := []netip.Addr{ovlRemote}
 	if o.l2, err = New(o.sock, Config{VNI: ovlL2VNI, Mode: L2, MAC: ovlMAC, Remotes: remotes,
-		FDBMax: ovlFDBMax, AcceptAnySource: true, Clock: o.clock}); err != nil {
+		FDBMax: ovlFDBMax, AcceptAnySource: true, Clock: o.fdbClock}); err != nil {
 		t.Fatal(err)
 	}
 	if o.l3, err = New(o.sock, Config{VNI: ovlL3VNI, Mode: L3, Remotes: remotes, AcceptAnySource: true,
-		TTLInherit: true, Clock: o.clock}); err != nil {
+		TTLInherit: true, Clock: o.fdbClock}); err != nil {
 		t.Fatal(err)
 	}
 	o.s = stack.New(stack.Options{

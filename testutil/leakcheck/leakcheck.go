@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -105,4 +106,63 @@ func Run(m *testing.M) int {
 		}
 	}
 	return code
+}
+
+// Snapshot is a set of reference-counted objects alive at one moment, for
+// CheckSince.
+type Snapshot map[string]bool
+
+// Live returns the reference-counted objects alive now, such as the
+// addresses of a running stack, for a later CheckSince. Leak checking
+// must be enabled (see Enable).
+func Live() Snapshot {
+	s := Snapshot{}
+	for _, o := range liveObjects(leakCheckOnceNow()) {
+		s[o] = true
+	}
+	return s
+}
+
+// CheckSince fails t if any reference-counted gVisor object that was not
+// in before is still alive, waiting briefly for objects being released by
+// exiting goroutines. Unlike Check it can run while stacks are up: what
+// they held at the time of before (their addresses, say) is not a leak.
+// Objects of parallel tests count too.
+func CheckSince(t testing.TB, before Snapshot) {
+	t.Helper()
+	if refs.GetLeakMode() != refs.LeaksPanic {
+		t.Errorf("leakcheck.CheckSince: leak checking is not enabled; call leakcheck.Enable (or use leakcheck.Run) in TestMain before any packet exists")
+		return
+	}
+	deadline := time.Now().Add(leakPollTimeout)
+	for {
+		var leaked []string
+		for _, o := range liveObjects(leakCheckOnceNow()) {
+			if !before[o] {
+				leaked = append(leaked, o)
+			}
+		}
+		if len(leaked) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("leakcheck.CheckSince: %d objects leaked:\n%s", len(leaked), strings.Join(leaked, "\n"))
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// liveObjects extracts the objects from a gVisor leak report: one line per
+// object, starting "[type address]".
+func liveObjects(report string) []string {
+	var out []string
+	for _, line := range strings.Split(report, "\n") {
+		if strings.HasPrefix(line, "[") {
+			if i := strings.Index(line, "]"); i > 0 {
+				out = append(out, line[:i+1])
+			}
+		}
+	}
+	return out
 }
