@@ -11,6 +11,7 @@ import (
 	"github.com/gnv-project/gnv/endpoint/geneve"
 	"github.com/gnv-project/gnv/internal/pcap"
 	"github.com/gnv-project/gnv/link"
+	"github.com/gnv-project/gnv/link/linktest"
 	"github.com/gnv-project/gnv/testutil/leakcheck"
 	"gvisor.dev/gvisor/pkg/buffer"
 )
@@ -211,7 +212,7 @@ func FuzzReceive(f *testing.F) {
 		}
 		before := rxAccounted(o.sock.Stats()) + rxAccounted(o.l2.Stats()) + rxAccounted(o.l3.Stats())
 
-		o.ft.r.Receive([]link.Datagram{dg})
+		o.ft.Deliver([]link.Datagram{dg})
 
 		after := rxAccounted(o.sock.Stats()) + rxAccounted(o.l2.Stats()) + rxAccounted(o.l3.Stats())
 		if after-before != 1 {
@@ -227,7 +228,7 @@ func FuzzReceive(f *testing.F) {
 			}
 			dg.Buffer.Release()
 		}
-		for _, s := range o.ft.take() {
+		for _, s := range o.ft.Take() {
 			checkSent(t, s, peers)
 		}
 		if n := o.l2.FDB().Stats().Count; n > ovlFDBMax {
@@ -238,14 +239,14 @@ func FuzzReceive(f *testing.F) {
 }
 
 // checkSent checks one datagram the overlay sent.
-func checkSent(t *testing.T, s sentDatagram, peers map[netip.Addr]bool) {
+func checkSent(t *testing.T, s linktest.Sent, peers map[netip.Addr]bool) {
 	t.Helper()
-	h, off, err := geneve.Decode(s.data)
-	if err != nil || s.data[0]>>6 != 0 {
-		t.Errorf("sent datagram does not decode: %v (% x)", err, s.data[:min(len(s.data), 16)])
+	h, off, err := geneve.Decode(s.Data)
+	if err != nil || s.Data[0]>>6 != 0 {
+		t.Errorf("sent datagram does not decode: %v (% x)", err, s.Data[:min(len(s.Data), 16)])
 		return
 	}
-	inner := s.data[off:]
+	inner := s.Data[off:]
 	switch h.VNI {
 	case ovlL2VNI:
 		if h.Protocol != geneve.ProtoEthernet || len(inner) < 14 {
@@ -264,8 +265,8 @@ func checkSent(t *testing.T, s sentDatagram, peers map[netip.Addr]bool) {
 	if h.OAM {
 		t.Errorf("sent a control packet")
 	}
-	if !peers[s.pkt.Dst.Addr()] || s.pkt.Dst.Port() != 6081 {
-		t.Errorf("sent to %v", s.pkt.Dst)
+	if !peers[s.Packet.Dst.Addr()] || s.Packet.Dst.Port() != 6081 {
+		t.Errorf("sent to %v", s.Packet.Dst)
 	}
 	if h.Protocol == geneve.ProtoEthernet && len(inner) >= 14 && binary.BigEndian.Uint16(inner[12:14]) == 0 {
 		t.Errorf("sent an Ethernet frame with EtherType 0")
