@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/gnv-project/gnv/endpoint"
-	"github.com/gnv-project/gnv/link"
+	"github.com/gnv-project/gnv/link/nsudp"
 	"github.com/gnv-project/gnv/stack"
 	"github.com/gnv-project/gnv/testutil"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -96,7 +96,7 @@ func BenchmarkFaultyTransfer(b *testing.B) {
 				for _, h := range hs.Hosts {
 					c.addStack(h.Tunnel.Overlay())
 					c.rxPackets += h.Tunnel.Endpoint().Stats().RxPackets
-					if u, ok := h.Tunnel.Underlay().Socket().Transport().(*link.NetstackUDP); ok {
+					if u, ok := h.Tunnel.Underlay().Socket().Transport().(*nsudp.Transport); ok {
 						c.rxDatagrams += u.Stats().RxDatagrams.Load()
 					}
 				}
