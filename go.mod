@@ -4,7 +4,7 @@ go 1.26.3
 
 require gvisor.dev/gvisor v0.0.0-20260905035102-160fafc42237
 
-require github.com/spf13/pflag v1.0.10 // indirect
+require github.com/spf13/pflag v1.0.10
 
 require (
 	github.com/google/btree v1.1.2 // indirect
