@@ -54,7 +54,8 @@ type Config struct {
 	// the real clock. Tests pass a faketime.ManualClock.
 	Clock tcpip.Clock
 
-	// Rand, if set, is the random source of the tunnel's overlay netstack
+	// Rand, if set, is the random source of the tunnel's overlay netstack,
+	// and of its underlay netstack when the tunnel opens one itself
 	// (gVisor's stack.Options.SecureRNG; the stack also seeds its
 	// non-cryptographic generator from it): TCP initial sequence numbers
 	// and timestamp offsets, ephemeral ports, IPv4 IDs, SYN cookies,

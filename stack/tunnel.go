@@ -69,7 +69,7 @@ func New(cfg Config) (*Tunnel, error) {
 	if r := firstPeer(&cfg); r.IsValid() && !r.Unmap().Is4() {
 		fam = 6
 	}
-	u, err := cfg.Underlay.open(openOptions{port: port, family: fam, clock: cfg.Clock, multicast: cfg.Group.IsValid()})
+	u, err := cfg.Underlay.open(openOptions{port: port, family: fam, clock: cfg.Clock, rand: cfg.Rand, multicast: cfg.Group.IsValid()})
 	if err != nil {
 		return nil, err
 	}

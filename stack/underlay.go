@@ -2,6 +2,7 @@ package stack
 
 import (
 	"fmt"
+	"io"
 	"net/netip"
 
 	"github.com/gnv-project/gnv/endpoint/geneve"
@@ -35,6 +36,7 @@ type openOptions struct {
 	port      uint16      // local UDP port
 	family    int         // 4 or 6: the family of the remotes or group
 	clock     tcpip.Clock // for a netstack underlay
+	rand      io.Reader   // a netstack underlay's random source; nil: crypto/rand
 	multicast bool        // tunnels on it use a group
 }
 
@@ -51,6 +53,10 @@ type UnderlayOptions struct {
 	Family int
 	// Clock drives a netstack underlay's timers; nil means the real clock.
 	Clock tcpip.Clock
+	// Rand is a netstack underlay's random source (IPv4 IDs, IGMP/MLD and
+	// neighbour timer jitter, DAD nonces), as Config.Rand is the overlay's;
+	// nil means crypto/rand. Only tests set it.
+	Rand io.Reader
 	// Multicast says that tunnels on this underlay use a multicast group.
 	// A kernel socket then binds the wildcard address (a socket bound to
 	// a unicast address never receives datagrams sent to a group); its
@@ -73,7 +79,7 @@ func OpenUnderlay(u Underlay, opts UnderlayOptions) (*SharedUnderlay, error) {
 	if opts.Family != 4 && opts.Family != 6 {
 		return nil, fmt.Errorf("underlay family %d: want 4 or 6 (or a local address)", opts.Family)
 	}
-	return u.open(openOptions{port: opts.Port, family: opts.Family, clock: opts.Clock, multicast: opts.Multicast})
+	return u.open(openOptions{port: opts.Port, family: opts.Family, clock: opts.Clock, rand: opts.Rand, multicast: opts.Multicast})
 }
 
 // subnet converts a prefix to a netstack subnet (host bits cleared).

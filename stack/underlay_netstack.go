@@ -77,7 +77,8 @@ func (u NetstackUnderlay) open(o openOptions) (*SharedUnderlay, error) {
 		TransportProtocols: []tcpipstack.TransportProtocolFactory{
 			udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6,
 		},
-		Clock: o.clock,
+		Clock:     o.clock,
+		SecureRNG: o.rand,
 	})
 	fail := func(err error) (*SharedUnderlay, error) {
 		s.Destroy()

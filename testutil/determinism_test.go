@@ -32,10 +32,6 @@ func faultyRun(t *testing.T, mode endpoint.Mode, seed int64, size int, faults te
 		Stepped: true,
 		Pcap:    &capture,
 		Faults:  faults,
-		// DF makes the outer IPv4 ID zero. Without it the ID comes from
-		// the underlay netstack's random source, which Config.Rand does
-		// not reach yet.
-		Endpoint: endpoint.Config{DF: endpoint.DFSet},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -19,8 +19,9 @@
 // every run with the same seed, whatever GOMAXPROCS or the race detector
 // (TestSameSeedSameTrace checks it). The seed sets the fault decisions of
 // each port, every host's port and overlay MACs (HostMAC) and the random
-// source of every overlay netstack (HostRand: TCP initial sequence numbers,
-// timestamp offsets, ephemeral ports, IPv4 IDs). Goroutines still run (the
+// source of every overlay and underlay netstack (HostRand: TCP initial
+// sequence numbers, timestamp offsets, ephemeral ports, IPv4 IDs inside and
+// outside, IGMP/MLD and neighbour timer jitter, DAD nonces). Goroutines still run (the
 // netstacks' TCP processors, gnv's underlay receive goroutine); order comes
 // from giving the stacks one input at a time and waiting until they are
 // quiet (see Fabric.Step), and from the ManualClock firing timers in a
@@ -31,11 +32,8 @@
 // a port repeat); applications on their own goroutines (net-style
 // connections, TransferTCP, gonet), whose blocking calls race with the
 // fabric; gVisor's faketime.ManualClock (same-instant timers fire in map
-// order, zero-delay ones on new goroutines); the underlay netstacks'
-// random source, which stack.Config.Rand does not reach yet, so outer
-// IPv4 IDs differ unless the tunnels set DF (endpoint.DFSet, ID 0), as do
-// IGMP/MLD and neighbour timer jitter and IPv6 DAD nonces in the underlay;
-// kernel, AF_PACKET and TAP underlays; and any run in which Step gave up
+// order, zero-delay ones on new goroutines); a SharedUnderlay opened
+// without UnderlayOptions.Rand; kernel, AF_PACKET and TAP underlays; and any run in which Step gave up
 // waiting for a stack to release a frame (FabricStats.SettleTimeouts).
 // Stepped transmission takes no fabric time: only Faults.Delay and Jitter
 // and the stacks' timers move the clock, so every round trip without a
