@@ -3,16 +3,10 @@ package testutil_test
 import (
 	"bytes"
 	"crypto/sha256"
-	"fmt"
 	"math/rand/v2"
 	"testing"
-	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
-	tcpipstack "gvisor.dev/gvisor/pkg/tcpip/stack"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
-	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/gnv-project/gnv/endpoint"
 	"github.com/gnv-project/gnv/testutil"
@@ -40,91 +34,9 @@ func faultyRun(t *testing.T, mode endpoint.Mode, seed int64, size int, faults te
 	a, b := hs.Hosts[0].Tunnel.Overlay(), hs.Hosts[1].Tunnel.Overlay()
 	payload := make([]byte, size)
 	_, _ = rand.NewChaCha8([32]byte{1}).Read(payload) // the same bytes whatever the seed
-
-	newEP := func(s *tcpipstack.Stack) tcpip.Endpoint {
-		ep, terr := s.NewEndpoint(tcp.ProtocolNumber, ipv4.ProtocolNumber, &waiter.Queue{})
-		if terr != nil {
-			t.Fatal(terr)
-		}
-		return ep
-	}
 	dst := tcpip.FullAddress{Addr: tcpip.AddrFrom4(hs.Hosts[1].Overlay4.As4()), Port: 5001}
-	listener := newEP(b)
-	defer listener.Close()
-	if terr := listener.Bind(dst); terr != nil {
-		t.Fatal(terr)
-	}
-	if terr := listener.Listen(1); terr != nil {
-		t.Fatal(terr)
-	}
-	client := newEP(a)
-	defer client.Close()
-	// The SYN goes out here, on this goroutine: a non-blocking connect.
-	if terr := client.Connect(dst); terr != nil {
-		if _, ok := terr.(*tcpip.ErrConnectStarted); !ok {
-			t.Fatal(terr)
-		}
-	}
-
-	// Everything the applications do happens in done, between steps.
-	var server tcpip.Endpoint
-	var received bytes.Buffer
-	sent, shut, eof := 0, false, false
-	var failure error
-	done := func() bool {
-		if server == nil {
-			ep, _, terr := listener.Accept(nil)
-			if terr == nil {
-				server = ep
-			}
-		}
-		if tcp.EndpointState(client.State()) == tcp.StateEstablished && !shut {
-			for sent < len(payload) {
-				n, terr := client.Write(bytes.NewReader(payload[sent:]), tcpip.WriteOptions{})
-				sent += int(n)
-				if terr != nil {
-					if _, ok := terr.(*tcpip.ErrWouldBlock); !ok {
-						failure = fmt.Errorf("write: %s", terr)
-					}
-					break
-				}
-			}
-			if sent == len(payload) {
-				shut = true
-				if terr := client.Shutdown(tcpip.ShutdownWrite); terr != nil {
-					failure = fmt.Errorf("shutdown: %s", terr)
-				}
-			}
-		}
-		if server != nil && !eof {
-			for {
-				_, terr := server.Read(&received, tcpip.ReadOptions{})
-				if terr == nil {
-					continue
-				}
-				switch terr.(type) {
-				case *tcpip.ErrWouldBlock:
-				case *tcpip.ErrClosedForReceive:
-					eof = true
-				default:
-					failure = fmt.Errorf("read: %s", terr)
-				}
-				break
-			}
-		}
-		return eof || failure != nil
-	}
-	if err := hs.Fabric.Run(10*time.Minute, done); err != nil {
-		t.Fatalf("after %d bytes sent, %d received: %v (fabric %+v)", sent, received.Len(), err, hs.Fabric.Stats())
-	}
-	if failure != nil {
-		t.Fatal(failure)
-	}
-	if server != nil {
-		defer server.Close()
-	}
-	if !bytes.Equal(received.Bytes(), payload) {
-		t.Fatalf("received %d bytes that differ from the %d sent", received.Len(), len(payload))
+	if err := steppedTransfer(hs.Fabric, a, b, dst, payload); err != nil {
+		t.Fatal(err)
 	}
 	st := hs.Fabric.Stats()
 	if st.SettleTimeouts != 0 {
