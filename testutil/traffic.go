@@ -109,6 +109,11 @@ func TransferTCP(ctx context.Context, client Dialer, server Listener, addr netip
 			return
 		}
 		defer c.Close()
+		// Closing the listener does not reach an accepted connection:
+		// without this a receiver waiting on a stalled connection would
+		// outlive ctx.
+		stop := context.AfterFunc(ctx, func() { c.Close() })
+		defer stop()
 		n, err := io.CopyBuffer(check, c, make([]byte, 256<<10))
 		done <- result{n: n, err: err}
 	}()
