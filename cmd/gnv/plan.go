@@ -1,0 +1,365 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gnv-project/gnv/endpoint"
+	"github.com/gnv-project/gnv/endpoint/geneve"
+	"github.com/gnv-project/gnv/stack"
+)
+
+// upPlan is a validated gnv up configuration.
+type upPlan struct {
+	underlay      string // udp, packet or tap
+	family        int
+	local         netip.Addr
+	port          uint16
+	localPort     uint16
+	dev           string
+	underlayAddr  netip.Prefix
+	gateway       netip.Addr
+	underlayMAC   net.HardwareAddr
+	underlayMTU   int
+	noOffloads    bool
+	noCsum4       bool
+	zeroCsum6Tx   bool
+	zeroCsum6Rx   bool
+	multicastTTL  uint8
+	pcap          string
+	logLevel      slog.Level
+	control       string
+	statsInterval time.Duration
+	ifaces        []ifacePlan
+}
+
+// ifacePlan is one validated interface.
+type ifacePlan struct {
+	name     string
+	overlay  string // tap, tun or netstack
+	cfg      stack.Config
+	forwards []forwardSpec
+	socks5   string
+}
+
+// forwardSpec is one --forward.
+type forwardSpec struct {
+	listen string
+	target netip.AddrPort
+}
+
+// plan validates the options. Every error names the flag and what it
+// accepts.
+func (o *upOptions) plan() (*upPlan, error) {
+	s := &o.sock
+	p := &upPlan{underlay: s.underlay, port: s.port, localPort: s.localPort, dev: s.dev, pcap: s.pcap,
+		noOffloads: s.noOffloads, noCsum4: !s.udpCsum, zeroCsum6Tx: s.udp6ZeroTx, zeroCsum6Rx: s.udp6ZeroRx,
+		statsInterval: s.statsInterval, underlayMTU: s.underlayMTU}
+	switch s.logLevel {
+	case "debug":
+		p.logLevel = slog.LevelDebug
+	case "info":
+		p.logLevel = slog.LevelInfo
+	case "warn":
+		p.logLevel = slog.LevelWarn
+	case "error":
+		p.logLevel = slog.LevelError
+	default:
+		return nil, fmt.Errorf("--log-level %q: valid levels are debug, info, warn and error", s.logLevel)
+	}
+	if p.port == 0 {
+		return nil, fmt.Errorf("--port 0: want 1..65535")
+	}
+	if s.multicastTTL < 0 || s.multicastTTL > 255 {
+		return nil, fmt.Errorf("--multicast-ttl %d out of range: valid TTLs are 1..255", s.multicastTTL)
+	}
+	p.multicastTTL = uint8(s.multicastTTL)
+	if s.underlayMTU < 0 || (s.underlayMTU != 0 && s.underlayMTU < 128) || s.underlayMTU > 65535 {
+		return nil, fmt.Errorf("--underlay-mtu %d out of range: valid MTUs are 128..65535", s.underlayMTU)
+	}
+	fam := 0
+	setFam := func(flag string, a netip.Addr) error {
+		f := 6
+		if a.Is4() {
+			f = 4
+		}
+		if fam != 0 && f != fam {
+			return fmt.Errorf("--%s %s is IPv%d but the other underlay addresses are IPv%d: the underlay uses one address family", flag, a, f, fam)
+		}
+		fam = f
+		return nil
+	}
+	switch s.underlay {
+	case "udp":
+		if s.underlayAddr != "" {
+			return nil, fmt.Errorf("--underlay-addr applies to --underlay packet and tap only (a udp underlay uses the host's addresses; see --local)")
+		}
+		if s.gateway != "" {
+			return nil, fmt.Errorf("--gateway applies to --underlay packet and tap only (a udp underlay uses the host's routes)")
+		}
+		if s.underlayMAC != "" {
+			return nil, fmt.Errorf("--underlay-mac applies to --underlay packet and tap only")
+		}
+		if s.local != "" {
+			a, err := parseAddrFlag("local", s.local)
+			if err != nil {
+				return nil, err
+			}
+			if a.IsMulticast() {
+				return nil, fmt.Errorf("--local %s: want a unicast address (use --group for multicast)", a)
+			}
+			p.local = a
+			if err := setFam("local", a); err != nil {
+				return nil, err
+			}
+		}
+	case "packet", "tap":
+		if s.dev == "" && s.underlay == "packet" {
+			return nil, fmt.Errorf("--underlay packet needs --dev: the interface the AF_PACKET socket is bound to")
+		}
+		if s.underlayAddr == "" {
+			return nil, fmt.Errorf("--underlay %s needs --underlay-addr: the netstack's underlay address with prefix, like 192.0.2.1/24", s.underlay)
+		}
+		pfx, err := netip.ParsePrefix(s.underlayAddr)
+		if err != nil {
+			return nil, fmt.Errorf("--underlay-addr %q: want an address with a prefix length, like 192.0.2.1/24", s.underlayAddr)
+		}
+		p.underlayAddr = netip.PrefixFrom(pfx.Addr().Unmap(), pfx.Bits())
+		p.local = p.underlayAddr.Addr()
+		if err := setFam("underlay-addr", p.local); err != nil {
+			return nil, err
+		}
+		if s.local != "" {
+			a, err := parseAddrFlag("local", s.local)
+			if err != nil {
+				return nil, err
+			}
+			if a != p.local {
+				return nil, fmt.Errorf("--local %s differs from --underlay-addr %s: with --underlay %s, leave --local out", a, p.underlayAddr, s.underlay)
+			}
+		}
+		if s.gateway != "" {
+			g, err := parseAddrFlag("gateway", s.gateway)
+			if err != nil {
+				return nil, err
+			}
+			if err := setFam("gateway", g); err != nil {
+				return nil, err
+			}
+			p.gateway = g
+		}
+		if s.underlayMAC != "" {
+			mac, err := net.ParseMAC(s.underlayMAC)
+			if err != nil || len(mac) != 6 || mac[0]&1 != 0 {
+				return nil, fmt.Errorf("--underlay-mac %q: want a unicast Ethernet address like 02:00:00:00:00:01", s.underlayMAC)
+			}
+			p.underlayMAC = mac
+		}
+	default:
+		return nil, fmt.Errorf("--underlay %q: valid underlays are udp, packet and tap", s.underlay)
+	}
+
+	seenVNI := map[int64]string{}
+	seenName := map[string]bool{}
+	for i := range o.ifaces {
+		ip, err := o.ifaces[i].plan(setFam)
+		if err != nil {
+			if len(o.ifaces) > 1 {
+				return nil, fmt.Errorf("[%s]: %w", o.ifaces[i].name, err)
+			}
+			return nil, err
+		}
+		if other, ok := seenVNI[int64(ip.cfg.VNI)]; ok {
+			return nil, fmt.Errorf("[%s]: vni %d is already used by [%s]: a VNI may appear once per socket", ip.name, ip.cfg.VNI, other)
+		}
+		seenVNI[int64(ip.cfg.VNI)] = ip.name
+		if seenName[ip.name] {
+			return nil, fmt.Errorf("interface name %q appears twice", ip.name)
+		}
+		seenName[ip.name] = true
+		p.ifaces = append(p.ifaces, *ip)
+	}
+	p.family = fam
+	if p.family == 0 {
+		p.family = 4
+	}
+	p.control = s.control
+	if p.control == "" {
+		p.control = defaultControlPath(p.ifaces[0].name)
+	}
+	return p, nil
+}
+
+// plan validates one interface's options.
+func (o *ifaceOptions) plan(setFam func(string, netip.Addr) error) (*ifacePlan, error) {
+	if o.vni < 0 {
+		return nil, fmt.Errorf("--vni is required: the virtual network identifier, 0..%d", geneve.MaxVNI)
+	}
+	if o.vni > geneve.MaxVNI {
+		return nil, fmt.Errorf("--vni %d out of range: valid VNIs are 0..%d", o.vni, geneve.MaxVNI)
+	}
+	if o.name == "" || len(o.name) > 15 || strings.ContainsAny(o.name, "/ \t") {
+		return nil, fmt.Errorf("--name %q: want 1..15 characters without '/' or spaces (a Linux interface name)", o.name)
+	}
+	mode, err := endpoint.ParseMode(o.mode)
+	if err != nil {
+		return nil, fmt.Errorf("--mode: %w", err)
+	}
+	p := &ifacePlan{name: o.name, overlay: o.overlay, socks5: o.socks5}
+	c := &p.cfg
+	c.VNI = uint32(o.vni)
+	c.Mode = mode
+	if len(o.remotes) > 0 && o.group != "" {
+		return nil, fmt.Errorf("--remote and --group are exclusive: give unicast remotes or one multicast group")
+	}
+	if len(o.remotes) == 0 && o.group == "" {
+		return nil, fmt.Errorf("--remote or --group is required: where to send Geneve datagrams")
+	}
+	for _, r := range o.remotes {
+		a, err := parseAddrFlag("remote", r)
+		if err != nil {
+			return nil, err
+		}
+		if a.IsMulticast() || a.IsUnspecified() {
+			return nil, fmt.Errorf("--remote %s: want a unicast address (use --group for multicast)", a)
+		}
+		if err := setFam("remote", a); err != nil {
+			return nil, err
+		}
+		c.Remotes = append(c.Remotes, a)
+	}
+	if mode == endpoint.L3 && len(c.Remotes) > 1 {
+		return nil, fmt.Errorf("--remote given %d times: an l3 tunnel has one remote (or a --group)", len(c.Remotes))
+	}
+	if o.group != "" {
+		g, err := parseAddrFlag("group", o.group)
+		if err != nil {
+			return nil, err
+		}
+		if !g.IsMulticast() {
+			return nil, fmt.Errorf("--group %s is not a multicast address (IPv4 224.0.0.0/4 or IPv6 ff00::/8)", g)
+		}
+		if err := setFam("group", g); err != nil {
+			return nil, err
+		}
+		c.Group = g
+	}
+	switch o.overlay {
+	case "":
+		p.overlay = "tap"
+		if mode == endpoint.L3 {
+			p.overlay = "tun"
+		}
+	case "tap":
+		if mode != endpoint.L2 {
+			return nil, fmt.Errorf("--overlay tap carries Ethernet frames: use it with --mode l2 (or --overlay tun with --mode l3)")
+		}
+	case "tun":
+		if mode != endpoint.L3 {
+			return nil, fmt.Errorf("--overlay tun carries IP packets: use it with --mode l3 (or --overlay tap with --mode l2)")
+		}
+	case "netstack":
+	default:
+		return nil, fmt.Errorf("--overlay %q: valid overlays are tap, tun and netstack", o.overlay)
+	}
+	for _, a := range o.addrs {
+		pfx, err := netip.ParsePrefix(a)
+		if err != nil {
+			return nil, fmt.Errorf("--addr %q: want an address with a prefix length, like 10.0.0.1/24", a)
+		}
+		c.Addresses = append(c.Addresses, netip.PrefixFrom(pfx.Addr().Unmap(), pfx.Bits()))
+	}
+	if o.mtu != 0 && (o.mtu < 68 || o.mtu > 65535) {
+		return nil, fmt.Errorf("--mtu %d out of range: valid MTUs are 68..65535", o.mtu)
+	}
+	c.MTU = o.mtu
+	ec := &c.Endpoint
+	ec.NoLearn = o.noLearn || !o.learn
+	if o.maxAddr < 1 || o.maxAddr > endpoint.MaxFDBMax {
+		return nil, fmt.Errorf("--max-addr %d out of range: valid sizes are 1..%d", o.maxAddr, endpoint.MaxFDBMax)
+	}
+	ec.FDBMax = o.maxAddr
+	if o.timeout < 1 || o.timeout > int(endpoint.MaxFDBTimeout/time.Second) {
+		return nil, fmt.Errorf("--timeout %d out of range: valid timeouts are 1..%d seconds", o.timeout, int(endpoint.MaxFDBTimeout/time.Second))
+	}
+	ec.FDBTimeout = time.Duration(o.timeout) * time.Second
+	if o.ttl == "inherit" {
+		ec.TTLInherit = true
+	} else {
+		ttl, err := strconv.Atoi(o.ttl)
+		if err != nil || ttl < 1 || ttl > 255 {
+			return nil, fmt.Errorf("--ttl %q: want 1..255 or inherit", o.ttl)
+		}
+		ec.TTL = uint8(ttl)
+	}
+	if o.tos < 0 || o.tos > 255 {
+		return nil, fmt.Errorf("--tos %d out of range: valid values are 0..255", o.tos)
+	}
+	ec.TOS = uint8(o.tos)
+	ec.DSCPInherit = o.dscpInherit
+	ec.FlowLabel = o.flowLabel
+	if ec.DF, err = endpoint.ParseDFMode(o.df); err != nil {
+		return nil, fmt.Errorf("--%w", err)
+	}
+	if o.portRange != "" {
+		if ec.SrcPortMin, ec.SrcPortMax, err = parsePortRange(o.portRange); err != nil {
+			return nil, err
+		}
+	}
+	ec.AcceptAnySource = o.acceptAnySource
+	for _, s := range o.options {
+		b, err := parseOption(s)
+		if err != nil {
+			return nil, err
+		}
+		ec.Options = append(ec.Options, b...)
+	}
+	if len(ec.Options) > geneve.MaxOptionsLen {
+		return nil, fmt.Errorf("--option: %d bytes of options in all, at most %d fit in a Geneve header", len(ec.Options), geneve.MaxOptionsLen)
+	}
+	for _, s := range o.acceptOptions {
+		t, err := parseOptionType(s)
+		if err != nil {
+			return nil, err
+		}
+		ec.KnownCritical = append(ec.KnownCritical, t)
+	}
+	if (len(o.forwards) > 0 || o.socks5 != "") && p.overlay != "netstack" {
+		return nil, fmt.Errorf("--forward and --socks5 need --overlay netstack (with tap/tun, host programs reach the overlay directly)")
+	}
+	for _, f := range o.forwards {
+		fw, err := parseForward(f)
+		if err != nil {
+			return nil, err
+		}
+		p.forwards = append(p.forwards, fw)
+	}
+	if o.socks5 != "" {
+		if _, _, err := net.SplitHostPort(o.socks5); err != nil {
+			return nil, fmt.Errorf("--socks5 %q: want HOST:PORT, like 127.0.0.1:1080", o.socks5)
+		}
+	}
+	return p, nil
+}
+
+// parseForward parses tcp:LISTEN_ADDR:PORT=OVERLAY_IP:PORT.
+func parseForward(s string) (forwardSpec, error) {
+	proto, rest, ok := strings.Cut(s, ":")
+	listen, target, ok2 := strings.Cut(rest, "=")
+	if !ok || !ok2 || proto != "tcp" {
+		return forwardSpec{}, fmt.Errorf("--forward %q: want tcp:LISTEN_ADDR:PORT=OVERLAY_IP:PORT, like tcp:127.0.0.1:8080=10.0.0.2:80", s)
+	}
+	if _, _, err := net.SplitHostPort(listen); err != nil {
+		return forwardSpec{}, fmt.Errorf("--forward %q: listen address %q: want HOST:PORT", s, listen)
+	}
+	t, err := netip.ParseAddrPort(target)
+	if err != nil {
+		return forwardSpec{}, fmt.Errorf("--forward %q: target %q: want OVERLAY_IP:PORT", s, target)
+	}
+	return forwardSpec{listen: listen, target: t}, nil
+}
