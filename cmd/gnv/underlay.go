@@ -1,0 +1,128 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+
+	"github.com/gnv-project/gnv/link/afpacket"
+	"github.com/gnv-project/gnv/link/tapnic"
+	"github.com/gnv-project/gnv/stack"
+)
+
+// openUnderlay opens the shared underlay socket.
+func openUnderlay(p *upPlan, log *slog.Logger) (*stack.SharedUnderlay, string, error) {
+	var pcapW io.Writer
+	var pcapFile *os.File
+	var pcapBuf *bufio.Writer
+	if p.pcap != "" {
+		f, err := os.Create(p.pcap)
+		if err != nil {
+			return nil, "", fmt.Errorf("--pcap: %w", err)
+		}
+		// Buffered: one write(2) per captured packet would slow the data
+		// path. The capture writer serialises its records, and the buffer
+		// is flushed when the underlay closes.
+		pcapFile, pcapBuf = f, bufio.NewWriterSize(f, 1<<16)
+		pcapW = pcapBuf
+	}
+	localPort := p.localPort
+	if localPort == 0 {
+		localPort = p.port
+	}
+	var u stack.Underlay
+	var desc string
+	switch p.underlay {
+	case "udp":
+		u = stack.KernelUDPUnderlay{Local: p.local, Device: p.dev, MTU: p.underlayMTU, Pcap: pcapW,
+			Checksums: p.checksums(), MulticastTTL: p.multicastTTL, DisableOffloads: p.noOffloads}
+		desc = "udp underlay"
+	case "packet":
+		var err error
+		if u, err = packetUnderlay(p, pcapW, log); err != nil {
+			if pcapFile != nil {
+				pcapFile.Close()
+			}
+			return nil, "", err
+		}
+		desc = "packet underlay on " + p.dev
+	case "tap":
+		u = tapUnderlay(p, pcapW)
+		desc = "tap underlay"
+		if p.dev != "" {
+			desc += " on bridge " + p.dev
+		}
+	}
+	multicast := false
+	for _, ip := range p.ifaces {
+		multicast = multicast || ip.cfg.Group.IsValid()
+	}
+	su, err := stack.OpenUnderlay(u, stack.UnderlayOptions{Port: localPort, Family: p.family, Multicast: multicast})
+	if err != nil {
+		if pcapFile != nil {
+			pcapFile.Close()
+		}
+		return nil, "", err
+	}
+	if pcapFile != nil {
+		su.OnClose(func() {
+			pcapBuf.Flush()
+			pcapFile.Close()
+		})
+	}
+	la := su.Socket().Transport().LocalAddr()
+	desc += " " + la.String()
+	if off := su.Offloads(); off != "" {
+		desc += " (" + off + ")"
+	}
+	return su, desc, nil
+}
+
+// packetUnderlay describes the AF_PACKET underlay on --dev. Opening it
+// checks the host setup first (the kernel must not use the underlay address
+// on that interface) and logs the check's warnings.
+func packetUnderlay(p *upPlan, pcapW io.Writer, log *slog.Logger) (stack.Underlay, error) {
+	return stack.PacketUnderlay{
+		Device:          p.dev,
+		NetstackOptions: p.netstackOptions(pcapW),
+		Options: afpacket.Options{
+			MAC:       p.underlayMAC,
+			MTU:       p.underlayMTU,
+			NoVnetHdr: p.noOffloads,
+		},
+		Warn: func(msg string) { log.Warn("underlay setup", "dev", p.dev, "warning", msg) },
+	}, nil
+}
+
+// tapUnderlay describes the TAP underlay: netstack on a TAP device of its
+// own, made a port of the bridge --dev if given.
+func tapUnderlay(p *upPlan, pcapW io.Writer) stack.Underlay {
+	return stack.TAPUnderlay{
+		Bridge:          p.dev,
+		NetstackOptions: p.netstackOptions(pcapW),
+		Options: tapnic.Options{
+			MAC:         p.underlayMAC,
+			MTU:         p.underlayMTU,
+			NoTunnelGSO: p.noOffloads,
+		},
+	}
+}
+
+// netstackOptions are the underlay netstack's address and policies from
+// the flags.
+func (p *upPlan) netstackOptions(pcapW io.Writer) stack.NetstackOptions {
+	return stack.NetstackOptions{
+		Address:      p.underlayAddr,
+		Gateway:      p.gateway,
+		MulticastTTL: p.multicastTTL,
+		Pcap:         pcapW,
+		Checksums:    p.checksums(),
+	}
+}
+
+// checksums is the outer UDP checksum policy from the flags.
+func (p *upPlan) checksums() stack.Checksums {
+	return stack.Checksums{NoChecksumTx4: p.noCsum4, ZeroChecksumTx6: p.zeroCsum6Tx, ZeroChecksumRx6: p.zeroCsum6Rx}
+}
