@@ -217,43 +217,40 @@ type Config struct {
 	DisableGRO bool
 }
 
-// validate checks c and fills in defaults; it returns a copy.
+// Validate reports the first invalid field of c as a *FieldError, as New
+// would, without creating anything. underlayFamily is 4 or 6, the address
+// family of the socket the endpoint is for, or 0 when that is not known
+// yet; the remotes or group must then agree with one another only.
+func (c Config) Validate(underlayFamily int) error {
+	_, err := c.validate(underlayFamily)
+	return err
+}
+
+// validate checks c and fills in defaults; it returns a copy. Each error is
+// a *FieldError.
 func (c Config) validate(underlayFamily int) (Config, error) {
 	if c.VNI > geneve.MaxVNI {
-		return c, fmt.Errorf("vni %d out of range: valid VNIs are 0..%d", c.VNI, geneve.MaxVNI)
+		return c, &FieldError{Field: "VNI", Value: c.VNI, Problem: "out of range", Valid: fmt.Sprintf("valid VNIs are 0..%d", geneve.MaxVNI)}
 	}
 	if c.Mode != L2 && c.Mode != L3 {
-		return c, fmt.Errorf("mode %d: valid modes are l2 and l3", int(c.Mode))
+		return c, &FieldError{Field: "Mode", Value: int(c.Mode), Valid: "valid modes are l2 and l3"}
 	}
 	if c.Group.IsValid() && len(c.Remotes) > 0 {
-		return c, fmt.Errorf("remote and group are exclusive: give either remote addresses or one multicast group")
+		return c, &FieldError{Field: "Remotes", Problem: "and {Group} are exclusive", Valid: "give either remote addresses or one multicast group"}
 	}
 	if c.Group.IsValid() && !c.Group.IsMulticast() {
-		return c, fmt.Errorf("group %s is not a multicast address (IPv4 224.0.0.0/4 or IPv6 ff00::/8)", c.Group)
+		return c, &FieldError{Field: "Group", Value: c.Group, Problem: "is not a multicast address", Valid: "want IPv4 224.0.0.0/4 or IPv6 ff00::/8"}
 	}
 	if c.Mode == L3 && len(c.Remotes) > 1 {
-		return c, fmt.Errorf("remote: an l3 endpoint takes one remote, got %d", len(c.Remotes))
+		return c, &FieldError{Field: "Remotes", Problem: fmt.Sprintf("given %d times", len(c.Remotes)), Valid: "an l3 endpoint takes one remote"}
 	}
 	for _, r := range c.Remotes {
 		if !r.IsValid() || r.IsUnspecified() || r.IsMulticast() {
-			return c, fmt.Errorf("remote %s must be a unicast address (use group for multicast)", r)
+			return c, &FieldError{Field: "Remotes", Value: r, Problem: "must be a unicast address", Valid: "use {Group} for multicast"}
 		}
 	}
-	fam := func(a netip.Addr) int {
-		if a.Unmap().Is4() {
-			return 4
-		}
-		return 6
-	}
-	if underlayFamily != 0 {
-		for _, r := range c.Remotes {
-			if fam(r) != underlayFamily {
-				return c, fmt.Errorf("remote %s is IPv%d but the underlay socket is IPv%d", r, fam(r), underlayFamily)
-			}
-		}
-		if c.Group.IsValid() && fam(c.Group) != underlayFamily {
-			return c, fmt.Errorf("group %s is IPv%d but the underlay socket is IPv%d", c.Group, fam(c.Group), underlayFamily)
-		}
+	if err := checkFamily(c, underlayFamily); err != nil {
+		return c, err
 	}
 	if c.RemotePort == 0 {
 		c.RemotePort = geneve.Port
@@ -262,39 +259,43 @@ func (c Config) validate(underlayFamily int) (Config, error) {
 		c.SrcPortMin, c.SrcPortMax = DefaultSrcPortMin, DefaultSrcPortMax
 	}
 	if c.SrcPortMin == 0 || c.SrcPortMin > c.SrcPortMax {
-		return c, fmt.Errorf("source port range %d..%d: want 1 <= min <= max <= 65535", c.SrcPortMin, c.SrcPortMax)
+		field := "SrcPortMax"
+		if c.SrcPortMin == 0 {
+			field = "SrcPortMin"
+		}
+		return c, &FieldError{Field: field, Value: fmt.Sprintf("%d..%d", c.SrcPortMin, c.SrcPortMax), Valid: "want 1 <= min <= max <= 65535"}
 	}
 	if c.TTL == 0 {
 		c.TTL = DefaultTTL
 	}
 	c.TOS &^= ecnMask
 	if c.DF < DFUnset || c.DF > DFInherit {
-		return c, fmt.Errorf("df %d: valid values are unset, set and inherit", int(c.DF))
+		return c, &FieldError{Field: "DF", Value: int(c.DF), Valid: "valid values are unset, set and inherit"}
 	}
 	if c.FDBMax == 0 {
 		c.FDBMax = DefaultFDBMax
 	}
 	if c.FDBMax < 1 || c.FDBMax > MaxFDBMax {
-		return c, fmt.Errorf("max-addr %d out of range: valid sizes are 1..%d", c.FDBMax, MaxFDBMax)
+		return c, &FieldError{Field: "FDBMax", Value: c.FDBMax, Problem: "out of range", Valid: fmt.Sprintf("valid sizes are 1..%d", MaxFDBMax)}
 	}
 	if c.FDBTimeout == 0 {
 		c.FDBTimeout = DefaultFDBTimeout
 	}
 	if c.FDBTimeout < time.Second || c.FDBTimeout > MaxFDBTimeout {
-		return c, fmt.Errorf("timeout %v out of range: valid timeouts are 1s..%v", c.FDBTimeout, MaxFDBTimeout)
+		return c, &FieldError{Field: "FDBTimeout", Value: c.FDBTimeout, Problem: "out of range", Valid: fmt.Sprintf("valid timeouts are 1..%d seconds", MaxFDBTimeout/time.Second)}
 	}
 	if c.Clock == nil {
 		c.Clock = tcpip.NewStdClock()
 	}
+	if len(c.Options) > geneve.MaxOptionsLen {
+		return c, &FieldError{Field: "Options", Valid: fmt.Sprintf("%d bytes in all, at most %d fit in a Geneve header", len(c.Options), geneve.MaxOptionsLen)}
+	}
 	if c.MaxMarkOptions < 0 || c.MaxMarkOptions%4 != 0 || len(c.Options)+c.MaxMarkOptions > geneve.MaxOptionsLen {
-		return c, fmt.Errorf("max mark options %d: want a multiple of 4 with the tunnel options at most %d bytes", c.MaxMarkOptions, geneve.MaxOptionsLen)
+		return c, &FieldError{Field: "MaxMarkOptions", Value: c.MaxMarkOptions, Valid: fmt.Sprintf("want a multiple of 4, with {Options}, at most %d bytes in all", geneve.MaxOptionsLen)}
 	}
 	if len(c.Options) > 0 {
-		if len(c.Options) > geneve.MaxOptionsLen {
-			return c, fmt.Errorf("options: %d bytes, valid lengths are 0..%d", len(c.Options), geneve.MaxOptionsLen)
-		}
 		if err := geneve.ValidateOptions(c.Options); err != nil {
-			return c, fmt.Errorf("options: %w", err)
+			return c, &FieldError{Field: "Options", Err: err}
 		}
 		c.Options = append([]byte(nil), c.Options...)
 	}
@@ -303,10 +304,10 @@ func (c Config) validate(underlayFamily int) (Config, error) {
 			c.MAC = randomMAC()
 		}
 		if len(c.MAC) != 6 {
-			return c, fmt.Errorf("mac %q: want 6 bytes", c.MAC)
+			return c, &FieldError{Field: "MAC", Value: c.MAC, Valid: "want a 6-byte Ethernet address"}
 		}
 		if c.MAC[0]&1 != 0 {
-			return c, fmt.Errorf("mac %s is a multicast address; want a unicast MAC", c.MAC)
+			return c, &FieldError{Field: "MAC", Value: c.MAC, Problem: "is a multicast address", Valid: "want a unicast MAC"}
 		}
 	} else {
 		c.MAC = ""
@@ -318,6 +319,34 @@ func (c Config) validate(underlayFamily int) (Config, error) {
 		c.GSOMaxSize = 0
 	}
 	return c, nil
+}
+
+// checkFamily checks that the remotes or the group are of one address
+// family, and of underlayFamily if that is not 0.
+func checkFamily(c Config, underlayFamily int) error {
+	fam := underlayFamily
+	check := func(field string, a netip.Addr) error {
+		f := 6
+		if a.Unmap().Is4() {
+			f = 4
+		}
+		if fam == 0 {
+			fam = f
+		} else if f != fam {
+			return &FieldError{Field: field, Value: a, Problem: fmt.Sprintf("is IPv%d but the other underlay addresses are IPv%d", f, fam),
+				Valid: "the underlay uses one address family"}
+		}
+		return nil
+	}
+	for _, r := range c.Remotes {
+		if err := check("Remotes", r); err != nil {
+			return err
+		}
+	}
+	if c.Group.IsValid() {
+		return check("Group", c.Group)
+	}
+	return nil
 }
 
 // randomMAC returns a random locally administered unicast MAC address.
