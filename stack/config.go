@@ -1,13 +1,12 @@
 package stack
 
 import (
-	"fmt"
+	"errors"
 	"io"
 	"net"
 	"net/netip"
 
 	"github.com/gnv-project/gnv/endpoint"
-	"github.com/gnv-project/gnv/endpoint/geneve"
 	"gvisor.dev/gvisor/pkg/tcpip"
 )
 
@@ -87,74 +86,69 @@ type DeviceConfig struct {
 	DisableOffloads bool
 }
 
-// validate checks the parts of c that do not depend on the underlay.
-func (c *Config) validate() error {
-	if c.VNI > geneve.MaxVNI {
-		return fmt.Errorf("vni %d out of range: valid VNIs are 0..%d", c.VNI, geneve.MaxVNI)
-	}
-	if c.Mode != endpoint.L2 && c.Mode != endpoint.L3 {
-		return fmt.Errorf("mode %d: valid modes are l2 and l3", int(c.Mode))
-	}
+// Validate reports the first invalid field of c as an
+// *endpoint.FieldError (see there for how fields are named), as New would,
+// without opening anything: the Underlay need not be open yet, and is
+// checked as given.
+func (c *Config) Validate() error {
 	if c.Underlay == nil {
-		return fmt.Errorf("underlay: required (NetstackUnderlay, KernelUDPUnderlay or a SharedUnderlay)")
+		return &endpoint.FieldError{Field: "Underlay", Valid: "required (NetstackUnderlay, KernelUDPUnderlay or a SharedUnderlay)"}
 	}
-	if len(c.Remotes) > 0 && c.Group.IsValid() {
-		return fmt.Errorf("remote and group are exclusive: give either remote addresses or one multicast group")
+	if err := c.Underlay.validate(); err != nil {
+		return err
+	}
+	// The endpoint checks the fields it shares with c (VNI, Mode, Remotes,
+	// Group, MAC) and those of c.Endpoint; the local address sets the
+	// family the peers must have.
+	fam := 0
+	if la := c.Underlay.localAddr(); la.IsValid() {
+		fam = family(la)
+	}
+	if err := c.endpointConfig().Validate(fam); err != nil {
+		return endpointError(err)
 	}
 	if len(c.Remotes) == 0 && !c.Group.IsValid() {
-		return fmt.Errorf("remote or group: one is required")
-	}
-	if c.Group.IsValid() && !c.Group.IsMulticast() {
-		return fmt.Errorf("group %s is not a multicast address (IPv4 224.0.0.0/4 or IPv6 ff00::/8)", c.Group)
-	}
-	fam := 0
-	check := func(what string, a netip.Addr) error {
-		f := 6
-		if a.Unmap().Is4() {
-			f = 4
-		}
-		if fam == 0 {
-			fam = f
-		} else if f != fam {
-			return fmt.Errorf("%s %s is IPv%d but other underlay addresses are IPv%d: the underlay uses one address family", what, a, f, fam)
-		}
-		return nil
-	}
-	for _, r := range c.Remotes {
-		if !r.IsValid() || r.IsUnspecified() || r.IsMulticast() {
-			return fmt.Errorf("remote %s must be a unicast address (use group for multicast)", r)
-		}
-		if err := check("remote", r); err != nil {
-			return err
-		}
-	}
-	if c.Group.IsValid() {
-		if err := check("group", c.Group); err != nil {
-			return err
-		}
-	}
-	if la := c.Underlay.localAddr(); la.IsValid() {
-		if err := check("local", la); err != nil {
-			return err
-		}
+		return &endpoint.FieldError{Field: "Remotes", Problem: "or {Group}", Valid: "one is required"}
 	}
 	for _, p := range c.Addresses {
 		if !p.IsValid() {
-			return fmt.Errorf("address %s: want an address with a prefix length, like 10.0.0.1/24", p)
+			return &endpoint.FieldError{Field: "Addresses", Value: p, Valid: "want an address with a prefix length, like 10.0.0.1/24"}
 		}
 	}
 	if c.MTU != 0 && (c.MTU < 68 || c.MTU > 65535) {
-		return fmt.Errorf("mtu %d out of range: valid MTUs are 68..65535", c.MTU)
+		return &endpoint.FieldError{Field: "MTU", Value: c.MTU, Problem: "out of range", Valid: "valid MTUs are 68..65535"}
 	}
-	if c.MAC != nil {
-		if len(c.MAC) != 6 {
-			return fmt.Errorf("mac %s: want a 6-byte Ethernet address", c.MAC)
-		}
-		if c.Mode == endpoint.L3 {
-			return fmt.Errorf("mac: an l3 tunnel has no link-layer address")
-		}
+	if c.MAC != nil && c.Mode == endpoint.L3 {
+		return &endpoint.FieldError{Field: "MAC", Valid: "an l3 tunnel has no link-layer address"}
 	}
 	return nil
+}
+
+// family is 4 or 6.
+func family(a netip.Addr) int {
+	if a.Unmap().Is4() {
+		return 4
+	}
+	return 6
+}
+
+// endpointError reports an error of the endpoint configuration that
+// endpointConfig built with the paths of Config: the fields Config sets
+// keep their names (RemotePort is Port), the others are in Endpoint.
+func endpointError(err error) error {
+	var fe *endpoint.FieldError
+	if !errors.As(err, &fe) || error(fe) != err {
+		return err
+	}
+	return fe.Rename(func(f string) string {
+		switch f {
+		case "VNI", "Mode", "Remotes", "Group", "MAC", "MTU":
+			return f
+		case "RemotePort":
+			return "Port"
+		}
+		return "Endpoint." + f
+	})
 }
 
 // endpointConfig merges c into the endpoint configuration.

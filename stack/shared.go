@@ -52,6 +52,9 @@ func (s *SharedUnderlay) open(openOptions) (*SharedUnderlay, error) {
 	return s, nil
 }
 
+// validate has nothing to check: the underlay is open.
+func (s *SharedUnderlay) validate() error { return nil }
+
 func (s *SharedUnderlay) localAddr() netip.Addr { return s.sock.Transport().LocalAddr().Addr() }
 
 // Socket returns the Geneve socket (for its drop counters).

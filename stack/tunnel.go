@@ -52,10 +52,11 @@ type Tunnel struct {
 	closeOnce sync.Once
 }
 
-// New builds and starts a tunnel. Invalid configuration is reported with the
-// name of the field and its valid range.
+// New builds and starts a tunnel. Invalid configuration is reported, as by
+// Config.Validate, with an *endpoint.FieldError naming the field and its
+// valid range.
 func New(cfg Config) (*Tunnel, error) {
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	port := cfg.LocalPort
@@ -100,7 +101,7 @@ func (t *Tunnel) start() error {
 	}
 	ep, err := endpoint.New(t.underlay.sock, t.cfg.endpointConfig())
 	if err != nil {
-		return err
+		return endpointError(err)
 	}
 	t.ep = ep
 	s := NewOverlayStackWith(OverlayStackOptions{Clock: t.cfg.Clock, Rand: t.cfg.Rand})
@@ -179,7 +180,7 @@ func (t *Tunnel) startDevice() error {
 	}
 	ep, err := endpoint.New(t.underlay.sock, ec)
 	if err != nil {
-		return err
+		return endpointError(err)
 	}
 	t.ep = ep
 	if err := dev.Attach(ep); err != nil {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/netip"
 
+	"github.com/gnv-project/gnv/endpoint"
 	"github.com/gnv-project/gnv/endpoint/geneve"
 	"gvisor.dev/gvisor/pkg/tcpip"
 )
@@ -17,6 +18,9 @@ type Underlay interface {
 	open(o openOptions) (*SharedUnderlay, error)
 	// localAddr is the configured local underlay address, if any.
 	localAddr() netip.Addr
+	// validate checks the underlay's own fields, before anything is
+	// opened; its errors are *endpoint.FieldError with "Underlay." paths.
+	validate() error
 }
 
 // Checksums is the outer UDP checksum policy (RFC 8926 §4.3): checksums
@@ -67,6 +71,9 @@ type UnderlayOptions struct {
 // OpenUnderlay opens u so that several tunnels can share it: pass the result
 // as the Underlay of each tunnel's Config.
 func OpenUnderlay(u Underlay, opts UnderlayOptions) (*SharedUnderlay, error) {
+	if err := u.validate(); err != nil {
+		return nil, err
+	}
 	if opts.Port == 0 && !opts.EphemeralPort {
 		opts.Port = geneve.Port
 	}
@@ -77,7 +84,7 @@ func OpenUnderlay(u Underlay, opts UnderlayOptions) (*SharedUnderlay, error) {
 		}
 	}
 	if opts.Family != 4 && opts.Family != 6 {
-		return nil, fmt.Errorf("underlay family %d: want 4 or 6 (or a local address)", opts.Family)
+		return nil, &endpoint.FieldError{Field: "UnderlayOptions.Family", Value: opts.Family, Valid: "want 4 or 6 (or an underlay with a local address)"}
 	}
 	return u.open(openOptions{port: opts.Port, family: opts.Family, clock: opts.Clock, rand: opts.Rand, multicast: opts.Multicast})
 }

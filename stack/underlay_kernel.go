@@ -40,6 +40,13 @@ type KernelUDPUnderlay struct {
 
 func (u KernelUDPUnderlay) localAddr() netip.Addr { return u.Local }
 
+func (u KernelUDPUnderlay) validate() error {
+	if u.Local.IsMulticast() {
+		return &endpoint.FieldError{Field: "Underlay.Local", Value: u.Local, Problem: "must be a unicast address", Valid: "use {Group} for multicast"}
+	}
+	return nil
+}
+
 func (u KernelUDPUnderlay) open(o openOptions) (*SharedUnderlay, error) {
 	local := u.Local
 	if o.multicast {

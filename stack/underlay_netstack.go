@@ -1,7 +1,6 @@
 package stack
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -54,20 +53,31 @@ type NetstackOptions struct {
 
 func (u NetstackUnderlay) localAddr() netip.Addr { return u.Address.Addr() }
 
-func (u NetstackUnderlay) open(o openOptions) (*SharedUnderlay, error) {
+func (u NetstackUnderlay) validate() error {
 	if u.Link == nil {
-		return nil, errors.New("underlay: netstack underlay needs a link endpoint")
+		return &endpoint.FieldError{Field: "Underlay.Link", Valid: "required: the underlay NIC"}
 	}
-	if !u.Address.IsValid() {
-		return nil, errors.New("underlay address: required, like 192.0.2.1/24")
+	return u.NetstackOptions.validate()
+}
+
+// validate checks the options of every netstack underlay.
+func (o NetstackOptions) validate() error {
+	if !o.Address.IsValid() {
+		return &endpoint.FieldError{Field: "Underlay.Address", Valid: "required, like 192.0.2.1/24"}
 	}
-	addr := u.Address.Addr().Unmap()
+	addr := o.Address.Addr().Unmap()
 	if !addr.IsGlobalUnicast() && !addr.IsPrivate() && !addr.IsLinkLocalUnicast() {
-		return nil, fmt.Errorf("underlay address %s: want a unicast address", u.Address)
+		return &endpoint.FieldError{Field: "Underlay.Address", Value: o.Address, Valid: "want a unicast address"}
 	}
-	if u.Gateway.IsValid() && u.Gateway.Unmap().Is4() != addr.Is4() {
-		return nil, fmt.Errorf("gateway %s: not the same address family as the underlay address %s", u.Gateway, u.Address)
+	if o.Gateway.IsValid() && family(o.Gateway) != family(addr) {
+		return &endpoint.FieldError{Field: "Underlay.Gateway", Value: o.Gateway,
+			Problem: fmt.Sprintf("is IPv%d but {Underlay.Address} is IPv%d", family(o.Gateway), family(addr)), Valid: "the underlay uses one address family"}
 	}
+	return nil
+}
+
+func (u NetstackUnderlay) open(o openOptions) (*SharedUnderlay, error) {
+	addr := u.Address.Addr().Unmap()
 	s := tcpipstack.New(tcpipstack.Options{
 		NetworkProtocols: []tcpipstack.NetworkProtocolFactory{
 			ipv4.NewProtocolWithOptions(ipv4.Options{IGMP: ipv4.IGMPOptions{Enabled: true}}),

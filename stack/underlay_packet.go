@@ -1,9 +1,9 @@
 package stack
 
 import (
-	"errors"
 	"net/netip"
 
+	"github.com/gnv-project/gnv/endpoint"
 	"github.com/gnv-project/gnv/link/afpacket"
 )
 
@@ -38,13 +38,14 @@ type PacketUnderlay struct {
 
 func (u PacketUnderlay) localAddr() netip.Addr { return u.Address.Addr() }
 
-func (u PacketUnderlay) open(o openOptions) (*SharedUnderlay, error) {
+func (u PacketUnderlay) validate() error {
 	if u.Device == "" {
-		return nil, errors.New("underlay: AF_PACKET underlay needs a device")
+		return &endpoint.FieldError{Field: "Underlay.Device", Valid: "required: the interface of the AF_PACKET socket"}
 	}
-	if !u.Address.IsValid() {
-		return nil, errors.New("underlay address: required, like 192.0.2.1/24")
-	}
+	return u.NetstackOptions.validate()
+}
+
+func (u PacketUnderlay) open(o openOptions) (*SharedUnderlay, error) {
 	warn := u.Warn
 	if warn == nil {
 		warn = func(string) {}

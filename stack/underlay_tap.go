@@ -1,7 +1,6 @@
 package stack
 
 import (
-	"errors"
 	"net/netip"
 
 	"github.com/gnv-project/gnv/link/tapnic"
@@ -29,10 +28,9 @@ type TAPUnderlay struct {
 
 func (u TAPUnderlay) localAddr() netip.Addr { return u.Address.Addr() }
 
+func (u TAPUnderlay) validate() error { return u.NetstackOptions.validate() }
+
 func (u TAPUnderlay) open(o openOptions) (*SharedUnderlay, error) {
-	if !u.Address.IsValid() {
-		return nil, errors.New("underlay address: required, like 192.0.2.1/24")
-	}
 	opts := u.Options
 	opts.Name, opts.Bridge = u.Name, u.Bridge
 	ep, err := tapnic.New(opts)

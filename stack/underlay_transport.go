@@ -1,7 +1,6 @@
 package stack
 
 import (
-	"errors"
 	"net/netip"
 
 	"github.com/gnv-project/gnv/endpoint"
@@ -26,10 +25,14 @@ func (u TransportUnderlay) localAddr() netip.Addr {
 	return u.Transport.LocalAddr().Addr()
 }
 
-func (u TransportUnderlay) open(openOptions) (*SharedUnderlay, error) {
+func (u TransportUnderlay) validate() error {
 	if u.Transport == nil {
-		return nil, errors.New("underlay: TransportUnderlay needs a Transport")
+		return &endpoint.FieldError{Field: "Underlay.Transport", Valid: "required"}
 	}
+	return nil
+}
+
+func (u TransportUnderlay) open(openOptions) (*SharedUnderlay, error) {
 	sock, err := endpoint.NewSocket(u.Transport)
 	if err != nil {
 		return nil, err
