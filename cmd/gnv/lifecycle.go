@@ -103,17 +103,8 @@ func (ri *runningIface) summary(underlay string) string {
 
 // startIface builds one interface on the shared underlay.
 func startIface(ctx context.Context, p *upPlan, ip *ifacePlan, u *stack.SharedUnderlay, log *slog.Logger) (*runningIface, error) {
-	cfg := ip.cfg
-	cfg.Underlay = u
-	cfg.Port = p.port
-	cfg.Endpoint.MulticastTTL = p.multicastTTL
 	ri := &runningIface{plan: ip}
-	switch ip.overlay {
-	case "netstack":
-	case "tap", "tun":
-		cfg.Device = &stack.DeviceConfig{Name: ip.name, DisableOffloads: p.noOffloads}
-	}
-	tun, err := stack.New(cfg)
+	tun, err := stack.New(p.tunnelConfig(ip, u))
 	if err != nil {
 		return nil, err
 	}

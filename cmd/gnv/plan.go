@@ -53,6 +53,20 @@ type forwardSpec struct {
 	target netip.AddrPort
 }
 
+// tunnelConfig is the configuration of ip's tunnel on the underlay u.
+func (p *upPlan) tunnelConfig(ip *ifacePlan, u stack.Underlay) stack.Config {
+	cfg := ip.cfg
+	cfg.Underlay = u
+	cfg.Port = p.port
+	cfg.Endpoint.MulticastTTL = p.multicastTTL
+	switch ip.overlay {
+	case "netstack":
+	case "tap", "tun":
+		cfg.Device = &stack.DeviceConfig{Name: ip.name, DisableOffloads: p.noOffloads}
+	}
+	return cfg
+}
+
 // plan validates the options. Every error names the flag and what it
 // accepts.
 func (o *upOptions) plan() (*upPlan, error) {

@@ -32,29 +32,7 @@ func openUnderlay(p *upPlan, log *slog.Logger) (*stack.SharedUnderlay, string, e
 	if localPort == 0 {
 		localPort = p.port
 	}
-	var u stack.Underlay
-	var desc string
-	switch p.underlay {
-	case "udp":
-		u = stack.KernelUDPUnderlay{Local: p.local, Device: p.dev, MTU: p.underlayMTU, Pcap: pcapW,
-			Checksums: p.checksums(), MulticastTTL: p.multicastTTL, DisableOffloads: p.noOffloads}
-		desc = "udp underlay"
-	case "packet":
-		var err error
-		if u, err = packetUnderlay(p, pcapW, log); err != nil {
-			if pcapFile != nil {
-				pcapFile.Close()
-			}
-			return nil, "", err
-		}
-		desc = "packet underlay on " + p.dev
-	case "tap":
-		u = tapUnderlay(p, pcapW)
-		desc = "tap underlay"
-		if p.dev != "" {
-			desc += " on bridge " + p.dev
-		}
-	}
+	u, desc := p.underlayConfig(pcapW, log)
 	multicast := false
 	for _, ip := range p.ifaces {
 		multicast = multicast || ip.cfg.Group.IsValid()
@@ -80,10 +58,27 @@ func openUnderlay(p *upPlan, log *slog.Logger) (*stack.SharedUnderlay, string, e
 	return su, desc, nil
 }
 
+// underlayConfig describes the shared underlay, and says what it is for
+// the start-up lines. pcapW and log may be nil when it is not to be opened.
+func (p *upPlan) underlayConfig(pcapW io.Writer, log *slog.Logger) (stack.Underlay, string) {
+	switch p.underlay {
+	case "packet":
+		return packetUnderlay(p, pcapW, log), "packet underlay on " + p.dev
+	case "tap":
+		desc := "tap underlay"
+		if p.dev != "" {
+			desc += " on bridge " + p.dev
+		}
+		return tapUnderlay(p, pcapW), desc
+	}
+	return stack.KernelUDPUnderlay{Local: p.local, Device: p.dev, MTU: p.underlayMTU, Pcap: pcapW,
+		Checksums: p.checksums(), MulticastTTL: p.multicastTTL, DisableOffloads: p.noOffloads}, "udp underlay"
+}
+
 // packetUnderlay describes the AF_PACKET underlay on --dev. Opening it
 // checks the host setup first (the kernel must not use the underlay address
 // on that interface) and logs the check's warnings.
-func packetUnderlay(p *upPlan, pcapW io.Writer, log *slog.Logger) (stack.Underlay, error) {
+func packetUnderlay(p *upPlan, pcapW io.Writer, log *slog.Logger) stack.Underlay {
 	return stack.PacketUnderlay{
 		Device:          p.dev,
 		NetstackOptions: p.netstackOptions(pcapW),
@@ -93,7 +88,7 @@ func packetUnderlay(p *upPlan, pcapW io.Writer, log *slog.Logger) (stack.Underla
 			NoVnetHdr: p.noOffloads,
 		},
 		Warn: func(msg string) { log.Warn("underlay setup", "dev", p.dev, "warning", msg) },
-	}, nil
+	}
 }
 
 // tapUnderlay describes the TAP underlay: netstack on a TAP device of its
