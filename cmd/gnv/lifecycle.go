@@ -106,7 +106,7 @@ func startIface(ctx context.Context, p *upPlan, ip *ifacePlan, u *stack.SharedUn
 	ri := &runningIface{plan: ip}
 	tun, err := stack.New(p.tunnelConfig(ip, u))
 	if err != nil {
-		return nil, err
+		return nil, withFlags(err, ip.given)
 	}
 	ri.tun = tun
 	for _, f := range ip.forwards {

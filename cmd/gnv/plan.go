@@ -1,8 +1,10 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"strconv"
@@ -45,6 +47,7 @@ type ifacePlan struct {
 	cfg      stack.Config
 	forwards []forwardSpec
 	socks5   string
+	given    map[string]any // flag values as given, by field, for errors (flagError)
 }
 
 // forwardSpec is one --forward.
@@ -67,8 +70,8 @@ func (p *upPlan) tunnelConfig(ip *ifacePlan, u stack.Underlay) stack.Config {
 	return cfg
 }
 
-// plan validates the options. Every error names the flag and what it
-// accepts.
+// plan parses and validates the options. Every error names the flag and
+// what it accepts.
 func (o *upOptions) plan() (*upPlan, error) {
 	s := &o.sock
 	p := &upPlan{underlay: s.underlay, port: s.port, localPort: s.localPort, dev: s.dev, pcap: s.pcap,
@@ -96,18 +99,6 @@ func (o *upOptions) plan() (*upPlan, error) {
 	if s.underlayMTU < 0 || (s.underlayMTU != 0 && s.underlayMTU < 128) || s.underlayMTU > 65535 {
 		return nil, fmt.Errorf("--underlay-mtu %d out of range: valid MTUs are 128..65535", s.underlayMTU)
 	}
-	fam := 0
-	setFam := func(flag string, a netip.Addr) error {
-		f := 6
-		if a.Is4() {
-			f = 4
-		}
-		if fam != 0 && f != fam {
-			return fmt.Errorf("--%s %s is IPv%d but the other underlay addresses are IPv%d: the underlay uses one address family", flag, a, f, fam)
-		}
-		fam = f
-		return nil
-	}
 	switch s.underlay {
 	case "udp":
 		if s.underlayAddr != "" {
@@ -124,13 +115,7 @@ func (o *upOptions) plan() (*upPlan, error) {
 			if err != nil {
 				return nil, err
 			}
-			if a.IsMulticast() {
-				return nil, fmt.Errorf("--local %s: want a unicast address (use --group for multicast)", a)
-			}
 			p.local = a
-			if err := setFam("local", a); err != nil {
-				return nil, err
-			}
 		}
 	case "packet", "tap":
 		if s.dev == "" && s.underlay == "packet" {
@@ -145,9 +130,6 @@ func (o *upOptions) plan() (*upPlan, error) {
 		}
 		p.underlayAddr = netip.PrefixFrom(pfx.Addr().Unmap(), pfx.Bits())
 		p.local = p.underlayAddr.Addr()
-		if err := setFam("underlay-addr", p.local); err != nil {
-			return nil, err
-		}
 		if s.local != "" {
 			a, err := parseAddrFlag("local", s.local)
 			if err != nil {
@@ -160,9 +142,6 @@ func (o *upOptions) plan() (*upPlan, error) {
 		if s.gateway != "" {
 			g, err := parseAddrFlag("gateway", s.gateway)
 			if err != nil {
-				return nil, err
-			}
-			if err := setFam("gateway", g); err != nil {
 				return nil, err
 			}
 			p.gateway = g
@@ -178,12 +157,23 @@ func (o *upOptions) plan() (*upPlan, error) {
 		return nil, fmt.Errorf("--underlay %q: valid underlays are udp, packet and tap", s.underlay)
 	}
 
+	// The library checks each interface's configuration against the
+	// underlay it will run on, which also has the one address family of
+	// the socket: the local address's, else the first peer's.
+	p.family = family(p.local)
 	seenVNI := map[int64]string{}
 	seenName := map[string]bool{}
 	for i := range o.ifaces {
-		ip, err := o.ifaces[i].plan(setFam)
+		ip, err := o.ifaces[i].plan()
+		if err == nil {
+			if p.family == 0 {
+				p.family = family(firstPeer(&ip.cfg))
+			}
+			err = p.validate(ip)
+		}
 		if err != nil {
-			if len(o.ifaces) > 1 {
+			var fe *flagError
+			if len(o.ifaces) > 1 && !(errors.As(err, &fe) && fe.socketLevel()) {
 				return nil, fmt.Errorf("[%s]: %w", o.ifaces[i].name, err)
 			}
 			return nil, err
@@ -198,10 +188,6 @@ func (o *upOptions) plan() (*upPlan, error) {
 		seenName[ip.name] = true
 		p.ifaces = append(p.ifaces, *ip)
 	}
-	p.family = fam
-	if p.family == 0 {
-		p.family = 4
-	}
 	p.control = s.control
 	if p.control == "" {
 		p.control = defaultControlPath(p.ifaces[0].name)
@@ -209,13 +195,10 @@ func (o *upOptions) plan() (*upPlan, error) {
 	return p, nil
 }
 
-// plan validates one interface's options.
-func (o *ifaceOptions) plan(setFam func(string, netip.Addr) error) (*ifacePlan, error) {
+// plan parses one interface's options.
+func (o *ifaceOptions) plan() (*ifacePlan, error) {
 	if o.vni < 0 {
 		return nil, fmt.Errorf("--vni is required: the virtual network identifier, 0..%d", geneve.MaxVNI)
-	}
-	if o.vni > geneve.MaxVNI {
-		return nil, fmt.Errorf("--vni %d out of range: valid VNIs are 0..%d", o.vni, geneve.MaxVNI)
 	}
 	if o.name == "" || len(o.name) > 15 || strings.ContainsAny(o.name, "/ \t") {
 		return nil, fmt.Errorf("--name %q: want 1..15 characters without '/' or spaces (a Linux interface name)", o.name)
@@ -224,25 +207,23 @@ func (o *ifaceOptions) plan(setFam func(string, netip.Addr) error) (*ifacePlan, 
 	if err != nil {
 		return nil, fmt.Errorf("--mode: %w", err)
 	}
-	p := &ifacePlan{name: o.name, overlay: o.overlay, socks5: o.socks5}
+	// Ranges and combinations are the library's to check (upPlan.validate);
+	// here the flags are parsed into the configuration. Its errors show
+	// the values as the flags were given (given). Where a flag's value
+	// does not fit its field, or is 0, which the library reads as "the
+	// default" but these flags, having defaults of their own, do not, the
+	// library gets a stand-in that it refuses.
+	p := &ifacePlan{name: o.name, overlay: o.overlay, socks5: o.socks5,
+		given: map[string]any{"VNI": o.vni, "Endpoint.FDBMax": o.maxAddr, "Endpoint.FDBTimeout": o.timeout}}
 	c := &p.cfg
-	c.VNI = uint32(o.vni)
+	c.VNI = uint32(min(o.vni, math.MaxUint32))
 	c.Mode = mode
-	if len(o.remotes) > 0 && o.group != "" {
-		return nil, fmt.Errorf("--remote and --group are exclusive: give unicast remotes or one multicast group")
-	}
 	if len(o.remotes) == 0 && o.group == "" {
 		return nil, fmt.Errorf("--remote or --group is required: where to send Geneve datagrams")
 	}
 	for _, r := range o.remotes {
 		a, err := parseAddrFlag("remote", r)
 		if err != nil {
-			return nil, err
-		}
-		if a.IsMulticast() || a.IsUnspecified() {
-			return nil, fmt.Errorf("--remote %s: want a unicast address (use --group for multicast)", a)
-		}
-		if err := setFam("remote", a); err != nil {
 			return nil, err
 		}
 		c.Remotes = append(c.Remotes, a)
@@ -253,12 +234,6 @@ func (o *ifaceOptions) plan(setFam func(string, netip.Addr) error) (*ifacePlan, 
 	if o.group != "" {
 		g, err := parseAddrFlag("group", o.group)
 		if err != nil {
-			return nil, err
-		}
-		if !g.IsMulticast() {
-			return nil, fmt.Errorf("--group %s is not a multicast address (IPv4 224.0.0.0/4 or IPv6 ff00::/8)", g)
-		}
-		if err := setFam("group", g); err != nil {
 			return nil, err
 		}
 		c.Group = g
@@ -288,20 +263,18 @@ func (o *ifaceOptions) plan(setFam func(string, netip.Addr) error) (*ifacePlan, 
 		}
 		c.Addresses = append(c.Addresses, netip.PrefixFrom(pfx.Addr().Unmap(), pfx.Bits()))
 	}
-	if o.mtu != 0 && (o.mtu < 68 || o.mtu > 65535) {
-		return nil, fmt.Errorf("--mtu %d out of range: valid MTUs are 68..65535", o.mtu)
-	}
 	c.MTU = o.mtu
 	ec := &c.Endpoint
 	ec.NoLearn = o.noLearn || !o.learn
-	if o.maxAddr < 1 || o.maxAddr > endpoint.MaxFDBMax {
-		return nil, fmt.Errorf("--max-addr %d out of range: valid sizes are 1..%d", o.maxAddr, endpoint.MaxFDBMax)
-	}
 	ec.FDBMax = o.maxAddr
-	if o.timeout < 1 || o.timeout > int(endpoint.MaxFDBTimeout/time.Second) {
-		return nil, fmt.Errorf("--timeout %d out of range: valid timeouts are 1..%d seconds", o.timeout, int(endpoint.MaxFDBTimeout/time.Second))
+	if o.maxAddr == 0 {
+		ec.FDBMax = -1
 	}
-	ec.FDBTimeout = time.Duration(o.timeout) * time.Second
+	secs := min(max(int64(o.timeout), -1), math.MaxInt64/int64(time.Second))
+	if secs == 0 {
+		secs = -1
+	}
+	ec.FDBTimeout = time.Duration(secs) * time.Second
 	if o.ttl == "inherit" {
 		ec.TTLInherit = true
 	} else {
@@ -333,9 +306,6 @@ func (o *ifaceOptions) plan(setFam func(string, netip.Addr) error) (*ifacePlan, 
 		}
 		ec.Options = append(ec.Options, b...)
 	}
-	if len(ec.Options) > geneve.MaxOptionsLen {
-		return nil, fmt.Errorf("--option: %d bytes of options in all, at most %d fit in a Geneve header", len(ec.Options), geneve.MaxOptionsLen)
-	}
 	for _, s := range o.acceptOptions {
 		t, err := parseOptionType(s)
 		if err != nil {
@@ -359,6 +329,45 @@ func (o *ifaceOptions) plan(setFam func(string, netip.Addr) error) (*ifacePlan, 
 		}
 	}
 	return p, nil
+}
+
+// validate has the library check ip's tunnel configuration on the
+// underlay, as it will run; its errors name flags. A udp socket without
+// --local binds the wildcard address of the family, which is spelled out
+// here so that every interface's peers are checked against that family.
+func (p *upPlan) validate(ip *ifacePlan) error {
+	u, _ := p.underlayConfig(nil, nil)
+	if k, ok := u.(stack.KernelUDPUnderlay); ok && !k.Local.IsValid() {
+		k.Local = netip.IPv4Unspecified()
+		if p.family == 6 {
+			k.Local = netip.IPv6Unspecified()
+		}
+		u = k
+	}
+	cfg := p.tunnelConfig(ip, u)
+	return withFlags(cfg.Validate(), ip.given)
+}
+
+// family is the address family of a, 4 or 6, or 0 if a is not valid.
+func family(a netip.Addr) int {
+	switch {
+	case !a.IsValid():
+		return 0
+	case a.Unmap().Is4():
+		return 4
+	}
+	return 6
+}
+
+// firstPeer is the group or the first remote of c.
+func firstPeer(c *stack.Config) netip.Addr {
+	if c.Group.IsValid() {
+		return c.Group
+	}
+	if len(c.Remotes) > 0 {
+		return c.Remotes[0]
+	}
+	return netip.Addr{}
 }
 
 // parseForward parses tcp:LISTEN_ADDR:PORT=OVERLAY_IP:PORT.

@@ -42,7 +42,7 @@ func openUnderlay(p *upPlan, log *slog.Logger) (*stack.SharedUnderlay, string, e
 		if pcapFile != nil {
 			pcapFile.Close()
 		}
-		return nil, "", err
+		return nil, "", withFlags(err, nil)
 	}
 	if pcapFile != nil {
 		su.OnClose(func() {
