@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/gnv-project/gnv/stack"
@@ -16,6 +19,13 @@ type runningIface struct {
 	plan   *ifacePlan
 	tun    *stack.Tunnel
 	extras []io.Closer // forwarders, devices
+}
+
+// runUntilSignal runs the plan until SIGINT or SIGTERM.
+func runUntilSignal(p *upPlan, log *slog.Logger) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return runUp(ctx, p, log, os.Stdout, nil)
 }
 
 // runUp brings the interfaces up, prints one line each, serves the control
@@ -29,10 +39,7 @@ func runUp(ctx context.Context, p *upPlan, log *slog.Logger, out io.Writer, onUp
 	var ifaces []*runningIface
 	defer func() {
 		for i := len(ifaces) - 1; i >= 0; i-- {
-			for _, c := range ifaces[i].extras {
-				c.Close()
-			}
-			ifaces[i].tun.Close()
+			ifaces[i].close()
 		}
 		u.Close()
 	}()
@@ -103,16 +110,15 @@ func (ri *runningIface) summary(underlay string) string {
 
 // startIface builds one interface on the shared underlay.
 func startIface(ctx context.Context, p *upPlan, ip *ifacePlan, u *stack.SharedUnderlay, log *slog.Logger) (*runningIface, error) {
-	ri := &runningIface{plan: ip}
 	tun, err := stack.New(p.tunnelConfig(ip, u))
 	if err != nil {
 		return nil, withFlags(err, ip.given)
 	}
-	ri.tun = tun
+	ri := &runningIface{plan: ip, tun: tun}
 	for _, f := range ip.forwards {
 		fw, err := startForward(ctx, tun, f, log)
 		if err != nil {
-			tun.Close()
+			ri.close()
 			return nil, err
 		}
 		ri.extras = append(ri.extras, fw)
@@ -120,13 +126,18 @@ func startIface(ctx context.Context, p *upPlan, ip *ifacePlan, u *stack.SharedUn
 	if ip.socks5 != "" {
 		s, err := startSOCKS5(ctx, tun, ip.socks5, log)
 		if err != nil {
-			for _, c := range ri.extras {
-				c.Close()
-			}
-			tun.Close()
+			ri.close()
 			return nil, err
 		}
 		ri.extras = append(ri.extras, s)
 	}
 	return ri, nil
+}
+
+// close tears ri down: its forwarders, then its tunnel.
+func (ri *runningIface) close() {
+	for _, c := range ri.extras {
+		c.Close()
+	}
+	ri.tun.Close()
 }

@@ -1,13 +1,10 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/spf13/pflag"
 )
@@ -55,10 +52,7 @@ func upMain(args []string) int {
 		fmt.Fprintf(os.Stderr, "gnv up: %v\n", err)
 		return 2
 	}
-	log := newLogger(plan.logLevel)
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if err := runUp(ctx, plan, log, os.Stdout, nil); err != nil {
+	if err := runUntilSignal(plan, newLogger(plan.logLevel)); err != nil {
 		fmt.Fprintf(os.Stderr, "gnv up: %v\n", err)
 		return 1
 	}
