@@ -11,8 +11,9 @@ import (
 // and, if it calls the fields something else (a command line calls them
 // flags), render the message with its own names through Format.
 //
-// Error renders "NAME VALUE PROBLEM: VALID", leaving out what is empty, with
-// NAME a word for the field ("vni", "remote", "forwarding table size"):
+// Error renders "NAME VALUE PROBLEM: VALID: ERR", leaving out what is
+// empty, with NAME a word for the field ("vni", "remote", "forwarding table
+// size"):
 //
 //	vni 16777216 out of range: valid VNIs are 0..16777215
 type FieldError struct {
