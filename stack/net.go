@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
+	"syscall"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -46,15 +48,17 @@ func (t *Net) Stack() *tcpipstack.Stack {
 // DialContext connects to address over the overlay, like net.Dialer's
 // DialContext. network is "tcp", "tcp4", "tcp6", "udp", "udp4" or "udp6";
 // the host part of address must be an IP literal.
+//
+// Errors are *net.OpError, as the net package returns them. The overlay's
+// connect errors carry the matching syscall.Errno (wrapped in an
+// *os.SyscallError), so errors.Is(err, syscall.ECONNREFUSED) and the like
+// work as for a kernel socket: ECONNREFUSED (the peer reset the SYN),
+// EHOSTUNREACH (no route, or neighbour resolution failed), ENETUNREACH
+// (no route for the address family), ETIMEDOUT (the SYN retries ran out).
+// When ctx ends first, Err is ctx.Err(). After the tunnel is closed, the
+// error matches net.ErrClosed.
 func (t *Net) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
-	fa, proto, transport, err := t.resolve("dial", network, address, false)
-	if err != nil {
-		return nil, err
-	}
-	if transport == tcp.ProtocolNumber {
-		return gonet.DialContextTCP(ctx, t.s, fa, proto)
-	}
-	return gonet.DialUDP(t.s, nil, &fa, proto)
+	return t.dial(ctx, network, address, nil)
 }
 
 // resolve checks a net-style network and address for op ("dial" or
@@ -67,6 +71,9 @@ func (t *Net) resolve(op, network, address string, wildcard bool) (tcpip.FullAdd
 	}
 	if t == nil {
 		return fail(errNoOverlay)
+	}
+	if t.closed() {
+		return fail(net.ErrClosed)
 	}
 	var transport tcpip.TransportProtocolNumber
 	switch network {
@@ -86,7 +93,9 @@ func (t *Net) resolve(op, network, address string, wildcard bool) (tcpip.FullAdd
 
 // Listen listens for TCP connections on the overlay, like net.Listen.
 // An empty or unspecified host listens on every overlay address (IPv4 and
-// IPv6 for "tcp").
+// IPv6 for "tcp"). Bind errors carry a syscall.Errno (EADDRINUSE,
+// EADDRNOTAVAIL); after the tunnel is closed the error matches
+// net.ErrClosed.
 func (t *Net) Listen(network, address string) (net.Listener, error) {
 	fa, proto, transport, err := t.resolve("listen", network, address, true)
 	if err != nil {
@@ -95,10 +104,29 @@ func (t *Net) Listen(network, address string) (net.Listener, error) {
 	if transport != tcp.ProtocolNumber {
 		return nil, &net.OpError{Op: "listen", Net: network, Err: net.UnknownNetworkError(network)}
 	}
-	return gonet.ListenTCP(t.s, fa, proto)
+	var wq waiter.Queue
+	ep, terr := t.s.NewEndpoint(transport, proto, &wq)
+	if terr != nil {
+		return nil, &net.OpError{Op: "listen", Net: network, Err: errors.New(terr.String())}
+	}
+	addr := netAddr(transport, fa)
+	if terr := ep.Bind(fa); terr != nil {
+		ep.Close()
+		return nil, &net.OpError{Op: "listen", Net: network, Addr: addr, Err: tcpipError("bind", terr)}
+	}
+	if terr := ep.Listen(listenBacklog); terr != nil {
+		ep.Close()
+		return nil, &net.OpError{Op: "listen", Net: network, Addr: addr, Err: tcpipError("listen", terr)}
+	}
+	return gonet.NewTCPListener(t.s, &wq, ep), nil
 }
 
+// listenBacklog is the accept queue of Listen's listeners, the usual
+// Linux somaxconn (as gonet.ListenTCP uses).
+const listenBacklog = 4096
+
 // ListenPacket opens a UDP socket on the overlay, like net.ListenPacket.
+// Errors are as for Listen.
 func (t *Net) ListenPacket(network, address string) (net.PacketConn, error) {
 	fa, proto, transport, err := t.resolve("listen", network, address, true)
 	if err != nil {
@@ -107,7 +135,63 @@ func (t *Net) ListenPacket(network, address string) (net.PacketConn, error) {
 	if transport != udp.ProtocolNumber {
 		return nil, &net.OpError{Op: "listen", Net: network, Err: net.UnknownNetworkError(network)}
 	}
-	return gonet.DialUDP(t.s, &fa, nil, proto)
+	var wq waiter.Queue
+	ep, terr := t.s.NewEndpoint(transport, proto, &wq)
+	if terr != nil {
+		return nil, &net.OpError{Op: "listen", Net: network, Err: errors.New(terr.String())}
+	}
+	if terr := ep.Bind(fa); terr != nil {
+		ep.Close()
+		return nil, &net.OpError{Op: "listen", Net: network, Addr: netAddr(transport, fa), Err: tcpipError("bind", terr)}
+	}
+	return gonet.NewUDPConn(&wq, ep), nil
+}
+
+// closed reports whether the netstack has been shut down: a closed
+// Tunnel's overlay has no NIC left (Tunnel.Close removes it), and a
+// netstack without a NIC can reach nothing.
+func (t *Net) closed() bool { return len(t.s.NICInfo()) == 0 }
+
+// tcpipError turns a netstack error into the error a kernel socket call
+// named call would return: an *os.SyscallError with the matching
+// syscall.Errno where there is one, else the netstack's message.
+func tcpipError(call string, terr tcpip.Error) error {
+	var errno syscall.Errno
+	switch terr.(type) {
+	case *tcpip.ErrConnectionRefused:
+		errno = syscall.ECONNREFUSED
+	case *tcpip.ErrHostUnreachable:
+		errno = syscall.EHOSTUNREACH
+	case *tcpip.ErrNetworkUnreachable, *tcpip.ErrNoNet:
+		errno = syscall.ENETUNREACH
+	case *tcpip.ErrHostDown:
+		errno = syscall.EHOSTDOWN
+	case *tcpip.ErrTimeout:
+		errno = syscall.ETIMEDOUT
+	case *tcpip.ErrConnectionReset:
+		errno = syscall.ECONNRESET
+	case *tcpip.ErrConnectionAborted, *tcpip.ErrAborted:
+		errno = syscall.ECONNABORTED
+	case *tcpip.ErrPortInUse, *tcpip.ErrAlreadyBound:
+		errno = syscall.EADDRINUSE
+	case *tcpip.ErrBadLocalAddress, *tcpip.ErrNoPortAvailable:
+		errno = syscall.EADDRNOTAVAIL
+	default:
+		return errors.New(terr.String())
+	}
+	return os.NewSyscallError(call, errno)
+}
+
+// netAddr is fa as a *net.TCPAddr or *net.UDPAddr, for error messages.
+func netAddr(transport tcpip.TransportProtocolNumber, fa tcpip.FullAddress) net.Addr {
+	var ip net.IP
+	if fa.Addr.Len() > 0 {
+		ip = net.IP(fa.Addr.AsSlice())
+	}
+	if transport == tcp.ProtocolNumber {
+		return &net.TCPAddr{IP: ip, Port: int(fa.Port)}
+	}
+	return &net.UDPAddr{IP: ip, Port: int(fa.Port)}
 }
 
 // parseAddr parses host:port for network. wildcard allows an empty host.
@@ -123,7 +207,7 @@ func parseAddr(network, address string, wildcard bool) (netip.AddrPort, tcpip.Ne
 	var a netip.Addr
 	if host != "" {
 		if a, err = netip.ParseAddr(host); err != nil {
-			return netip.AddrPort{}, 0, fmt.Errorf("address %q: %w", address, errNoAddress)
+			return netip.AddrPort{}, 0, &net.AddrError{Err: errNoAddress.Error(), Addr: host}
 		}
 		a = a.Unmap()
 	} else if !wildcard {
@@ -234,20 +318,34 @@ func (r *bytesReader) Len() int { return len(r.b) }
 // carries the mark. Geneve endpoints map marks to per-packet options
 // (endpoint.Endpoint.SetMarkOptions); Tunnel.DialContextOptions does both.
 func (t *Net) DialContextMark(ctx context.Context, network, address string, mark uint32) (net.Conn, error) {
+	return t.dial(ctx, network, address, &mark)
+}
+
+// dial is DialContext, with the socket mark set first if mark is not nil.
+func (t *Net) dial(ctx context.Context, network, address string, mark *uint32) (net.Conn, error) {
 	fa, proto, transport, err := t.resolve("dial", network, address, false)
 	if err != nil {
 		return nil, err
 	}
+	addr := netAddr(transport, fa)
+	fail := func(err error) (net.Conn, error) {
+		return nil, &net.OpError{Op: "dial", Net: network, Addr: addr, Err: err}
+	}
+	if err := ctx.Err(); err != nil {
+		return fail(err)
+	}
 	var wq waiter.Queue
 	ep, terr := t.s.NewEndpoint(transport, proto, &wq)
 	if terr != nil {
-		return nil, &net.OpError{Op: "dial", Net: network, Err: errors.New(terr.String())}
+		return fail(errors.New(terr.String()))
 	}
-	ep.SocketOptions().SetMark(mark)
+	if mark != nil {
+		ep.SocketOptions().SetMark(*mark)
+	}
 	if transport == udp.ProtocolNumber {
 		if terr := ep.Connect(fa); terr != nil {
 			ep.Close()
-			return nil, &net.OpError{Op: "dial", Net: network, Err: errors.New(terr.String())}
+			return fail(tcpipError("connect", terr))
 		}
 		return gonet.NewUDPConn(&wq, ep), nil
 	}
@@ -259,14 +357,14 @@ func (t *Net) DialContextMark(ctx context.Context, network, address string, mark
 		select {
 		case <-ctx.Done():
 			ep.Close()
-			return nil, &net.OpError{Op: "dial", Net: network, Err: ctx.Err()}
+			return fail(ctx.Err())
 		case <-notify:
 		}
 		terr = ep.LastError()
 	}
 	if terr != nil {
 		ep.Close()
-		return nil, &net.OpError{Op: "dial", Net: network, Err: errors.New(terr.String())}
+		return fail(tcpipError("connect", terr))
 	}
 	return gonet.NewTCPConn(&wq, ep), nil
 }
