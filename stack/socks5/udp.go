@@ -1,0 +1,213 @@
+package socks5
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// association is one UDP ASSOCIATE: the relay socket on the clients'
+// network and, opened on first use, a socket per address family on the
+// destination network.
+type association struct {
+	s       *Server
+	control net.Conn
+	relay   net.PacketConn
+	// want is the client's address as the request gave it: a zero IP or
+	// port matches any.
+	want netip.AddrPort
+	wg   sync.WaitGroup
+
+	mu     sync.Mutex
+	client *net.UDPAddr // learnt from the first datagram
+	out4   net.PacketConn
+	out6   net.PacketConn
+	closed bool
+}
+
+// associate serves UDP ASSOCIATE.
+func (s *Server) associate(c net.Conn, br *bufio.Reader, req Request) {
+	local := addrOf(c.LocalAddr()).IP
+	peer := addrOf(c.RemoteAddr()).IP
+	relay, err := s.relay.ListenPacket("udp", net.JoinHostPort(local.String(), "0"))
+	if err != nil {
+		rep := ReplyFor(err)
+		_ = s.reply(c, rep, Addr{})
+		s.log.Debug("socks5: UDP relay socket failed", "client", c.RemoteAddr().String(), "reply", rep.String(), "err", err)
+		return
+	}
+	a := &association{s: s, control: c, relay: relay}
+	// The client's address: as requested where given, else the control
+	// connection's peer, with any port until the first datagram.
+	ip := req.Addr.IP.Unmap()
+	if !ip.IsValid() || ip.IsUnspecified() {
+		ip = peer
+	}
+	a.want = netip.AddrPortFrom(ip, req.Addr.Port)
+	if !s.track(a, false) {
+		relay.Close()
+		return
+	}
+	defer s.untrack(a)
+	defer a.Close()
+	if err := s.reply(c, Succeeded, addrOf(relay.LocalAddr())); err != nil {
+		return
+	}
+	s.associations.Add(1)
+	_ = c.SetDeadline(time.Time{})
+	a.wg.Add(1)
+	go a.fromClient()
+	// The association lasts as long as the control connection.
+	_, _ = io.Copy(io.Discard, br)
+}
+
+// Close ends the association and waits for its goroutines.
+func (a *association) Close() error {
+	a.mu.Lock()
+	a.closed = true
+	a.control.Close()
+	a.relay.Close()
+	for _, pc := range []net.PacketConn{a.out4, a.out6} {
+		if pc != nil {
+			pc.Close()
+		}
+	}
+	a.mu.Unlock()
+	a.wg.Wait()
+	return nil
+}
+
+// fromClient relays the client's datagrams to their destinations.
+func (a *association) fromClient() {
+	defer a.wg.Done()
+	s := a.s
+	buf := make([]byte, 65535)
+	for {
+		n, from, err := a.relay.ReadFrom(buf)
+		if err != nil {
+			if isTimeout(err) {
+				continue
+			}
+			return
+		}
+		src, ok := from.(*net.UDPAddr)
+		if !ok || !a.fromOurClient(src) {
+			s.udpDropped.Add(1)
+			continue
+		}
+		h, payload, err := ParseUDPDatagram(buf[:n])
+		if err != nil {
+			s.udpDropped.Add(1)
+			s.log.Debug("socks5: bad UDP datagram", "client", src.String(), "err", err)
+			continue
+		}
+		if h.Frag != 0 {
+			s.fragDropped.Add(1)
+			continue
+		}
+		if !h.Addr.IP.IsValid() {
+			// A name: parse it if it is an IP literal.
+			ip, err := netip.ParseAddr(h.Addr.Name)
+			if err != nil {
+				s.udpDropped.Add(1)
+				s.log.Debug("socks5: UDP destination is a name; only IP addresses are relayed", "client", src.String(), "target", h.Addr.String())
+				continue
+			}
+			h.Addr.IP = ip
+		}
+		dst := netip.AddrPortFrom(h.Addr.IP.Unmap(), h.Addr.Port)
+		out, err := a.out(dst.Addr().Is4())
+		if err != nil {
+			s.udpDropped.Add(1)
+			s.log.Debug("socks5: UDP socket failed", "client", src.String(), "target", dst.String(), "err", err)
+			continue
+		}
+		if _, err := out.WriteTo(payload, net.UDPAddrFromAddrPort(dst)); err != nil {
+			s.udpDropped.Add(1)
+			s.log.Debug("socks5: UDP send failed", "client", src.String(), "target", dst.String(), "err", err)
+			continue
+		}
+		s.udpIn.Add(1)
+		s.toTarget.Add(uint64(len(payload)))
+	}
+}
+
+// fromOurClient reports whether a datagram from src belongs to the
+// association, learning the client's port from its first datagram.
+func (a *association) fromOurClient(src *net.UDPAddr) bool {
+	ap := src.AddrPort()
+	ip := ap.Addr().Unmap()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.client != nil {
+		return a.client.AddrPort() == ap
+	}
+	if ip != a.want.Addr() || (a.want.Port() != 0 && ap.Port() != a.want.Port()) {
+		return false
+	}
+	a.client = src
+	return true
+}
+
+// out returns the association's socket for IPv4 or IPv6 destinations,
+// opening it (and the goroutine that relays its replies) on first use.
+func (a *association) out(v4 bool) (net.PacketConn, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	slot, network := &a.out6, "udp6"
+	if v4 {
+		slot, network = &a.out4, "udp4"
+	}
+	if *slot != nil {
+		return *slot, nil
+	}
+	if a.closed {
+		return nil, net.ErrClosed
+	}
+	pc, err := a.s.network.ListenPacket(network, ":0")
+	if err != nil {
+		return nil, err
+	}
+	*slot = pc
+	a.wg.Add(1)
+	go a.toClient(pc)
+	return pc, nil
+}
+
+// toClient relays replies arriving on pc to the client, each with the
+// header naming its source.
+func (a *association) toClient(pc net.PacketConn) {
+	defer a.wg.Done()
+	s := a.s
+	buf := make([]byte, 65535)
+	const room = 22 // the largest header: IPv6
+	for {
+		n, from, err := pc.ReadFrom(buf[room:])
+		if err != nil {
+			if isTimeout(err) {
+				continue
+			}
+			return
+		}
+		a.mu.Lock()
+		client := a.client
+		a.mu.Unlock()
+		src := addrOf(from)
+		var hb [room]byte
+		hdr, err := UDPHeader{Addr: src}.AppendBinary(hb[:0])
+		if err != nil || client == nil {
+			s.udpDropped.Add(1)
+			continue
+		}
+		start := room - len(hdr)
+		copy(buf[start:], hdr)
+		if _, err := a.relay.WriteTo(buf[start:room+n], client); err != nil {
+			continue
+		}
+		s.udpOut.Add(1)
+		s.fromTarget.Add(uint64(n))
+	}
+}
