@@ -97,28 +97,15 @@ func (t *Net) resolve(op, network, address string, wildcard bool) (tcpip.FullAdd
 // EADDRNOTAVAIL); after the tunnel is closed the error matches
 // net.ErrClosed.
 func (t *Net) Listen(network, address string) (net.Listener, error) {
-	fa, proto, transport, err := t.resolve("listen", network, address, true)
+	ep, wq, addr, err := t.bind(network, address, tcp.ProtocolNumber)
 	if err != nil {
 		return nil, err
-	}
-	if transport != tcp.ProtocolNumber {
-		return nil, &net.OpError{Op: "listen", Net: network, Err: net.UnknownNetworkError(network)}
-	}
-	var wq waiter.Queue
-	ep, terr := t.s.NewEndpoint(transport, proto, &wq)
-	if terr != nil {
-		return nil, &net.OpError{Op: "listen", Net: network, Err: errors.New(terr.String())}
-	}
-	addr := netAddr(transport, fa)
-	if terr := ep.Bind(fa); terr != nil {
-		ep.Close()
-		return nil, &net.OpError{Op: "listen", Net: network, Addr: addr, Err: tcpipError("bind", terr)}
 	}
 	if terr := ep.Listen(listenBacklog); terr != nil {
 		ep.Close()
 		return nil, &net.OpError{Op: "listen", Net: network, Addr: addr, Err: tcpipError("listen", terr)}
 	}
-	return gonet.NewTCPListener(t.s, &wq, ep), nil
+	return gonet.NewTCPListener(t.s, wq, ep), nil
 }
 
 // listenBacklog is the accept queue of Listen's listeners, the usual
@@ -128,23 +115,38 @@ const listenBacklog = 4096
 // ListenPacket opens a UDP socket on the overlay, like net.ListenPacket.
 // Errors are as for Listen.
 func (t *Net) ListenPacket(network, address string) (net.PacketConn, error) {
-	fa, proto, transport, err := t.resolve("listen", network, address, true)
+	ep, wq, _, err := t.bind(network, address, udp.ProtocolNumber)
 	if err != nil {
 		return nil, err
 	}
-	if transport != udp.ProtocolNumber {
-		return nil, &net.OpError{Op: "listen", Net: network, Err: net.UnknownNetworkError(network)}
+	return gonet.NewUDPConn(wq, ep), nil
+}
+
+// bind makes an endpoint of transport for Listen or ListenPacket and binds
+// it to address; it returns the endpoint, its wait queue and the bound
+// address for error messages.
+func (t *Net) bind(network, address string, want tcpip.TransportProtocolNumber) (tcpip.Endpoint, *waiter.Queue, net.Addr, error) {
+	fa, proto, transport, err := t.resolve("listen", network, address, true)
+	if err != nil {
+		return nil, nil, nil, err
 	}
-	var wq waiter.Queue
-	ep, terr := t.s.NewEndpoint(transport, proto, &wq)
+	fail := func(addr net.Addr, err error) (tcpip.Endpoint, *waiter.Queue, net.Addr, error) {
+		return nil, nil, nil, &net.OpError{Op: "listen", Net: network, Addr: addr, Err: err}
+	}
+	if transport != want {
+		return fail(nil, net.UnknownNetworkError(network))
+	}
+	wq := new(waiter.Queue)
+	ep, terr := t.s.NewEndpoint(transport, proto, wq)
 	if terr != nil {
-		return nil, &net.OpError{Op: "listen", Net: network, Err: errors.New(terr.String())}
+		return fail(nil, errors.New(terr.String()))
 	}
+	addr := netAddr(transport, fa)
 	if terr := ep.Bind(fa); terr != nil {
 		ep.Close()
-		return nil, &net.OpError{Op: "listen", Net: network, Addr: netAddr(transport, fa), Err: tcpipError("bind", terr)}
+		return fail(addr, tcpipError("bind", terr))
 	}
-	return gonet.NewUDPConn(&wq, ep), nil
+	return ep, wq, addr, nil
 }
 
 // closed reports whether the netstack has been shut down: a closed

@@ -216,20 +216,10 @@ func TestHalfClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				got, _ := io.ReadAll(c)
-				io.WriteString(c, proxytest.Sum(got))
-			}()
-		}
-	}()
+	proxytest.ServeConns(t, ln, func(c net.Conn) {
+		got, _ := io.ReadAll(c)
+		io.WriteString(c, proxytest.Sum(got))
+	})
 	m := forward.NewManager(forward.Host{}, a.Tunnel, forward.Options{})
 	defer m.Close()
 	r, err := m.Add(forward.Rule{Proto: "tcp", Listen: netip.MustParseAddrPort("127.0.0.1:0"), Target: "10.0.0.2:9"})
@@ -414,15 +404,12 @@ func TestRemoveClosesConnections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	held := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			io.WriteString(c, "banner\n")
-			held <- c
-		}
-	}()
+	held := make(chan struct{}, 1)
+	proxytest.ServeConns(t, ln, func(c net.Conn) {
+		io.WriteString(c, "banner\n")
+		held <- struct{}{}
+		io.Copy(io.Discard, c)
+	})
 	before := runtime.NumGoroutine()
 	m := forward.NewManager(forward.Host{}, a.Tunnel, forward.Options{})
 	r, err := m.Add(forward.Rule{Proto: "tcp", Listen: netip.MustParseAddrPort("127.0.0.1:0"), Target: "10.0.0.2:22"})
@@ -443,8 +430,7 @@ func TestRemoveClosesConnections(t *testing.T) {
 	if _, err := io.ReadFull(c, line); err != nil || string(line) != "banner\n" {
 		t.Fatalf("banner %q, %v", line, err)
 	}
-	server := <-held
-	defer server.Close()
+	<-held
 	if s, _ := m.Stats(r.Key()); s.Active != 1 {
 		t.Errorf("stats %+v, want 1 active", s)
 	}
@@ -465,7 +451,6 @@ func TestRemoveClosesConnections(t *testing.T) {
 	}
 	m.Close()
 	c.Close()
-	server.Close()
 	proxytest.WaitGoroutines(t, before)
 }
 

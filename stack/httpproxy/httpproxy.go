@@ -17,23 +17,19 @@
 package httpproxy
 
 import (
-	"bufio"
 	"context"
-	"crypto/subtle"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
-	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/gnv-project/gnv/stack/forward"
+	"github.com/gnv-project/gnv/stack/internal/proxyutil"
 )
 
 // DefaultDialTimeout is the default of Options.DialTimeout.
@@ -55,11 +51,7 @@ type Options struct {
 // Credentials returns an Options.Authenticate that accepts user with
 // password only, comparing in constant time.
 func Credentials(user, password string) func(user, password string) bool {
-	return func(u, p string) bool {
-		uok := subtle.ConstantTimeCompare([]byte(u), []byte(user))
-		pok := subtle.ConstantTimeCompare([]byte(p), []byte(password))
-		return uok&pok == 1
-	}
+	return proxyutil.Credentials(user, password)
 }
 
 // Stats are a Proxy's counters, a snapshot.
@@ -140,9 +132,7 @@ func (p *Proxy) dial(ctx context.Context, network, address string) (net.Conn, er
 // destination: 504 Gateway Timeout for a timeout (ETIMEDOUT, a deadline),
 // else 502 Bad Gateway.
 func Status(err error) int {
-	var ne net.Error
-	if errors.Is(err, syscall.ETIMEDOUT) || errors.Is(err, context.DeadlineExceeded) ||
-		errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+	if proxyutil.IsTimeout(err) {
 		return http.StatusGatewayTimeout
 	}
 	return http.StatusBadGateway
@@ -256,7 +246,7 @@ func (p *Proxy) connect(w http.ResponseWriter, r *http.Request) {
 	if err := brw.Flush(); err != nil {
 		return
 	}
-	forward.Splice(&bufferedConn{Conn: c, r: brw.Reader}, tc, &p.toTarget, &p.fromTarget)
+	forward.Splice(&proxyutil.BufferedConn{Conn: c, R: brw.Reader}, tc, &p.toTarget, &p.fromTarget)
 }
 
 func (p *Proxy) track(conns ...net.Conn) bool {
@@ -277,23 +267,6 @@ func (p *Proxy) untrack(conns ...net.Conn) {
 		delete(p.conns, c)
 	}
 	p.mu.Unlock()
-}
-
-// bufferedConn reads through the buffer the request was read with: a
-// client may send tunnel bytes right behind its CONNECT.
-type bufferedConn struct {
-	net.Conn
-	r *bufio.Reader
-}
-
-func (b *bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
-
-// CloseWrite shuts down the writing side, if the connection has one.
-func (b *bufferedConn) CloseWrite() error {
-	if cw, ok := b.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return errors.New("close write: not supported")
 }
 
 // Close closes every CONNECT tunnel and the idle connections to

@@ -10,8 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -231,16 +229,7 @@ func TestCloseEndsTunnels(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
+	proxytest.ServeIdle(t, ln)
 	before := runtime.NumGoroutine()
 	p := httpproxy.New(a.Tunnel, httpproxy.Options{})
 	pl, _ := net.Listen("tcp", "127.0.0.1:0")
@@ -268,27 +257,6 @@ func TestCloseEndsTunnels(t *testing.T) {
 	proxytest.WaitGoroutines(t, before)
 }
 
-// curl runs curl with args and returns what it wrote to the file -o
-// names; it skips the test if curl is not installed.
-func curl(t *testing.T, args ...string) ([]byte, error) {
-	t.Helper()
-	path, err := exec.LookPath("curl")
-	if err != nil {
-		t.Skip("curl is not installed (apt-get install curl): the real-client test needs it")
-	}
-	out := filepath.Join(t.TempDir(), "body")
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, path, append([]string{"-sS", "--fail-with-body", "--noproxy", "", "-o", out}, args...)...)
-	cmd.Env = append(os.Environ(), "ALL_PROXY=", "all_proxy=", "HTTP_PROXY=", "http_proxy=", "NO_PROXY=", "no_proxy=")
-	msg, err := cmd.CombinedOutput()
-	body, _ := os.ReadFile(out)
-	if err != nil {
-		return body, fmt.Errorf("curl %s: %v: %s", strings.Join(args, " "), err, msg)
-	}
-	return body, nil
-}
-
 // TestCurl: curl -x, a real HTTP proxy client, absolute-form and (with
 // -p) through a CONNECT tunnel, over IPv4 and IPv6, content-checked; and
 // the 502 page for a refused port.
@@ -302,7 +270,7 @@ func TestCurl(t *testing.T) {
 		{"-x", proxy, fmt.Sprintf("http://[fd00::2]/blob/%d", n)},
 		{"-p", "-x", proxy, fmt.Sprintf("http://[fd00::2]/blob/%d", n)},
 	} {
-		body, err := curl(t, args...)
+		body, err := proxytest.Curl(t, args...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -313,7 +281,7 @@ func TestCurl(t *testing.T) {
 	if st := f.p.Stats(); st.Tunnels != 2 || st.Requests != 2 {
 		t.Errorf("stats %+v", st)
 	}
-	body, err := curl(t, "-x", proxy, "http://10.0.0.2:81/")
+	body, err := proxytest.Curl(t, "-x", proxy, "http://10.0.0.2:81/")
 	if err == nil || !strings.Contains(err.Error(), "502") || !strings.Contains(string(body), "connection refused") {
 		t.Errorf("refused port: %q, %v", body, err)
 	}

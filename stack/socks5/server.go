@@ -22,20 +22,19 @@ package socks5
 import (
 	"bufio"
 	"context"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/gnv-project/gnv/stack/forward"
+	"github.com/gnv-project/gnv/stack/internal/proxyutil"
 )
 
 // Defaults of Options.
@@ -68,11 +67,7 @@ type Options struct {
 // Credentials returns an Options.Authenticate that accepts user with
 // password only, comparing in constant time.
 func Credentials(user, password string) func(user, password string) bool {
-	return func(u, p string) bool {
-		uok := subtle.ConstantTimeCompare([]byte(u), []byte(user))
-		pok := subtle.ConstantTimeCompare([]byte(p), []byte(password))
-		return uok&pok == 1
-	}
+	return proxyutil.Credentials(user, password)
 }
 
 // Stats are a Server's counters, a snapshot.
@@ -271,12 +266,15 @@ func (s *Server) serve(c net.Conn) {
 	if err != nil {
 		if errors.Is(err, ErrAddressType) {
 			_ = s.reply(c, AddressTypeNotSupported, Addr{})
-		} else if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !isTimeout(err) {
+		} else if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !proxyutil.IsTimeout(err) {
 			_ = s.reply(c, GeneralFailure, Addr{})
 		}
 		s.log.Debug("socks5: bad request", "client", c.RemoteAddr().String(), "err", err)
 		return
 	}
+	// The dial has a timeout of its own; an association lasts as long
+	// as its control connection.
+	_ = c.SetDeadline(time.Time{})
 	switch req.Command {
 	case Connect:
 		s.connect(c, br, req)
@@ -369,24 +367,7 @@ func (s *Server) connect(c net.Conn, br *bufio.Reader, req Request) {
 	if err := s.reply(c, Succeeded, addrOf(tc.LocalAddr())); err != nil {
 		return
 	}
-	_ = c.SetDeadline(time.Time{})
-	forward.Splice(&bufferedConn{Conn: c, r: br}, tc, &s.toTarget, &s.fromTarget)
-}
-
-// bufferedConn reads through the buffer the handshake was read with.
-type bufferedConn struct {
-	net.Conn
-	r *bufio.Reader
-}
-
-func (b *bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
-
-// CloseWrite shuts down the writing side, if the connection has one.
-func (b *bufferedConn) CloseWrite() error {
-	if cw, ok := b.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return errors.New("close write: not supported")
+	forward.Splice(&proxyutil.BufferedConn{Conn: c, R: br}, tc, &s.toTarget, &s.fromTarget)
 }
 
 // addrOf returns a *net.TCPAddr's or *net.UDPAddr's address as an Addr.
@@ -424,7 +405,7 @@ func ReplyFor(err error) Reply {
 		return HostUnreachable
 	case errors.Is(err, syscall.ENETUNREACH):
 		return NetworkUnreachable
-	case errors.Is(err, syscall.ETIMEDOUT), errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded), isTimeout(err):
+	case proxyutil.IsTimeout(err):
 		return TTLExpired
 	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
 		return NotAllowed
@@ -432,9 +413,4 @@ func ReplyFor(err error) Reply {
 		return HostUnreachable
 	}
 	return GeneralFailure
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
 }

@@ -12,7 +12,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -369,16 +368,7 @@ func TestCloseEndsEverything(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
+	proxytest.ServeIdle(t, ln)
 	before := runtime.NumGoroutine()
 	srv := socks5.New(a.Tunnel, socks5.Options{})
 	pl, _ := net.Listen("tcp", "127.0.0.1:0")
@@ -408,26 +398,6 @@ func TestCloseEndsEverything(t *testing.T) {
 	proxytest.WaitGoroutines(t, before)
 }
 
-// curl runs curl with args and returns what it wrote to the file -o
-// names; it skips the test if curl is not installed.
-func curl(t *testing.T, args ...string) ([]byte, error) {
-	t.Helper()
-	path, err := exec.LookPath("curl")
-	if err != nil {
-		t.Skip("curl is not installed (apt-get install curl): the real-client test needs it")
-	}
-	out := filepath.Join(t.TempDir(), "body")
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, path, append([]string{"-sS", "--fail", "--noproxy", "", "-o", out}, args...)...)
-	cmd.Env = append(os.Environ(), "ALL_PROXY=", "all_proxy=", "HTTP_PROXY=", "http_proxy=", "NO_PROXY=", "no_proxy=")
-	msg, err := cmd.CombinedOutput()
-	if err != nil {
-		return nil, fmt.Errorf("curl %s: %v: %s", strings.Join(args, " "), err, msg)
-	}
-	return os.ReadFile(out)
-}
-
 // TestCurl: curl, a real SOCKS5 client, fetches from the overlay through
 // the server: --socks5-hostname (the server is sent the name, here an IP
 // literal), --socks5 (curl sends the address), IPv6, and with a username
@@ -440,7 +410,7 @@ func TestCurl(t *testing.T) {
 		{"--socks5", f.proxy, fmt.Sprintf("http://10.0.0.2/blob/%d", n)},
 		{"--socks5-hostname", f.proxy, fmt.Sprintf("http://[fd00::2]/blob/%d", n)},
 	} {
-		body, err := curl(t, args...)
+		body, err := proxytest.Curl(t, args...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -450,16 +420,16 @@ func TestCurl(t *testing.T) {
 	}
 	// A refused port: curl reports the server's reply code (5), in words
 	// in newer versions.
-	_, err := curl(t, "--socks5-hostname", f.proxy, "http://10.0.0.2:81/")
+	_, err := proxytest.Curl(t, "--socks5-hostname", f.proxy, "http://10.0.0.2:81/")
 	if err == nil || !strings.Contains(err.Error(), "(5)") && !strings.Contains(err.Error(), "onnection refused") {
 		t.Errorf("refused port: %v", err)
 	}
 	auth := newFixture(t, socks5.Options{Authenticate: socks5.Credentials("bob", "pw")})
-	body, err := curl(t, "--socks5-hostname", auth.proxy, "--proxy-user", "bob:pw", "http://10.0.0.2/hello")
+	body, err := proxytest.Curl(t, "--socks5-hostname", auth.proxy, "--proxy-user", "bob:pw", "http://10.0.0.2/hello")
 	if err != nil || string(body) != "hello from b\n" {
 		t.Errorf("with credentials: %q, %v", body, err)
 	}
-	if _, err := curl(t, "--socks5-hostname", auth.proxy, "--proxy-user", "bob:nope", "http://10.0.0.2/hello"); err == nil {
+	if _, err := proxytest.Curl(t, "--socks5-hostname", auth.proxy, "--proxy-user", "bob:nope", "http://10.0.0.2/hello"); err == nil {
 		t.Error("wrong credentials accepted")
 	}
 }

@@ -6,7 +6,8 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"time"
+
+	"github.com/gnv-project/gnv/stack/internal/proxyutil"
 )
 
 // association is one UDP ASSOCIATE: the relay socket on the clients'
@@ -57,7 +58,6 @@ func (s *Server) associate(c net.Conn, br *bufio.Reader, req Request) {
 		return
 	}
 	s.associations.Add(1)
-	_ = c.SetDeadline(time.Time{})
 	a.wg.Add(1)
 	go a.fromClient()
 	// The association lasts as long as the control connection.
@@ -88,7 +88,7 @@ func (a *association) fromClient() {
 	for {
 		n, from, err := a.relay.ReadFrom(buf)
 		if err != nil {
-			if isTimeout(err) {
+			if proxyutil.IsTimeout(err) {
 				continue
 			}
 			return
@@ -187,7 +187,7 @@ func (a *association) toClient(pc net.PacketConn) {
 	for {
 		n, from, err := pc.ReadFrom(buf[room:])
 		if err != nil {
-			if isTimeout(err) {
+			if proxyutil.IsTimeout(err) {
 				continue
 			}
 			return

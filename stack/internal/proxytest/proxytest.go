@@ -15,10 +15,14 @@ import (
 	"math/rand"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -217,4 +221,76 @@ func Wait(d time.Duration, cond func() bool) bool {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// ServeConns accepts connections on ln until the test ends, running
+// handle on each on a goroutine of its own and closing the connection
+// after it; when the test ends, the listener and any connection still
+// open are closed, and ServeConns's goroutines waited for.
+func ServeConns(t testing.TB, ln net.Listener, handle func(net.Conn)) {
+	t.Helper()
+	var (
+		mu    sync.Mutex
+		conns = map[net.Conn]struct{}{}
+		wg    sync.WaitGroup
+	)
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns[c] = struct{}{}
+			mu.Unlock()
+			wg.Go(func() {
+				defer func() {
+					mu.Lock()
+					delete(conns, c)
+					mu.Unlock()
+					c.Close()
+				}()
+				handle(c)
+			})
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+}
+
+// ServeIdle accepts connections on ln and keeps them open, saying
+// nothing, until the client closes them or the test ends: a server for
+// tests of closing.
+func ServeIdle(t testing.TB, ln net.Listener) {
+	t.Helper()
+	ServeConns(t, ln, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
+}
+
+// Curl runs curl with args, with no proxy from the environment and
+// failing on HTTP errors, and returns what it wrote to the file -o names
+// (also on failure). It skips the test if curl is not installed.
+func Curl(t testing.TB, args ...string) ([]byte, error) {
+	t.Helper()
+	path, err := exec.LookPath("curl")
+	if err != nil {
+		t.Skip("curl is not installed (apt-get install curl): the real-client test needs it")
+	}
+	out := filepath.Join(t.TempDir(), "body")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, path, append([]string{"-sS", "--fail-with-body", "--noproxy", "", "-o", out}, args...)...)
+	cmd.Env = append(os.Environ(), "ALL_PROXY=", "all_proxy=", "HTTP_PROXY=", "http_proxy=", "NO_PROXY=", "no_proxy=")
+	msg, err := cmd.CombinedOutput()
+	body, _ := os.ReadFile(out)
+	if err != nil {
+		return body, fmt.Errorf("curl %s: %v: %s", strings.Join(args, " "), err, msg)
+	}
+	return body, nil
 }
