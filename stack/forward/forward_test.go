@@ -302,7 +302,7 @@ func TestUDPForward(t *testing.T) {
 	}
 	proxytest.ServeUDPEcho(t, pc)
 	before := runtime.NumGoroutine()
-	m := forward.NewManager(forward.Host{}, a.Tunnel, forward.Options{UDPIdleTimeout: 300 * time.Millisecond})
+	m := forward.NewManager(forward.Host{}, a.Tunnel, forward.Options{UDPIdleTimeout: time.Second})
 	r, err := m.Add(forward.Rule{Proto: "udp", Listen: netip.MustParseAddrPort("127.0.0.1:0"), Target: "10.0.0.2:7"})
 	if err != nil {
 		t.Fatal(err)
@@ -338,7 +338,7 @@ func TestUDPExpose(t *testing.T) {
 		t.Fatal(err)
 	}
 	proxytest.ServeUDPEcho(t, pc)
-	m := forward.NewManager(b.Tunnel, forward.Host{}, forward.Options{UDPIdleTimeout: 200 * time.Millisecond})
+	m := forward.NewManager(b.Tunnel, forward.Host{}, forward.Options{UDPIdleTimeout: time.Second})
 	defer m.Close()
 	r, err := m.Add(forward.Rule{Proto: "udp", Listen: netip.MustParseAddrPort("10.0.0.2:7000"), Target: pc.LocalAddr().String()})
 	if err != nil {
@@ -366,7 +366,7 @@ func TestUDPSessionLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	proxytest.ServeUDPEcho(t, pc)
-	m := forward.NewManager(forward.Host{}, forward.Host{}, forward.Options{MaxUDPSessions: 1, UDPIdleTimeout: 500 * time.Millisecond})
+	m := forward.NewManager(forward.Host{}, forward.Host{}, forward.Options{MaxUDPSessions: 1, UDPIdleTimeout: 2 * time.Second})
 	defer m.Close()
 	r, err := m.Add(forward.Rule{Proto: "udp", Listen: netip.MustParseAddrPort("127.0.0.1:0"), Target: pc.LocalAddr().String()})
 	if err != nil {

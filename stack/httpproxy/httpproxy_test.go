@@ -180,7 +180,7 @@ func rawRequest(t *testing.T, proxy, req string) (int, string) {
 // out of time 504, a request that is not for a proxy 400; CONNECT the
 // same.
 func TestErrors(t *testing.T) {
-	f := newFixture(t, httpproxy.Options{DialTimeout: 300 * time.Millisecond})
+	f := newFixture(t, httpproxy.Options{DialTimeout: 1500 * time.Millisecond})
 	cases := []struct {
 		req  string
 		code int
