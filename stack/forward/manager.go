@@ -63,7 +63,9 @@ type Stats struct {
 
 // Status is one rule with its counters.
 type Status struct {
-	Rule  Rule
+	// Rule is the rule as running (with its bound port).
+	Rule Rule
+	// Stats are its counters.
 	Stats Stats
 }
 

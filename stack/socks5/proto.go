@@ -173,8 +173,13 @@ func readAddr(r io.Reader) (Addr, error) {
 
 // Request is a client's request (RFC 1928 §4).
 type Request struct {
+	// Command is CMD: Connect, Bind, UDPAssociate, or another value
+	// for the server to refuse.
 	Command Command
-	Addr    Addr
+	// Addr is DST.ADDR and DST.PORT: the destination for Connect; for
+	// UDPAssociate, the address the client will send from (zeros if
+	// it does not know).
+	Addr Addr
 }
 
 // ReadRequest reads a request: VER, CMD, RSV, ATYP, DST.ADDR, DST.PORT.
@@ -249,6 +254,7 @@ func (h UDPHeader) AppendBinary(b []byte) ([]byte, error) {
 // sliceReader reads a byte slice without copying what is left.
 type sliceReader struct{ b []byte }
 
+// Read implements io.Reader.
 func (r *sliceReader) Read(p []byte) (int, error) {
 	if len(r.b) == 0 {
 		return 0, io.EOF

@@ -19,6 +19,7 @@ import (
 // bytes the client sent right behind it are not lost.
 type BufferedConn struct {
 	net.Conn
+	// R buffers the connection's reads.
 	R *bufio.Reader
 }
 
