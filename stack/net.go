@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -31,7 +32,8 @@ var errNoOverlay = errors.New("the tunnel has no in-process overlay (it is patch
 // Net offers a netstack through the shapes of the standard net package. A
 // Tunnel embeds the Net of its overlay; NewNet wraps any other netstack.
 type Net struct {
-	s *tcpipstack.Stack
+	s        *tcpipstack.Stack
+	isClosed atomic.Bool // set by Close
 }
 
 // NewNet wraps a netstack.
@@ -149,10 +151,15 @@ func (t *Net) bind(network, address string, want tcpip.TransportProtocolNumber) 
 	return ep, wq, addr, nil
 }
 
-// closed reports whether the netstack has been shut down: a closed
-// Tunnel's overlay has no NIC left (Tunnel.Close removes it), and a
-// netstack without a NIC can reach nothing.
-func (t *Net) closed() bool { return len(t.s.NICInfo()) == 0 }
+// Close marks t closed: from then on its methods fail with net.ErrClosed.
+// It does not touch the netstack, which belongs to whoever created it
+// (Tunnel.Close calls it before shutting its overlay down).
+func (t *Net) Close() error {
+	t.isClosed.Store(true)
+	return nil
+}
+
+func (t *Net) closed() bool { return t.isClosed.Load() }
 
 // tcpipError turns a netstack error into the error a kernel socket call
 // named call would return: an *os.SyscallError with the matching

@@ -320,6 +320,9 @@ func (t *Tunnel) Stats() endpoint.Stats {
 func (t *Tunnel) Close() error {
 	var err error
 	t.closeOnce.Do(func() {
+		if t.Net != nil {
+			_ = t.Net.Close()
+		}
 		if t.overlay != nil {
 			t.overlay.Close()
 		}
