@@ -165,6 +165,20 @@ func handleControl(w io.Writer, f []string, ifaces []*runningIface, u *stack.Sha
 			return fdb.Remove(mac)
 		}
 		return fmt.Errorf("fdb %q: valid commands are show, add, del, flush and flushall", arg(1))
+	case "forward", "expose":
+		name := arg(2)
+		if name == "-" {
+			name = ""
+		}
+		ri, err := controlIface(ifaces, name)
+		if err != nil {
+			return err
+		}
+		var rest []string
+		if len(f) > 3 {
+			rest = f[3:]
+		}
+		return handleForwardControl(w, f[0], arg(1), ri, rest)
 	}
 	return fmt.Errorf("unknown request %q", f[0])
 }
@@ -177,6 +191,9 @@ func ctlMain(cmd string, args []string) int {
 	control := fs.String("control", "", "control socket of the gnv up (default /run/gnv/NAME.sock)")
 	fs.Usage = func() {
 		switch cmd {
+		case "forward", "expose":
+			fmt.Fprintf(os.Stderr, "usage: gnv %[1]s list [flags]\n       gnv %[1]s add RULE [flags]\n       gnv %[1]s del RULE|PROTO:LISTEN [flags]\n\nRULE is %[2]s.\n%[3]s\n\nflags:\n",
+				cmd, ruleExample(cmd), map[string]string{"forward": "A forward listens on the host and dials into the overlay.", "expose": "An expose listens in the overlay and dials a host target."}[cmd])
 		case "fdb":
 			fmt.Fprint(os.Stderr, "usage: gnv fdb show|flush|flushall [flags]\n       gnv fdb add MAC REMOTE[:PORT] [flags]\n       gnv fdb del MAC [flags]\n\nflush removes the learned entries, flushall the static ones too (vxlan(4)'s meanings).\n\nflags:\n")
 		default:
@@ -215,6 +232,14 @@ func ctlMain(cmd string, args []string) int {
 			return 2
 		}
 		req = append([]string{"fdb", op, iface}, fs.Args()[1:]...)
+	case "forward", "expose":
+		op := fs.Arg(0)
+		want := map[string]int{"list": 1, "add": 2, "del": 2}[op]
+		if want == 0 || fs.NArg() != want {
+			fs.Usage()
+			return 2
+		}
+		req = append([]string{cmd, op, iface}, fs.Args()[1:]...)
 	}
 	path := *control
 	if path == "" {

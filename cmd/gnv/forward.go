@@ -1,237 +1,254 @@
 package main
 
 import (
-	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
-	"sync"
+	"strings"
 	"time"
 
 	"github.com/gnv-project/gnv/stack"
+	"github.com/gnv-project/gnv/stack/forward"
+	"github.com/gnv-project/gnv/stack/httpproxy"
+	"github.com/gnv-project/gnv/stack/socks5"
 )
 
-// proxy accepts host connections on ln and splices each to a connection
-// dialled into the overlay. It is how a rootless user reaches a netstack
-// overlay: port forwards and SOCKS5.
-type proxy struct {
-	ln     net.Listener
-	wg     sync.WaitGroup
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
-	closed bool
+// services are the ways host programs and a netstack overlay reach each
+// other: port forwards into the overlay (--forward), overlay ports exposed
+// to host targets (--expose), and the SOCKS5 (--socks5) and HTTP
+// (--http-proxy) proxies into the overlay. Rules can be added and removed
+// at run time over the control socket ("gnv forward", "gnv expose").
+type services struct {
+	forwards *forward.Manager // host listens, overlay dials
+	exposes  *forward.Manager // overlay listens, host dials
+
+	socks     *socks5.Server
+	socksAddr net.Addr
+
+	http      *http.Server
+	proxy     *httpproxy.Proxy
+	httpAddr  net.Addr
+	httpError chan error
 }
 
-func (p *proxy) track(c net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return false
+// startServices starts ip's forwards, exposes and proxies on tun. On error
+// everything started so far is stopped.
+func startServices(tun *stack.Tunnel, ip *ifacePlan, log *slog.Logger) (_ *services, err error) {
+	log = log.With("name", ip.name)
+	s := &services{
+		forwards: forward.NewManager(forward.Host{}, tun, forward.Options{Logger: log}),
+		exposes:  forward.NewManager(tun, forward.Host{}, forward.Options{Logger: log}),
 	}
-	p.conns[c] = struct{}{}
-	return true
-}
-
-func (p *proxy) untrack(c net.Conn) {
-	p.mu.Lock()
-	delete(p.conns, c)
-	p.mu.Unlock()
-}
-
-// Close stops accepting, closes every proxied connection and waits.
-func (p *proxy) Close() error {
-	err := p.ln.Close()
-	p.mu.Lock()
-	p.closed = true
-	for c := range p.conns {
-		c.Close()
-	}
-	p.mu.Unlock()
-	p.wg.Wait()
-	return err
-}
-
-// serve accepts connections and runs handle for each.
-func (p *proxy) serve(handle func(net.Conn)) {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
+	defer func() {
 		if err != nil {
-			return
+			s.Close()
 		}
-		if !p.track(c) {
-			c.Close()
-			return
+	}()
+	for _, r := range ip.forwards {
+		got, err := s.forwards.Add(r)
+		if err != nil {
+			return nil, fmt.Errorf("--forward %s: %w", r, err)
 		}
-		p.wg.Add(1)
-		go func() {
-			defer p.wg.Done()
-			defer p.untrack(c)
-			defer c.Close()
-			handle(c)
-		}()
+		log.Info("forwarding", "rule", got.String())
 	}
+	for _, r := range ip.exposes {
+		got, err := s.exposes.Add(r)
+		if err != nil {
+			return nil, fmt.Errorf("--expose %s: %w", r, err)
+		}
+		log.Info("exposing", "rule", got.String())
+	}
+	if ip.socks5 != "" {
+		ln, err := net.Listen("tcp", ip.socks5)
+		if err != nil {
+			return nil, fmt.Errorf("--socks5 %s: %w", ip.socks5, err)
+		}
+		s.socks = socks5.New(tun, socks5.Options{Logger: log})
+		s.socksAddr = ln.Addr()
+		go func() { _ = s.socks.Serve(ln) }()
+		log.Info("SOCKS5 (CONNECT, UDP ASSOCIATE)", "listen", ln.Addr().String())
+	}
+	if ip.httpProxy != "" {
+		ln, err := net.Listen("tcp", ip.httpProxy)
+		if err != nil {
+			return nil, fmt.Errorf("--http-proxy %s: %w", ip.httpProxy, err)
+		}
+		s.proxy = httpproxy.New(tun, httpproxy.Options{Logger: log})
+		s.http = &http.Server{Handler: s.proxy, ReadHeaderTimeout: 30 * time.Second,
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+		s.httpAddr = ln.Addr()
+		s.httpError = make(chan error, 1)
+		go func() { s.httpError <- s.http.Serve(ln) }()
+		log.Info("HTTP proxy (CONNECT, absolute-form)", "listen", ln.Addr().String())
+	}
+	return s, nil
 }
 
-// splice copies both ways until either side closes.
-func splice(a, b net.Conn) {
-	done := make(chan struct{}, 2)
-	cp := func(dst, src net.Conn) {
-		_, _ = io.Copy(dst, src)
-		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-			_ = cw.CloseWrite()
-		}
-		done <- struct{}{}
+// Close stops the proxies and every rule, closing their connections.
+func (s *services) Close() error {
+	if s.http != nil {
+		_ = s.http.Close()
+		<-s.httpError
+		_ = s.proxy.Close()
 	}
-	go cp(a, b)
-	go cp(b, a)
-	<-done
-	<-done
+	if s.socks != nil {
+		_ = s.socks.Close()
+	}
+	_ = s.forwards.Close()
+	_ = s.exposes.Close()
+	return nil
 }
 
-// startForward forwards a host TCP port to an overlay address.
-func startForward(ctx context.Context, tun *stack.Tunnel, f forwardSpec, log *slog.Logger) (io.Closer, error) {
-	ln, err := net.Listen("tcp", f.listen)
-	if err != nil {
-		return nil, fmt.Errorf("--forward %s: %w", f.listen, err)
+// manager returns the rule set a control request names: "forward" or
+// "expose".
+func (s *services) manager(kind string) *forward.Manager {
+	if kind == "expose" {
+		return s.exposes
 	}
-	p := &proxy{ln: ln, conns: map[net.Conn]struct{}{}}
-	p.wg.Add(1)
-	go p.serve(func(c net.Conn) {
-		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		oc, err := tun.DialContext(dctx, "tcp", f.target.String())
-		cancel()
-		if err != nil {
-			log.Warn("forward: dial failed", "target", f.target, "err", err)
-			return
-		}
-		if !p.track(oc) {
-			oc.Close()
-			return
-		}
-		defer p.untrack(oc)
-		defer oc.Close()
-		splice(c, oc)
-	})
-	log.Info("forwarding", "listen", ln.Addr().String(), "target", f.target)
-	return p, nil
+	return s.forwards
 }
 
-// startSOCKS5 serves SOCKS5 (RFC 1928) CONNECT without authentication on a
-// host address; destinations must be IP addresses on the overlay.
-func startSOCKS5(ctx context.Context, tun *stack.Tunnel, addr string, log *slog.Logger) (io.Closer, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("--socks5 %s: %w", addr, err)
+// handleForwardControl runs "forward|expose add NAME RULE", "... del NAME
+// KEY" and "... list NAME" for the control socket.
+func handleForwardControl(w io.Writer, kind, op string, ri *runningIface, args []string) error {
+	if ri.svc == nil {
+		return fmt.Errorf("%s has no in-process overlay (--overlay netstack): host programs reach it directly", ri.plan.name)
 	}
-	p := &proxy{ln: ln, conns: map[net.Conn]struct{}{}}
-	p.wg.Add(1)
-	go p.serve(func(c net.Conn) {
-		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-		target, err := socksHandshake(c)
+	m := ri.svc.manager(kind)
+	switch op {
+	case "list":
+		for _, st := range m.List() {
+			s := st.Stats
+			fmt.Fprintf(w, "%s %s connections %d active %d bytes-to-target %d bytes-from-target %d dial-errors %d dropped %d\n",
+				kind, st.Rule, s.Connections, s.Active, s.ToTarget, s.FromTarget, s.DialErrors, s.Dropped)
+		}
+		return nil
+	case "add":
+		if len(args) != 1 {
+			return fmt.Errorf("%s add: want one rule, like %s", kind, ruleExample(kind))
+		}
+		r, err := forward.ParseRule(args[0])
 		if err != nil {
-			log.Debug("socks5: bad request", "from", c.RemoteAddr(), "err", err)
-			return
+			return err
 		}
-		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		oc, err := tun.DialContext(dctx, "tcp", target.String())
-		cancel()
+		if err := checkExposeListen(kind, r, ri.plan.cfg.Addresses); err != nil {
+			return err
+		}
+		got, err := m.Add(r)
 		if err != nil {
-			_, _ = c.Write([]byte{5, 5, 0, 1, 0, 0, 0, 0, 0, 0}) // connection refused
-			return
+			return err
 		}
-		if !p.track(oc) {
-			oc.Close()
-			return
+		fmt.Fprintf(w, "%s %s\n", kind, got)
+		return nil
+	case "del":
+		if len(args) != 1 {
+			return fmt.Errorf("%s del: want one rule or PROTO:LISTEN, like %s", kind, ruleExample(kind))
 		}
-		defer p.untrack(oc)
-		defer oc.Close()
-		// Success, bound address 0.0.0.0:0.
-		if _, err := c.Write([]byte{5, 0, 0, 1, 0, 0, 0, 0, 0, 0}); err != nil {
-			return
+		k, err := forward.ParseKey(args[0])
+		if err != nil {
+			return err
 		}
-		_ = c.SetDeadline(time.Time{})
-		splice(c, oc)
-	})
-	log.Info("socks5", "listen", ln.Addr().String())
-	return p, nil
+		if err := m.Remove(k); errors.Is(err, forward.ErrNoRule) {
+			return fmt.Errorf("no %s rule listens on %s", kind, k)
+		} else if err != nil {
+			return err
+		}
+		return nil
+	}
+	return fmt.Errorf("%s %q: valid commands are list, add and del", kind, op)
 }
 
-// socksHandshake reads the greeting and a CONNECT request; it answers the
-// greeting (no authentication) and returns the destination. Errors get the
-// matching SOCKS5 reply.
-func socksHandshake(c net.Conn) (netip.AddrPort, error) {
-	var hdr [2]byte
-	if _, err := io.ReadFull(c, hdr[:]); err != nil {
-		return netip.AddrPort{}, err
+// ruleExample shows the rule syntax of kind.
+func ruleExample(kind string) string {
+	if kind == "expose" {
+		return "tcp:10.0.0.1:80=127.0.0.1:8080 (OVERLAY_ADDR:PORT=HOST:PORT)"
 	}
-	if hdr[0] != 5 {
-		return netip.AddrPort{}, fmt.Errorf("version %d, want 5", hdr[0])
+	return "tcp:127.0.0.1:8080=10.0.0.2:80 (HOST_ADDR:PORT=OVERLAY_ADDR:PORT)"
+}
+
+// checkExposeListen checks that an expose rule listens on one of addrs, the
+// interface's overlay addresses, or on the unspecified address of a family
+// among them. Forward rules listen on the host and are not checked here.
+func checkExposeListen(kind string, r forward.Rule, addrs []netip.Prefix) error {
+	if kind != "expose" {
+		return nil
 	}
-	methods := make([]byte, hdr[1])
-	if _, err := io.ReadFull(c, methods); err != nil {
-		return netip.AddrPort{}, err
-	}
-	noAuth := false
-	for _, m := range methods {
-		noAuth = noAuth || m == 0
-	}
-	if !noAuth {
-		_, _ = c.Write([]byte{5, 0xff})
-		return netip.AddrPort{}, errors.New("client offers no no-authentication method")
-	}
-	if _, err := c.Write([]byte{5, 0}); err != nil {
-		return netip.AddrPort{}, err
-	}
-	var req [4]byte
-	if _, err := io.ReadFull(c, req[:]); err != nil {
-		return netip.AddrPort{}, err
-	}
-	fail := func(code byte, err error) (netip.AddrPort, error) {
-		_, _ = c.Write([]byte{5, code, 0, 1, 0, 0, 0, 0, 0, 0})
-		return netip.AddrPort{}, err
-	}
-	if req[0] != 5 || req[1] != 1 {
-		return fail(7, fmt.Errorf("command %d: only CONNECT is supported", req[1]))
-	}
-	var ip netip.Addr
-	switch req[3] {
-	case 1:
-		var b [4]byte
-		if _, err := io.ReadFull(c, b[:]); err != nil {
-			return netip.AddrPort{}, err
+	l := r.Listen.Addr().Unmap()
+	var have []string
+	for _, p := range addrs {
+		a := p.Addr().Unmap()
+		if a == l || (l.IsUnspecified() && a.Is4() == l.Is4()) {
+			return nil
 		}
-		ip = netip.AddrFrom4(b)
-	case 4:
-		var b [16]byte
-		if _, err := io.ReadFull(c, b[:]); err != nil {
-			return netip.AddrPort{}, err
+		have = append(have, a.String())
+	}
+	if len(have) == 0 {
+		have = []string{"none"}
+	}
+	return fmt.Errorf("expose %s: %s is not an overlay address of this interface (have %s); an expose listens in the overlay and dials a host target, like %s",
+		r, l, strings.Join(have, ", "), ruleExample("expose"))
+}
+
+// planServices parses and checks o's --forward, --expose, --socks5 and
+// --http-proxy into p, before anything starts: rule syntax, exposes that
+// listen on an overlay address, and host addresses used twice.
+func (p *ifacePlan) planServices(o *ifaceOptions) error {
+	hostListen := map[string]string{} // "tcp 127.0.0.1:1080" -> the flag that took it
+	claim := func(flag, proto string, addr netip.AddrPort) error {
+		if addr.Port() == 0 {
+			return nil // every listener gets its own free port
 		}
-		ip = netip.AddrFrom16(b)
-	case 3:
-		var n [1]byte
-		if _, err := io.ReadFull(c, n[:]); err != nil {
-			return netip.AddrPort{}, err
+		k := proto + " " + addr.String()
+		if prev, ok := hostListen[k]; ok {
+			return fmt.Errorf("%s: %s %s is already used by %s", flag, proto, addr, prev)
 		}
-		name := make([]byte, n[0])
-		if _, err := io.ReadFull(c, name); err != nil {
-			return netip.AddrPort{}, err
-		}
-		a, err := netip.ParseAddr(string(name))
+		hostListen[k] = flag
+		return nil
+	}
+	for _, s := range o.forwards {
+		r, err := forward.ParseRule(s)
 		if err != nil {
-			return fail(8, fmt.Errorf("domain %q: the overlay has no resolver; use an IP address", name))
+			return fmt.Errorf("--forward: %w", err)
 		}
-		ip = a
-	default:
-		return fail(8, fmt.Errorf("address type %d", req[3]))
+		if err := claim("--forward "+s, r.Proto, r.Listen); err != nil {
+			return err
+		}
+		p.forwards = append(p.forwards, r)
 	}
-	var port [2]byte
-	if _, err := io.ReadFull(c, port[:]); err != nil {
-		return netip.AddrPort{}, err
+	overlayListen := map[forward.Key]string{}
+	for _, s := range o.exposes {
+		r, err := forward.ParseRule(s)
+		if err != nil {
+			return fmt.Errorf("--expose: %w", err)
+		}
+		if err := checkExposeListen("expose", r, p.cfg.Addresses); err != nil {
+			return fmt.Errorf("--%w", err)
+		}
+		if prev, ok := overlayListen[r.Key()]; ok && r.Listen.Port() != 0 {
+			return fmt.Errorf("--expose %s: %s is already used by --expose %s", s, r.Key(), prev)
+		}
+		overlayListen[r.Key()] = s
+		p.exposes = append(p.exposes, r)
 	}
-	return netip.AddrPortFrom(ip.Unmap(), binary.BigEndian.Uint16(port[:])), nil
+	for _, pr := range []struct{ flag, addr string }{{"--socks5", o.socks5}, {"--http-proxy", o.httpProxy}} {
+		if pr.addr == "" {
+			continue
+		}
+		ap, err := netip.ParseAddrPort(pr.addr)
+		if err != nil {
+			host, _, herr := net.SplitHostPort(pr.addr)
+			if herr != nil || host == "" {
+				return fmt.Errorf("%s %q: want ADDR:PORT, like 127.0.0.1:1080", pr.flag, pr.addr)
+			}
+			continue // a host name: the kernel resolves it when listening
+		}
+		if err := claim(pr.flag+" "+pr.addr, "tcp", ap); err != nil {
+			return err
+		}
+	}
+	return nil
 }

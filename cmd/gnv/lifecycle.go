@@ -16,9 +16,9 @@ import (
 
 // runningIface is one interface that is up.
 type runningIface struct {
-	plan   *ifacePlan
-	tun    *stack.Tunnel
-	extras []io.Closer // forwarders, devices
+	plan *ifacePlan
+	tun  *stack.Tunnel
+	svc  *services // netstack overlays: forwards, exposes, proxies
 }
 
 // runUntilSignal runs the plan until SIGINT or SIGTERM.
@@ -115,29 +115,21 @@ func startIface(ctx context.Context, p *upPlan, ip *ifacePlan, u *stack.SharedUn
 		return nil, withFlags(err, ip.given)
 	}
 	ri := &runningIface{plan: ip, tun: tun}
-	for _, f := range ip.forwards {
-		fw, err := startForward(ctx, tun, f, log)
+	if ip.overlay == "netstack" {
+		svc, err := startServices(tun, ip, log)
 		if err != nil {
-			ri.close()
+			tun.Close()
 			return nil, err
 		}
-		ri.extras = append(ri.extras, fw)
-	}
-	if ip.socks5 != "" {
-		s, err := startSOCKS5(ctx, tun, ip.socks5, log)
-		if err != nil {
-			ri.close()
-			return nil, err
-		}
-		ri.extras = append(ri.extras, s)
+		ri.svc = svc
 	}
 	return ri, nil
 }
 
 // close tears ri down: its forwarders, then its tunnel.
 func (ri *runningIface) close() {
-	for _, c := range ri.extras {
-		c.Close()
+	if ri.svc != nil {
+		ri.svc.Close()
 	}
 	ri.tun.Close()
 }

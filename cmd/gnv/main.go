@@ -4,6 +4,8 @@
 //	gnv up [flags]     run Geneve interfaces until SIGINT/SIGTERM
 //	gnv fdb ...        show or change a running interface's forwarding table
 //	gnv stats          print a running interface's counters
+//	gnv forward ...    list, add or remove host-to-overlay port forwards
+//	gnv expose ...     list, add or remove overlay-to-host port forwards
 //
 // Run "gnv help" or "gnv demo --help" for the flags.
 package main
@@ -28,7 +30,7 @@ func run(args []string) int {
 		return demoMain(args)
 	case "up":
 		return upMain(args)
-	case "fdb", "stats":
+	case "fdb", "stats", "forward", "expose":
 		return ctlMain(cmd, args)
 	case "help":
 		usage()
@@ -51,6 +53,9 @@ commands:
          a kernel UDP or AF_PACKET underlay) until SIGINT/SIGTERM
   fdb    show, add, delete or flush forwarding entries of a running gnv up
   stats  print the counters of a running gnv up
+  forward, expose
+         list, add or remove port forwards of a running gnv up: host to
+         overlay (forward) or overlay to host (expose)
   help   this text
 
 "gnv <command> --help" lists a command's flags.

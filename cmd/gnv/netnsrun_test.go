@@ -79,10 +79,19 @@ func (l *lockedBuf) String() string {
 
 func gnvUp(t *testing.T, ns *netns.NS, ifaces int, args ...string) *upProc {
 	t.Helper()
+	return gnvUpAs(t, ns, nil, filepath.Join(t.TempDir(), "ctl.sock"), ifaces, args...)
+}
+
+// gnvUpAs is gnvUp with the command prefixed by wrap (setpriv, to drop
+// privileges) and its control socket at ctl.
+func gnvUpAs(t *testing.T, ns *netns.NS, wrap []string, ctl string, ifaces int, args ...string) *upProc {
+	t.Helper()
 	bin := gnvBinary(t)
-	ctl := filepath.Join(t.TempDir(), "ctl.sock")
 	args = append([]string{"up", "--control", ctl}, args...)
 	cmd := ns.Command(bin, args...)
+	if len(wrap) > 0 {
+		cmd = ns.Command(wrap[0], append(append(wrap[1:len(wrap):len(wrap)], bin), args...)...)
+	}
 	p := &upProc{cmd: cmd, out: &lockedBuf{}, stderr: &lockedBuf{}, ctl: ctl}
 	pr, pw := io.Pipe()
 	cmd.Stdout = io.MultiWriter(p.out, pw)

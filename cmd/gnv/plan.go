@@ -14,6 +14,7 @@ import (
 	"github.com/gnv-project/gnv/endpoint"
 	"github.com/gnv-project/gnv/endpoint/geneve"
 	"github.com/gnv-project/gnv/stack"
+	"github.com/gnv-project/gnv/stack/forward"
 )
 
 // upPlan is a validated gnv up configuration.
@@ -42,18 +43,14 @@ type upPlan struct {
 
 // ifacePlan is one validated interface.
 type ifacePlan struct {
-	name     string
-	overlay  string // tap, tun or netstack
-	cfg      stack.Config
-	forwards []forwardSpec
-	socks5   string
-	given    map[string]any // flag values as given, by field, for errors (flagError)
-}
-
-// forwardSpec is one --forward.
-type forwardSpec struct {
-	listen string
-	target netip.AddrPort
+	name    string
+	overlay string // tap, tun or netstack
+	cfg     stack.Config
+	// forwards and exposes are the --forward and --expose rules; socks5
+	// and httpProxy the proxies' host addresses (see services).
+	forwards, exposes []forward.Rule
+	socks5, httpProxy string
+	given             map[string]any // flag values as given, by field, for errors (flagError)
 }
 
 // tunnelConfig is the configuration of ip's tunnel on the underlay u.
@@ -213,7 +210,7 @@ func (o *ifaceOptions) plan() (*ifacePlan, error) {
 	// does not fit its field, or is 0, which the library reads as "the
 	// default" but these flags, having defaults of their own, do not, the
 	// library gets a stand-in that it refuses.
-	p := &ifacePlan{name: o.name, overlay: o.overlay, socks5: o.socks5,
+	p := &ifacePlan{name: o.name, overlay: o.overlay, socks5: o.socks5, httpProxy: o.httpProxy,
 		given: map[string]any{"VNI": o.vni, "Endpoint.FDBMax": o.maxAddr, "Endpoint.FDBTimeout": o.timeout}}
 	c := &p.cfg
 	c.VNI = uint32(min(o.vni, math.MaxUint32))
@@ -313,20 +310,11 @@ func (o *ifaceOptions) plan() (*ifacePlan, error) {
 		}
 		ec.KnownCritical = append(ec.KnownCritical, t)
 	}
-	if (len(o.forwards) > 0 || o.socks5 != "") && p.overlay != "netstack" {
-		return nil, fmt.Errorf("--forward and --socks5 need --overlay netstack (with tap/tun, host programs reach the overlay directly)")
+	if (len(o.forwards) > 0 || len(o.exposes) > 0 || o.socks5 != "" || o.httpProxy != "") && p.overlay != "netstack" {
+		return nil, fmt.Errorf("--forward, --expose, --socks5 and --http-proxy need --overlay netstack (with tap/tun, host programs reach the overlay directly)")
 	}
-	for _, f := range o.forwards {
-		fw, err := parseForward(f)
-		if err != nil {
-			return nil, err
-		}
-		p.forwards = append(p.forwards, fw)
-	}
-	if o.socks5 != "" {
-		if _, _, err := net.SplitHostPort(o.socks5); err != nil {
-			return nil, fmt.Errorf("--socks5 %q: want HOST:PORT, like 127.0.0.1:1080", o.socks5)
-		}
+	if err := p.planServices(o); err != nil {
+		return nil, err
 	}
 	return p, nil
 }
@@ -368,21 +356,4 @@ func firstPeer(c *stack.Config) netip.Addr {
 		return c.Remotes[0]
 	}
 	return netip.Addr{}
-}
-
-// parseForward parses tcp:LISTEN_ADDR:PORT=OVERLAY_IP:PORT.
-func parseForward(s string) (forwardSpec, error) {
-	proto, rest, ok := strings.Cut(s, ":")
-	listen, target, ok2 := strings.Cut(rest, "=")
-	if !ok || !ok2 || proto != "tcp" {
-		return forwardSpec{}, fmt.Errorf("--forward %q: want tcp:LISTEN_ADDR:PORT=OVERLAY_IP:PORT, like tcp:127.0.0.1:8080=10.0.0.2:80", s)
-	}
-	if _, _, err := net.SplitHostPort(listen); err != nil {
-		return forwardSpec{}, fmt.Errorf("--forward %q: listen address %q: want HOST:PORT", s, listen)
-	}
-	t, err := netip.ParseAddrPort(target)
-	if err != nil {
-		return forwardSpec{}, fmt.Errorf("--forward %q: target %q: want OVERLAY_IP:PORT", s, target)
-	}
-	return forwardSpec{listen: listen, target: t}, nil
 }

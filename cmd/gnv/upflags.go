@@ -40,7 +40,9 @@ type ifaceOptions struct {
 	options         []string
 	acceptOptions   []string
 	forwards        []string
+	exposes         []string
 	socks5          string
+	httpProxy       string
 }
 
 // socketOptions are the settings of the underlay socket, shared by every
@@ -144,8 +146,10 @@ func addIfaceFlags(fs *pflag.FlagSet, o *ifaceOptions) {
 	fs.BoolVar(&o.acceptAnySource, "accept-any-source", false, "accept Geneve from any outer source, not only the remotes")
 	fs.StringArrayVar(&o.options, "option", nil, "option to send on every packet, CLASS:TYPE:HEXDATA (data a multiple of 4 bytes); repeatable")
 	fs.StringArrayVar(&o.acceptOptions, "accept-option", nil, "critical option this tunnel understands, CLASS:TYPE; repeatable")
-	fs.StringArrayVar(&o.forwards, "forward", nil, "netstack overlay: forward a host port into the overlay, tcp:LISTEN_ADDR:PORT=OVERLAY_IP:PORT; repeatable")
-	fs.StringVar(&o.socks5, "socks5", "", "netstack overlay: serve SOCKS5 (CONNECT) on this host address, dialling into the overlay")
+	fs.StringArrayVar(&o.forwards, "forward", nil, "netstack overlay: forward a host port into the overlay, tcp|udp:HOST_ADDR:PORT=OVERLAY_ADDR:PORT; repeatable")
+	fs.StringArrayVar(&o.exposes, "expose", nil, "netstack overlay: listen in the overlay and forward to a host target, tcp|udp:OVERLAY_ADDR:PORT=HOST:PORT; repeatable")
+	fs.StringVar(&o.socks5, "socks5", "", "netstack overlay: serve SOCKS5 (CONNECT, UDP ASSOCIATE) on this host address, dialling into the overlay")
+	fs.StringVar(&o.httpProxy, "http-proxy", "", "netstack overlay: serve an HTTP proxy (CONNECT and absolute-form requests) on this host address, dialling into the overlay")
 }
 
 // newUpFlags builds gnv up's flag set.

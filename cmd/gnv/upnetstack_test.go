@@ -88,14 +88,14 @@ func TestUpNetstackOverlay(t *testing.T) {
 			t.Errorf("got %q, %v", got, err)
 		}
 	}
-	fwd := a[0].extras[0].(*proxy).ln.Addr().String()
+	fwd := a[0].svc.forwards.List()[0].Rule.Listen.String()
 	c, err := net.Dial("tcp", fwd)
 	if err != nil {
 		t.Fatal(err)
 	}
 	check(c)
 
-	socks := a[0].extras[1].(*proxy).ln.Addr().String()
+	socks := a[0].svc.socksAddr.String()
 	s, err := net.Dial("tcp", socks)
 	if err != nil {
 		t.Fatal(err)
