@@ -97,7 +97,7 @@ func BenchmarkFaultyTransfer(b *testing.B) {
 					c.addStack(h.Tunnel.Overlay())
 					c.rxPackets += h.Tunnel.Endpoint().Stats().RxPackets
 					if u, ok := h.Tunnel.Underlay().Socket().Transport().(*nsudp.Transport); ok {
-						c.rxDatagrams += u.Stats().RxDatagrams.Load()
+						c.rxDatagrams += u.Stats().RxDatagrams
 					}
 				}
 				hs.Close()

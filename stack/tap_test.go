@@ -78,9 +78,9 @@ func TestTAPUnderlay(t *testing.T) {
 				t.Logf("this kernel takes no UDP-tunnel jobs (Linux 6.17+ does): segmented in software")
 			}
 			sa, sb := hosts[0].Tunnel.Stats(), hosts[1].Tunnel.Stats()
-			if tunnelGSO && (sa.TxTunnelJobs == 0 || sb.RxTunnelJobs == 0 || eps[0].Stats().TxTunnelGSO.Load() == 0 || eps[1].Stats().RxTunnelGSO.Load() == 0) {
+			if tunnelGSO && (sa.TxTunnelJobs == 0 || sb.RxTunnelJobs == 0 || eps[0].Stats().TxTunnelGSO == 0 || eps[1].Stats().RxTunnelGSO == 0) {
 				t.Errorf("no UDP-tunnel jobs crossed: tunnel tx %d rx %d, TAP tx %d rx %d",
-					sa.TxTunnelJobs, sb.RxTunnelJobs, eps[0].Stats().TxTunnelGSO.Load(), eps[1].Stats().RxTunnelGSO.Load())
+					sa.TxTunnelJobs, sb.RxTunnelJobs, eps[0].Stats().TxTunnelGSO, eps[1].Stats().RxTunnelGSO)
 			}
 			if !tunnelGSO && (sa.TxTunnelJobs != 0 || sa.TxGSOSegments == 0) {
 				t.Errorf("without the offload: %d jobs, %d software segments", sa.TxTunnelJobs, sa.TxGSOSegments)
@@ -89,8 +89,8 @@ func TestTAPUnderlay(t *testing.T) {
 				if st := h.Tunnel.Stats(); st.TotalDrops() != 0 {
 					t.Errorf("host %d drops: %v", i+1, st)
 				}
-				if s := eps[i].Stats(); s.TxErrors.Load()+s.RxChecksumErrors.Load()+s.RxMalformed.Load() != 0 {
-					t.Errorf("TAP %d: tx errors %d, rx checksum errors %d, malformed %d", i+1, s.TxErrors.Load(), s.RxChecksumErrors.Load(), s.RxMalformed.Load())
+				if s := eps[i].Stats(); s.TxErrors+s.RxChecksumErrors+s.RxMalformed != 0 {
+					t.Errorf("TAP %d: tx errors %d, rx checksum errors %d, malformed %d", i+1, s.TxErrors, s.RxChecksumErrors, s.RxMalformed)
 				}
 			}
 		})

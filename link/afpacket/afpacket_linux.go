@@ -151,7 +151,7 @@ type Endpoint struct {
 	rx      *afpRx
 	senders chan *afpTx
 
-	stats Stats
+	stats counters
 }
 
 var (
@@ -238,7 +238,7 @@ func New(opts Options) (*Endpoint, error) {
 	e.rx = newAFPRx(e)
 	e.Read = e.read
 	e.Deliver = e.deliverBatch
-	e.RxErrors = &e.stats.RxErrors
+	e.RxErrors = &e.stats.rxErrors
 	e.Release = e.rx.release
 	return e, nil
 }
@@ -379,8 +379,36 @@ func (e *Endpoint) Offloads() link.Offloads {
 	return o
 }
 
-// Stats returns the endpoint's counters.
-func (e *Endpoint) Stats() *Stats { return &e.stats }
+// counters are the live counters behind Stats.
+type counters struct {
+	rxFrames, rxOtherHost, rxChecksumErrors, rxTruncated, rxMalformed atomic.Uint64
+	rxGSOSplit, rxGSOWhole, rxGSODropped, rxErrors                    atomic.Uint64
+	txFrames, txErrors, txChecksumOffloaded, txGSOFrames              atomic.Uint64
+	txGSOSegments, txSoftwareSegmented, txOffloadFallbacks            atomic.Uint64
+}
+
+// Stats returns a snapshot of the endpoint's counters.
+func (e *Endpoint) Stats() Stats {
+	c := &e.stats
+	return Stats{
+		RxFrames:            c.rxFrames.Load(),
+		RxOtherHost:         c.rxOtherHost.Load(),
+		RxChecksumErrors:    c.rxChecksumErrors.Load(),
+		RxTruncated:         c.rxTruncated.Load(),
+		RxMalformed:         c.rxMalformed.Load(),
+		RxGSOSplit:          c.rxGSOSplit.Load(),
+		RxGSOWhole:          c.rxGSOWhole.Load(),
+		RxGSODropped:        c.rxGSODropped.Load(),
+		RxErrors:            c.rxErrors.Load(),
+		TxFrames:            c.txFrames.Load(),
+		TxErrors:            c.txErrors.Load(),
+		TxChecksumOffloaded: c.txChecksumOffloaded.Load(),
+		TxGSOFrames:         c.txGSOFrames.Load(),
+		TxGSOSegments:       c.txGSOSegments.Load(),
+		TxSoftwareSegmented: c.txSoftwareSegmented.Load(),
+		TxOffloadFallbacks:  c.txOffloadFallbacks.Load(),
+	}
+}
 
 // UDPSegmentation implements UDPSegmenter.
 func (e *Endpoint) UDPSegmentation() (int, bool) {
@@ -540,7 +568,7 @@ func (r *afpRx) frame(d stack.NetworkDispatcher, i int, mac tcpip.LinkAddress) {
 	e := r.e
 	m := &r.msgs[i]
 	if m.Hdr.Flags&unix.MSG_TRUNC != 0 {
-		e.stats.RxTruncated.Add(1)
+		e.stats.rxTruncated.Add(1)
 		return
 	}
 	if t := r.names[i].Pkttype; t == unix.PACKET_OUTGOING || t == packetLoopback {
@@ -548,7 +576,7 @@ func (r *afpRx) frame(d stack.NetworkDispatcher, i int, mac tcpip.LinkAddress) {
 	}
 	n := int(m.Len) - e.vnetLen
 	if n < header.EthernetMinimumSize {
-		e.stats.RxMalformed.Add(1)
+		e.stats.rxMalformed.Add(1)
 		return
 	}
 	var vh vnet.Hdr
@@ -561,7 +589,7 @@ func (r *afpRx) frame(d stack.NetworkDispatcher, i int, mac tcpip.LinkAddress) {
 		fr = fr[:n]
 	}
 	if dst := fr[:6]; dst[0]&1 == 0 && string(dst) != string(mac) {
-		e.stats.RxOtherHost.Add(1)
+		e.stats.rxOtherHost.Add(1)
 		return
 	}
 	switch vh.GSOType &^ vnet.GSOECN {
@@ -574,11 +602,11 @@ func (r *afpRx) frame(d stack.NetworkDispatcher, i int, mac tcpip.LinkAddress) {
 		return
 	}
 	if n > len(fr) {
-		e.stats.RxTruncated.Add(1)
+		e.stats.rxTruncated.Add(1)
 		return
 	}
 	if e.vnetLen != 0 && vh.Flags&(vnet.FNeedsCsum|vnet.FDataValid) == 0 && !frame.RxChecksumOK(fr) {
-		e.stats.RxChecksumErrors.Add(1)
+		e.stats.rxChecksumErrors.Add(1)
 		return
 	}
 	v.CapLength(n)
@@ -594,7 +622,7 @@ func (r *afpRx) frame(d stack.NetworkDispatcher, i int, mac tcpip.LinkAddress) {
 func (r *afpRx) whole(d stack.NetworkDispatcher, i, n int, vh *vnet.Hdr) {
 	e := r.e
 	if vh.Flags&vnet.FNeedsCsum == 0 || n > e.frameCap+afpOverflow {
-		e.stats.RxGSODropped.Add(1)
+		e.stats.rxGSODropped.Add(1)
 		return
 	}
 	v := r.views[i]
@@ -605,7 +633,7 @@ func (r *afpRx) whole(d stack.NetworkDispatcher, i, n int, vh *vnet.Hdr) {
 	} else {
 		v.CapLength(n)
 	}
-	e.stats.RxGSOWhole.Add(1)
+	e.stats.rxGSOWhole.Add(1)
 	e.deliver(d, payload, true, vh.GSOSize)
 }
 
@@ -619,7 +647,7 @@ func (e *Endpoint) deliver(d stack.NetworkDispatcher, payload buffer.Buffer, loc
 	hdr, ok := pkt.LinkHeader().Consume(header.EthernetMinimumSize)
 	if !ok {
 		pkt.DecRef()
-		e.stats.RxMalformed.Add(1)
+		e.stats.rxMalformed.Add(1)
 		return
 	}
 	switch {
@@ -634,7 +662,7 @@ func (e *Endpoint) deliver(d stack.NetworkDispatcher, payload buffer.Buffer, loc
 	pkt.NetworkProtocolNumber = proto
 	d.DeliverNetworkPacket(proto, pkt)
 	pkt.DecRef()
-	e.stats.RxFrames.Add(1)
+	e.stats.rxFrames.Add(1)
 }
 
 // split cuts a UDP super-frame (the local kernel hands over UDP GSO
@@ -643,7 +671,7 @@ func (e *Endpoint) deliver(d stack.NetworkDispatcher, payload buffer.Buffer, loc
 func (r *afpRx) split(d stack.NetworkDispatcher, i, n int, vh *vnet.Hdr) {
 	e := r.e
 	if vh.GSOType&^vnet.GSOECN != vnet.GSOUDPL4 || vh.GSOSize == 0 || n > len(r.scratch) {
-		e.stats.RxGSODropped.Add(1)
+		e.stats.rxGSODropped.Add(1)
 		return
 	}
 	buf := r.scratch[:n]
@@ -652,7 +680,7 @@ func (r *afpRx) split(d stack.NetworkDispatcher, i, n int, vh *vnet.Hdr) {
 	l3, l4, proto, ok := frame.L3L4(buf)
 	hl := l4 + header.UDPMinimumSize
 	if !ok || proto != uint8(header.UDPProtocolNumber) || len(buf) < hl {
-		e.stats.RxMalformed.Add(1)
+		e.stats.rxMalformed.Add(1)
 		return
 	}
 	payload := buf[hl:]
@@ -666,7 +694,7 @@ func (r *afpRx) split(d stack.NetworkDispatcher, i, n int, vh *vnet.Hdr) {
 		link.SegmentHeader(s[:hl], l3, l4, link.ProtoUDP, idx, off, m, off+m >= len(payload))
 		e.deliver(d, buffer.MakeWithView(v), true, 0)
 	}
-	e.stats.RxGSOSplit.Add(1)
+	e.stats.rxGSOSplit.Add(1)
 }
 
 // ---- sending ----
@@ -885,7 +913,7 @@ func (tx *afpTx) addSegments(pkt *stack.PacketBuffer) {
 	mss := int(pkt.GSOOptions.MSS)
 	total := pkt.Data().Size()
 	if hl+e.vnetLen > afpHdrSlot || mss <= 0 || len(pkt.TransportHeader().Slice()) != header.UDPMinimumSize {
-		e.stats.TxErrors.Add(1)
+		e.stats.txErrors.Add(1)
 		tx.failed++
 		return
 	}
@@ -895,7 +923,7 @@ func (tx *afpTx) addSegments(pkt *stack.PacketBuffer) {
 	if !offload {
 		tx.slices = tx.slices[:0].AppendViews(vlist, off)
 	}
-	e.stats.TxSoftwareSegmented.Add(1)
+	e.stats.txSoftwareSegmented.Add(1)
 	for idx, done := 0, 0; done < total; idx, done = idx+1, done+mss {
 		m := min(mss, total-done)
 		s := tx.slot()
@@ -988,13 +1016,13 @@ func (tx *afpTx) flush() {
 	for k := 0; k < tx.nm; k++ {
 		m := &tx.meta[k]
 		if !m.failed {
-			e.stats.TxFrames.Add(1)
+			e.stats.txFrames.Add(1)
 			if m.csum {
-				e.stats.TxChecksumOffloaded.Add(1)
+				e.stats.txChecksumOffloaded.Add(1)
 			}
 			if m.kind == afpGSO {
-				e.stats.TxGSOFrames.Add(1)
-				e.stats.TxGSOSegments.Add(uint64(m.segs))
+				e.stats.txGSOFrames.Add(1)
+				e.stats.txGSOSegments.Add(uint64(m.segs))
 			}
 		}
 		*m = afpMeta{}
@@ -1012,14 +1040,14 @@ func (tx *afpTx) refused(m *afpMeta, errno syscall.Errno) {
 		switch m.kind {
 		case afpGSO:
 			e.udpGSO.Store(false)
-			e.stats.TxOffloadFallbacks.Add(1)
+			e.stats.txOffloadFallbacks.Add(1)
 			m.failed = true
 			tx.redo = append(tx.redo, m.pkt)
 			return
 		case afpCsum:
 			e.txCsum.Store(false)
 			e.udpGSO.Store(false)
-			e.stats.TxOffloadFallbacks.Add(1)
+			e.stats.txOffloadFallbacks.Add(1)
 			m.failed = true
 			tx.redo = append(tx.redo, m.pkt)
 			return
@@ -1039,7 +1067,7 @@ func (tx *afpTx) fail(m *afpMeta, errno syscall.Errno) {
 		return
 	}
 	m.failed = true
-	tx.e.stats.TxErrors.Add(1)
+	tx.e.stats.txErrors.Add(1)
 	tx.failed++
 	if tx.firstErr == 0 {
 		tx.firstErr = errno

@@ -437,7 +437,7 @@ func (env *afpEnv) exchange(t *testing.T, wantGSO bool) {
 	}
 
 	// A run of 20 equal datagrams: one segmentation job.
-	jobs0, frames0 := env.tr.Stats().TxGSOJobs.Load(), env.ep.Stats().TxGSOFrames.Load()
+	jobs0, frames0 := env.tr.Stats().TxGSOJobs, env.ep.Stats().TxGSOFrames
 	payloads = payloads[:0]
 	for i := 0; i < 20; i++ {
 		payloads = append(payloads, afpPayload(100+i, 1400))
@@ -453,7 +453,7 @@ func (env *afpEnv) exchange(t *testing.T, wantGSO bool) {
 			t.Errorf("run datagram %d: %d bytes differ from the %d sent", i, len(d), len(payloads[i]))
 		}
 	}
-	jobs, frames := env.tr.Stats().TxGSOJobs.Load()-jobs0, env.ep.Stats().TxGSOFrames.Load()-frames0
+	jobs, frames := env.tr.Stats().TxGSOJobs-jobs0, env.ep.Stats().TxGSOFrames-frames0
 	t.Logf("run of 20: transport jobs %d, UDP_L4 frames %d", jobs, frames)
 	if wantGSO && (jobs != 1 || frames != 1) {
 		t.Errorf("run of 20 went as %d jobs / %d GSO frames, want 1 / 1", jobs, frames)
@@ -485,7 +485,7 @@ func (env *afpEnv) exchange(t *testing.T, wantGSO bool) {
 	if c := env.csumErrors(t); c != 0 {
 		t.Errorf("B counted %d UDP checksum errors", c)
 	}
-	if c := env.ep.Stats().RxChecksumErrors.Load(); c != 0 {
+	if c := env.ep.Stats().RxChecksumErrors; c != 0 {
 		t.Errorf("the endpoint counted %d checksum errors", c)
 	}
 }
@@ -511,7 +511,7 @@ func TestPacketEndpointOffloads(t *testing.T) {
 				t.Errorf("tx-csum on but CapabilityTXChecksumOffload not advertised")
 			}
 			env.exchange(t, o.Has(link.OffloadUDPGSO))
-			if o.Has(link.OffloadTxChecksum) && env.ep.Stats().TxChecksumOffloaded.Load() == 0 {
+			if o.Has(link.OffloadTxChecksum) && env.ep.Stats().TxChecksumOffloaded == 0 {
 				t.Errorf("no fr went with NEEDS_CSUM")
 			}
 		})
@@ -538,7 +538,7 @@ func TestPacketEndpointSoftware(t *testing.T) {
 				t.Errorf("CapabilityTXChecksumOffload advertised with tx offload off")
 			}
 			env.exchange(t, false)
-			if n := env.ep.Stats().TxChecksumOffloaded.Load(); n != 0 {
+			if n := env.ep.Stats().TxChecksumOffloaded; n != 0 {
 				t.Errorf("%d frames went with NEEDS_CSUM", n)
 			}
 		})
@@ -578,7 +578,7 @@ func TestPacketEndpointSoftwareSegmentation(t *testing.T) {
 			}
 			payloads = append(payloads, afpPayload(i, size))
 		}
-		seg0, off0 := env.ep.Stats().TxSoftwareSegmented.Load(), env.ep.Stats().TxChecksumOffloaded.Load()
+		seg0, off0 := env.ep.Stats().TxSoftwareSegmented, env.ep.Stats().TxChecksumOffloaded
 		if csum {
 			pkts := env.packets(payloads)
 			n, err := env.tr.WriteBatch(pkts)
@@ -594,10 +594,10 @@ func TestPacketEndpointSoftwareSegmentation(t *testing.T) {
 				t.Errorf("csum offload %v: datagram %d differs", csum, i)
 			}
 		}
-		if got := env.ep.Stats().TxSoftwareSegmented.Load() - seg0; got != 1 {
+		if got := env.ep.Stats().TxSoftwareSegmented - seg0; got != 1 {
 			t.Errorf("csum offload %v: %d jobs segmented in software, want 1", csum, got)
 		}
-		if got := env.ep.Stats().TxChecksumOffloaded.Load() - off0; csum != (got == uint64(len(payloads))) {
+		if got := env.ep.Stats().TxChecksumOffloaded - off0; csum != (got == uint64(len(payloads))) {
 			t.Errorf("csum offload %v: %d datagrams sent with NEEDS_CSUM", csum, got)
 		}
 	}
@@ -631,8 +631,8 @@ func TestPacketEndpointGSORefused(t *testing.T) {
 		}
 	}
 	st := env.ep.Stats()
-	if st.TxOffloadFallbacks.Load() != 1 || st.TxSoftwareSegmented.Load() != 1 || env.ep.Offloads().Has(link.OffloadUDPGSO) {
-		t.Errorf("fallbacks %d, software jobs %d, offloads %q", st.TxOffloadFallbacks.Load(), st.TxSoftwareSegmented.Load(), env.ep.Offloads())
+	if st.TxOffloadFallbacks != 1 || st.TxSoftwareSegmented != 1 || env.ep.Offloads().Has(link.OffloadUDPGSO) {
+		t.Errorf("fallbacks %d, software jobs %d, offloads %q", st.TxOffloadFallbacks, st.TxSoftwareSegmented, env.ep.Offloads())
 	}
 	if _, ok := env.ep.UDPSegmentation(); ok {
 		t.Errorf("UDPSegmentation still says yes")
@@ -702,7 +702,7 @@ func TestPacketEndpointRxGSO(t *testing.T) {
 			t.Errorf("datagram %d differs (%d bytes)", i, len(got[i]))
 		}
 	}
-	if n := env.ep.Stats().RxGSOSplit.Load(); n == 0 {
+	if n := env.ep.Stats().RxGSOSplit; n == 0 {
 		t.Logf("the kernel segmented before AF_PACKET saw it (no super-fr to split)")
 	} else {
 		t.Logf("%d super-frames split", n)
@@ -745,13 +745,13 @@ func TestPacketEndpointBadChecksum(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for env.ep.Stats().RxChecksumErrors.Load() == 0 {
+	for env.ep.Stats().RxChecksumErrors == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("the corrupted datagram was not counted as a checksum error")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if n := env.tr.Stats().RxDatagrams.Load(); n != 0 {
+	if n := env.tr.Stats().RxDatagrams; n != 0 {
 		t.Errorf("the transport received %d datagrams", n)
 	}
 }
@@ -1003,14 +1003,14 @@ func TestPacketEndpointAllocs(t *testing.T) {
 	}
 	defer unix.Close(fd)
 	allocs := testing.AllocsPerRun(300, func() {
-		want := env.tr.Stats().RxDatagrams.Load() + 1
+		want := env.tr.Stats().RxDatagrams + 1
 		if _, err := unix.Write(fd, fr); err != nil {
 			t.Fatal(err)
 		}
 		deadline := time.Now().Add(5 * time.Second)
-		for env.tr.Stats().RxDatagrams.Load() < want {
+		for env.tr.Stats().RxDatagrams < want {
 			if time.Now().After(deadline) {
-				t.Fatalf("datagram from B not received (endpoint stats: %d frames)", env.ep.Stats().RxFrames.Load())
+				t.Fatalf("datagram from B not received (endpoint stats: %d frames)", env.ep.Stats().RxFrames)
 			}
 			time.Sleep(20 * time.Microsecond) // park, so that the poller runs
 		}
@@ -1119,7 +1119,7 @@ func BenchmarkPacketEndpointRun(b *testing.B) {
 			b.ReportMetric(float64(sent)/elapsed.Seconds(), "tx-dgrams/s")
 			b.ReportMetric(float64(got.Load())/elapsed.Seconds(), "rx-dgrams/s")
 			b.ReportMetric(0, "ns/op")
-			b.Logf("%s: offloads %q, %d sent, %d received in %v; GSO frames %d", c.name, env.ep.Offloads(), sent, got.Load(), elapsed, env.ep.Stats().TxGSOFrames.Load())
+			b.Logf("%s: offloads %q, %d sent, %d received in %v; GSO frames %d", c.name, env.ep.Offloads(), sent, got.Load(), elapsed, env.ep.Stats().TxGSOFrames)
 		})
 	}
 }

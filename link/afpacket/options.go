@@ -4,10 +4,7 @@
 // Linux; elsewhere New fails.
 package afpacket
 
-import (
-	"net"
-	"sync/atomic"
-)
+import "net"
 
 // Options configures New.
 type Options struct {
@@ -46,50 +43,50 @@ type Options struct {
 	BatchSize int
 }
 
-// Stats counts what a Endpoint did. Frames are
-// Ethernet frames on the socket; a GSO frame is one frame.
+// Stats is a snapshot of an Endpoint's counters, as Endpoint.Stats returns
+// it. Frames are Ethernet frames on the socket; a GSO frame is one frame.
 type Stats struct {
 	// RxFrames counts frames delivered to netstack (a split super-frame
 	// counts once per datagram).
-	RxFrames atomic.Uint64
+	RxFrames uint64
 	// RxOtherHost counts unicast frames to another MAC, dropped.
-	RxOtherHost atomic.Uint64
+	RxOtherHost uint64
 	// RxChecksumErrors counts frames dropped because the endpoint found a
 	// bad IPv4 header or UDP checksum.
-	RxChecksumErrors atomic.Uint64
+	RxChecksumErrors uint64
 	// RxTruncated counts frames larger than the receive buffer, and frames
 	// larger than the MTU that were not GSO super-frames; dropped.
-	RxTruncated atomic.Uint64
+	RxTruncated uint64
 	// RxMalformed counts frames too short or with headers that do not
 	// parse; dropped.
-	RxMalformed atomic.Uint64
+	RxMalformed uint64
 	// RxGSOSplit counts UDP super-frames split into datagrams.
-	RxGSOSplit atomic.Uint64
+	RxGSOSplit uint64
 	// RxGSOWhole counts TCP super-frames delivered whole (UDP-tunnel
 	// segmentation jobs from this host).
-	RxGSOWhole atomic.Uint64
+	RxGSOWhole uint64
 	// RxGSODropped counts super-frames of a kind the endpoint does not
 	// take (UFO, or TCP without a partial checksum); dropped.
-	RxGSODropped atomic.Uint64
+	RxGSODropped uint64
 	// RxErrors counts failed recvmmsg calls.
-	RxErrors atomic.Uint64
+	RxErrors uint64
 
 	// TxFrames counts frames handed to the kernel (a GSO job counts once).
-	TxFrames atomic.Uint64
+	TxFrames uint64
 	// TxErrors counts frames the kernel refused (ENOBUFS, ENETDOWN, ...).
-	TxErrors atomic.Uint64
+	TxErrors uint64
 	// TxChecksumOffloaded counts frames sent with NEEDS_CSUM.
-	TxChecksumOffloaded atomic.Uint64
+	TxChecksumOffloaded uint64
 	// TxGSOFrames counts UDP segmentation jobs sent as one UDP_L4 frame, and
 	// TxGSOSegments the datagrams in them.
-	TxGSOFrames, TxGSOSegments atomic.Uint64
+	TxGSOFrames, TxGSOSegments uint64
 	// TxSoftwareSegmented counts segmentation jobs cut into datagrams by
 	// the endpoint itself (udp-gso off or refused).
-	TxSoftwareSegmented atomic.Uint64
+	TxSoftwareSegmented uint64
 	// TxOffloadFallbacks counts frames the kernel refused because of their
 	// offload hints, after which the offload was switched off and the
 	// frame sent again without it.
-	TxOffloadFallbacks atomic.Uint64
+	TxOffloadFallbacks uint64
 }
 
 // afpMaxSegments bounds the datagrams of one UDP segmentation job (the

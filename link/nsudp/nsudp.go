@@ -115,33 +115,47 @@ type Transport struct {
 	started atomic.Bool
 	closed  atomic.Bool
 
-	stats Stats
+	stats counters
 }
 
-// Stats counts what the transport did.
+// Stats is a snapshot of a Transport's counters, as Transport.Stats
+// returns it.
 type Stats struct {
-	TxDatagrams, TxErrors atomic.Uint64
+	// TxDatagrams counts datagrams handed to the underlay stack (those of
+	// segmentation jobs one by one).
+	TxDatagrams uint64
+	// TxErrors counts datagrams that could not be sent: no route, or
+	// refused by the underlay stack.
+	TxErrors uint64
 	// TxGSOJobs counts runs of datagrams handed to the underlay NIC as one
 	// UDP segmentation job, and TxGSODatagrams the datagrams in them (they
 	// count in TxDatagrams too).
-	TxGSOJobs, TxGSODatagrams atomic.Uint64
+	TxGSOJobs, TxGSODatagrams uint64
 	// TxTunnelJobs counts UDP-tunnel segmentation jobs (link.Packet.InnerMSS)
 	// handed to the underlay NIC.
-	TxTunnelJobs atomic.Uint64
-	RxDatagrams  atomic.Uint64
+	TxTunnelJobs uint64
+	// RxDatagrams counts datagrams handed to the receiver.
+	RxDatagrams uint64
 	// RxMalformed counts datagrams whose UDP length is wrong.
-	RxMalformed atomic.Uint64
+	RxMalformed uint64
 	// RxChecksumErrors counts datagrams with a bad UDP checksum, and IPv6
 	// datagrams with a zero checksum unless ZeroChecksumRx6 is set.
-	RxChecksumErrors atomic.Uint64
+	RxChecksumErrors uint64
 	// RxQueueFull counts datagrams dropped because the receiver fell
 	// QueueLen datagrams behind.
-	RxQueueFull atomic.Uint64
+	RxQueueFull uint64
 	// RxNotStarted counts datagrams that arrived before Start or after
 	// Close.
-	RxNotStarted atomic.Uint64
+	RxNotStarted uint64
 	// ICMPErrors counts ICMP errors received for sent datagrams.
-	ICMPErrors atomic.Uint64
+	ICMPErrors uint64
+}
+
+// counters are the live counters behind Stats.
+type counters struct {
+	txDatagrams, txErrors, txGSOJobs, txGSODatagrams, txTunnelJobs        atomic.Uint64
+	rxDatagrams, rxMalformed, rxChecksumErrors, rxQueueFull, rxNotStarted atomic.Uint64
+	icmpErrors                                                            atomic.Uint64
 }
 
 var _ stack.TransportEndpoint = (*Transport)(nil)
@@ -215,8 +229,23 @@ func (t *Transport) LocalAddr() netip.AddrPort { return t.opts.Local }
 // MTU implements Transport.
 func (t *Transport) MTU() int { return t.mtu }
 
-// Stats returns the transport's counters.
-func (t *Transport) Stats() *Stats { return &t.stats }
+// Stats returns a snapshot of the transport's counters.
+func (t *Transport) Stats() Stats {
+	c := &t.stats
+	return Stats{
+		TxDatagrams:      c.txDatagrams.Load(),
+		TxErrors:         c.txErrors.Load(),
+		TxGSOJobs:        c.txGSOJobs.Load(),
+		TxGSODatagrams:   c.txGSODatagrams.Load(),
+		TxTunnelJobs:     c.txTunnelJobs.Load(),
+		RxDatagrams:      c.rxDatagrams.Load(),
+		RxMalformed:      c.rxMalformed.Load(),
+		RxChecksumErrors: c.rxChecksumErrors.Load(),
+		RxQueueFull:      c.rxQueueFull.Load(),
+		RxNotStarted:     c.rxNotStarted.Load(),
+		ICMPErrors:       c.icmpErrors.Load(),
+	}
+}
 
 // JoinGroup implements Transport: the NIC joins the group, and the
 // underlay stack sends IGMP/MLD reports if it was created with them enabled.
@@ -298,7 +327,7 @@ func (t *Transport) WriteBatch(pkts []link.Packet) (int, error) {
 	sent := 0
 	var firstErr error
 	fail := func(err error, n int) {
-		t.stats.TxErrors.Add(uint64(n))
+		t.stats.txErrors.Add(uint64(n))
 		if firstErr == nil {
 			firstErr = err
 		}
@@ -342,7 +371,7 @@ func (t *Transport) WriteBatch(pkts []link.Packet) (int, error) {
 		}
 		i++
 	}
-	t.stats.TxDatagrams.Add(uint64(sent))
+	t.stats.txDatagrams.Add(uint64(sent))
 	return sent, firstErr
 }
 
@@ -453,8 +482,8 @@ func (t *Transport) writeRun(run []link.Packet) (done bool, err error) {
 		t.forgetRoute(dst, r)
 		return true, fmt.Errorf("send to %s: %s", p.Dst, terr)
 	}
-	t.stats.TxGSOJobs.Add(1)
-	t.stats.TxGSODatagrams.Add(uint64(len(run)))
+	t.stats.txGSOJobs.Add(1)
+	t.stats.txGSODatagrams.Add(uint64(len(run)))
 	return true, nil
 }
 
@@ -553,7 +582,7 @@ func (t *Transport) writeTunnelJob(p *link.Packet, r *stack.Route, dst netip.Add
 		t.forgetRoute(dst, r)
 		return fmt.Errorf("send to %s: %s", p.Dst, terr)
 	}
-	t.stats.TxTunnelJobs.Add(1)
+	t.stats.txTunnelJobs.Add(1)
 	return nil
 }
 
@@ -619,7 +648,7 @@ func (t *Transport) HandlePacket(id stack.TransportEndpointID, pkt *stack.Packet
 	lengthValid, csumValid := header.UDPValid(hdr, func() uint16 { return pkt.Data().Checksum() },
 		uint16(pkt.Data().Size()), pkt.NetworkProtocolNumber, src, dst, pkt.RXChecksumValidated)
 	if !lengthValid {
-		t.stats.RxMalformed.Add(1)
+		t.stats.rxMalformed.Add(1)
 		return
 	}
 	// A zero checksum on IPv6 is accepted only when configured (RFC 8926
@@ -627,18 +656,18 @@ func (t *Transport) HandlePacket(id stack.TransportEndpointID, pkt *stack.Packet
 	// validated the packet, so decide here whatever the NIC says.
 	zero6 := hdr.Checksum() == 0 && pkt.NetworkProtocolNumber == ipv6.ProtocolNumber
 	if zero6 && !t.opts.ZeroChecksumRx6 || !csumValid && !(zero6 && t.opts.ZeroChecksumRx6) {
-		t.stats.RxChecksumErrors.Add(1)
+		t.stats.rxChecksumErrors.Add(1)
 		return
 	}
 	t.qmu.Lock()
 	if t.rx == nil || t.closed.Load() {
 		t.qmu.Unlock()
-		t.stats.RxNotStarted.Add(1)
+		t.stats.rxNotStarted.Add(1)
 		return
 	}
 	if len(t.queue) >= t.opts.QueueLen {
 		t.qmu.Unlock()
-		t.stats.RxQueueFull.Add(1)
+		t.stats.rxQueueFull.Add(1)
 		return
 	}
 	t.queue = append(t.queue, pkt.IncRef())
@@ -655,7 +684,7 @@ func (t *Transport) HandlePacket(id stack.TransportEndpointID, pkt *stack.Packet
 // HandleError implements stack.TransportEndpoint: ICMP errors for sent
 // datagrams are counted; Geneve has no connection to report them to.
 func (t *Transport) HandleError(stack.TransportError, *stack.PacketBuffer) {
-	t.stats.ICMPErrors.Add(1)
+	t.stats.icmpErrors.Add(1)
 }
 
 // Abort implements stack.TransportEndpoint; the stack calls it when it is
@@ -706,7 +735,7 @@ func (t *Transport) receiveLoop(r link.Receiver) {
 				for i, pkt := range chunk {
 					t.datagram(&batch[i], pkt)
 				}
-				t.stats.RxDatagrams.Add(uint64(len(chunk)))
+				t.stats.rxDatagrams.Add(uint64(len(chunk)))
 				r.Receive(batch[:len(chunk)])
 				for i, pkt := range chunk {
 					batch[i].Buffer.Release()

@@ -168,8 +168,8 @@ func TestNetstackUDPPerPacketFields(t *testing.T) {
 					t.Errorf("datagram %d: TOS %#x TTL %d, want %#x %d", i, d.TOS, d.TTL, i<<2, 10+i)
 				}
 			}
-			if st := tb.Stats(); st.RxDatagrams.Load() != 11 || st.RxChecksumErrors.Load() != 0 {
-				t.Errorf("receiver stats: rx %d checksum errors %d", st.RxDatagrams.Load(), st.RxChecksumErrors.Load())
+			if st := tb.Stats(); st.RxDatagrams != 11 || st.RxChecksumErrors != 0 {
+				t.Errorf("receiver stats: rx %d checksum errors %d", st.RxDatagrams, st.RxChecksumErrors)
 			}
 		})
 	}

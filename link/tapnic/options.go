@@ -5,10 +5,7 @@
 // implemented on Linux; elsewhere New fails.
 package tapnic
 
-import (
-	"net"
-	"sync/atomic"
-)
+import "net"
 
 // Options configures New.
 type Options struct {
@@ -34,32 +31,32 @@ type Options struct {
 	NoTunnelGSO bool
 }
 
-// Stats counts what a Endpoint did. A segmentation job or a
-// super-frame counts as one frame.
+// Stats is a snapshot of an Endpoint's counters, as Endpoint.Stats returns
+// it. A segmentation job or a super-frame counts as one frame.
 type Stats struct {
 	// RxFrames counts frames delivered to netstack, and RxTunnelGSO the
 	// UDP-tunnel super-frames among them.
-	RxFrames, RxTunnelGSO atomic.Uint64
+	RxFrames, RxTunnelGSO uint64
 	// RxOtherHost counts unicast frames to another MAC (a bridge floods
 	// unknown destinations), dropped.
-	RxOtherHost atomic.Uint64
+	RxOtherHost uint64
 	// RxChecksumErrors counts frames dropped because the endpoint found a
 	// bad IPv4 header or UDP checksum.
-	RxChecksumErrors atomic.Uint64
+	RxChecksumErrors uint64
 	// RxMalformed counts frames too short, larger than the MTU without
 	// being super-frames, or with a virtio_net_hdr the endpoint does not
 	// take (a UDP super-frame: USO is not negotiated); dropped.
-	RxMalformed atomic.Uint64
+	RxMalformed uint64
 	// RxErrors counts failed reads.
-	RxErrors atomic.Uint64
+	RxErrors uint64
 
 	// TxFrames counts frames written, and TxTunnelGSO the UDP-tunnel
 	// segmentation jobs among them.
-	TxFrames, TxTunnelGSO atomic.Uint64
+	TxFrames, TxTunnelGSO uint64
 	// TxErrors counts frames the kernel refused or that could not be
 	// described to it; dropped.
-	TxErrors atomic.Uint64
+	TxErrors uint64
 	// TxOffloadFallbacks counts segmentation jobs the kernel refused
 	// (EINVAL), after which the offload was switched off.
-	TxOffloadFallbacks atomic.Uint64
+	TxOffloadFallbacks uint64
 }

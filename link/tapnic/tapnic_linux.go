@@ -102,7 +102,7 @@ type Endpoint struct {
 	wmu sync.Mutex // serialises writers; guards tx
 	tx  tapTx
 
-	stats Stats
+	stats counters
 }
 
 var (
@@ -202,7 +202,7 @@ func New(opts Options) (_ *Endpoint, err error) {
 	e.tx.init(e)
 	e.Read = e.read
 	e.Deliver = e.rx.frame
-	e.RxErrors = &e.stats.RxErrors
+	e.RxErrors = &e.stats.rxErrors
 	e.Release = func() {
 		e.nl.Close()
 		e.rx.release()
@@ -256,8 +256,28 @@ func (e *Endpoint) Offloads() link.Offloads {
 	return o
 }
 
-// Stats returns the endpoint's counters.
-func (e *Endpoint) Stats() *Stats { return &e.stats }
+// counters are the live counters behind Stats.
+type counters struct {
+	rxFrames, rxTunnelGSO, rxOtherHost, rxChecksumErrors, rxMalformed, rxErrors atomic.Uint64
+	txFrames, txTunnelGSO, txErrors, txOffloadFallbacks                         atomic.Uint64
+}
+
+// Stats returns a snapshot of the endpoint's counters.
+func (e *Endpoint) Stats() Stats {
+	c := &e.stats
+	return Stats{
+		RxFrames:           c.rxFrames.Load(),
+		RxTunnelGSO:        c.rxTunnelGSO.Load(),
+		RxOtherHost:        c.rxOtherHost.Load(),
+		RxChecksumErrors:   c.rxChecksumErrors.Load(),
+		RxMalformed:        c.rxMalformed.Load(),
+		RxErrors:           c.rxErrors.Load(),
+		TxFrames:           c.txFrames.Load(),
+		TxTunnelGSO:        c.txTunnelGSO.Load(),
+		TxErrors:           c.txErrors.Load(),
+		TxOffloadFallbacks: c.txOffloadFallbacks.Load(),
+	}
+}
 
 // TunnelSegmentation implements TunnelSegmenter.
 func (e *Endpoint) TunnelSegmentation() (int, bool) {
@@ -363,7 +383,7 @@ func (r *tapRx) frame(d stack.NetworkDispatcher) {
 	e := r.e
 	n := r.n - e.vnetLen
 	if n < header.EthernetMinimumSize {
-		e.stats.RxMalformed.Add(1)
+		e.stats.rxMalformed.Add(1)
 		return
 	}
 	var vh vnet.TunnelHdr
@@ -374,7 +394,7 @@ func (r *tapRx) frame(d stack.NetworkDispatcher) {
 	}
 	first := r.small.AsSlice()[:min(n, e.frameCap)]
 	if dst := first[:6]; dst[0]&1 == 0 && string(dst) != string(e.LinkAddress()) {
-		e.stats.RxOtherHost.Add(1)
+		e.stats.rxOtherHost.Add(1)
 		return
 	}
 	tunnel := false
@@ -385,7 +405,7 @@ func (r *tapRx) frame(d stack.NetworkDispatcher) {
 		// underlay stack, which takes large segments as they are).
 		tunnel = vh.GSOType&(vnet.GSOUDPTunnelIPv4|vnet.GSOUDPTunnelIPv6) != 0
 	default:
-		e.stats.RxMalformed.Add(1) // UDP segmentation was not negotiated
+		e.stats.rxMalformed.Add(1) // UDP segmentation was not negotiated
 		return
 	}
 	if vh.Flags&(vnet.FNeedsCsum|vnet.FDataValid) == 0 {
@@ -396,7 +416,7 @@ func (r *tapRx) frame(d stack.NetworkDispatcher) {
 			fr = r.flat
 		}
 		if !frame.RxChecksumOK(fr) {
-			e.stats.RxChecksumErrors.Add(1)
+			e.stats.rxChecksumErrors.Add(1)
 			return
 		}
 	}
@@ -428,14 +448,14 @@ func (r *tapRx) frame(d stack.NetworkDispatcher) {
 		var mss uint16
 		if tunnel {
 			mss = vh.GSOSize
-			e.stats.RxTunnelGSO.Add(1)
+			e.stats.rxTunnelGSO.Add(1)
 		}
 		link.SetReceiveMarks(pkt, true, mss)
 	}
 	proto := tcpip.NetworkProtocolNumber(binary.BigEndian.Uint16(hdr[12:14]))
 	pkt.NetworkProtocolNumber = proto
 	d.DeliverNetworkPacket(proto, pkt)
-	e.stats.RxFrames.Add(1)
+	e.stats.rxFrames.Add(1)
 }
 
 // ---- sending ----
@@ -481,7 +501,7 @@ func (tx *tapTx) writePacket(pkt *stack.PacketBuffer) {
 		var ok bool
 		vh, ok = tapTunnelHdr(tx.scratch[:n], gso.MSS, gso.NeedsCsum)
 		if !ok || !e.tunnel.Load() {
-			e.stats.TxErrors.Add(1)
+			e.stats.txErrors.Add(1)
 			return
 		}
 	case gso.NeedsCsum:
@@ -511,24 +531,24 @@ func (tx *tapTx) writePacket(pkt *stack.PacketBuffer) {
 	}
 	tx.errno = 0
 	if err := e.rc.Write(tx.writeFn); err != nil {
-		e.stats.TxErrors.Add(1)
+		e.stats.txErrors.Add(1)
 		return
 	}
 	clear(tx.iovecs) // drop the references to the packet's memory
 	switch {
 	case tx.errno == 0:
-		e.stats.TxFrames.Add(1)
+		e.stats.txFrames.Add(1)
 		if job {
-			e.stats.TxTunnelGSO.Add(1)
+			e.stats.txTunnelGSO.Add(1)
 		}
 	case job && tx.errno == unix.EINVAL:
 		// The kernel does not take jobs after all: the Geneve endpoint
 		// segments from now on; TCP retransmits this one.
 		e.tunnel.Store(false)
-		e.stats.TxOffloadFallbacks.Add(1)
-		e.stats.TxErrors.Add(1)
+		e.stats.txOffloadFallbacks.Add(1)
+		e.stats.txErrors.Add(1)
 	default:
-		e.stats.TxErrors.Add(1)
+		e.stats.txErrors.Add(1)
 	}
 }
 
