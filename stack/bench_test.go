@@ -23,11 +23,13 @@ type plainPair struct {
 	a, b *stack.Net
 }
 
-func newPlainPair(tb testing.TB) *plainPair {
-	f := testutil.NewFabric(testutil.FabricOptions{Seed: 1})
+// newPlainPair joins two overlay netstacks, 10.0.0.1 and 10.0.0.2, by a
+// fabric with the given seed and faults on both links.
+func newPlainPair(tb testing.TB, seed int64, faults testutil.Faults) *plainPair {
+	f := testutil.NewFabric(testutil.FabricOptions{Seed: seed})
 	p := &plainPair{f: f}
 	mk := func(ip string) *stack.Net {
-		port, err := f.NewPort("", testutil.Faults{})
+		port, err := f.NewPort("", faults)
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -83,7 +85,7 @@ func BenchmarkTCPThroughput(b *testing.B) {
 		})
 	}
 	b.Run("plain", func(b *testing.B) {
-		p := newPlainPair(b)
+		p := newPlainPair(b, 1, testutil.Faults{})
 		defer p.Close()
 		b.SetBytes(benchTransfer)
 		b.ReportAllocs()
@@ -102,7 +104,7 @@ func BenchmarkGeneveVsPlain(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer hs.Close()
-	p := newPlainPair(b)
+	p := newPlainPair(b, 1, testutil.Faults{})
 	defer p.Close()
 	b.SetBytes(2 * benchTransfer)
 	var g, pl time.Duration

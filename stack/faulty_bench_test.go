@@ -8,10 +8,7 @@ import (
 
 	"github.com/gnv-project/gnv/endpoint"
 	"github.com/gnv-project/gnv/link/nsudp"
-	"github.com/gnv-project/gnv/stack"
 	"github.com/gnv-project/gnv/testutil"
-	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	tcpipstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
@@ -109,7 +106,7 @@ func BenchmarkFaultyTransfer(b *testing.B) {
 		var c faultyCounters
 		var total, worst time.Duration
 		for i := 0; i < b.N; i++ {
-			p := newFaultyPlainPair(b, int64(i+1))
+			p := newPlainPair(b, int64(i+1), benchFaults)
 			d := faultyTransferOnce(b, p.a, p.b)
 			total += d
 			worst = max(worst, d)
@@ -129,30 +126,4 @@ func faultyTransferOnce(b *testing.B, client testutil.Dialer, server testutil.Li
 		b.Fatal(err)
 	}
 	return res.Duration
-}
-
-// newFaultyPlainPair is newPlainPair with benchFaults on both links.
-func newFaultyPlainPair(tb testing.TB, seed int64) *plainPair {
-	f := testutil.NewFabric(testutil.FabricOptions{Seed: seed})
-	p := &plainPair{f: f}
-	mk := func(ip string) *stack.Net {
-		port, err := f.NewPort("", benchFaults)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		s := stack.NewOverlayStack(nil)
-		if terr := s.CreateNIC(1, port); terr != nil {
-			tb.Fatal(terr)
-		}
-		a := netip.MustParseAddr(ip)
-		if terr := s.AddProtocolAddress(1, tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber,
-			AddressWithPrefix: tcpip.AddressWithPrefix{Address: tcpip.AddrFrom4(a.As4()), PrefixLen: 24}}, tcpipstack.AddressProperties{}); terr != nil {
-			tb.Fatal(terr)
-		}
-		sub, _ := tcpip.NewSubnet(tcpip.AddrFrom4([4]byte{10, 0, 0, 0}), tcpip.MaskFrom("\xff\xff\xff\x00"))
-		s.SetRouteTable([]tcpip.Route{{Destination: sub, NIC: 1}})
-		return stack.NewNet(s)
-	}
-	p.a, p.b = mk("10.0.0.1"), mk("10.0.0.2")
-	return p
 }
