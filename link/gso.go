@@ -221,8 +221,9 @@ func (s Slices) CopyOut(dst []byte) int {
 	return n
 }
 
-// AppendRange appends the slices covering [off, off+n) to dst.
-func (s Slices) AppendRange(dst [][]byte, off, n int) [][]byte {
+// Each calls f with the slices covering [off, off+n), in order; none of
+// them is empty.
+func (s Slices) Each(off, n int, f func(b []byte)) {
 	for _, b := range s {
 		if n == 0 {
 			break
@@ -236,30 +237,20 @@ func (s Slices) AppendRange(dst [][]byte, off, n int) [][]byte {
 		if len(b) > n {
 			b = b[:n]
 		}
-		dst = append(dst, b)
+		f(b)
 		n -= len(b)
 	}
+}
+
+// AppendRange appends the slices covering [off, off+n) to dst.
+func (s Slices) AppendRange(dst [][]byte, off, n int) [][]byte {
+	s.Each(off, n, func(b []byte) { dst = append(dst, b) })
 	return dst
 }
 
 // Checksum returns the checksum (checksum.Checksum) of [off, off+n).
 func (s Slices) Checksum(off, n int) uint16 {
 	var c checksum.Checksumer
-	for _, b := range s {
-		if n == 0 {
-			break
-		}
-		if off >= len(b) {
-			off -= len(b)
-			continue
-		}
-		b = b[off:]
-		off = 0
-		if len(b) > n {
-			b = b[:n]
-		}
-		c.Add(b)
-		n -= len(b)
-	}
+	s.Each(off, n, c.Add)
 	return c.Checksum()
 }

@@ -9,7 +9,6 @@ import (
 	"github.com/gnv-project/gnv/link/internal/mmsg"
 	"github.com/gnv-project/gnv/link/internal/vnet"
 	"golang.org/x/sys/unix"
-	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -43,7 +42,7 @@ type afpTx struct {
 	iovs []unix.Iovec
 	nm   int
 
-	slices link.Slices // the packet being cut in software, for checksums
+	slices link.Slices // the bytes of the packet being queued (packetSlices)
 
 	redo     []*stack.PacketBuffer
 	spare    []*stack.PacketBuffer
@@ -108,6 +107,7 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 		clear(redo)
 		tx.spare = redo[:0]
 	}
+	clear(tx.slices[:cap(tx.slices)]) // drop the references to the packets' memory
 	n := pkts.Len() - tx.failed
 	if tx.firstErr != 0 {
 		return max(n, 0), tcpip.TranslateErrno(tx.firstErr)
@@ -192,8 +192,7 @@ func (tx *afpTx) addFrame(pkt *stack.PacketBuffer, kind uint8) {
 		vh.Encode(s)
 		tx.iov(s[:vl])
 	}
-	vl, off := pkt.AsViewList()
-	tx.appendRange(vl, off, pkt.Size())
+	tx.packetSlices(pkt).Each(0, pkt.Size(), tx.iov)
 	tx.push(pkt, kind, 1, start, kind == afpCsum)
 }
 
@@ -213,8 +212,7 @@ func (tx *afpTx) addJob(pkt *stack.PacketBuffer) {
 	}
 	vh.Encode(s)
 	tx.iov(s[:vnet.HdrLen])
-	vl, off := pkt.AsViewList()
-	tx.appendRange(vl, off, pkt.Size())
+	tx.packetSlices(pkt).Each(0, pkt.Size(), tx.iov)
 	segs := (pkt.Data().Size() + mss - 1) / mss
 	tx.push(pkt, afpGSO, segs, start, true)
 }
@@ -233,12 +231,9 @@ func (tx *afpTx) addSegments(pkt *stack.PacketBuffer) {
 		tx.failed++
 		return
 	}
-	vlist, off := pkt.AsViewList()
-	dataStart := off + pkt.HeaderSize()
+	data := tx.packetSlices(pkt)
+	dataStart := pkt.HeaderSize()
 	offload := e.txCsum.Load()
-	if !offload {
-		tx.slices = tx.slices[:0].AppendViews(vlist, off)
-	}
 	e.stats.txSoftwareSegmented.Add(1)
 	for idx, done := 0, 0; done < total; idx, done = idx+1, done+mss {
 		m := min(mss, total-done)
@@ -254,13 +249,13 @@ func (tx *afpTx) addSegments(pkt *stack.PacketBuffer) {
 			header.UDP(h[l4:]).SetChecksum(pseudo)
 			vh = vnet.Hdr{Flags: vnet.FNeedsCsum, HdrLen: uint16(hl), CsumStart: uint16(l4), CsumOffset: link.UDPChecksumOffset}
 		} else {
-			link.FinishChecksum(h[l4:], link.ProtoUDP, pseudo, tx.slices.Checksum(dataStart-off+done, m))
+			link.FinishChecksum(h[l4:], link.ProtoUDP, pseudo, data.Checksum(dataStart+done, m))
 		}
 		if e.vnetLen != 0 {
 			vh.Encode(s)
 		}
 		tx.iov(s[:e.vnetLen+hl])
-		tx.appendRange(vlist, dataStart+done, m)
+		data.Each(dataStart+done, m, tx.iov)
 		tx.push(pkt, afpSeg, 1, start, offload)
 	}
 }
@@ -271,24 +266,12 @@ func (tx *afpTx) iov(b []byte) {
 	tx.iovs[len(tx.iovs)-1].SetLen(len(b))
 }
 
-// appendRange appends iovecs for n bytes of vl from offset off.
-func (tx *afpTx) appendRange(vl buffer.ViewList, off, n int) {
-	for v := vl.Front(); v != nil && n > 0; v = v.Next() {
-		b := v.AsSlice()
-		if off >= len(b) {
-			off -= len(b)
-			continue
-		}
-		b = b[off:]
-		off = 0
-		if len(b) > n {
-			b = b[:n]
-		}
-		if len(b) > 0 {
-			tx.iov(b)
-		}
-		n -= len(b)
-	}
+// packetSlices points tx.slices at the bytes of pkt, from its link header
+// on, and returns them.
+func (tx *afpTx) packetSlices(pkt *stack.PacketBuffer) link.Slices {
+	vl, off := pkt.AsViewList()
+	tx.slices = tx.slices[:0].AppendViews(vl, off)
+	return tx.slices
 }
 
 // push records a message built from the iovecs since start.
