@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"sync/atomic"
-	"syscall"
 
 	"github.com/gnv-project/gnv/link"
 	"github.com/gnv-project/gnv/link/internal/ethnic"
@@ -129,7 +128,6 @@ type Endpoint struct {
 	ifIndex int
 	ifMAC   net.HardwareAddr
 	ethnic.NIC
-	rc       syscall.RawConn
 	vnetLen  int // 0 or vnet.HdrLen
 	frameCap int // receive buffer per frame: MTU + Ethernet + slack
 	txCsum   atomic.Bool
@@ -220,12 +218,12 @@ func New(opts Options) (*Endpoint, error) {
 		return nil, err
 	}
 	e.File = os.NewFile(uintptr(fd), "gnv-packet:"+opts.Device)
-	if e.rc, err = e.File.SyscallConn(); err != nil {
+	if e.Conn, err = e.File.SyscallConn(); err != nil {
 		e.File.Close()
 		return nil, fmt.Errorf("AF_PACKET: %w", err)
 	}
 	e.rx = newAFPRx(e)
-	e.Read = e.read
+	e.ReadSyscall = e.rx.recvmmsg
 	e.Deliver = e.deliverBatch
 	e.RxErrors = &e.stats.rxErrors
 	e.Release = e.rx.release

@@ -3,11 +3,11 @@
 package afpacket
 
 import (
-	"encoding/binary"
 	"syscall"
 	"unsafe"
 
 	"github.com/gnv-project/gnv/link"
+	"github.com/gnv-project/gnv/link/internal/ethnic"
 	"github.com/gnv-project/gnv/link/internal/frame"
 	"github.com/gnv-project/gnv/link/internal/vnet"
 	"golang.org/x/sys/unix"
@@ -29,10 +29,6 @@ type afpRx struct {
 	views    []*buffer.View
 	overflow []byte
 	scratch  []byte // a super-frame made contiguous
-
-	n      int
-	errno  syscall.Errno
-	readFn func(fd uintptr) bool
 }
 
 func newAFPRx(e *Endpoint) *afpRx {
@@ -69,7 +65,6 @@ func newAFPRx(e *Endpoint) *afpRx {
 		h.SetIovlen(per)
 		h.Name = (*byte)(unsafe.Pointer(&r.names[i]))
 	}
-	r.readFn = r.recv
 	return r
 }
 
@@ -97,49 +92,22 @@ func (r *afpRx) release() {
 	clear(r.iovs)
 }
 
-// recv runs recvmmsg; it returns false when the socket is empty, so that
-// RawConn.Read waits for it to become readable.
-func (r *afpRx) recv(fd uintptr) bool {
+// recvmmsg reads a batch of frames (ethnic.NIC.ReadSyscall).
+func (r *afpRx) recvmmsg(fd uintptr) (uintptr, syscall.Errno) {
 	for i := range r.msgs {
 		h := &r.msgs[i].Hdr
 		h.Namelen = unix.SizeofSockaddrLinklayer
 		h.Flags = 0
 		r.msgs[i].Len = 0
 	}
-	for {
-		n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.msgs[0])), uintptr(len(r.msgs)), unix.MSG_DONTWAIT, 0, 0)
-		switch errno {
-		case 0:
-			r.n = int(n)
-			return true
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false
-		default:
-			r.errno = errno
-			return true
-		}
-	}
+	n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.msgs[0])), uintptr(len(r.msgs)), unix.MSG_DONTWAIT, 0, 0)
+	return n, errno
 }
 
-// read reads the next batch of frames (ethnic.NIC.Read).
-func (e *Endpoint) read() error {
-	r := e.rx
-	r.n, r.errno = 0, 0
-	if err := e.rc.Read(r.readFn); err != nil {
-		return err
-	}
-	if r.errno != 0 {
-		return r.errno
-	}
-	return nil
-}
-
-// deliverBatch delivers the frames read last (ethnic.NIC.Deliver).
-func (e *Endpoint) deliverBatch(d stack.NetworkDispatcher) {
+// deliverBatch delivers the n frames read last (ethnic.NIC.Deliver).
+func (e *Endpoint) deliverBatch(d stack.NetworkDispatcher, n int) {
 	mac := e.LinkAddress()
-	for i := 0; i < e.rx.n; i++ {
+	for i := 0; i < n; i++ {
 		e.rx.frame(d, i, mac)
 	}
 }
@@ -223,26 +191,10 @@ func (r *afpRx) whole(d stack.NetworkDispatcher, i, n int, vh *vnet.Hdr) {
 // the frame's checksum partial, and the inner segment size of a tunnel
 // job.
 func (e *Endpoint) deliver(d stack.NetworkDispatcher, payload buffer.Buffer, local bool, mss uint16) {
-	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: payload})
-	link.SetReceiveMarks(pkt, local, mss)
-	hdr, ok := pkt.LinkHeader().Consume(header.EthernetMinimumSize)
-	if !ok {
-		pkt.DecRef()
+	if !ethnic.DeliverFrame(d, payload, local, mss) {
 		e.stats.rxMalformed.Add(1)
 		return
 	}
-	switch {
-	case hdr[0]&1 == 0:
-		pkt.PktType = tcpip.PacketHost
-	case string(hdr[:6]) == string(header.EthernetBroadcastAddress):
-		pkt.PktType = tcpip.PacketBroadcast
-	default:
-		pkt.PktType = tcpip.PacketMulticast
-	}
-	proto := tcpip.NetworkProtocolNumber(binary.BigEndian.Uint16(hdr[12:14]))
-	pkt.NetworkProtocolNumber = proto
-	d.DeliverNetworkPacket(proto, pkt)
-	pkt.DecRef()
 	e.stats.rxFrames.Add(1)
 }
 

@@ -296,9 +296,9 @@ func (tx *afpTx) flush() {
 	tx.i, tx.n = 0, tx.nm
 	for tx.i < tx.n {
 		tx.errno, tx.blocked = 0, false
-		err := e.rc.Control(tx.controlFn)
+		err := e.Conn.Control(tx.controlFn)
 		if err == nil && tx.blocked {
-			err = e.rc.Write(tx.writeFn)
+			err = e.Conn.Write(tx.writeFn)
 		}
 		if err != nil { // closed
 			for k := tx.i; k < tx.n; k++ {

@@ -3,16 +3,14 @@
 package tapnic
 
 import (
-	"encoding/binary"
 	"syscall"
 	"unsafe"
 
-	"github.com/gnv-project/gnv/link"
+	"github.com/gnv-project/gnv/link/internal/ethnic"
 	"github.com/gnv-project/gnv/link/internal/frame"
 	"github.com/gnv-project/gnv/link/internal/vnet"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/buffer"
-	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -26,9 +24,6 @@ type tapRx struct {
 	small, big *buffer.View
 	iov        [3]unix.Iovec
 	flat       []byte // a multi-view frame made contiguous for checking
-	n          int
-	errno      syscall.Errno
-	readFn     func(fd uintptr) bool
 }
 
 func (r *tapRx) init(e *Endpoint) {
@@ -38,7 +33,6 @@ func (r *tapRx) init(e *Endpoint) {
 	r.iov[0].SetLen(e.vnetLen)
 	r.newSmall()
 	r.newBig()
-	r.readFn = r.read
 }
 
 func (r *tapRx) newSmall() {
@@ -65,43 +59,17 @@ func (r *tapRx) release() {
 	r.iov[1], r.iov[2] = unix.Iovec{}, unix.Iovec{}
 }
 
-// read reads one frame; it returns false when the device has none, so that
-// RawConn.Read waits for it to become readable.
-func (r *tapRx) read(fd uintptr) bool {
-	for {
-		n, _, errno := unix.Syscall(unix.SYS_READV, fd, uintptr(unsafe.Pointer(&r.iov[0])), uintptr(len(r.iov)))
-		switch errno {
-		case 0:
-			r.n = int(n)
-			return true
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false
-		default:
-			r.errno = errno
-			return true
-		}
-	}
+// readv reads one frame (ethnic.NIC.ReadSyscall).
+func (r *tapRx) readv(fd uintptr) (uintptr, syscall.Errno) {
+	n, _, errno := unix.Syscall(unix.SYS_READV, fd, uintptr(unsafe.Pointer(&r.iov[0])), uintptr(len(r.iov)))
+	return n, errno
 }
 
-// read reads the next frame (ethnic.NIC.Read).
-func (e *Endpoint) read() error {
-	r := &e.rx
-	r.n, r.errno = 0, 0
-	if err := e.rc.Read(r.readFn); err != nil {
-		return err
-	}
-	if r.errno != 0 {
-		return r.errno
-	}
-	return nil
-}
-
-// frame checks the frame just read and delivers it.
-func (r *tapRx) frame(d stack.NetworkDispatcher) {
+// frame checks the frame just read, of got bytes with the virtio_net_hdr,
+// and delivers it (ethnic.NIC.Deliver).
+func (r *tapRx) frame(d stack.NetworkDispatcher, got int) {
 	e := r.e
-	n := r.n - e.vnetLen
+	n := got - e.vnetLen
 	if n < header.EthernetMinimumSize {
 		e.stats.rxMalformed.Add(1)
 		return
@@ -153,27 +121,12 @@ func (r *tapRx) frame(d stack.NetworkDispatcher) {
 		r.newSmall()
 		r.newBig()
 	}
-	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: payload})
-	defer pkt.DecRef()
-	hdr, _ := pkt.LinkHeader().Consume(header.EthernetMinimumSize)
-	switch {
-	case hdr[0]&1 == 0:
-		pkt.PktType = tcpip.PacketHost
-	case string(hdr[:6]) == string(header.EthernetBroadcastAddress):
-		pkt.PktType = tcpip.PacketBroadcast
-	default:
-		pkt.PktType = tcpip.PacketMulticast
+	local := vh.Flags&vnet.FNeedsCsum != 0
+	var mss uint16
+	if local && tunnel {
+		mss = vh.GSOSize
+		e.stats.rxTunnelGSO.Add(1)
 	}
-	if vh.Flags&vnet.FNeedsCsum != 0 {
-		var mss uint16
-		if tunnel {
-			mss = vh.GSOSize
-			e.stats.rxTunnelGSO.Add(1)
-		}
-		link.SetReceiveMarks(pkt, true, mss)
-	}
-	proto := tcpip.NetworkProtocolNumber(binary.BigEndian.Uint16(hdr[12:14]))
-	pkt.NetworkProtocolNumber = proto
-	d.DeliverNetworkPacket(proto, pkt)
+	ethnic.DeliverFrame(d, payload, local, mss) // n is at least an Ethernet header
 	e.stats.rxFrames.Add(1)
 }

@@ -11,7 +11,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 
 	"github.com/gnv-project/gnv/link"
 	"github.com/gnv-project/gnv/link/internal/ethnic"
@@ -88,7 +87,6 @@ type Endpoint struct {
 	ifindex int
 	nl      *netdev.Conn
 	ethnic.NIC
-	rc       syscall.RawConn
 	vnetLen  int // vnet.TunnelHdrLen or vnet.HdrLen
 	tunnel   atomic.Bool
 	mtu      atomic.Uint32
@@ -166,7 +164,7 @@ func New(opts Options) (_ *Endpoint, err error) {
 		return nil, err
 	}
 	e.File = os.NewFile(uintptr(fd), "gnv-tap:"+e.name)
-	if e.rc, err = e.File.SyscallConn(); err != nil {
+	if e.Conn, err = e.File.SyscallConn(); err != nil {
 		return nil, fmt.Errorf("TAP underlay %s: %w", e.name, err)
 	}
 	if e.ifindex, err = e.nl.Ifindex(e.name); err != nil {
@@ -197,7 +195,7 @@ func New(opts Options) (_ *Endpoint, err error) {
 	e.frameCap = max(2048, mtu+header.EthernetMinimumSize+4)
 	e.rx.init(e)
 	e.tx.init(e)
-	e.Read = e.read
+	e.ReadSyscall = e.rx.readv
 	e.Deliver = e.rx.frame
 	e.RxErrors = &e.stats.rxErrors
 	e.Release = func() {

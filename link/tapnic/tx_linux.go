@@ -86,7 +86,7 @@ func (tx *tapTx) writePacket(pkt *stack.PacketBuffer) {
 		tx.iovecs = append(tx.iovecs, iov)
 	}
 	tx.errno = 0
-	if err := e.rc.Write(tx.writeFn); err != nil {
+	if err := e.Conn.Write(tx.writeFn); err != nil {
 		e.stats.txErrors.Add(1)
 		return
 	}

@@ -3,17 +3,22 @@
 // Package ethnic is what gnv's Ethernet link endpoints on a host
 // descriptor share (the AF_PACKET endpoint and the TAP underlay NIC): the
 // Ethernet header methods of stack.LinkEndpoint, netstack's own MAC, and
-// the life cycle of the one goroutine that reads the descriptor.
+// the one goroutine that reads the descriptor: its life cycle and its
+// read loop.
 package ethnic
 
 import (
+	"encoding/binary"
 	"errors"
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
+	"github.com/gnv-project/gnv/link"
 	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -29,13 +34,20 @@ import (
 // which a frame still being delivered may need (an ICMP error looks up a
 // route); Close, which the stack calls after releasing the lock, waits.
 type NIC struct {
-	// File is the descriptor. Close closes it.
+	// File is the descriptor, and Conn its syscall.RawConn, through which
+	// the goroutine reads (the endpoint's writers may use it too). Close
+	// closes File.
 	File *os.File
-	// Read reads the next batch of frames from File, blocking until there
-	// is one or the NIC stops (its read deadline is then set in the past).
-	Read func() error
-	// Deliver hands the frames of the last successful Read to d.
-	Deliver func(d stack.NetworkDispatcher)
+	Conn syscall.RawConn
+	// ReadSyscall reads the next batch of frames from the descriptor fd
+	// with one non-blocking system call (recvmmsg, readv) and returns the
+	// call's result and errno. The goroutine calls it again on EINTR, and
+	// on EAGAIN once fd is readable, until the NIC stops (File's read
+	// deadline is then set in the past).
+	ReadSyscall func(fd uintptr) (r uintptr, errno syscall.Errno)
+	// Deliver hands the frames of the last successful read to d; r is what
+	// ReadSyscall returned (a count of messages or of bytes).
+	Deliver func(d stack.NetworkDispatcher, r int)
 	// RxErrors counts failed reads.
 	RxErrors *atomic.Uint64
 	// Release frees what the goroutine used, after it stopped and File is
@@ -182,9 +194,28 @@ func (n *NIC) Close() {
 // in a row (an interface that went down reports ENETDOWN once, then reads
 // block until it is up again) it backs off.
 func (n *NIC) receive(d stack.NetworkDispatcher, stop <-chan struct{}) {
+	var (
+		r     uintptr
+		errno syscall.Errno
+	)
+	read := func(fd uintptr) bool {
+		for {
+			r, errno = n.ReadSyscall(fd)
+			switch errno {
+			case unix.EINTR:
+				continue
+			case unix.EAGAIN:
+				return false // Conn.Read waits until fd is readable
+			}
+			return true
+		}
+	}
 	errs := 0
 	for {
-		err := n.Read()
+		err := n.Conn.Read(read)
+		if err == nil && errno != 0 {
+			err = errno
+		}
 		select {
 		case <-stop:
 			return
@@ -201,6 +232,33 @@ func (n *NIC) receive(d stack.NetworkDispatcher, stop <-chan struct{}) {
 			continue
 		}
 		errs = 0
-		n.Deliver(d)
+		n.Deliver(d, int(r))
 	}
+}
+
+// DeliverFrame hands the received Ethernet frame in payload, which it takes
+// ownership of, to d: it consumes the Ethernet header, sets the packet type
+// from the destination MAC and puts the receive marks on the packet (see
+// link.SetReceiveMarks). It reports false, delivering nothing, if payload
+// is shorter than an Ethernet header.
+func DeliverFrame(d stack.NetworkDispatcher, payload buffer.Buffer, local bool, innerMSS uint16) bool {
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: payload})
+	defer pkt.DecRef()
+	link.SetReceiveMarks(pkt, local, innerMSS)
+	hdr, ok := pkt.LinkHeader().Consume(header.EthernetMinimumSize)
+	if !ok {
+		return false
+	}
+	switch {
+	case hdr[0]&1 == 0:
+		pkt.PktType = tcpip.PacketHost
+	case string(hdr[:6]) == string(header.EthernetBroadcastAddress):
+		pkt.PktType = tcpip.PacketBroadcast
+	default:
+		pkt.PktType = tcpip.PacketMulticast
+	}
+	proto := tcpip.NetworkProtocolNumber(binary.BigEndian.Uint16(hdr[12:14]))
+	pkt.NetworkProtocolNumber = proto
+	d.DeliverNetworkPacket(proto, pkt)
+	return true
 }
