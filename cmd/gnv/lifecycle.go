@@ -46,7 +46,7 @@ func runUp(ctx context.Context, p *upPlan, log *slog.Logger, out io.Writer, onUp
 	for i := range p.ifaces {
 		ri, err := startIface(ctx, p, &p.ifaces[i], u, log)
 		if err != nil {
-			return fmt.Errorf("%s: %w", p.ifaces[i].name, err)
+			return fmt.Errorf("%s: %w", p.ifaces[i].name, overlayHint(err))
 		}
 		ifaces = append(ifaces, ri)
 		fmt.Fprintln(out, ri.summary(desc))

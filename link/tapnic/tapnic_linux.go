@@ -136,7 +136,7 @@ func New(opts Options) (_ *Endpoint, err error) {
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
 		e.nl.Close()
-		return nil, netdev.PermissionError("creating", "TAP", opts.Name, &os.PathError{Op: "open", Path: "/dev/net/tun", Err: err})
+		return nil, netdev.DeviceError("creating", "TAP", opts.Name, &os.PathError{Op: "open", Path: "/dev/net/tun", Err: err})
 	}
 	defer func() {
 		if err != nil {
@@ -157,7 +157,7 @@ func New(opts Options) (_ *Endpoint, err error) {
 		if errors.Is(err, unix.EBUSY) {
 			return nil, fmt.Errorf("TAP underlay: device %s is in use by another process", opts.Name)
 		}
-		return nil, netdev.PermissionError("creating", "TAP", opts.Name, err)
+		return nil, netdev.DeviceError("creating", "TAP", opts.Name, err)
 	}
 	e.name = ifr.Name()
 	if err := e.setupOffloads(fd); err != nil {
@@ -177,7 +177,7 @@ func New(opts Options) (_ *Endpoint, err error) {
 			return nil, fmt.Errorf("TAP underlay %s: bridge %s: %w", e.name, opts.Bridge, err)
 		}
 		if err := e.nl.SetMaster(e.ifindex, br); err != nil {
-			return nil, netdev.PermissionError("configuring", "TAP", e.name, fmt.Errorf("joining bridge %s: %w", opts.Bridge, err))
+			return nil, netdev.DeviceError("configuring", "TAP", e.name, fmt.Errorf("joining bridge %s: %w", opts.Bridge, err))
 		}
 		if mtu == 0 {
 			if mtu, err = e.nl.MTU(opts.Bridge); err != nil {
@@ -189,7 +189,7 @@ func New(opts Options) (_ *Endpoint, err error) {
 		mtu = 1500
 	}
 	if err := e.nl.SetLink(e.ifindex, uint32(mtu), nil, true); err != nil {
-		return nil, netdev.PermissionError("configuring", "TAP", e.name, err)
+		return nil, netdev.DeviceError("configuring", "TAP", e.name, err)
 	}
 	e.mtu.Store(uint32(mtu))
 	e.frameCap = max(2048, mtu+header.EthernetMinimumSize+4)

@@ -55,7 +55,7 @@ func deviceGoroutinesSettled(want int) int {
 	return n
 }
 
-const needsCapMsg = "needs CAP_NET_ADMIN (run as root or grant the capability), or use --overlay netstack"
+const needsCapMsg = "needs CAP_NET_ADMIN (run as root or grant the capability)"
 
 func TestDeviceNeedsCapNetAdmin(t *testing.T) {
 	opts := tuntap.Options{Name: "gnvperm0", Mode: tuntap.ModeTAP}
@@ -65,8 +65,9 @@ func TestDeviceNeedsCapNetAdmin(t *testing.T) {
 			t.Fatal("New succeeded without CAP_NET_ADMIN")
 		}
 		want := "creating TAP device gnvperm0 " + needsCapMsg
-		if !strings.Contains(err.Error(), want) || !errors.Is(err, os.ErrPermission) {
-			t.Fatalf("error %q: want it to contain %q and match os.ErrPermission", err, want)
+		var perm *tuntap.PermissionError
+		if !strings.Contains(err.Error(), want) || !errors.Is(err, os.ErrPermission) || !errors.As(err, &perm) {
+			t.Fatalf("error %q: want a *PermissionError that contains %q and matches os.ErrPermission", err, want)
 		}
 		t.Logf("error without CAP_NET_ADMIN: %v", err)
 	}

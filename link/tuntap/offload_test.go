@@ -279,23 +279,30 @@ func TestDevSegment(t *testing.T) {
 }
 
 func TestDevPermissionError(t *testing.T) {
-	err := netdev.PermissionError("creating", ModeTAP.kind(), "gnv0", syscall.EPERM)
-	want := "creating TAP device gnv0 needs CAP_NET_ADMIN (run as root or grant the capability), or use --overlay netstack"
+	err := netdev.DeviceError("creating", ModeTAP.kind(), "gnv0", syscall.EPERM)
+	want := "creating TAP device gnv0 needs CAP_NET_ADMIN (run as root or grant the capability)"
 	if !strings.Contains(err.Error(), want) {
 		t.Errorf("error %q does not contain %q", err, want)
+	}
+	if strings.Contains(err.Error(), "--") {
+		t.Errorf("error %q names a command-line flag", err)
+	}
+	var perm *PermissionError
+	if !errors.As(err, &perm) || perm.Op != "creating" || perm.Kind != "TAP" || perm.Name != "gnv0" {
+		t.Errorf("errors.As(%v, *PermissionError) = %+v", err, perm)
 	}
 	if !errors.Is(err, os.ErrPermission) {
 		t.Errorf("errors.Is(%v, os.ErrPermission) = false", err)
 	}
-	err = netdev.PermissionError("creating", ModeTUN.kind(), "gnv1", &os.PathError{Op: "open", Path: "/dev/net/tun", Err: syscall.EACCES})
+	err = netdev.DeviceError("creating", ModeTUN.kind(), "gnv1", &os.PathError{Op: "open", Path: "/dev/net/tun", Err: syscall.EACCES})
 	if !strings.Contains(err.Error(), "creating TUN device gnv1 needs CAP_NET_ADMIN") {
 		t.Errorf("EACCES: %v", err)
 	}
-	err = netdev.PermissionError("creating", ModeTUN.kind(), "gnv1", &os.PathError{Op: "open", Path: "/dev/net/tun", Err: syscall.ENOENT})
-	if !strings.Contains(err.Error(), "modprobe tun") || !strings.Contains(err.Error(), "--overlay netstack") {
+	err = netdev.DeviceError("creating", ModeTUN.kind(), "gnv1", &os.PathError{Op: "open", Path: "/dev/net/tun", Err: syscall.ENOENT})
+	if !strings.Contains(err.Error(), "modprobe tun") || !errors.Is(err, ErrNoTUN) || !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("ENOENT: %v", err)
 	}
-	if err := netdev.PermissionError("creating", ModeTUN.kind(), "x", syscall.EINVAL); strings.Contains(err.Error(), "CAP_NET_ADMIN") {
+	if err := netdev.DeviceError("creating", ModeTUN.kind(), "x", syscall.EINVAL); strings.Contains(err.Error(), "CAP_NET_ADMIN") {
 		t.Errorf("EINVAL: %v", err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 
 	"github.com/gnv-project/gnv/link"
+	"github.com/gnv-project/gnv/link/internal/netdev"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -184,9 +185,23 @@ type devCounters struct {
 	writeDrops, writeErrors                                atomic.Uint64
 }
 
+// PermissionError is the error of New (or of Attach, which may set the
+// MTU) when the process lacks CAP_NET_ADMIN; errors.Is(err,
+// os.ErrPermission) holds for it too.
+type PermissionError = netdev.PermissionError
+
+// ErrNoTUN is matched (errors.Is) by the error of New when the kernel has
+// no /dev/net/tun.
+var ErrNoTUN = netdev.ErrNoTUN
+
+// ErrUnsupported is matched (errors.Is) by the error of New on systems
+// other than Linux: TAP and TUN devices are implemented on Linux only.
+var ErrUnsupported = errors.New("TAP and TUN devices are supported on Linux only")
+
 // New creates (or attaches to) a TAP or TUN device, sets its MTU
 // and MAC, brings it up and adds the addresses. It needs CAP_NET_ADMIN;
-// without it the error says so (and errors.Is(err, os.ErrPermission)).
+// without it the error is a *PermissionError (and errors.Is(err,
+// os.ErrPermission)).
 // Network namespaces: the device, and the sockets New keeps to
 // configure it later, live in the network namespace of the calling thread.
 //
@@ -251,7 +266,7 @@ func (d *Device) Attach(ep stack.LinkEndpoint) error {
 			return err
 		}
 	} else if d.opts.MTU > epMTU {
-		return fmt.Errorf("attach: device %s mtu %d is larger than the tunnel mtu %d; use --mtu %d or less", d.name, d.opts.MTU, epMTU, epMTU)
+		return fmt.Errorf("attach: device %s mtu %d is larger than the tunnel mtu %d", d.name, d.opts.MTU, epMTU)
 	}
 	if d.opts.Mode == ModeTAP {
 		ep.SetLinkAddress(tcpip.LinkAddress(d.mac))

@@ -78,7 +78,7 @@ func openDevice(opts Options) (_ *Device, err error) {
 	mode := opts.Mode
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
-		return nil, netdev.PermissionError("creating", mode.kind(), opts.Name, &os.PathError{Op: "open", Path: "/dev/net/tun", Err: err})
+		return nil, netdev.DeviceError("creating", mode.kind(), opts.Name, &os.PathError{Op: "open", Path: "/dev/net/tun", Err: err})
 	}
 	defer func() {
 		if err == nil {
@@ -130,7 +130,7 @@ func openDevice(opts Options) (_ *Device, err error) {
 		case errors.Is(err, unix.EBUSY):
 			return nil, fmt.Errorf("%s %s device %s: the device is in use by another process", op, mode.kind(), opts.Name)
 		}
-		return nil, netdev.PermissionError(op, mode.kind(), opts.Name, err)
+		return nil, netdev.DeviceError(op, mode.kind(), opts.Name, err)
 	}
 	d.name = ifr.Name()
 	d.created = !existed
@@ -167,14 +167,14 @@ func openDevice(opts Options) (_ *Device, err error) {
 		setMAC = opts.MAC
 	}
 	if err := s.nl.SetLink(s.ifindex, uint32(mtu), setMAC, true); err != nil {
-		return nil, netdev.PermissionError("configuring", mode.kind(), d.name, err)
+		return nil, netdev.DeviceError("configuring", mode.kind(), d.name, err)
 	}
 	d.mtu.Store(uint32(mtu))
 	for _, p := range opts.Addresses {
 		added, err := s.nl.Addr(unix.RTM_NEWADDR, s.ifindex, p, opts.NoDAD)
 		if err != nil {
 			d.removeAddresses()
-			return nil, netdev.PermissionError("configuring", mode.kind(), d.name, fmt.Errorf("address %s: %w", p, err))
+			return nil, netdev.DeviceError("configuring", mode.kind(), d.name, fmt.Errorf("address %s: %w", p, err))
 		}
 		if added {
 			s.added = append(s.added, p)
@@ -238,7 +238,7 @@ func (d *Device) setMTU(mtu uint32) error {
 		return nil
 	}
 	if err := d.sys.nl.SetLink(d.sys.ifindex, mtu, nil, false); err != nil {
-		return netdev.PermissionError("configuring", d.opts.Mode.kind(), d.name, fmt.Errorf("mtu %d: %w", mtu, err))
+		return netdev.DeviceError("configuring", d.opts.Mode.kind(), d.name, fmt.Errorf("mtu %d: %w", mtu, err))
 	}
 	d.mtu.Store(mtu)
 	return nil

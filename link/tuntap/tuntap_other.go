@@ -13,7 +13,7 @@ type devSys struct{}
 
 // openDevice fails: TAP and TUN devices are implemented on Linux only.
 func openDevice(opts Options) (*Device, error) {
-	return nil, fmt.Errorf("%s devices are supported on Linux only; use --overlay netstack", opts.Mode.kind())
+	return nil, fmt.Errorf("%s device: %w", opts.Mode.kind(), ErrUnsupported)
 }
 
 func (d *Device) setMTU(uint32) error                 { return fmt.Errorf("not supported") }

@@ -7,19 +7,44 @@ import (
 	"syscall"
 )
 
-// PermissionError turns a privilege failure while doing op ("creating",
-// "configuring") on the TAP or TUN (kind) device name into an error that
-// says what is missing and what to do instead. Other errors are wrapped as
-// they are.
-func PermissionError(op, kind, name string, err error) error {
-	if name == "" {
-		name = "(kernel-named)"
-	}
+// PermissionError reports that the process may not create or configure a
+// TAP or TUN device: it lacks CAP_NET_ADMIN. Err is the system's error,
+// which errors.Is matches against os.ErrPermission.
+type PermissionError struct {
+	Op   string // what was being done: "creating", "configuring"
+	Kind string // "TAP" or "TUN"
+	Name string // the device; empty when the kernel was to name it
+	Err  error
+}
+
+func (e *PermissionError) Error() string {
+	return fmt.Sprintf("%s %s device %s needs CAP_NET_ADMIN (run as root or grant the capability): %v", e.Op, e.Kind, deviceName(e.Name), e.Err)
+}
+
+// Unwrap returns Err.
+func (e *PermissionError) Unwrap() error { return e.Err }
+
+// ErrNoTUN says that the kernel has no /dev/net/tun, so that no TAP or TUN
+// device can be made.
+var ErrNoTUN = errors.New("no /dev/net/tun (load the tun module with `modprobe tun`)")
+
+// DeviceError wraps err, a failure while doing op ("creating",
+// "configuring") on the TAP or TUN (kind) device name: a privilege failure
+// becomes a *PermissionError, a missing /dev/net/tun an error that matches
+// ErrNoTUN (and err), and other errors are wrapped as they are.
+func DeviceError(op, kind, name string, err error) error {
 	if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES) {
-		return fmt.Errorf("%s %s device %s needs CAP_NET_ADMIN (run as root or grant the capability), or use --overlay netstack: %w", op, kind, name, err)
+		return &PermissionError{Op: op, Kind: kind, Name: name, Err: err}
 	}
 	if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENODEV) {
-		return fmt.Errorf("%s %s device %s: no /dev/net/tun (load the tun module with `modprobe tun`), or use --overlay netstack: %w", op, kind, name, err)
+		return fmt.Errorf("%s %s device %s: %w: %w", op, kind, deviceName(name), ErrNoTUN, err)
 	}
-	return fmt.Errorf("%s %s device %s: %w", op, kind, name, err)
+	return fmt.Errorf("%s %s device %s: %w", op, kind, deviceName(name), err)
+}
+
+func deviceName(name string) string {
+	if name == "" {
+		return "(kernel-named)"
+	}
+	return name
 }
