@@ -75,8 +75,9 @@ const (
 //     always leaves from the same port, different flows spread over the
 //     pool. SrcPort 0, or a disabled or unavailable pool, sends from
 //     LocalAddr().Port(). The netstack transport uses SrcPort itself.
-//   - DF. The Don't Fragment behaviour is per socket
-//     (Options.DontFragment); Packet.DF is ignored.
+//   - DF. The Don't Fragment bit is per socket: IPv4 datagrams leave with
+//     DF clear unless Options.DontFragment (or SetDontFragment) sets it;
+//     Packet.DF is ignored, for the kernel has no per-datagram DF.
 //   - Zero UDP checksums (RFC 8926 §3.3, §4.3.1) are opt-in:
 //     NoChecksumTx4 (SO_NO_CHECK), ZeroChecksumTx6 (UDP_NO_CHECK6_TX) and
 //     ZeroChecksumRx6 (UDP_NO_CHECK6_RX). The kernel refuses UDP GSO on a
@@ -232,6 +233,22 @@ func (t *Transport) Offloads() link.Offloads {
 		o |= link.OffloadUDPGRO
 	}
 	return o
+}
+
+// SetDontFragment changes Options.DontFragment on the socket and the
+// source-port sockets: datagrams sent after it returns carry DF (on) or
+// not. Safe for concurrent use with WriteBatch.
+func (t *Transport) SetDontFragment(on bool) error {
+	for _, rc := range append([]syscall.RawConn{t.rc}, t.srcRCs...) {
+		var serr error
+		if err := rc.Control(func(fd uintptr) { serr = setDontFragment(int(fd), t.cfg.v6, on) }); err != nil {
+			return net.ErrClosed
+		}
+		if serr != nil {
+			return serr
+		}
+	}
+	return nil
 }
 
 // Stats returns a snapshot of the transport's counters.

@@ -23,3 +23,6 @@ func New(opts Options) (*Transport, error) {
 	}
 	return nil, errUnsupported
 }
+
+// SetDontFragment fails: the transport is Linux only.
+func (t *Transport) SetDontFragment(on bool) error { return errUnsupported }

@@ -96,9 +96,13 @@ type Options struct {
 	// DontFragment sets IP_MTU_DISCOVER=IP_PMTUDISC_DO (IPv6:
 	// IPV6_MTU_DISCOVER=IPV6_PMTUDISC_DO): every IPv4 datagram carries DF,
 	// and a datagram larger than the path MTU fails with EMSGSIZE instead of
-	// being fragmented locally. Per-packet DF (Packet.DF) is not possible
-	// on a kernel socket and is ignored. When false the kernel default
-	// applies (usually "want": DF set, oversized datagrams fragmented).
+	// being fragmented locally. When false the socket gets
+	// IP_PMTUDISC_DONT (IPV6_PMTUDISC_DONT): IPv4 datagrams leave with DF
+	// clear, as Geneve's default outer DF policy (endpoint.DFUnset, as in
+	// FreeBSD's geneve(4)) wants, and oversized ones are fragmented; the
+	// kernel's own default ("want") would set DF. Per-packet DF
+	// (Packet.DF) is not possible on a kernel socket and is ignored.
+	// Transport.SetDontFragment changes it later.
 	DontFragment bool
 
 	// NoChecksumTx4 sends IPv4 datagrams with a zero UDP checksum

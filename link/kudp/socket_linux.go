@@ -42,6 +42,9 @@ func (t *Transport) setup(fd int, extra bool) (netip.AddrPort, error) {
 			_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, cfg.WriteBuffer)
 		}
 	}
+	if err := setDontFragment(fd, cfg.v6, cfg.DontFragment); err != nil {
+		return local, err
+	}
 	noCheckTx := false
 	if cfg.v6 {
 		if err := set(unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1, "IPV6_V6ONLY"); err != nil {
@@ -59,11 +62,6 @@ func (t *Transport) setup(fd int, extra bool) (netip.AddrPort, error) {
 				break // never read
 			}
 			if err := set(unix.IPPROTO_IPV6, o.opt, 1, o.name); err != nil {
-				return local, err
-			}
-		}
-		if cfg.DontFragment {
-			if err := set(unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_DO, "IPV6_MTU_DISCOVER"); err != nil {
 				return local, err
 			}
 		}
@@ -102,11 +100,6 @@ func (t *Transport) setup(fd int, extra bool) (netip.AddrPort, error) {
 				break // never read
 			}
 			if err := set(unix.IPPROTO_IP, o.opt, 1, o.name); err != nil {
-				return local, err
-			}
-		}
-		if cfg.DontFragment {
-			if err := set(unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DO, "IP_MTU_DISCOVER"); err != nil {
 				return local, err
 			}
 		}
@@ -365,4 +358,29 @@ func alignedBytes(n int) []byte {
 // isFatalSockErr reports errors that concern the socket, not one datagram.
 func isFatalSockErr(e syscall.Errno) bool {
 	return e == unix.EBADF || e == unix.ENOTSOCK || e == unix.EFAULT
+}
+
+// setDontFragment sets the socket's path MTU discovery mode, which decides
+// the outer DF bit: IP_PMTUDISC_DO when on, so that IPv4 datagrams carry DF
+// and one larger than the path MTU fails with EMSGSIZE; IP_PMTUDISC_DONT
+// when off, so that they leave with DF clear and the kernel fragments an
+// oversized one. The kernel's default ("want") would set DF. IPv6 sockets
+// get IPV6_PMTUDISC_DO or IPV6_PMTUDISC_DONT: IPv6 has no DF bit, but DO
+// likewise refuses a datagram larger than the path MTU instead of
+// fragmenting it at the source.
+func setDontFragment(fd int, v6, on bool) error {
+	level, opt, mode, name := unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT, "IP_MTU_DISCOVER"
+	if on {
+		mode = unix.IP_PMTUDISC_DO
+	}
+	if v6 {
+		level, opt, mode, name = unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_DONT, "IPV6_MTU_DISCOVER"
+		if on {
+			mode = unix.IPV6_PMTUDISC_DO
+		}
+	}
+	if err := unix.SetsockoptInt(fd, level, opt, mode); err != nil {
+		return fmt.Errorf("kernel UDP: setsockopt %s: %w", name, err)
+	}
+	return nil
 }
