@@ -2,6 +2,7 @@ package stack
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"sync"
 
@@ -18,8 +19,14 @@ type SharedUnderlay struct {
 	stack *tcpipstack.Stack // the underlay netstack, nil for kernel sockets
 	owned bool              // created implicitly for one tunnel
 
+	// dontFragment sets DF on a kernel socket, which does so for all its
+	// datagrams; nil for underlays that set DF per packet.
+	dontFragment func(on bool) error
+
 	mu      sync.Mutex
 	groups  map[netip.Addr]int
+	dfUsers int  // tunnels that set the socket's DF (dontFragment)
+	dfOn    bool // the socket's DF while dfUsers > 0
 	closed  bool
 	onClose []func()
 }
@@ -88,6 +95,46 @@ func (s *SharedUnderlay) leaveGroup(g netip.Addr) {
 			_ = s.sock.Transport().LeaveGroup(g)
 		}
 	}
+}
+
+// holdDF applies a tunnel's outer DF policy to a kernel socket, which
+// sets DF for all its datagrams: DF set for endpoint.DFSet, clear for
+// DFUnset and for DFInherit (a kernel socket has no per-packet DF, so
+// inherit falls back to clear: the endpoint still refuses inner packets
+// with DF that exceed the tunnel MTU, and lets larger ones without DF
+// through for the outer packet to be fragmented, which DF set would
+// refuse). Tunnels sharing the socket must agree. It reports whether it
+// holds the setting, for releaseDF; underlays that set DF per packet
+// (netstack) need nothing.
+func (s *SharedUnderlay) holdDF(mode endpoint.DFMode) (bool, error) {
+	if s.dontFragment == nil {
+		return false, nil
+	}
+	on := mode == endpoint.DFSet
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.dfUsers > 0 && s.dfOn != on {
+		state := "clear"
+		if s.dfOn {
+			state = "set"
+		}
+		return false, fmt.Errorf("df %s: another tunnel on this kernel UDP underlay sends with DF %s, and a kernel socket sets DF for all its datagrams (give the tunnels the same DF policy, or use a netstack underlay)", mode, state)
+	}
+	if s.dfUsers == 0 {
+		if err := s.dontFragment(on); err != nil {
+			return false, fmt.Errorf("df %s: %w", mode, err)
+		}
+		s.dfOn = on
+	}
+	s.dfUsers++
+	return true, nil
+}
+
+// releaseDF undoes a successful holdDF.
+func (s *SharedUnderlay) releaseDF() {
+	s.mu.Lock()
+	s.dfUsers--
+	s.mu.Unlock()
 }
 
 // Close closes the socket and the underlay netstack.

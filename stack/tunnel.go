@@ -46,6 +46,7 @@ type Tunnel struct {
 	ep       *endpoint.Endpoint
 	underlay *SharedUnderlay
 	joined   bool           // joined cfg.Group on the underlay
+	dfHeld   bool           // set the DF of the underlay's kernel socket
 	device   *tuntap.Device // the TAP/TUN overlay, if any
 	nextMark atomic.Uint32  // marks for DialContextOptions
 
@@ -78,6 +79,10 @@ func New(cfg Config) (*Tunnel, error) {
 		u.owned = true
 	}
 	t := &Tunnel{cfg: cfg, underlay: u}
+	if t.dfHeld, err = u.holdDF(cfg.Endpoint.DF); err != nil {
+		t.Close()
+		return nil, err
+	}
 	if err := t.start(); err != nil {
 		t.Close()
 		return nil, err
@@ -328,6 +333,9 @@ func (t *Tunnel) Close() error {
 		}
 		if t.joined {
 			t.underlay.leaveGroup(t.cfg.Group)
+		}
+		if t.dfHeld {
+			t.underlay.releaseDF()
 		}
 		if t.device != nil {
 			t.device.Close()

@@ -13,6 +13,18 @@ import (
 
 // KernelUDPUnderlay sends Geneve over an ordinary kernel UDP socket. It
 // needs no privilege at all.
+//
+// Outer DF: a kernel socket sets DF for all its datagrams, not per packet,
+// so each tunnel on the underlay sets the socket's DF from its
+// Config.Endpoint.DF when it starts: endpoint.DFSet sets DF
+// (kudp.Options.DontFragment, IP_PMTUDISC_DO); DFUnset, the default, and
+// DFInherit leave it clear (IP_PMTUDISC_DONT). Inherit cannot copy the
+// inner DF bit here and falls back to clear, which keeps what the endpoint
+// lets through (inner IPv4 without DF, larger than the tunnel MTU, for the
+// outer packet to be fragmented) sendable. Tunnels sharing one kernel
+// underlay must therefore agree: New refuses a tunnel whose DF (set, or
+// not) differs from that of the tunnels already on it. Netstack underlays
+// set DF per packet and have no such limit.
 type KernelUDPUnderlay struct {
 	// Local is the local address to bind; invalid means the wildcard
 	// address of the remotes' family.
@@ -80,5 +92,5 @@ func (u KernelUDPUnderlay) open(o openOptions) (*SharedUnderlay, error) {
 		t.Close()
 		return nil, err
 	}
-	return &SharedUnderlay{sock: sock}, nil
+	return &SharedUnderlay{sock: sock, dontFragment: k.SetDontFragment}, nil
 }
