@@ -296,6 +296,7 @@ func (o *ifaceOptions) plan() (*ifacePlan, error) {
 		}
 	}
 	ec.AcceptAnySource = o.acceptAnySource
+	ec.DisableGSO = o.noGSO
 	for _, s := range o.options {
 		b, err := parseOption(s)
 		if err != nil {

@@ -126,3 +126,35 @@ overlay = netstack
 		t.Errorf("--config with --vni: %v", err)
 	}
 }
+
+// TestUpServicesPlan checks --no-gso and the checks on forwards, exposes
+// and proxies made before anything starts.
+func TestUpServicesPlan(t *testing.T) {
+	base := []string{"--vni", "1", "--remote", "192.0.2.2", "--overlay", "netstack", "--addr", "10.0.0.1/24"}
+	p, err := planArgs(append(base, "--no-gso", "--expose", "udp:10.0.0.1:53=127.0.0.1:53", "--expose", "tcp:0.0.0.0:80=127.0.0.1:8080",
+		"--forward", "udp:127.0.0.1:5353=10.0.0.2:53", "--http-proxy", "127.0.0.1:3128")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := p.ifaces[0]
+	if !ip.cfg.Endpoint.DisableGSO || len(ip.exposes) != 2 || len(ip.forwards) != 1 || ip.forwards[0].Proto != "udp" || ip.httpProxy != "127.0.0.1:3128" {
+		t.Errorf("plan %+v", ip)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--expose", "tcp:127.0.0.1:80=127.0.0.1:8080"}, "--expose tcp:127.0.0.1:80=127.0.0.1:8080: 127.0.0.1 is not an overlay address"},
+		{[]string{"--expose", "tcp:[fd00::1]:80=127.0.0.1:8080"}, "is not an overlay address of this interface (have 10.0.0.1)"},
+		{[]string{"--forward", "sctp:127.0.0.1:80=10.0.0.2:80"}, "--forward: "},
+		{[]string{"--socks5", "127.0.0.1:1080", "--http-proxy", "127.0.0.1:1080"}, "--http-proxy 127.0.0.1:1080: tcp 127.0.0.1:1080 is already used by --socks5 127.0.0.1:1080"},
+		{[]string{"--forward", "tcp:127.0.0.1:80=10.0.0.2:80", "--forward", "tcp:127.0.0.1:80=10.0.0.3:80"}, "is already used by --forward tcp:127.0.0.1:80=10.0.0.2:80"},
+		{[]string{"--expose", "udp:10.0.0.1:53=127.0.0.1:53", "--expose", "udp:10.0.0.1:53=127.0.0.1:5353"}, "udp:10.0.0.1:53 is already used"},
+		{[]string{"--http-proxy", "3128"}, "--http-proxy \"3128\": want ADDR:PORT"},
+	} {
+		_, err := planArgs(append(base, c.args...)...)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: got %v, want %q", c.args, err, c.want)
+		}
+	}
+}

@@ -37,6 +37,7 @@ type ifaceOptions struct {
 	df              string
 	portRange       string
 	acceptAnySource bool
+	noGSO           bool
 	options         []string
 	acceptOptions   []string
 	forwards        []string
@@ -144,6 +145,7 @@ func addIfaceFlags(fs *pflag.FlagSet, o *ifaceOptions) {
 	fs.BoolVar(&o.flowLabel, "flowlabel", false, "IPv6 underlay: outer flow label from the inner flow hash (packet underlay; a udp underlay uses the kernel's per-socket label)")
 	fs.StringVar(&o.portRange, "port-range", "", "outer source port range MIN-MAX (geneveportrange; also MIN MAX); default 32768-61000")
 	fs.BoolVar(&o.acceptAnySource, "accept-any-source", false, "accept Geneve from any outer source, not only the remotes")
+	fs.BoolVar(&o.noGSO, "no-gso", false, "netstack overlay: send MSS-sized TCP segments instead of 64 KB super-packets (slower, but recovers faster from heavy underlay loss)")
 	fs.StringArrayVar(&o.options, "option", nil, "option to send on every packet, CLASS:TYPE:HEXDATA (data a multiple of 4 bytes); repeatable")
 	fs.StringArrayVar(&o.acceptOptions, "accept-option", nil, "critical option this tunnel understands, CLASS:TYPE; repeatable")
 	fs.StringArrayVar(&o.forwards, "forward", nil, "netstack overlay: forward a host port into the overlay, tcp|udp:HOST_ADDR:PORT=OVERLAY_ADDR:PORT; repeatable")
