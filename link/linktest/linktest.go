@@ -7,6 +7,7 @@ package linktest
 import (
 	"net/netip"
 	"sync"
+	"sync/atomic"
 
 	"github.com/gnv-project/gnv/link"
 	"gvisor.dev/gvisor/pkg/buffer"
@@ -28,12 +29,15 @@ type Transport struct {
 	// them); without it sends are only counted. Set it before use.
 	Record bool
 
-	mu    sync.Mutex
 	local netip.AddrPort
-	mtu   int
-	sent  []Sent
-	count int
-	r     link.Receiver
+	// The fields a send or a delivery reads are atomic, so that the
+	// double costs the endpoint's benchmarks no lock.
+	mtu   atomic.Int64
+	count atomic.Int64
+	r     atomic.Pointer[link.Receiver]
+
+	mu   sync.Mutex // guards sent
+	sent []Sent
 }
 
 var _ link.Transport = (*Transport)(nil)
@@ -41,24 +45,22 @@ var _ link.Transport = (*Transport)(nil)
 // New returns a Transport bound to local with a 1500-byte MTU that records
 // what it sends.
 func New(local netip.AddrPort) *Transport {
-	return &Transport{local: local, mtu: 1500, Record: true}
+	t := &Transport{local: local, Record: true}
+	t.mtu.Store(1500)
+	return t
 }
 
 // SetMTU sets the underlay MTU that MTU reports.
-func (t *Transport) SetMTU(mtu int) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.mtu = mtu
-}
+func (t *Transport) SetMTU(mtu int) { t.mtu.Store(int64(mtu)) }
 
 // WriteBatch implements link.Transport: every packet is taken.
 func (t *Transport) WriteBatch(pkts []link.Packet) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.count += len(pkts)
+	t.count.Add(int64(len(pkts)))
 	if !t.Record {
 		return len(pkts), nil
 	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	for _, p := range pkts {
 		s := Sent{Packet: p, Data: p.Payload.Flatten()}
 		s.Packet.Payload = buffer.Buffer{}
@@ -70,20 +72,15 @@ func (t *Transport) WriteBatch(pkts []link.Packet) (int, error) {
 // Start implements link.Transport: Deliver hands datagrams to r from now
 // on.
 func (t *Transport) Start(r link.Receiver) error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.r = r
+	t.r.Store(&r)
 	return nil
 }
 
 // Deliver hands batch to the receiver, as a received batch, on the
 // caller's goroutine. It does nothing before Start.
 func (t *Transport) Deliver(batch []link.Datagram) {
-	t.mu.Lock()
-	r := t.r
-	t.mu.Unlock()
-	if r != nil {
-		r.Receive(batch)
+	if r := t.r.Load(); r != nil {
+		(*r).Receive(batch)
 	}
 }
 
@@ -97,21 +94,13 @@ func (t *Transport) Take() []Sent {
 }
 
 // Count returns how many packets WriteBatch has taken in all.
-func (t *Transport) Count() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.count
-}
+func (t *Transport) Count() int { return int(t.count.Load()) }
 
 // LocalAddr implements link.Transport.
 func (t *Transport) LocalAddr() netip.AddrPort { return t.local }
 
 // MTU implements link.Transport.
-func (t *Transport) MTU() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.mtu
-}
+func (t *Transport) MTU() int { return int(t.mtu.Load()) }
 
 // JoinGroup implements link.Transport; groups need no joining in memory.
 func (t *Transport) JoinGroup(netip.Addr) error { return nil }
