@@ -54,6 +54,8 @@ const (
 	DFSet
 	// DFInherit copies the DF bit (only that bit) of an inner IPv4
 	// packet, and sets DF for inner IPv6, which routers never fragment.
+	// A kernel UDP socket cannot set DF per packet: on that underlay
+	// inherit sends DF clear, as unset does (stack.KernelUDPUnderlay).
 	DFInherit
 )
 
