@@ -46,6 +46,8 @@ type Host struct {
 	ListenConfig net.ListenConfig
 }
 
+var _ Network = Host{}
+
 // DialContext connects to address with h.Dialer.
 func (h Host) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
 	return h.Dialer.DialContext(ctx, network, address)

@@ -91,6 +91,8 @@ type Proxy struct {
 	badRequests, authFailures, toTarget, fromTarget              atomic.Uint64
 }
 
+var _ http.Handler = (*Proxy)(nil)
+
 // New returns a proxy whose destinations are on network n.
 func New(n forward.Network, opts Options) *Proxy {
 	if opts.DialTimeout <= 0 {
