@@ -35,6 +35,7 @@ func TestOuterDFUnderlays(t *testing.T) {
 				a.MustRun(t, "ip", "addr", "add", local.String(), "dev", "va")
 				ul = stack.KernelUDPUnderlay{Local: local.Addr()}
 			case "packet":
+				netns.RequireTools(t, "sysctl")
 				a.MustRun(t, "sysctl", "-qw", "net.ipv6.conf.va.disable_ipv6=1")
 				ul = stack.PacketUnderlay{Device: "va", NetstackOptions: stack.NetstackOptions{Address: local}}
 			case "tap":

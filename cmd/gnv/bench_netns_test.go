@@ -161,6 +161,7 @@ func benchGnvTAP(b *testing.B, underlay string) float64 {
 		args := []string{"--vni", "100", "--remote", remote, "--addr", fmt.Sprintf("10.9.0.%d/24", n)}
 		switch underlay {
 		case "packet":
+			netns.RequireTools(b, "sysctl")
 			ns.MustRun(b, "sysctl", "-qw", "net.ipv6.conf."+dev+".disable_ipv6=1")
 			args = append(args, "--underlay", "packet", "--dev", dev, "--underlay-addr", local+"/24")
 		case "tap":

@@ -150,6 +150,7 @@ func gnvUpAs(t *testing.T, ns *netns.NS, wrap []string, ctl string, ifaces int, 
 // ping runs the kernel's ping inside ns.
 func ping(t *testing.T, ns *netns.NS, dst string) {
 	t.Helper()
+	netns.RequireTools(t, "ping")
 	var last string
 	for try := 0; try < 3; try++ {
 		out, err := ns.Run("ping", "-c", "3", "-i", "0.2", "-W", "2", dst)
@@ -233,6 +234,7 @@ func underlaySide(t *testing.T, ns *netns.NS, dev, kind, addr string, bits int) 
 		ns.MustRun(t, args[0], args[1:]...)
 		return []string{"--underlay", "udp", "--local", addr}
 	case "packet":
+		netns.RequireTools(t, "sysctl")
 		ns.MustRun(t, "sysctl", "-qw", "net.ipv6.conf."+dev+".disable_ipv6=1")
 		return []string{"--underlay", "packet", "--dev", dev, "--underlay-addr", cidr}
 	case "tap":

@@ -27,11 +27,7 @@ func ovsPeer(t *testing.T) string {
 	if _, err := os.Stat(script); err != nil {
 		t.Skipf("no OVS peer script at %s (the shared reference folder must sit next to the project)", script)
 	}
-	for _, c := range []string{"ovs-vswitchd", "ovsdb-server", "ovs-vsctl", "nft", "ethtool"} {
-		if _, err := exec.LookPath(c); err != nil {
-			t.Skipf("needs %s (apt-get install openvswitch-switch nftables ethtool); CI installs them", c)
-		}
-	}
+	netns.RequireTools(t, "ovs-vswitchd", "ovsdb-server", "ovs-vsctl", "nft", "ethtool", "ping", "sysctl")
 	return script
 }
 

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -36,11 +35,7 @@ var nobody = []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-grou
 // time over the control socket. Every transfer is content-checked.
 func TestRootlessEndToEnd(t *testing.T) {
 	netns.RequireRoot(t)
-	for _, tool := range []string{"setpriv", "curl"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed (util-linux, curl): %v", tool, err)
-		}
-	}
+	netns.RequireTools(t, "setpriv", "curl")
 	a, b := pair(t)
 	ua := underlaySide(t, a, "va", "udp", "192.0.2.1", 24)
 	ub := underlaySide(t, b, "vb", "udp", "192.0.2.2", 24)

@@ -718,6 +718,7 @@ func TestPacketEndpointBadChecksum(t *testing.T) {
 		t.Skip("no virtio_net_hdr: every fr is trusted")
 	}
 	// Learn the MACs: B pings A.
+	netns.RequireTools(t, "ping")
 	env.nsB.MustRun(t, "ping", "-c", "1", "-W", "2", afpA4.String())
 	fr := afpTestFrame(false, []byte("corrupted on the way"))
 	l3, _, _, _ := frame.L3L4(fr)
@@ -761,6 +762,7 @@ func TestPacketEndpointBadChecksum(t *testing.T) {
 // answer), for IPv4 and IPv6.
 func TestPacketEndpointNeighbours(t *testing.T) {
 	env := newAFPEnv(t, Options{}, false)
+	netns.RequireTools(t, "ping")
 	env.nsB.MustRun(t, "ping", "-c", "2", "-i", "0.2", "-W", "2", afpA4.String())
 	env.nsB.MustRun(t, "ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", afpA6.String())
 	out := env.nsB.MustRun(t, "ip", "neigh", "show", "dev", afpDevB)

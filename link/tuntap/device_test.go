@@ -422,6 +422,7 @@ func TestDeviceOverlay(t *testing.T) {
 				t.Errorf("device mtu %d, endpoint mtu %d", a.dev.MTU(), a.ep.MTU())
 			}
 
+			netns.RequireTools(t, "ping")
 			for _, dst := range []string{"10.9.0.2", "fd09::2"} {
 				out, err := nsA.Run("ping", "-c", "3", "-i", "0.2", "-W", "5", dst)
 				if err != nil || !strings.Contains(out, " 0% packet loss") {

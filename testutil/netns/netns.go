@@ -32,6 +32,38 @@ func RequireRoot(tb testing.TB) {
 	}
 }
 
+// toolPackages names the Debian package that provides each tool the
+// integration tests run, for the skip message.
+var toolPackages = map[string]string{
+	"ip": "iproute2", "bridge": "iproute2", "ping": "iputils-ping", "sysctl": "procps",
+	"tshark": "tshark", "tcpdump": "tcpdump", "iperf3": "iperf3", "ethtool": "ethtool",
+	"nft": "nftables", "curl": "curl", "python3": "python3", "socat": "socat",
+	"setpriv": "util-linux", "ovs-vsctl": "openvswitch-switch", "ovs-vswitchd": "openvswitch-switch",
+	"ovsdb-server": "openvswitch-switch", "qemu-system-x86_64": "qemu-system-x86",
+	"bgpd": "frr", "zebra": "frr", "vtysh": "frr",
+}
+
+// RequireTools skips the test, naming the tool and the Debian package that
+// provides it, unless every tool is on PATH (or, for FRR's daemons, in
+// /usr/lib/frr). CI installs them all; a machine without them skips the
+// tests that need them instead of failing.
+func RequireTools(tb testing.TB, tools ...string) {
+	tb.Helper()
+	for _, t := range tools {
+		if _, err := exec.LookPath(t); err == nil {
+			continue
+		}
+		if _, err := os.Stat("/usr/lib/frr/" + t); err == nil {
+			continue
+		}
+		pkg := toolPackages[t]
+		if pkg == "" {
+			pkg = t
+		}
+		tb.Skipf("needs %s, which is not installed (apt-get install %s)", t, pkg)
+	}
+}
+
 // NS is a named network namespace.
 type NS struct {
 	Name string

@@ -12,6 +12,7 @@ import (
 
 func TestNamespacesAndVeth(t *testing.T) {
 	netns.RequireRoot(t)
+	netns.RequireTools(t, "ping")
 	a, b := netns.New(t, "gnvt-a"), netns.New(t, "gnvt-b")
 	netns.Veth(t, a, "va", b, "vb")
 	a.MustRun(t, "ip", "addr", "add", "198.51.100.1/24", "dev", "va")
