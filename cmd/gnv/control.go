@@ -11,13 +11,16 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
-	"github.com/gnv-project/gnv/stack"
 	"github.com/spf13/pflag"
 )
 
-// defaultControlPath is where the control socket goes without --control.
+// defaultControlPath is where the control socket goes without --control:
+// /run/gnv/NAME.sock for root; for other users $XDG_RUNTIME_DIR/gnv/NAME.sock,
+// or, when XDG_RUNTIME_DIR is unset, gnv-UID/NAME.sock in the temporary
+// directory ($TMPDIR, else /tmp).
 func defaultControlPath(name string) string {
 	dir := "/run/gnv"
 	if os.Geteuid() != 0 {
@@ -28,6 +31,14 @@ func defaultControlPath(name string) string {
 		}
 	}
 	return filepath.Join(dir, name+".sock")
+}
+
+// controlFlagHelp is the --control flag's help: the rule, and what it
+// gives for this user now.
+func controlFlagHelp(nameFrom string) string {
+	return fmt.Sprintf("control socket of gnv stats and fdb (default /run/gnv/NAME.sock as root; otherwise "+
+		"$XDG_RUNTIME_DIR/gnv/NAME.sock, or $TMPDIR/gnv-UID/NAME.sock (TMPDIR defaults to /tmp) when XDG_RUNTIME_DIR is unset; "+
+		"NAME is %s; here: %s)", nameFrom, defaultControlPath("NAME"))
 }
 
 // controlIface finds an interface by name, or the only one.
@@ -47,18 +58,60 @@ func controlIface(ifaces []*runningIface, name string) (*runningIface, error) {
 	return nil, fmt.Errorf("no interface %q (have %s)", name, strings.Join(names, ", "))
 }
 
-// serveControl answers gnv fdb / gnv stats on a unix socket: one request
-// line, a reply, and "ok" or "error: ..." as the last line.
-func serveControl(path string, ifaces []*runningIface, u *stack.SharedUnderlay, log *slog.Logger) (io.Closer, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+// controlInUseError says that a live gnv up answers on the control socket.
+type controlInUseError struct{ path string }
+
+func (e *controlInUseError) Error() string {
+	return fmt.Sprintf("control socket %s is in use by a running gnv up: stop that one, or give this one another --name (or --control PATH)", e.path)
+}
+
+// listenControl claims the control socket at path. A socket file that a
+// live process answers on is left alone (controlInUseError); one that no
+// one answers on was left behind by a gnv up that did not exit cleanly,
+// and is replaced. Anything else at path is refused. gnv up does not start
+// without its control socket.
+func listenControl(path string, log *slog.Logger) (*net.UnixListener, error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("control socket: %w (see --control)", err)
+	}
+	if err := checkControlDir(dir); err != nil {
 		return nil, err
 	}
-	_ = os.Remove(path)
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, err
+	for retried := false; ; retried = true {
+		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+		if err == nil {
+			_ = os.Chmod(path, 0o600)
+			return ln, nil
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) || retried {
+			return nil, fmt.Errorf("control socket: %w (see --control)", err)
+		}
+		fi, serr := os.Lstat(path)
+		if serr != nil {
+			continue // gone in the meantime: try again
+		}
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("control socket %s: the path exists and is not a socket: remove it, or choose another --control", path)
+		}
+		c, derr := net.DialTimeout("unix", path, time.Second)
+		if derr == nil {
+			c.Close()
+			return nil, &controlInUseError{path: path}
+		}
+		if !errors.Is(derr, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("control socket %s exists and cannot be checked (%v): remove it if no gnv up uses it, or choose another --control", path, derr)
+		}
+		log.Info("replacing a stale control socket (no process answers on it)", "path", path)
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
 	}
-	_ = os.Chmod(path, 0o600)
+}
+
+// serveControl answers gnv stats and fdb on ln: one request line, a
+// reply, and "ok" or "error: ..." as the last line. Closing ln stops it.
+func serveControl(ln *net.UnixListener, inst *instance, log *slog.Logger) {
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -73,7 +126,7 @@ func serveControl(path string, ifaces []*runningIface, u *stack.SharedUnderlay, 
 					return
 				}
 				w := bufio.NewWriter(c)
-				if err := handleControl(w, strings.Fields(line), ifaces, u); err != nil {
+				if err := handleControl(w, strings.Fields(line), inst); err != nil {
 					fmt.Fprintf(w, "error: %v\n", err)
 				} else {
 					fmt.Fprintln(w, "ok")
@@ -82,14 +135,14 @@ func serveControl(path string, ifaces []*runningIface, u *stack.SharedUnderlay, 
 			}()
 		}
 	}()
-	log.Debug("control socket", "path", path)
-	return ln, nil
+	log.Debug("control socket", "path", inst.control)
 }
 
 // handleControl runs one control request: "stats NAME", "fdb show NAME",
 // "fdb add NAME MAC REMOTE", "fdb del NAME MAC", "fdb flush NAME",
 // "fdb flushall NAME" (NAME may be "-" for the only interface).
-func handleControl(w io.Writer, f []string, ifaces []*runningIface, u *stack.SharedUnderlay) error {
+func handleControl(w io.Writer, f []string, inst *instance) error {
+	ifaces, u := inst.ifaces, inst.underlay
 	if len(f) < 2 {
 		return fmt.Errorf("bad request")
 	}
@@ -174,7 +227,7 @@ func handleControl(w io.Writer, f []string, ifaces []*runningIface, u *stack.Sha
 func ctlMain(cmd string, args []string) int {
 	fs := pflag.NewFlagSet("gnv "+cmd, pflag.ContinueOnError)
 	name := fs.String("name", "", "interface name (default: the only one, or gnv0)")
-	control := fs.String("control", "", "control socket of the gnv up (default /run/gnv/NAME.sock)")
+	control := fs.String("control", "", controlFlagHelp("--name, else gnv0"))
 	fs.Usage = func() {
 		switch cmd {
 		case "fdb":

@@ -52,7 +52,7 @@ func upMain(args []string) int {
 		fmt.Fprintf(os.Stderr, "gnv up: %v\n", err)
 		return 2
 	}
-	if err := runUntilSignal(plan, newLogger(plan.logLevel)); err != nil {
+	if err := runUntilSignal(plan, newLogger(plan.logLevel), os.Stdout); err != nil {
 		fmt.Fprintf(os.Stderr, "gnv up: %v\n", err)
 		return 1
 	}

@@ -112,7 +112,7 @@ func addSocketFlags(fs *pflag.FlagSet, s *socketOptions) {
 	fs.IntVar(&s.multicastTTL, "multicast-ttl", 0, "TTL of datagrams sent to a group (default: the interface TTL)")
 	fs.StringVar(&s.pcap, "pcap", "", "write the underlay traffic to this pcap file")
 	fs.StringVar(&s.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	fs.StringVar(&s.control, "control", "", "control socket path for gnv fdb/stats (default /run/gnv/NAME.sock, or $XDG_RUNTIME_DIR/gnv/NAME.sock when not root)")
+	fs.StringVar(&s.control, "control", "", controlFlagHelp("--name, or the first [section] of --config")+"; a live gnv up on it stops this one from starting")
 	fs.StringVar(&s.config, "config", "", "read interfaces from this file (see gnv up --help)")
 	fs.DurationVar(&s.statsInterval, "stats-interval", 0, "log the counters at this interval (0: only at exit)")
 	fs.VisitAll(func(f *pflag.Flag) {

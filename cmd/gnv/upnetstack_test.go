@@ -9,6 +9,7 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -17,32 +18,58 @@ import (
 // interfaces once they are up.
 func startUp(t *testing.T, args ...string) []*runningIface {
 	t.Helper()
+	return startInstance(t, args...).ifaces
+}
+
+// startInstance runs gnv up with args until the test ends and returns the
+// instance once it is up.
+func startInstance(t *testing.T, args ...string) *instance {
+	t.Helper()
+	inst, stop, err := runInstance(t, args...)
+	if err != nil {
+		t.Fatalf("gnv up: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("gnv up: %v", err)
+		}
+	})
+	return inst
+}
+
+// runInstance starts gnv up with args and returns the instance once it is
+// up, and a function that stops it and returns runUp's error; or the error
+// with which gnv up failed to start.
+func runInstance(t *testing.T, args ...string) (*instance, func() error, error) {
+	t.Helper()
 	p, err := planArgs(args...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	up := make(chan []*runningIface, 1)
+	up := make(chan *instance, 1)
 	done := make(chan error, 1)
-	var out bytes.Buffer
+	var out lockedBuf
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	go func() { done <- runUp(ctx, p, log, &out, func(r []*runningIface) { up <- r }) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("gnv up: %v", err)
-		}
-	})
+	go func() { done <- runUp(ctx, p, log, &out, func(i *instance) { up <- i }) }()
 	select {
-	case r := <-up:
+	case inst := <-up:
 		if !strings.Contains(out.String(), "up, l2 vni") && !strings.Contains(out.String(), "up, l3 vni") {
 			t.Errorf("start-up line missing: %q", out.String())
 		}
-		return r
+		var once sync.Once
+		var stopErr error
+		return inst, func() error {
+			once.Do(func() {
+				cancel()
+				stopErr = <-done
+			})
+			return stopErr
+		}, nil
 	case err := <-done:
-		t.Fatalf("gnv up: %v", err)
+		cancel()
+		return nil, nil, err
 	}
-	return nil
 }
 
 // TestUpNetstackOverlay runs two gnv up instances over kernel UDP on
