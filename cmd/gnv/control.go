@@ -197,23 +197,22 @@ func handleControl(w io.Writer, f []string, inst *instance) error {
 			fdb.FlushAll()
 			return nil
 		case "add":
-			mac, err := net.ParseMAC(arg(3))
+			mac, err := parseFDBMAC(arg(3))
 			if err != nil {
-				return fmt.Errorf("mac %q: want like 02:00:00:00:00:01", arg(3))
+				return err
 			}
-			remote, err := netip.ParseAddrPort(arg(4))
+			remote, err := parseFDBRemote(arg(4))
 			if err != nil {
-				a, err2 := netip.ParseAddr(arg(4))
-				if err2 != nil {
-					return fmt.Errorf("remote %q: want ADDR or ADDR:PORT", arg(4))
-				}
-				remote = netip.AddrPortFrom(a.Unmap(), 0)
+				return err
+			}
+			if fam := inst.plan.family; fam != 0 && family(remote.Addr()) != fam {
+				return fmt.Errorf("REMOTE %s is an IPv%d address, but the underlay of %s is IPv%d", remote.Addr(), family(remote.Addr()), ri.plan.name, fam)
 			}
 			return fdb.AddStatic(mac, remote)
 		case "del":
-			mac, err := net.ParseMAC(arg(3))
+			mac, err := parseFDBMAC(arg(3))
 			if err != nil {
-				return fmt.Errorf("mac %q: want like 02:00:00:00:00:01", arg(3))
+				return err
 			}
 			return fdb.Remove(mac)
 		}
@@ -222,52 +221,101 @@ func handleControl(w io.Writer, f []string, inst *instance) error {
 	return fmt.Errorf("unknown request %q", f[0])
 }
 
+// parseFDBMAC parses the MAC argument of gnv fdb add and del: a unicast
+// Ethernet address other than the zero address.
+func parseFDBMAC(s string) (net.HardwareAddr, error) {
+	mac, err := net.ParseMAC(s)
+	if err != nil || len(mac) != 6 {
+		return nil, fmt.Errorf("MAC %q: want an Ethernet address like 02:00:00:00:00:01", s)
+	}
+	if mac[0]&1 != 0 {
+		return nil, fmt.Errorf("MAC %s is a multicast address: a forwarding entry needs a unicast one", mac)
+	}
+	if string(mac) == "\x00\x00\x00\x00\x00\x00" {
+		return nil, fmt.Errorf("MAC %s is the zero address: no frame comes from it", mac)
+	}
+	return mac, nil
+}
+
+// parseFDBRemote parses the REMOTE argument of gnv fdb add: ADDR or
+// ADDR:PORT ([ADDR]:PORT for IPv6); port 0 means the interface's --port.
+func parseFDBRemote(s string) (netip.AddrPort, error) {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		return netip.AddrPort{}, fmt.Errorf("REMOTE %q: want ADDR or ADDR:PORT ([ADDR]:PORT for IPv6), like 192.0.2.2", s)
+	}
+	return netip.AddrPortFrom(a.Unmap(), 0), nil
+}
+
 // ctlMain runs "gnv fdb ..." and "gnv stats": it sends one request to a
-// running gnv up over its control socket and prints the reply.
-func ctlMain(cmd string, args []string) int {
+// running gnv up over its control socket and prints the reply. Errors in
+// the command line exit with 2, errors of the request with 1.
+func ctlMain(cmd string, args []string, stdout, stderr io.Writer) int {
 	fs := pflag.NewFlagSet("gnv "+cmd, pflag.ContinueOnError)
 	name := fs.String("name", "", "interface name (default: the only one, or gnv0)")
 	control := fs.String("control", "", controlFlagHelp("--name, else gnv0"))
 	fs.Usage = func() {
 		switch cmd {
 		case "fdb":
-			fmt.Fprint(os.Stderr, "usage: gnv fdb show|flush|flushall [flags]\n       gnv fdb add MAC REMOTE[:PORT] [flags]\n       gnv fdb del MAC [flags]\n\nflush removes the learned entries, flushall the static ones too (vxlan(4)'s meanings).\n\nflags:\n")
+			fmt.Fprint(fs.Output(), "usage: gnv fdb show|flush|flushall [flags]\n       gnv fdb add MAC REMOTE[:PORT] [flags]\n       gnv fdb del MAC [flags]\n\nflush removes the learned entries, flushall the static ones too (vxlan(4)'s meanings).\nMAC is a unicast Ethernet address, REMOTE an underlay address of the interface's family.\n\nflags:\n")
 		default:
-			fmt.Fprint(os.Stderr, "usage: gnv stats [flags]\n\nflags:\n")
+			fmt.Fprint(fs.Output(), "usage: gnv stats [flags]\n\nflags:\n")
 		}
-		fmt.Fprint(os.Stderr, fs.FlagUsages())
+		fmt.Fprint(fs.Output(), fs.FlagUsages())
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	iface := *name
 	if iface == "" {
 		iface = "-"
 	}
+	fail := func(err error) int {
+		usageError(stderr, fs.Name(), err)
+		return 2
+	}
 	var req []string
 	switch cmd {
 	case "stats":
 		if fs.NArg() != 0 {
-			fs.Usage()
-			return 2
+			return fail(fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0)))
 		}
 		req = []string{"stats", iface}
 	case "fdb":
 		if fs.NArg() < 1 {
-			fs.Usage()
-			return 2
+			return fail(errors.New("missing the operation: show, add, del, flush or flushall"))
 		}
 		op := fs.Arg(0)
-		want := map[string]int{"show": 1, "flush": 1, "flushall": 1, "add": 3, "del": 2}[op]
-		if want == 0 || fs.NArg() != want {
-			fmt.Fprintf(os.Stderr, "gnv fdb %s: ", op)
-			fs.Usage()
-			return 2
+		args := fs.Args()[1:]
+		switch op {
+		case "show", "flush", "flushall":
+			if len(args) != 0 {
+				return fail(fmt.Errorf("%s takes no arguments (got %q)", op, args[0]))
+			}
+		case "add":
+			if len(args) != 2 {
+				return fail(errors.New("add takes two arguments: MAC REMOTE[:PORT]"))
+			}
+			if _, err := parseFDBMAC(args[0]); err != nil {
+				return fail(err)
+			}
+			if _, err := parseFDBRemote(args[1]); err != nil {
+				return fail(err)
+			}
+		case "del":
+			if len(args) != 1 {
+				return fail(errors.New("del takes one argument: MAC"))
+			}
+			if _, err := parseFDBMAC(args[0]); err != nil {
+				return fail(err)
+			}
+		default:
+			return fail(fmt.Errorf("unknown operation %q: valid ones are show, add, del, flush and flushall", op))
 		}
-		req = append([]string{"fdb", op, iface}, fs.Args()[1:]...)
+		req = append([]string{"fdb", op, iface}, args...)
 	}
 	path := *control
 	if path == "" {
@@ -277,8 +325,8 @@ func ctlMain(cmd string, args []string) int {
 		}
 		path = defaultControlPath(n)
 	}
-	if err := ctlRequest(os.Stdout, path, req); err != nil {
-		fmt.Fprintf(os.Stderr, "gnv %s: %v\n", cmd, err)
+	if err := ctlRequest(stdout, path, req); err != nil {
+		fmt.Fprintf(stderr, "gnv %s: %v\n", cmd, err)
 		return 1
 	}
 	return 0

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gnv-project/gnv/endpoint"
 	"github.com/gnv-project/gnv/stack"
 )
 
@@ -130,6 +131,13 @@ func startIface(ctx context.Context, p *upPlan, ip *ifacePlan, u *stack.SharedUn
 		return nil, withFlags(err, ip.given)
 	}
 	ri := &runningIface{plan: ip, tun: tun}
+	if c := &ip.cfg; c.MTU != 0 {
+		umtu := u.Socket().Transport().MTU()
+		if most := endpoint.TunnelMTU(umtu, p.family, c.Mode, len(c.Endpoint.Options)); int(c.MTU) > most {
+			log.Warn("--mtu is above what one underlay packet carries: larger overlay packets will be fragmented in the underlay, or dropped where it does not fragment",
+				"name", ip.name, "mtu", c.MTU, "max", most, "underlay_mtu", umtu)
+		}
+	}
 	for _, f := range ip.forwards {
 		fw, err := startForward(ctx, tun, f, log)
 		if err != nil {

@@ -52,6 +52,7 @@ type ifacePlan struct {
 
 // forwardSpec is one --forward.
 type forwardSpec struct {
+	spec   string // as given
 	listen string
 	target netip.AddrPort
 }
@@ -178,6 +179,13 @@ func (o *upOptions) plan() (*upPlan, error) {
 			}
 			return nil, err
 		}
+		if p.underlay == "udp" && o.ifaces[i].portRange != "" {
+			err := fmt.Errorf("--port-range %s: a udp underlay cannot honour a source port range: it sends from a pool of sockets on ports the kernel picks (net.ipv4.ip_local_port_range); leave --port-range out, or use --underlay packet or tap", o.ifaces[i].portRange)
+			if len(o.ifaces) > 1 {
+				err = fmt.Errorf("[%s]: %w", ip.name, err)
+			}
+			return nil, err
+		}
 		if other, ok := seenVNI[int64(ip.cfg.VNI)]; ok {
 			return nil, fmt.Errorf("[%s]: vni %d is already used by [%s]: a VNI may appear once per socket", ip.name, ip.cfg.VNI, other)
 		}
@@ -188,6 +196,9 @@ func (o *upOptions) plan() (*upPlan, error) {
 		seenName[ip.name] = true
 		p.ifaces = append(p.ifaces, *ip)
 	}
+	if err := checkListeners(p.ifaces); err != nil {
+		return nil, err
+	}
 	p.control = s.control
 	if p.control == "" {
 		p.control = defaultControlPath(p.ifaces[0].name)
@@ -195,9 +206,85 @@ func (o *upOptions) plan() (*upPlan, error) {
 	return p, nil
 }
 
+// checkListeners refuses two host listeners (--forward, --socks5) on one
+// address, within an interface or across the interfaces of a config file,
+// before anything starts. Port 0 (any free port) never collides.
+func checkListeners(ifaces []ifacePlan) error {
+	type listener struct {
+		addr  string
+		owner string // "--socks5 ADDR" and, with several interfaces, "[name] "
+	}
+	var seen []listener
+	for _, ip := range ifaces {
+		var mine []listener
+		for _, f := range ip.forwards {
+			mine = append(mine, listener{f.listen, "--forward " + f.spec})
+		}
+		if ip.socks5 != "" {
+			mine = append(mine, listener{ip.socks5, "--socks5 " + ip.socks5})
+		}
+		for _, l := range mine {
+			if len(ifaces) > 1 {
+				l.owner = "[" + ip.name + "] " + l.owner
+			}
+			for _, o := range seen {
+				if sameListener(l.addr, o.addr) {
+					return fmt.Errorf("%s listens on %s, as %s already does: each host listener needs an address of its own", l.owner, l.addr, o.owner)
+				}
+			}
+			seen = append(seen, l)
+		}
+	}
+	return nil
+}
+
+// sameListener reports whether TCP listeners on host:port addresses a and
+// b would collide: the same port (not 0), and the same host or a wildcard
+// on either side.
+func sameListener(a, b string) bool {
+	ha, pa, err1 := net.SplitHostPort(a)
+	hb, pb, err2 := net.SplitHostPort(b)
+	if err1 != nil || err2 != nil || pa != pb || pa == "0" {
+		return false
+	}
+	norm := func(h string) (string, bool) {
+		if h == "" {
+			return "", true
+		}
+		if ip, err := netip.ParseAddr(h); err == nil {
+			return ip.Unmap().String(), ip.IsUnspecified()
+		}
+		return strings.ToLower(h), false
+	}
+	na, wa := norm(ha)
+	nb, wb := norm(hb)
+	return na == nb || wa || wb
+}
+
+// checkHost checks what the plan names on this host, without opening
+// anything: the --dev interface must exist.
+func (p *upPlan) checkHost() error {
+	if p.dev != "" {
+		if _, err := net.InterfaceByName(p.dev); err != nil {
+			return fmt.Errorf("--dev %s: no network interface of that name on this host (see ip link)", p.dev)
+		}
+	}
+	return nil
+}
+
+// checked is what gnv up --check says about a valid plan.
+func (p *upPlan) checked() string {
+	var names []string
+	for _, ip := range p.ifaces {
+		names = append(names, fmt.Sprintf("%s (%s vni %d, overlay %s)", ip.name, ip.cfg.Mode, ip.cfg.VNI, ip.overlay))
+	}
+	return fmt.Sprintf("gnv up: configuration ok: %s underlay, %d interface(s): %s; control socket %s",
+		p.underlay, len(p.ifaces), strings.Join(names, ", "), p.control)
+}
+
 // plan parses one interface's options.
 func (o *ifaceOptions) plan() (*ifacePlan, error) {
-	if o.vni < 0 {
+	if !o.vniSet {
 		return nil, fmt.Errorf("--vni is required: the virtual network identifier, 0..%d", geneve.MaxVNI)
 	}
 	if o.name == "" || len(o.name) > 15 || strings.ContainsAny(o.name, "/ \t") {
@@ -384,5 +471,5 @@ func parseForward(s string) (forwardSpec, error) {
 	if err != nil {
 		return forwardSpec{}, fmt.Errorf("--forward %q: target %q: want OVERLAY_IP:PORT", s, target)
 	}
-	return forwardSpec{listen: listen, target: t}, nil
+	return forwardSpec{spec: s, listen: listen, target: t}, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"strconv"
@@ -20,6 +21,7 @@ import (
 type ifaceOptions struct {
 	name            string
 	vni             int64
+	vniSet          bool // --vni was given
 	mode            string
 	remotes         []string
 	group           string
@@ -71,7 +73,12 @@ type socketOptions struct {
 type upOptions struct {
 	sock   socketOptions
 	ifaces []ifaceOptions
+	check  bool // --check: validate and exit
 }
+
+// commandLineFlags may only be given on the command line, not in a
+// --config file.
+var commandLineFlags = map[string]bool{"check": true}
 
 // socketFlags are the flag names that configure the shared socket; in a
 // config file they may only appear before the first section.
@@ -124,7 +131,7 @@ func addSocketFlags(fs *pflag.FlagSet, s *socketOptions) {
 
 func addIfaceFlags(fs *pflag.FlagSet, o *ifaceOptions) {
 	fs.StringVar(&o.name, "name", "gnv0", "interface name (TAP/TUN device name, log and control name)")
-	fs.Int64Var(&o.vni, "vni", -1, "virtual network identifier, 0..16777215 (geneveid); required")
+	fs.Int64Var(&o.vni, "vni", 0, "virtual network identifier, 0..16777215 (geneveid); required")
 	fs.StringVar(&o.mode, "mode", "l2", "l2 (Ethernet inside) or l3 (IP inside) (genevemode)")
 	fs.StringArrayVar(&o.remotes, "remote", nil, "unicast peer; repeat for head-end replication (geneveremote)")
 	fs.StringVar(&o.group, "group", "", "multicast group instead of remotes (genevegroup)")
@@ -140,7 +147,7 @@ func addIfaceFlags(fs *pflag.FlagSet, o *ifaceOptions) {
 	fs.BoolVar(&o.dscpInherit, "dscp-inherit", false, "copy the inner DSCP to the outer header (genevedscpinherit)")
 	fs.StringVar(&o.df, "df", "unset", "outer DF bit: set, inherit or unset (genevedf)")
 	fs.BoolVar(&o.flowLabel, "flowlabel", false, "IPv6 underlay: outer flow label from the inner flow hash (packet underlay; a udp underlay uses the kernel's per-socket label)")
-	fs.StringVar(&o.portRange, "port-range", "", "outer source port range MIN-MAX (geneveportrange; also MIN MAX); default 32768-61000")
+	fs.StringVar(&o.portRange, "port-range", "", "outer source port range MIN-MAX (geneveportrange; also MIN MAX); default 32768-61000; packet and tap underlays only: a udp underlay sends from ports the kernel picks")
 	fs.BoolVar(&o.acceptAnySource, "accept-any-source", false, "accept Geneve from any outer source, not only the remotes")
 	fs.StringArrayVar(&o.options, "option", nil, "option to send on every packet, CLASS:TYPE:HEXDATA (data a multiple of 4 bytes); repeatable")
 	fs.StringArrayVar(&o.acceptOptions, "accept-option", nil, "critical option this tunnel understands, CLASS:TYPE; repeatable")
@@ -153,10 +160,11 @@ func newUpFlags(o *upOptions) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("gnv up", pflag.ContinueOnError)
 	fs.SetNormalizeFunc(normalize)
 	fs.SortFlags = false
+	fs.BoolVar(&o.check, "check", false, "validate the configuration (flags and --config file) and exit: 0 if gnv up would start, 2 if not; opens nothing")
 	addSocketFlags(fs, &o.sock)
 	o.ifaces = []ifaceOptions{{}}
 	addIfaceFlags(fs, &o.ifaces[0])
-	fs.Usage = func() { fmt.Fprint(os.Stderr, upUsage+fs.FlagUsages()) }
+	fs.Usage = func() { fmt.Fprint(fs.Output(), upUsage+fs.FlagUsages()) }
 	return fs
 }
 
@@ -182,19 +190,22 @@ func isNumber(s string) bool {
 }
 
 // parseUp parses gnv up's command line and, with --config, the file.
-func parseUp(args []string) (*upOptions, error) {
+// --help prints the usage to help.
+func parseUp(args []string, help io.Writer) (*upOptions, error) {
 	o := &upOptions{}
 	fs := newUpFlags(o)
+	fs.SetOutput(help)
 	if err := fs.Parse(joinPortRange(args)); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0))
 	}
+	o.ifaces[0].vniSet = fs.Changed("vni")
 	if o.sock.config != "" {
 		ifaceFlagSet := map[string]bool{}
 		fs.Visit(func(f *pflag.Flag) {
-			if !socketFlags[f.Name] {
+			if !socketFlags[f.Name] && !commandLineFlags[f.Name] {
 				ifaceFlagSet[f.Name] = true
 			}
 		})
@@ -259,6 +270,9 @@ func readConfig(o *upOptions, global *pflag.FlagSet) error {
 		}
 		key, value = strings.TrimSpace(key), strings.TrimSpace(value)
 		name := string(normalize(nil, key))
+		if commandLineFlags[name] {
+			return fmt.Errorf("%s: %s is a command-line flag, not a setting", where, key)
+		}
 		if len(sections) == 0 {
 			if !socketFlags[name] {
 				return fmt.Errorf("%s: %s is an interface setting: put it in a [name] section", where, key)
@@ -292,6 +306,7 @@ func readConfig(o *upOptions, global *pflag.FlagSet) error {
 			return fmt.Errorf("--config %s: [%s]: %w", o.sock.config, names[i], err)
 		}
 		io.name = names[i]
+		io.vniSet = fs.Changed("vni")
 		o.ifaces = append(o.ifaces, io)
 	}
 	return nil

@@ -25,7 +25,13 @@ func startUp(t *testing.T, args ...string) []*runningIface {
 // instance once it is up.
 func startInstance(t *testing.T, args ...string) *instance {
 	t.Helper()
-	inst, stop, err := runInstance(t, args...)
+	return startInstanceLog(t, slog.New(slog.NewTextHandler(io.Discard, nil)), args...)
+}
+
+// startInstanceLog is startInstance with a logger.
+func startInstanceLog(t *testing.T, log *slog.Logger, args ...string) *instance {
+	t.Helper()
+	inst, stop, err := runInstanceLog(t, log, args...)
 	if err != nil {
 		t.Fatalf("gnv up: %v", err)
 	}
@@ -42,6 +48,12 @@ func startInstance(t *testing.T, args ...string) *instance {
 // with which gnv up failed to start.
 func runInstance(t *testing.T, args ...string) (*instance, func() error, error) {
 	t.Helper()
+	return runInstanceLog(t, slog.New(slog.NewTextHandler(io.Discard, nil)), args...)
+}
+
+// runInstanceLog is runInstance with a logger.
+func runInstanceLog(t *testing.T, log *slog.Logger, args ...string) (*instance, func() error, error) {
+	t.Helper()
 	p, err := planArgs(args...)
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +62,6 @@ func runInstance(t *testing.T, args ...string) (*instance, func() error, error) 
 	up := make(chan *instance, 1)
 	done := make(chan error, 1)
 	var out lockedBuf
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	go func() { done <- runUp(ctx, p, log, &out, func(i *instance) { up <- i }) }()
 	select {
 	case inst := <-up:
@@ -152,6 +163,15 @@ func TestUpNetstackOverlay(t *testing.T) {
 	}
 	if err := ctlRequest(&out, ctlA, []string{"fdb", "add", "-", "02:00:00:00:00:99", "127.0.0.9"}); err != nil {
 		t.Fatal(err)
+	}
+	// A remote of the other family is refused by the running instance
+	// (exit status 1, the argument named).
+	if code, _, stderr := runCLI("fdb", "add", "--control", ctlA, "02:00:00:00:00:98", "2001:db8::9"); code != 1 ||
+		!strings.Contains(stderr, "REMOTE 2001:db8::9 is an IPv6 address, but the underlay of gnva is IPv4") {
+		t.Errorf("fdb add with an IPv6 remote on an IPv4 underlay: exit %d, stderr %q", code, stderr)
+	}
+	if err := ctlRequest(&out, ctlA, []string{"fdb", "add", "-", "00:00:00:00:00:00", "127.0.0.9"}); err == nil || !strings.Contains(err.Error(), "zero address") {
+		t.Errorf("fdb add of the zero MAC, sent to the socket directly: %v", err)
 	}
 	// flush keeps static entries; flushall removes them. (Dynamic entries
 	// may be learned again at once from packets still in flight, so only
