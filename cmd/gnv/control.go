@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -138,11 +139,11 @@ func serveControl(ln *net.UnixListener, inst *instance, log *slog.Logger) {
 	log.Debug("control socket", "path", inst.control)
 }
 
-// handleControl runs one control request: "stats NAME", "fdb show NAME",
-// "fdb add NAME MAC REMOTE", "fdb del NAME MAC", "fdb flush NAME",
-// "fdb flushall NAME" (NAME may be "-" for the only interface).
+// handleControl runs one control request: "show NAME [json]", "stats NAME
+// [json]", "fdb show NAME [json]", "fdb add NAME MAC REMOTE", "fdb del NAME
+// MAC", "fdb flush NAME", "fdb flushall NAME". NAME is "-" for every
+// interface (show, stats) or the only one (fdb).
 func handleControl(w io.Writer, f []string, inst *instance) error {
-	ifaces, u := inst.ifaces, inst.underlay
 	if len(f) < 2 {
 		return fmt.Errorf("bad request")
 	}
@@ -152,44 +153,50 @@ func handleControl(w io.Writer, f []string, inst *instance) error {
 		}
 		return ""
 	}
-	switch f[0] {
-	case "stats":
-		name := arg(1)
-		if name == "-" {
-			name = ""
+	type texter interface{ text(io.Writer) }
+	reply := func(v texter, asJSON bool) error {
+		if asJSON {
+			enc := json.NewEncoder(w)
+			enc.SetIndent("", "  ")
+			return enc.Encode(v)
 		}
-		for _, ri := range ifaces {
-			if name != "" && ri.plan.name != name {
-				continue
-			}
-			fmt.Fprintf(w, "%s: %s\n", ri.plan.name, ri.tun.Stats())
-			if fdb := ri.tun.Endpoint().FDB(); fdb != nil {
-				st := fdb.Stats()
-				fmt.Fprintf(w, "%s: fdb count %d max %d learned %d moved %d nospace %d expired %d\n", ri.plan.name, st.Count, st.Max, st.Learned, st.Moved, st.NoSpace, st.Expired)
-			}
-		}
-		ss := u.Socket().Stats()
-		fmt.Fprintf(w, "socket: %s\n", ss)
+		v.text(w)
 		return nil
+	}
+	switch f[0] {
+	case "show":
+		r, err := inst.show(arg(1))
+		if err != nil {
+			return err
+		}
+		return reply(&r, arg(2) == "json")
+	case "stats":
+		r, err := inst.stats(arg(1))
+		if err != nil {
+			return err
+		}
+		return reply(&r, arg(2) == "json")
 	case "fdb":
 		name := arg(2)
 		if name == "-" {
 			name = ""
 		}
-		ri, err := controlIface(ifaces, name)
+		ri, err := controlIface(inst.ifaces, name)
 		if err != nil {
 			return err
+		}
+		if arg(1) == "show" {
+			r, err := fdbDump(ri)
+			if err != nil {
+				return err
+			}
+			return reply(&r, arg(3) == "json")
 		}
 		fdb := ri.tun.Endpoint().FDB()
 		if fdb == nil {
 			return fmt.Errorf("%s is an l3 interface: it has no forwarding table", ri.plan.name)
 		}
 		switch arg(1) {
-		case "show":
-			for _, e := range fdb.Dump() {
-				fmt.Fprintln(w, e)
-			}
-			return nil
 		case "flush":
 			fdb.Flush()
 			return nil
@@ -250,15 +257,26 @@ func parseFDBRemote(s string) (netip.AddrPort, error) {
 	return netip.AddrPortFrom(a.Unmap(), 0), nil
 }
 
-// ctlMain runs "gnv fdb ..." and "gnv stats": it sends one request to a
-// running gnv up over its control socket and prints the reply. Errors in
-// the command line exit with 2, errors of the request with 1.
+// ctlMain runs "gnv show", "gnv stats" and "gnv fdb ...": it sends one
+// request to a running gnv up over its control socket and prints the
+// reply. Errors in the command line exit with 2, errors of the request
+// with 1.
 func ctlMain(cmd string, args []string, stdout, stderr io.Writer) int {
 	fs := pflag.NewFlagSet("gnv "+cmd, pflag.ContinueOnError)
-	name := fs.String("name", "", "interface name (default: the only one, or gnv0)")
+	nameHelp := "interface name (default: every interface)"
+	if cmd == "fdb" {
+		nameHelp = "interface name (default: the only one)"
+	}
+	name := fs.String("name", "", nameHelp)
 	control := fs.String("control", "", controlFlagHelp("--name, else gnv0"))
+	asJSON := fs.Bool("json", false, "print JSON (stable snake_case field names; see README) instead of text")
+	if cmd == "fdb" {
+		fs.Lookup("json").Usage = "fdb show: print JSON (stable snake_case field names; see README) instead of text"
+	}
 	fs.Usage = func() {
 		switch cmd {
+		case "show":
+			fmt.Fprint(fs.Output(), "usage: gnv show [flags]\n\nThe configuration and state of a running gnv up's interfaces: mode, VNI,\naddresses, MTU, MAC, peers, outer header policy, forwarding table, offloads,\nforwards, the underlay socket and the control socket.\n\nflags:\n")
 		case "fdb":
 			fmt.Fprint(fs.Output(), "usage: gnv fdb show|flush|flushall [flags]\n       gnv fdb add MAC REMOTE[:PORT] [flags]\n       gnv fdb del MAC [flags]\n\nflush removes the learned entries, flushall the static ones too (vxlan(4)'s meanings).\nMAC is a unicast Ethernet address, REMOTE an underlay address of the interface's family.\n\nflags:\n")
 		default:
@@ -279,11 +297,14 @@ func ctlMain(cmd string, args []string, stdout, stderr io.Writer) int {
 	}
 	var req []string
 	switch cmd {
-	case "stats":
+	case "show", "stats":
 		if fs.NArg() != 0 {
 			return fail(fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0)))
 		}
-		req = []string{"stats", iface}
+		req = []string{cmd, iface}
+		if *asJSON {
+			req = append(req, "json")
+		}
 	case "fdb":
 		if fs.NArg() < 1 {
 			return fail(errors.New("missing the operation: show, add, del, flush or flushall"))
@@ -315,7 +336,13 @@ func ctlMain(cmd string, args []string, stdout, stderr io.Writer) int {
 		default:
 			return fail(fmt.Errorf("unknown operation %q: valid ones are show, add, del, flush and flushall", op))
 		}
+		if *asJSON && op != "show" {
+			return fail(fmt.Errorf("--json goes with fdb show only"))
+		}
 		req = append([]string{"fdb", op, iface}, args...)
+		if *asJSON {
+			req = append(req, "json")
+		}
 	}
 	path := *control
 	if path == "" {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -16,9 +17,10 @@ import (
 
 // runningIface is one interface that is up.
 type runningIface struct {
-	plan   *ifacePlan
-	tun    *stack.Tunnel
-	extras []io.Closer // forwarders, devices
+	plan     *ifacePlan
+	tun      *stack.Tunnel
+	extras   []io.Closer   // forwarders, devices
+	forwards []forwardShow // the --forward listeners, for gnv show
 }
 
 // instance is a running gnv up: the shared underlay, its interfaces and
@@ -29,6 +31,7 @@ type instance struct {
 	underlayDesc string // for the start-up lines
 	ifaces       []*runningIface
 	control      string // the control socket's path
+	started      time.Time
 }
 
 // runUntilSignal runs the plan until SIGINT or SIGTERM.
@@ -49,7 +52,7 @@ func runUp(ctx context.Context, p *upPlan, log *slog.Logger, out io.Writer, onUp
 	if err != nil {
 		return err
 	}
-	inst := &instance{plan: p, control: p.control}
+	inst := &instance{plan: p, control: p.control, started: time.Now()}
 	u, desc, err := openUnderlay(p, log)
 	if err != nil {
 		ctl.Close()
@@ -145,6 +148,11 @@ func startIface(ctx context.Context, p *upPlan, ip *ifacePlan, u *stack.SharedUn
 			return nil, err
 		}
 		ri.extras = append(ri.extras, fw)
+		listen := f.listen
+		if a, ok := fw.(interface{ Addr() net.Addr }); ok {
+			listen = a.Addr().String()
+		}
+		ri.forwards = append(ri.forwards, forwardShow{Spec: f.spec, Listen: listen, Target: f.target.String()})
 	}
 	if ip.socks5 != "" {
 		s, err := startSOCKS5(ctx, tun, ip.socks5, log)

@@ -2,8 +2,9 @@
 //
 //	gnv demo [flags]   two tunnel hosts in one process: ping, TCP, UDP, report
 //	gnv up [flags]     run Geneve interfaces until SIGINT/SIGTERM
-//	gnv fdb ...        show or change a running interface's forwarding table
+//	gnv show           print the running interfaces' configuration and state
 //	gnv stats          print a running interface's counters
+//	gnv fdb ...        show or change a running interface's forwarding table
 //	gnv version        print the version
 //
 // Run "gnv help" or "gnv COMMAND --help" for the flags.
@@ -44,7 +45,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return demoMain(args, stdout, stderr)
 	case "up":
 		return upMain(args, stdout, stderr)
-	case "fdb", "stats":
+	case "show", "fdb", "stats":
 		return ctlMain(cmd, args, stdout, stderr)
 	case "version":
 		if len(args) > 0 {
@@ -76,8 +77,10 @@ commands:
   up       run Geneve interfaces (TAP, TUN or in-process netstack overlays over
            a kernel UDP, AF_PACKET or TAP underlay) until SIGINT/SIGTERM;
            --check validates a configuration without starting it
+  show     the configuration and state of a running gnv up's interfaces
+           (like ip -d link show); --json for scripts
+  stats    the counters of a running gnv up; --json for scripts
   fdb      show, add, delete or flush forwarding entries of a running gnv up
-  stats    print the counters of a running gnv up
   version  print gnv's version and VCS revision (also --version)
   help     this text; "gnv help COMMAND" is "gnv COMMAND --help"
 

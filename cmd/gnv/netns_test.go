@@ -50,10 +50,12 @@ func TestNetnsUnderlayOverlayMatrix(t *testing.T) {
 						}
 						return append(args, "--remote", remote, "--name", "gnv0")
 					}
-					gnvUp(t, a, 1, mk(argsA, ipB, 1)...)
-					gnvUp(t, b, 1, mk(argsB, ipA, 2)...)
+					upA := gnvUp(t, a, 1, mk(argsA, ipB, 1)...)
+					upB := gnvUp(t, b, 1, mk(argsB, ipA, 2)...)
 					ping(t, a, "10.9.0.2")
 					ping(t, a, "fd09::2")
+					checkSocketCounters(t, upA, ul[0])
+					checkSocketCounters(t, upB, ul[1])
 					mbps := kernelTCP(t, a, b, "10.9.0.2", sizes)
 					t.Logf("%s: TCP %.0f Mbit/s", name, mbps)
 					kernelTCP(t, b, a, "fd09::1", sizes/4)
