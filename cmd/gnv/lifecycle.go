@@ -30,7 +30,8 @@ type instance struct {
 	underlay     *stack.SharedUnderlay
 	underlayDesc string // for the start-up lines
 	ifaces       []*runningIface
-	control      string // the control socket's path
+	control      string   // the control socket's path
+	metrics      net.Addr // where /metrics is served; nil without --metrics
 	started      time.Time
 }
 
@@ -53,14 +54,31 @@ func runUp(ctx context.Context, p *upPlan, log *slog.Logger, out io.Writer, onUp
 		return err
 	}
 	inst := &instance{plan: p, control: p.control, started: time.Now()}
+	var metrics net.Listener
+	if p.metrics != "" {
+		if metrics, err = listenMetrics(p.metrics); err != nil {
+			ctl.Close()
+			return err
+		}
+		inst.metrics = metrics.Addr()
+	}
 	u, desc, err := openUnderlay(p, log)
 	if err != nil {
 		ctl.Close()
+		if metrics != nil {
+			metrics.Close()
+		}
 		return err
 	}
 	inst.underlay, inst.underlayDesc = u, desc
+	stopMetrics := func() {
+		if metrics != nil {
+			metrics.Close()
+		}
+	}
 	defer func() {
 		ctl.Close()
+		stopMetrics()
 		for i := len(inst.ifaces) - 1; i >= 0; i-- {
 			inst.ifaces[i].close()
 		}
@@ -75,6 +93,9 @@ func runUp(ctx context.Context, p *upPlan, log *slog.Logger, out io.Writer, onUp
 		fmt.Fprintln(out, inst.summary(ri))
 	}
 	serveControl(ctl, inst, log)
+	if metrics != nil {
+		stopMetrics = serveMetrics(metrics, inst, log)
+	}
 	if onUp != nil {
 		onUp(inst)
 	}

@@ -37,6 +37,7 @@ type upPlan struct {
 	logLevel      slog.Level
 	control       string
 	statsInterval time.Duration
+	metrics       string // --metrics listen address
 	ifaces        []ifacePlan
 }
 
@@ -92,6 +93,12 @@ func (o *upOptions) plan() (*upPlan, error) {
 	}
 	if p.port == 0 {
 		return nil, fmt.Errorf("--port 0: want 1..65535")
+	}
+	if s.metrics != "" {
+		if _, _, err := net.SplitHostPort(s.metrics); err != nil {
+			return nil, fmt.Errorf("--metrics %q: want HOST:PORT, like 127.0.0.1:9108 (:9108 for every address)", s.metrics)
+		}
+		p.metrics = s.metrics
 	}
 	if s.multicastTTL < 0 || s.multicastTTL > 255 {
 		return nil, fmt.Errorf("--multicast-ttl %d out of range: valid TTLs are 1..255", s.multicastTTL)
@@ -278,8 +285,12 @@ func (p *upPlan) checked() string {
 	for _, ip := range p.ifaces {
 		names = append(names, fmt.Sprintf("%s (%s vni %d, overlay %s)", ip.name, ip.cfg.Mode, ip.cfg.VNI, ip.overlay))
 	}
-	return fmt.Sprintf("gnv up: configuration ok: %s underlay, %d interface(s): %s; control socket %s",
+	line := fmt.Sprintf("gnv up: configuration ok: %s underlay, %d interface(s): %s; control socket %s",
 		p.underlay, len(p.ifaces), strings.Join(names, ", "), p.control)
+	if p.metrics != "" {
+		line += "; metrics on " + p.metrics
+	}
+	return line
 }
 
 // plan parses one interface's options.

@@ -67,6 +67,7 @@ type socketOptions struct {
 	noOffloads    bool
 	underlayMTU   int
 	statsInterval time.Duration
+	metrics       string
 }
 
 // upOptions is everything gnv up was told.
@@ -122,6 +123,7 @@ func addSocketFlags(fs *pflag.FlagSet, s *socketOptions) {
 	fs.StringVar(&s.control, "control", "", controlFlagHelp("--name, or the first [section] of --config")+"; a live gnv up on it stops this one from starting")
 	fs.StringVar(&s.config, "config", "", "read interfaces from this file (see gnv up --help)")
 	fs.DurationVar(&s.statsInterval, "stats-interval", 0, "log the counters at this interval (0: only at exit)")
+	fs.StringVar(&s.metrics, "metrics", "", "serve Prometheus metrics at http://ADDR/metrics, like 127.0.0.1:9108 (every gnv stats counter, drops by reason, forwarding-table gauges; go_* and process_*)")
 	fs.VisitAll(func(f *pflag.Flag) {
 		if !before[f.Name] {
 			socketFlags[f.Name] = true
