@@ -118,7 +118,7 @@ func addSocketFlags(fs *pflag.FlagSet, s *socketOptions) {
 	fs.BoolVar(&s.udp6ZeroTx, "udp6zerocsumtx", false, "send outer IPv6 UDP checksums as zero (RFC 8926 §4.3.1; only in a controlled network)")
 	fs.BoolVar(&s.udp6ZeroRx, "udp6zerocsumrx", false, "accept outer IPv6 UDP datagrams with a zero checksum")
 	fs.IntVar(&s.multicastTTL, "multicast-ttl", 0, "TTL of datagrams sent to a group (default: the interface TTL)")
-	fs.StringVar(&s.pcap, "pcap", "", "write the underlay traffic to this pcap file")
+	fs.StringVar(&s.pcap, "pcap", "", "write the underlay traffic to this pcap file; flushed every 0.5 s and on exit, so it can be read while gnv runs")
 	fs.StringVar(&s.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&s.control, "control", "", controlFlagHelp("--name, or the first [section] of --config")+"; a live gnv up on it stops this one from starting")
 	fs.StringVar(&s.config, "config", "", "read interfaces from this file (see gnv up --help)")
