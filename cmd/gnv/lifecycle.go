@@ -139,6 +139,9 @@ func (inst *instance) summary(ri *runningIface) string {
 	}
 	line := fmt.Sprintf("%s: up, %s vni %d, %s, remote %s, overlay %s addr %s, mtu %d",
 		ri.plan.name, c.Mode, c.VNI, inst.underlayDesc, strings.Join(peers, ","), ri.plan.overlay, strings.Join(addrs, ","), ri.tun.MTU())
+	if c.Mode == endpoint.L2 {
+		line += ", mac " + net.HardwareAddr(ri.tun.Endpoint().LinkAddress()).String()
+	}
 	if off := ri.tun.Offloads(); off != "" {
 		line += ", offloads " + off
 	} else {
@@ -155,6 +158,10 @@ func startIface(ctx context.Context, p *upPlan, ip *ifacePlan, u *stack.SharedUn
 		return nil, withFlags(err, ip.given)
 	}
 	ri := &runningIface{plan: ip, tun: tun}
+	// Tell the peers where this interface's MAC is now (gratuitous ARP,
+	// unsolicited neighbour advertisements), so that a restarted host is
+	// reachable at once.
+	tun.Announce()
 	if c := &ip.cfg; c.MTU != 0 {
 		umtu := u.Socket().Transport().MTU()
 		if most := endpoint.TunnelMTU(umtu, p.family, c.Mode, len(c.Endpoint.Options)); int(c.MTU) > most {

@@ -45,6 +45,7 @@ type upPlan struct {
 type ifacePlan struct {
 	name     string
 	overlay  string // tap, tun or netstack
+	macSet   bool   // the MAC came from --mac
 	cfg      stack.Config
 	forwards []forwardSpec
 	socks5   string
@@ -171,6 +172,7 @@ func (o *upOptions) plan() (*upPlan, error) {
 	p.family = family(p.local)
 	seenVNI := map[int64]string{}
 	seenName := map[string]bool{}
+	host := hostID()
 	for i := range o.ifaces {
 		ip, err := o.ifaces[i].plan()
 		if err == nil {
@@ -185,6 +187,9 @@ func (o *upOptions) plan() (*upPlan, error) {
 				return nil, fmt.Errorf("[%s]: %w", o.ifaces[i].name, err)
 			}
 			return nil, err
+		}
+		if ip.cfg.Mode == endpoint.L2 && !ip.macSet {
+			ip.cfg.MAC = stableMAC(host, ip.name, ip.cfg.VNI, p.local)
 		}
 		if p.underlay == "udp" && o.ifaces[i].portRange != "" {
 			err := fmt.Errorf("--port-range %s: a udp underlay cannot honour a source port range: it sends from a pool of sockets on ports the kernel picks (net.ipv4.ip_local_port_range); leave --port-range out, or use --underlay packet or tap", o.ifaces[i].portRange)
@@ -362,6 +367,16 @@ func (o *ifaceOptions) plan() (*ifacePlan, error) {
 		c.Addresses = append(c.Addresses, netip.PrefixFrom(pfx.Addr().Unmap(), pfx.Bits()))
 	}
 	c.MTU = o.mtu
+	if o.mac != "" {
+		mac, err := parseMACFlag(o.mac)
+		if err != nil {
+			return nil, err
+		}
+		if mode != endpoint.L2 {
+			return nil, fmt.Errorf("--mac %s: an l3 tunnel has no link-layer address", mac)
+		}
+		c.MAC, p.macSet = mac, true
+	}
 	ec := &c.Endpoint
 	ec.NoLearn = o.noLearn || !o.learn
 	ec.FDBMax = o.maxAddr

@@ -43,6 +43,7 @@ type ifaceOptions struct {
 	acceptOptions   []string
 	forwards        []string
 	socks5          string
+	mac             string
 }
 
 // socketOptions are the settings of the underlay socket, shared by every
@@ -140,6 +141,7 @@ func addIfaceFlags(fs *pflag.FlagSet, o *ifaceOptions) {
 	fs.StringVar(&o.overlay, "overlay", "", "overlay: tap (l2 default), tun (l3 default) or netstack (in-process, no privileges)")
 	fs.StringArrayVar(&o.addrs, "addr", nil, "overlay address with prefix, like 10.0.0.1/24; repeatable")
 	fs.Uint32Var(&o.mtu, "mtu", 0, "overlay MTU (default: from the underlay MTU and the options)")
+	fs.StringVar(&o.mac, "mac", "", "l2: the overlay MAC (default: derived from this host's machine ID, --name, --vni and the local underlay address, so it is the same after a restart)")
 	fs.BoolVar(&o.learn, "learn", true, "learn the forwarding table from received frames (genevelearn)")
 	fs.BoolVar(&o.noLearn, "no-learn", false, "do not learn (same as --learn=false)")
 	fs.IntVar(&o.maxAddr, "max-addr", endpoint.DefaultFDBMax, fmt.Sprintf("forwarding table size, 1..%d (genevemaxaddr)", endpoint.MaxFDBMax))
