@@ -204,7 +204,7 @@ func handleControl(w io.Writer, f []string, inst *instance) error {
 			fdb.FlushAll()
 			return nil
 		case "add":
-			mac, err := parseFDBMAC(arg(3))
+			mac, err := parseUnicastMAC("MAC", arg(3))
 			if err != nil {
 				return err
 			}
@@ -217,7 +217,7 @@ func handleControl(w io.Writer, f []string, inst *instance) error {
 			}
 			return fdb.AddStatic(mac, remote)
 		case "del":
-			mac, err := parseFDBMAC(arg(3))
+			mac, err := parseUnicastMAC("MAC", arg(3))
 			if err != nil {
 				return err
 			}
@@ -226,22 +226,6 @@ func handleControl(w io.Writer, f []string, inst *instance) error {
 		return fmt.Errorf("fdb %q: valid commands are show, add, del, flush and flushall", arg(1))
 	}
 	return fmt.Errorf("unknown request %q", f[0])
-}
-
-// parseFDBMAC parses the MAC argument of gnv fdb add and del: a unicast
-// Ethernet address other than the zero address.
-func parseFDBMAC(s string) (net.HardwareAddr, error) {
-	mac, err := net.ParseMAC(s)
-	if err != nil || len(mac) != 6 {
-		return nil, fmt.Errorf("MAC %q: want an Ethernet address like 02:00:00:00:00:01", s)
-	}
-	if mac[0]&1 != 0 {
-		return nil, fmt.Errorf("MAC %s is a multicast address: a forwarding entry needs a unicast one", mac)
-	}
-	if string(mac) == "\x00\x00\x00\x00\x00\x00" {
-		return nil, fmt.Errorf("MAC %s is the zero address: no frame comes from it", mac)
-	}
-	return mac, nil
 }
 
 // parseFDBRemote parses the REMOTE argument of gnv fdb add: ADDR or
@@ -320,7 +304,7 @@ func ctlMain(cmd string, args []string, stdout, stderr io.Writer) int {
 			if len(args) != 2 {
 				return fail(errors.New("add takes two arguments: MAC REMOTE[:PORT]"))
 			}
-			if _, err := parseFDBMAC(args[0]); err != nil {
+			if _, err := parseUnicastMAC("MAC", args[0]); err != nil {
 				return fail(err)
 			}
 			if _, err := parseFDBRemote(args[1]); err != nil {
@@ -330,7 +314,7 @@ func ctlMain(cmd string, args []string, stdout, stderr io.Writer) int {
 			if len(args) != 1 {
 				return fail(errors.New("del takes one argument: MAC"))
 			}
-			if _, err := parseFDBMAC(args[0]); err != nil {
+			if _, err := parseUnicastMAC("MAC", args[0]); err != nil {
 				return fail(err)
 			}
 		default:

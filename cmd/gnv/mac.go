@@ -43,17 +43,19 @@ func stableMAC(host, name string, vni uint32, local netip.Addr) net.HardwareAddr
 	return mac
 }
 
-// parseMACFlag parses --mac: a unicast Ethernet address, not zero.
-func parseMACFlag(s string) (net.HardwareAddr, error) {
+// parseUnicastMAC parses an interface's or a forwarding entry's MAC
+// address, named what in errors ("--mac", "MAC"): a unicast Ethernet
+// address other than the zero address.
+func parseUnicastMAC(what, s string) (net.HardwareAddr, error) {
 	mac, err := net.ParseMAC(s)
 	if err != nil || len(mac) != 6 {
-		return nil, fmt.Errorf("--mac %q: want an Ethernet address like 02:00:00:00:00:01", s)
+		return nil, fmt.Errorf("%s %q: want an Ethernet address like 02:00:00:00:00:01", what, s)
 	}
 	if mac[0]&1 != 0 {
-		return nil, fmt.Errorf("--mac %s is a multicast address: an interface needs a unicast one", mac)
+		return nil, fmt.Errorf("%s %s is a multicast address: want a unicast one", what, mac)
 	}
 	if string(mac) == "\x00\x00\x00\x00\x00\x00" {
-		return nil, fmt.Errorf("--mac %s is the zero address", mac)
+		return nil, fmt.Errorf("%s %s is the zero address: no frame comes from it", what, mac)
 	}
 	return mac, nil
 }

@@ -368,7 +368,7 @@ func (o *ifaceOptions) plan() (*ifacePlan, error) {
 	}
 	c.MTU = o.mtu
 	if o.mac != "" {
-		mac, err := parseMACFlag(o.mac)
+		mac, err := parseUnicastMAC("--mac", o.mac)
 		if err != nil {
 			return nil, err
 		}
