@@ -55,6 +55,8 @@ func TestCLIConventions(t *testing.T) {
 		{args: []string{"fdb", "--help"}, stdout: []string{"usage: gnv fdb", "--name"}},
 		{args: []string{"--version"}, stdout: []string{"gnv ", runtime.GOOS + "/" + runtime.GOARCH}},
 		{args: []string{"version"}, stdout: []string{"gnv ", "revision"}},
+		{args: []string{"help", "version"}, stdout: []string{"usage: gnv version"}},
+		{args: []string{"help", "show"}, stdout: []string{"usage: gnv show", "--json"}},
 
 		{args: []string{"bogus"}, code: 2, stderr: []string{`unknown command "bogus"`, "commands:"}},
 		{args: []string{"version", "extra"}, code: 2, stderr: []string{`unexpected argument "extra"`}},

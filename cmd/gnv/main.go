@@ -48,6 +48,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "show", "fdb", "stats":
 		return ctlMain(cmd, args, stdout, stderr)
 	case "version":
+		if len(args) == 1 && (args[0] == "--help" || args[0] == "-h") {
+			fmt.Fprintln(stdout, "usage: gnv version\n\nPrints gnv's module version, the VCS revision it was built from and the Go\nversion (gnv --version too).")
+			return 0
+		}
 		if len(args) > 0 {
 			fmt.Fprintf(stderr, "gnv version: unexpected argument %q\n", args[0])
 			return 2
