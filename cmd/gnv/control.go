@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,13 +12,16 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
-	"github.com/gnv-project/gnv/stack"
 	"github.com/spf13/pflag"
 )
 
-// defaultControlPath is where the control socket goes without --control.
+// defaultControlPath is where the control socket goes without --control:
+// /run/gnv/NAME.sock for root; for other users $XDG_RUNTIME_DIR/gnv/NAME.sock,
+// or, when XDG_RUNTIME_DIR is unset, gnv-UID/NAME.sock in the temporary
+// directory ($TMPDIR, else /tmp).
 func defaultControlPath(name string) string {
 	dir := "/run/gnv"
 	if os.Geteuid() != 0 {
@@ -28,6 +32,14 @@ func defaultControlPath(name string) string {
 		}
 	}
 	return filepath.Join(dir, name+".sock")
+}
+
+// controlFlagHelp is the --control flag's help: the rule, and what it
+// gives for this user now.
+func controlFlagHelp(nameFrom string) string {
+	return fmt.Sprintf("control socket of gnv stats and fdb (default /run/gnv/NAME.sock as root; otherwise "+
+		"$XDG_RUNTIME_DIR/gnv/NAME.sock, or $TMPDIR/gnv-UID/NAME.sock (TMPDIR defaults to /tmp) when XDG_RUNTIME_DIR is unset; "+
+		"NAME is %s; here: %s)", nameFrom, defaultControlPath("NAME"))
 }
 
 // controlIface finds an interface by name, or the only one.
@@ -47,18 +59,60 @@ func controlIface(ifaces []*runningIface, name string) (*runningIface, error) {
 	return nil, fmt.Errorf("no interface %q (have %s)", name, strings.Join(names, ", "))
 }
 
-// serveControl answers gnv fdb / gnv stats on a unix socket: one request
-// line, a reply, and "ok" or "error: ..." as the last line.
-func serveControl(path string, ifaces []*runningIface, u *stack.SharedUnderlay, log *slog.Logger) (io.Closer, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+// controlInUseError says that a live gnv up answers on the control socket.
+type controlInUseError struct{ path string }
+
+func (e *controlInUseError) Error() string {
+	return fmt.Sprintf("control socket %s is in use by a running gnv up: stop that one, or give this one another --name (or --control PATH)", e.path)
+}
+
+// listenControl claims the control socket at path. A socket file that a
+// live process answers on is left alone (controlInUseError); one that no
+// one answers on was left behind by a gnv up that did not exit cleanly,
+// and is replaced. Anything else at path is refused. gnv up does not start
+// without its control socket.
+func listenControl(path string, log *slog.Logger) (*net.UnixListener, error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("control socket: %w (see --control)", err)
+	}
+	if err := checkControlDir(dir); err != nil {
 		return nil, err
 	}
-	_ = os.Remove(path)
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, err
+	for retried := false; ; retried = true {
+		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+		if err == nil {
+			_ = os.Chmod(path, 0o600)
+			return ln, nil
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) || retried {
+			return nil, fmt.Errorf("control socket: %w (see --control)", err)
+		}
+		fi, serr := os.Lstat(path)
+		if serr != nil {
+			continue // gone in the meantime: try again
+		}
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("control socket %s: the path exists and is not a socket: remove it, or choose another --control", path)
+		}
+		c, derr := net.DialTimeout("unix", path, time.Second)
+		if derr == nil {
+			c.Close()
+			return nil, &controlInUseError{path: path}
+		}
+		if !errors.Is(derr, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("control socket %s exists and cannot be checked (%v): remove it if no gnv up uses it, or choose another --control", path, derr)
+		}
+		log.Info("replacing a stale control socket (no process answers on it)", "path", path)
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
 	}
-	_ = os.Chmod(path, 0o600)
+}
+
+// serveControl answers gnv stats and fdb on ln: one request line, a
+// reply, and "ok" or "error: ..." as the last line. Closing ln stops it.
+func serveControl(ln *net.UnixListener, inst *instance, log *slog.Logger) {
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -73,7 +127,7 @@ func serveControl(path string, ifaces []*runningIface, u *stack.SharedUnderlay, 
 					return
 				}
 				w := bufio.NewWriter(c)
-				if err := handleControl(w, strings.Fields(line), ifaces, u); err != nil {
+				if err := handleControl(w, strings.Fields(line), inst); err != nil {
 					fmt.Fprintf(w, "error: %v\n", err)
 				} else {
 					fmt.Fprintln(w, "ok")
@@ -82,14 +136,14 @@ func serveControl(path string, ifaces []*runningIface, u *stack.SharedUnderlay, 
 			}()
 		}
 	}()
-	log.Debug("control socket", "path", path)
-	return ln, nil
+	log.Debug("control socket", "path", inst.control)
 }
 
-// handleControl runs one control request: "stats NAME", "fdb show NAME",
-// "fdb add NAME MAC REMOTE", "fdb del NAME MAC", "fdb flush NAME",
-// "fdb flushall NAME" (NAME may be "-" for the only interface).
-func handleControl(w io.Writer, f []string, ifaces []*runningIface, u *stack.SharedUnderlay) error {
+// handleControl runs one control request: "show NAME [json]", "stats NAME
+// [json]", "fdb show NAME [json]", "fdb add NAME MAC REMOTE", "fdb del NAME
+// MAC", "fdb flush NAME", "fdb flushall NAME". NAME is "-" for every
+// interface (show, stats) or the only one (fdb).
+func handleControl(w io.Writer, f []string, inst *instance) error {
 	if len(f) < 2 {
 		return fmt.Errorf("bad request")
 	}
@@ -99,44 +153,50 @@ func handleControl(w io.Writer, f []string, ifaces []*runningIface, u *stack.Sha
 		}
 		return ""
 	}
-	switch f[0] {
-	case "stats":
-		name := arg(1)
-		if name == "-" {
-			name = ""
+	type texter interface{ text(io.Writer) }
+	reply := func(v texter, asJSON bool) error {
+		if asJSON {
+			enc := json.NewEncoder(w)
+			enc.SetIndent("", "  ")
+			return enc.Encode(v)
 		}
-		for _, ri := range ifaces {
-			if name != "" && ri.plan.name != name {
-				continue
-			}
-			fmt.Fprintf(w, "%s: %s\n", ri.plan.name, ri.tun.Stats())
-			if fdb := ri.tun.Endpoint().FDB(); fdb != nil {
-				st := fdb.Stats()
-				fmt.Fprintf(w, "%s: fdb count %d max %d learned %d moved %d nospace %d expired %d\n", ri.plan.name, st.Count, st.Max, st.Learned, st.Moved, st.NoSpace, st.Expired)
-			}
-		}
-		ss := u.Socket().Stats()
-		fmt.Fprintf(w, "socket: %s\n", ss)
+		v.text(w)
 		return nil
+	}
+	switch f[0] {
+	case "show":
+		r, err := inst.show(arg(1))
+		if err != nil {
+			return err
+		}
+		return reply(&r, arg(2) == "json")
+	case "stats":
+		r, err := inst.stats(arg(1))
+		if err != nil {
+			return err
+		}
+		return reply(&r, arg(2) == "json")
 	case "fdb":
 		name := arg(2)
 		if name == "-" {
 			name = ""
 		}
-		ri, err := controlIface(ifaces, name)
+		ri, err := controlIface(inst.ifaces, name)
 		if err != nil {
 			return err
+		}
+		if arg(1) == "show" {
+			r, err := fdbDump(ri)
+			if err != nil {
+				return err
+			}
+			return reply(&r, arg(3) == "json")
 		}
 		fdb := ri.tun.Endpoint().FDB()
 		if fdb == nil {
 			return fmt.Errorf("%s is an l3 interface: it has no forwarding table", ri.plan.name)
 		}
 		switch arg(1) {
-		case "show":
-			for _, e := range fdb.Dump() {
-				fmt.Fprintln(w, e)
-			}
-			return nil
 		case "flush":
 			fdb.Flush()
 			return nil
@@ -144,23 +204,22 @@ func handleControl(w io.Writer, f []string, ifaces []*runningIface, u *stack.Sha
 			fdb.FlushAll()
 			return nil
 		case "add":
-			mac, err := net.ParseMAC(arg(3))
+			mac, err := parseUnicastMAC("MAC", arg(3))
 			if err != nil {
-				return fmt.Errorf("mac %q: want like 02:00:00:00:00:01", arg(3))
+				return err
 			}
-			remote, err := netip.ParseAddrPort(arg(4))
+			remote, err := parseFDBRemote(arg(4))
 			if err != nil {
-				a, err2 := netip.ParseAddr(arg(4))
-				if err2 != nil {
-					return fmt.Errorf("remote %q: want ADDR or ADDR:PORT", arg(4))
-				}
-				remote = netip.AddrPortFrom(a.Unmap(), 0)
+				return err
+			}
+			if fam := inst.plan.family; fam != 0 && family(remote.Addr()) != fam {
+				return fmt.Errorf("REMOTE %s is an IPv%d address, but the underlay of %s is IPv%d", remote.Addr(), family(remote.Addr()), ri.plan.name, fam)
 			}
 			return fdb.AddStatic(mac, remote)
 		case "del":
-			mac, err := net.ParseMAC(arg(3))
+			mac, err := parseUnicastMAC("MAC", arg(3))
 			if err != nil {
-				return fmt.Errorf("mac %q: want like 02:00:00:00:00:01", arg(3))
+				return err
 			}
 			return fdb.Remove(mac)
 		}
@@ -170,7 +229,7 @@ func handleControl(w io.Writer, f []string, ifaces []*runningIface, u *stack.Sha
 		if name == "-" {
 			name = ""
 		}
-		ri, err := controlIface(ifaces, name)
+		ri, err := controlIface(inst.ifaces, name)
 		if err != nil {
 			return err
 		}
@@ -183,61 +242,119 @@ func handleControl(w io.Writer, f []string, ifaces []*runningIface, u *stack.Sha
 	return fmt.Errorf("unknown request %q", f[0])
 }
 
-// ctlMain runs "gnv fdb ..." and "gnv stats": it sends one request to a
-// running gnv up over its control socket and prints the reply.
-func ctlMain(cmd string, args []string) int {
+// parseFDBRemote parses the REMOTE argument of gnv fdb add: ADDR or
+// ADDR:PORT ([ADDR]:PORT for IPv6); port 0 means the interface's --port.
+func parseFDBRemote(s string) (netip.AddrPort, error) {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		return netip.AddrPort{}, fmt.Errorf("REMOTE %q: want ADDR or ADDR:PORT ([ADDR]:PORT for IPv6), like 192.0.2.2", s)
+	}
+	return netip.AddrPortFrom(a.Unmap(), 0), nil
+}
+
+// ctlMain runs "gnv show", "gnv stats" and "gnv fdb ...": it sends one
+// request to a running gnv up over its control socket and prints the
+// reply. Errors in the command line exit with 2, errors of the request
+// with 1.
+func ctlMain(cmd string, args []string, stdout, stderr io.Writer) int {
 	fs := pflag.NewFlagSet("gnv "+cmd, pflag.ContinueOnError)
-	name := fs.String("name", "", "interface name (default: the only one, or gnv0)")
-	control := fs.String("control", "", "control socket of the gnv up (default /run/gnv/NAME.sock)")
+	nameHelp := "interface name (default: every interface)"
+	if cmd == "fdb" {
+		nameHelp = "interface name (default: the only one)"
+	}
+	name := fs.String("name", "", nameHelp)
+	control := fs.String("control", "", controlFlagHelp("--name, else gnv0"))
+	asJSON := fs.Bool("json", false, "print JSON (stable snake_case field names; see README) instead of text")
+	if cmd == "fdb" {
+		fs.Lookup("json").Usage = "fdb show: print JSON (stable snake_case field names; see README) instead of text"
+	}
 	fs.Usage = func() {
 		switch cmd {
 		case "forward", "expose":
-			fmt.Fprintf(os.Stderr, "usage: gnv %[1]s list [flags]\n       gnv %[1]s add RULE [flags]\n       gnv %[1]s del RULE|PROTO:LISTEN [flags]\n\nRULE is %[2]s.\n%[3]s\n\nflags:\n",
+			fmt.Fprintf(fs.Output(), "usage: gnv %[1]s list [flags]\n       gnv %[1]s add RULE [flags]\n       gnv %[1]s del RULE|PROTO:LISTEN [flags]\n\nRULE is %[2]s.\n%[3]s\n\nflags:\n",
 				cmd, ruleExample(cmd), map[string]string{"forward": "A forward listens on the host and dials into the overlay.", "expose": "An expose listens in the overlay and dials a host target."}[cmd])
+		case "show":
+			fmt.Fprint(fs.Output(), "usage: gnv show [flags]\n\nThe configuration and state of a running gnv up's interfaces: mode, VNI,\naddresses, MTU, MAC, peers, outer header policy, forwarding table, offloads,\nforwards, the underlay socket and the control socket.\n\nflags:\n")
 		case "fdb":
-			fmt.Fprint(os.Stderr, "usage: gnv fdb show|flush|flushall [flags]\n       gnv fdb add MAC REMOTE[:PORT] [flags]\n       gnv fdb del MAC [flags]\n\nflush removes the learned entries, flushall the static ones too (vxlan(4)'s meanings).\n\nflags:\n")
+			fmt.Fprint(fs.Output(), "usage: gnv fdb show|flush|flushall [flags]\n       gnv fdb add MAC REMOTE[:PORT] [flags]\n       gnv fdb del MAC [flags]\n\nflush removes the learned entries, flushall the static ones too (vxlan(4)'s meanings).\nMAC is a unicast Ethernet address, REMOTE an underlay address of the interface's family.\n\nflags:\n")
 		default:
-			fmt.Fprint(os.Stderr, "usage: gnv stats [flags]\n\nflags:\n")
+			fmt.Fprint(fs.Output(), "usage: gnv stats [flags]\n\nflags:\n")
 		}
-		fmt.Fprint(os.Stderr, fs.FlagUsages())
+		fmt.Fprint(fs.Output(), fs.FlagUsages())
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	iface := *name
 	if iface == "" {
 		iface = "-"
 	}
+	fail := func(err error) int {
+		usageError(stderr, fs.Name(), err)
+		return 2
+	}
 	var req []string
 	switch cmd {
-	case "stats":
+	case "show", "stats":
 		if fs.NArg() != 0 {
-			fs.Usage()
-			return 2
+			return fail(fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0)))
 		}
-		req = []string{"stats", iface}
+		req = []string{cmd, iface}
+		if *asJSON {
+			req = append(req, "json")
+		}
 	case "fdb":
 		if fs.NArg() < 1 {
-			fs.Usage()
-			return 2
+			return fail(errors.New("missing the operation: show, add, del, flush or flushall"))
 		}
 		op := fs.Arg(0)
-		want := map[string]int{"show": 1, "flush": 1, "flushall": 1, "add": 3, "del": 2}[op]
-		if want == 0 || fs.NArg() != want {
-			fmt.Fprintf(os.Stderr, "gnv fdb %s: ", op)
-			fs.Usage()
-			return 2
+		args := fs.Args()[1:]
+		switch op {
+		case "show", "flush", "flushall":
+			if len(args) != 0 {
+				return fail(fmt.Errorf("%s takes no arguments (got %q)", op, args[0]))
+			}
+		case "add":
+			if len(args) != 2 {
+				return fail(errors.New("add takes two arguments: MAC REMOTE[:PORT]"))
+			}
+			if _, err := parseUnicastMAC("MAC", args[0]); err != nil {
+				return fail(err)
+			}
+			if _, err := parseFDBRemote(args[1]); err != nil {
+				return fail(err)
+			}
+		case "del":
+			if len(args) != 1 {
+				return fail(errors.New("del takes one argument: MAC"))
+			}
+			if _, err := parseUnicastMAC("MAC", args[0]); err != nil {
+				return fail(err)
+			}
+		default:
+			return fail(fmt.Errorf("unknown operation %q: valid ones are show, add, del, flush and flushall", op))
 		}
-		req = append([]string{"fdb", op, iface}, fs.Args()[1:]...)
+		if *asJSON && op != "show" {
+			return fail(fmt.Errorf("--json goes with fdb show only"))
+		}
+		req = append([]string{"fdb", op, iface}, args...)
+		if *asJSON {
+			req = append(req, "json")
+		}
 	case "forward", "expose":
+		if *asJSON {
+			return fail(fmt.Errorf("--json goes with show, stats and fdb show"))
+		}
 		op := fs.Arg(0)
-		want := map[string]int{"list": 1, "add": 2, "del": 2}[op]
-		if want == 0 || fs.NArg() != want {
-			fs.Usage()
-			return 2
+		want, ok := map[string]int{"list": 1, "add": 2, "del": 2}[op]
+		if !ok {
+			return fail(fmt.Errorf("unknown operation %q: valid ones are list, add and del", op))
+		}
+		if fs.NArg() != want {
+			return fail(fmt.Errorf("%s takes %d argument(s): see gnv %s --help", op, want-1, cmd))
 		}
 		req = append([]string{cmd, op, iface}, fs.Args()[1:]...)
 	}
@@ -249,8 +366,8 @@ func ctlMain(cmd string, args []string) int {
 		}
 		path = defaultControlPath(n)
 	}
-	if err := ctlRequest(os.Stdout, path, req); err != nil {
-		fmt.Fprintf(os.Stderr, "gnv %s: %v\n", cmd, err)
+	if err := ctlRequest(stdout, path, req); err != nil {
+		fmt.Fprintf(stderr, "gnv %s: %v\n", cmd, err)
 		return 1
 	}
 	return 0

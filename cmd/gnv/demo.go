@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -36,25 +35,22 @@ type demoHost struct {
 	overlay netip.Addr
 }
 
-func demoMain(args []string) int {
+func demoMain(args []string, stdout, stderr io.Writer) int {
 	var o demoOptions
 	fs := newDemoFlags(&o)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "gnv demo: unexpected argument %q\n", fs.Arg(0))
+		usageError(stderr, "gnv demo", fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0)))
 		return 2
 	}
 	if err := o.validate(); err != nil {
-		fmt.Fprintf(os.Stderr, "gnv demo: %v\n", err)
+		usageError(stderr, "gnv demo", err)
 		return 2
 	}
-	if err := demo(os.Stdout, o); err != nil {
-		fmt.Fprintf(os.Stderr, "gnv demo: FAILED: %v\n", err)
+	if err := demo(stdout, o); err != nil {
+		fmt.Fprintf(stderr, "gnv demo: FAILED: %v\n", err)
 		return 1
 	}
 	return 0
@@ -73,7 +69,7 @@ func newDemoFlags(o *demoOptions) *pflag.FlagSet {
 	fs.IntVar(&o.pings, "pings", 5, "ICMP echo requests to send, 1..1000")
 	fs.IntVar(&o.datagrams, "datagrams", 50, "UDP datagrams to exchange, 1..100000")
 	fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "usage: gnv demo [flags]\n\nTwo Geneve hosts in one process, no privileges needed: ping, a TCP transfer\nwith its content checked and UDP datagrams across the overlay, then a report.\n\nflags:\n%s", fs.FlagUsages())
+		fmt.Fprintf(fs.Output(), "usage: gnv demo [flags]\n\nTwo Geneve hosts in one process, no privileges needed: ping, a TCP transfer\nwith its content checked and UDP datagrams across the overlay, then a report.\n\nflags:\n%s", fs.FlagUsages())
 	}
 	return fs
 }

@@ -19,6 +19,7 @@ var fieldFlags = map[string]string{
 	"Port":                "port",
 	"Addresses":           "addr",
 	"MTU":                 "mtu",
+	"MAC":                 "mac",
 	"Endpoint.FDBMax":     "max-addr",
 	"Endpoint.FDBTimeout": "timeout",
 	"Endpoint.SrcPortMin": "port-range",

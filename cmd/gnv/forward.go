@@ -195,27 +195,13 @@ func checkExposeListen(kind string, r forward.Rule, addrs []netip.Prefix) error 
 
 // planServices parses and checks o's --forward, --expose, --socks5 and
 // --http-proxy into p, before anything starts: rule syntax, exposes that
-// listen on an overlay address, and host addresses used twice.
+// listen on an overlay address, and overlay addresses used twice (host
+// addresses used twice are checkListeners' job).
 func (p *ifacePlan) planServices(o *ifaceOptions) error {
-	hostListen := map[string]string{} // "tcp 127.0.0.1:1080" -> the flag that took it
-	claim := func(flag, proto string, addr netip.AddrPort) error {
-		if addr.Port() == 0 {
-			return nil // every listener gets its own free port
-		}
-		k := proto + " " + addr.String()
-		if prev, ok := hostListen[k]; ok {
-			return fmt.Errorf("%s: %s %s is already used by %s", flag, proto, addr, prev)
-		}
-		hostListen[k] = flag
-		return nil
-	}
 	for _, s := range o.forwards {
 		r, err := forward.ParseRule(s)
 		if err != nil {
 			return fmt.Errorf("--forward: %w", err)
-		}
-		if err := claim("--forward "+s, r.Proto, r.Listen); err != nil {
-			return err
 		}
 		p.forwards = append(p.forwards, r)
 	}
@@ -238,17 +224,23 @@ func (p *ifacePlan) planServices(o *ifaceOptions) error {
 		if pr.addr == "" {
 			continue
 		}
-		ap, err := netip.ParseAddrPort(pr.addr)
-		if err != nil {
-			host, _, herr := net.SplitHostPort(pr.addr)
-			if herr != nil || host == "" {
-				return fmt.Errorf("%s %q: want ADDR:PORT, like 127.0.0.1:1080", pr.flag, pr.addr)
-			}
-			continue // a host name: the kernel resolves it when listening
-		}
-		if err := claim(pr.flag+" "+pr.addr, "tcp", ap); err != nil {
-			return err
+		if host, _, err := net.SplitHostPort(pr.addr); err != nil || host == "" {
+			return fmt.Errorf("%s %q: want ADDR:PORT, like 127.0.0.1:1080", pr.flag, pr.addr)
 		}
 	}
 	return nil
+}
+
+// forwardsShow lists ri's forward and expose rules for gnv show.
+func (ri *runningIface) forwardsShow() []forwardShow {
+	if ri.svc == nil {
+		return nil
+	}
+	var out []forwardShow
+	for _, kind := range []string{"forward", "expose"} {
+		for _, st := range ri.svc.manager(kind).List() {
+			out = append(out, forwardShow{Kind: kind, Spec: st.Rule.String(), Listen: st.Rule.Listen.String(), Target: st.Rule.Target})
+		}
+	}
+	return out
 }

@@ -5,12 +5,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
+	"net"
 	"os/signal"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/gnv-project/gnv/endpoint"
 	"github.com/gnv-project/gnv/stack"
 )
 
@@ -21,25 +22,64 @@ type runningIface struct {
 	svc  *services // netstack overlays: forwards, exposes, proxies
 }
 
-// runUntilSignal runs the plan until SIGINT or SIGTERM.
-func runUntilSignal(p *upPlan, log *slog.Logger) error {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	return runUp(ctx, p, log, os.Stdout, nil)
+// instance is a running gnv up: the shared underlay, its interfaces and
+// the control socket that reaches them.
+type instance struct {
+	plan         *upPlan
+	underlay     *stack.SharedUnderlay
+	underlayDesc string // for the start-up lines
+	ifaces       []*runningIface
+	control      string   // the control socket's path
+	metrics      net.Addr // where /metrics is served; nil without --metrics
+	started      time.Time
 }
 
-// runUp brings the interfaces up, prints one line each, serves the control
-// socket and waits for ctx to end; then it tears everything down. onUp, if
-// set, is called once everything is up (tests use it).
-func runUp(ctx context.Context, p *upPlan, log *slog.Logger, out io.Writer, onUp func([]*runningIface)) error {
-	u, desc, err := openUnderlay(p, log)
+// runUntilSignal runs the plan until SIGINT or SIGTERM.
+func runUntilSignal(p *upPlan, log *slog.Logger, out io.Writer) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return runUp(ctx, p, log, out, nil)
+}
+
+// runUp claims the control socket, brings the interfaces up, prints one
+// line each, serves the control socket and waits for ctx to end; then it
+// tears everything down. onUp, if set, is called once everything is up
+// (tests use it).
+func runUp(ctx context.Context, p *upPlan, log *slog.Logger, out io.Writer, onUp func(*instance)) error {
+	// The control socket is claimed first: a second gnv up with the same
+	// name stops here, before it opens anything.
+	ctl, err := listenControl(p.control, log)
 	if err != nil {
 		return err
 	}
-	var ifaces []*runningIface
+	inst := &instance{plan: p, control: p.control, started: time.Now()}
+	var metrics net.Listener
+	if p.metrics != "" {
+		if metrics, err = listenMetrics(p.metrics); err != nil {
+			ctl.Close()
+			return err
+		}
+		inst.metrics = metrics.Addr()
+	}
+	u, desc, err := openUnderlay(p, log)
+	if err != nil {
+		ctl.Close()
+		if metrics != nil {
+			metrics.Close()
+		}
+		return err
+	}
+	inst.underlay, inst.underlayDesc = u, desc
+	stopMetrics := func() {
+		if metrics != nil {
+			metrics.Close()
+		}
+	}
 	defer func() {
-		for i := len(ifaces) - 1; i >= 0; i-- {
-			ifaces[i].close()
+		ctl.Close()
+		stopMetrics()
+		for i := len(inst.ifaces) - 1; i >= 0; i-- {
+			inst.ifaces[i].close()
 		}
 		u.Close()
 	}()
@@ -48,17 +88,15 @@ func runUp(ctx context.Context, p *upPlan, log *slog.Logger, out io.Writer, onUp
 		if err != nil {
 			return fmt.Errorf("%s: %w", p.ifaces[i].name, overlayHint(err))
 		}
-		ifaces = append(ifaces, ri)
-		fmt.Fprintln(out, ri.summary(desc))
+		inst.ifaces = append(inst.ifaces, ri)
+		fmt.Fprintln(out, inst.summary(ri))
 	}
-	ctl, err := serveControl(p.control, ifaces, u, log)
-	if err != nil {
-		log.Warn("control socket unavailable; gnv fdb and gnv stats will not reach this process", "path", p.control, "err", err)
-	} else {
-		defer ctl.Close()
+	serveControl(ctl, inst, log)
+	if metrics != nil {
+		stopMetrics = serveMetrics(metrics, inst, log)
 	}
 	if onUp != nil {
-		onUp(ifaces)
+		onUp(inst)
 	}
 	var tick <-chan time.Time
 	if p.statsInterval > 0 {
@@ -69,12 +107,12 @@ func runUp(ctx context.Context, p *upPlan, log *slog.Logger, out io.Writer, onUp
 	for {
 		select {
 		case <-ctx.Done():
-			for _, ri := range ifaces {
+			for _, ri := range inst.ifaces {
 				log.Info("down", "name", ri.plan.name, "stats", ri.tun.Stats().String())
 			}
 			return nil
 		case <-tick:
-			for _, ri := range ifaces {
+			for _, ri := range inst.ifaces {
 				log.Info("stats", "name", ri.plan.name, "stats", ri.tun.Stats().String())
 			}
 		}
@@ -82,7 +120,7 @@ func runUp(ctx context.Context, p *upPlan, log *slog.Logger, out io.Writer, onUp
 }
 
 // summary is the one line printed when an interface is up.
-func (ri *runningIface) summary(underlay string) string {
+func (inst *instance) summary(ri *runningIface) string {
 	c := &ri.plan.cfg
 	var peers []string
 	for _, r := range c.Remotes {
@@ -99,12 +137,16 @@ func (ri *runningIface) summary(underlay string) string {
 		addrs = []string{"none"}
 	}
 	line := fmt.Sprintf("%s: up, %s vni %d, %s, remote %s, overlay %s addr %s, mtu %d",
-		ri.plan.name, c.Mode, c.VNI, underlay, strings.Join(peers, ","), ri.plan.overlay, strings.Join(addrs, ","), ri.tun.MTU())
+		ri.plan.name, c.Mode, c.VNI, inst.underlayDesc, strings.Join(peers, ","), ri.plan.overlay, strings.Join(addrs, ","), ri.tun.MTU())
+	if c.Mode == endpoint.L2 {
+		line += ", mac " + net.HardwareAddr(ri.tun.Endpoint().LinkAddress()).String()
+	}
 	if off := ri.tun.Offloads(); off != "" {
 		line += ", offloads " + off
 	} else {
 		line += ", offloads none"
 	}
+	line += ", control " + inst.control
 	return line
 }
 
@@ -115,6 +157,17 @@ func startIface(ctx context.Context, p *upPlan, ip *ifacePlan, u *stack.SharedUn
 		return nil, withFlags(err, ip.given)
 	}
 	ri := &runningIface{plan: ip, tun: tun}
+	// Tell the peers where this interface's MAC is now (gratuitous ARP,
+	// unsolicited neighbour advertisements), so that a restarted host is
+	// reachable at once.
+	tun.Announce()
+	if c := &ip.cfg; c.MTU != 0 {
+		umtu := u.Socket().Transport().MTU()
+		if most := endpoint.TunnelMTU(umtu, p.family, c.Mode, len(c.Endpoint.Options)); int(c.MTU) > most {
+			log.Warn("--mtu is above what one underlay packet carries: larger overlay packets will be fragmented in the underlay, or dropped where it does not fragment",
+				"name", ip.name, "mtu", c.MTU, "max", most, "underlay_mtu", umtu)
+		}
+	}
 	if ip.overlay == "netstack" {
 		svc, err := startServices(tun, ip, log)
 		if err != nil {

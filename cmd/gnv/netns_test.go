@@ -50,10 +50,12 @@ func TestNetnsUnderlayOverlayMatrix(t *testing.T) {
 						}
 						return append(args, "--remote", remote, "--name", "gnv0")
 					}
-					gnvUp(t, a, 1, mk(argsA, ipB, 1)...)
-					gnvUp(t, b, 1, mk(argsB, ipA, 2)...)
+					upA := gnvUp(t, a, 1, mk(argsA, ipB, 1)...)
+					upB := gnvUp(t, b, 1, mk(argsB, ipA, 2)...)
 					ping(t, a, "10.9.0.2")
 					ping(t, a, "fd09::2")
+					checkSocketCounters(t, upA, ul[0])
+					checkSocketCounters(t, upB, ul[1])
 					mbps := kernelTCP(t, a, b, "10.9.0.2", sizes)
 					t.Logf("%s: TCP %.0f Mbit/s", name, mbps)
 					kernelTCP(t, b, a, "fd09::1", sizes/4)
@@ -213,5 +215,57 @@ func TestNetnsVLANAndTwoVNIs(t *testing.T) {
 	}
 	if out := dumpOut.String(); !strings.Contains(out, "vlan 42") || !strings.Contains(out, "0x88b5") {
 		t.Errorf("tcpdump on the peer:\n%s", out)
+	}
+}
+
+// TestNetnsRestartKeepsMAC restarts gnv up with a TAP overlay: the device
+// comes back with the same MAC, and the kernel peer's neighbour entry
+// still points at it, so the peer reaches the restarted host at once.
+// Restarted with another --mac, its gratuitous ARP moves the peer's entry
+// to the new MAC at once.
+func TestNetnsRestartKeepsMAC(t *testing.T) {
+	netns.RequireRoot(t)
+	a, b := pair(t)
+	argsA := append(underlaySide(t, a, "va", "udp", "192.0.2.1", 24), "--vni", "77", "--remote", "192.0.2.2", "--addr", "10.9.0.1/24")
+	argsB := append(underlaySide(t, b, "vb", "udp", "192.0.2.2", 24), "--vni", "77", "--remote", "192.0.2.1", "--addr", "10.9.0.2/24")
+	macOf := func(ns *netns.NS) string {
+		t.Helper()
+		var mac string
+		if err := ns.Do(func() error {
+			ifi, err := net.InterfaceByName("gnv0")
+			if err == nil {
+				mac = ifi.HardwareAddr.String()
+			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return mac
+	}
+	upA := gnvUp(t, a, 1, argsA...)
+	gnvUp(t, b, 1, argsB...)
+	ping(t, b, "10.9.0.1")
+	before := macOf(a)
+	upA.stop()
+	upA = gnvUp(t, a, 1, argsA...)
+	if after := macOf(a); after != before {
+		t.Errorf("gnv0's MAC was %s, after the restart %s", before, after)
+	}
+	if neigh := b.MustRun(t, "ip", "neigh", "show", "10.9.0.1", "dev", "gnv0"); !strings.Contains(neigh, before) {
+		t.Errorf("the peer's neighbour entry: %q, want lladdr %s", neigh, before)
+	}
+	ping(t, b, "10.9.0.1")
+
+	const other = "02:00:00:00:aa:01"
+	upA.stop()
+	gnvUp(t, a, 1, append(argsA, "--mac", other)...)
+	var neigh string
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if neigh = b.MustRun(t, "ip", "neigh", "show", "10.9.0.1", "dev", "gnv0"); strings.Contains(neigh, other) {
+			break
+		}
+	}
+	if !strings.Contains(neigh, other) {
+		t.Errorf("after a restart with --mac %s the peer's neighbour entry is %q", other, neigh)
 	}
 }

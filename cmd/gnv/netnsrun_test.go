@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -243,4 +244,30 @@ func underlaySide(t *testing.T, ns *netns.NS, dev, kind, addr string, bits int) 
 	}
 	t.Fatalf("underlay %q", kind)
 	return nil
+}
+
+// checkSocketCounters checks that a gnv up that carried traffic on an
+// underlay of kind (udp, packet or tap) counts it at the socket: the
+// transport's datagrams both ways, and the underlay NIC's frames for a
+// netstack underlay.
+func checkSocketCounters(t *testing.T, p *upProc, kind string) {
+	t.Helper()
+	var out bytes.Buffer
+	if err := ctlRequest(&out, p.ctl, []string{"stats", "-", "json"}); err != nil {
+		t.Fatal(err)
+	}
+	var st statsReply
+	if err := json.Unmarshal(out.Bytes(), &st); err != nil {
+		t.Fatal(err)
+	}
+	s := st.Socket
+	if s.Kind != kind || s.RxDatagrams == 0 || s.TxDatagrams == 0 {
+		t.Errorf("%s underlay: socket counters %+v", kind, s)
+	}
+	if (kind == "udp") != (s.RxBytes != nil) {
+		t.Errorf("%s underlay: rx_bytes %v", kind, s.RxBytes)
+	}
+	if kind != "udp" && (s.NIC == nil || s.NIC.RxFrames == 0 || s.NIC.TxFrames == 0) {
+		t.Errorf("%s underlay: NIC counters %+v", kind, s.NIC)
+	}
 }

@@ -38,6 +38,7 @@ type upPlan struct {
 	logLevel      slog.Level
 	control       string
 	statsInterval time.Duration
+	metrics       string // --metrics listen address
 	ifaces        []ifacePlan
 }
 
@@ -45,6 +46,7 @@ type upPlan struct {
 type ifacePlan struct {
 	name    string
 	overlay string // tap, tun or netstack
+	macSet  bool   // the MAC came from --mac
 	cfg     stack.Config
 	// forwards and exposes are the --forward and --expose rules; socks5
 	// and httpProxy the proxies' host addresses (see services).
@@ -88,6 +90,12 @@ func (o *upOptions) plan() (*upPlan, error) {
 	}
 	if p.port == 0 {
 		return nil, fmt.Errorf("--port 0: want 1..65535")
+	}
+	if s.metrics != "" {
+		if _, _, err := net.SplitHostPort(s.metrics); err != nil {
+			return nil, fmt.Errorf("--metrics %q: want HOST:PORT, like 127.0.0.1:9108 (:9108 for every address)", s.metrics)
+		}
+		p.metrics = s.metrics
 	}
 	if s.multicastTTL < 0 || s.multicastTTL > 255 {
 		return nil, fmt.Errorf("--multicast-ttl %d out of range: valid TTLs are 1..255", s.multicastTTL)
@@ -160,6 +168,7 @@ func (o *upOptions) plan() (*upPlan, error) {
 	p.family = family(p.local)
 	seenVNI := map[int64]string{}
 	seenName := map[string]bool{}
+	host := hostID()
 	for i := range o.ifaces {
 		ip, err := o.ifaces[i].plan()
 		if err == nil {
@@ -175,6 +184,16 @@ func (o *upOptions) plan() (*upPlan, error) {
 			}
 			return nil, err
 		}
+		if ip.cfg.Mode == endpoint.L2 && !ip.macSet {
+			ip.cfg.MAC = stableMAC(host, ip.name, ip.cfg.VNI, p.local)
+		}
+		if p.underlay == "udp" && o.ifaces[i].portRange != "" {
+			err := fmt.Errorf("--port-range %s: a udp underlay cannot honour a source port range: it sends from a pool of sockets on ports the kernel picks (net.ipv4.ip_local_port_range); leave --port-range out, or use --underlay packet or tap", o.ifaces[i].portRange)
+			if len(o.ifaces) > 1 {
+				err = fmt.Errorf("[%s]: %w", ip.name, err)
+			}
+			return nil, err
+		}
 		if other, ok := seenVNI[int64(ip.cfg.VNI)]; ok {
 			return nil, fmt.Errorf("[%s]: vni %d is already used by [%s]: a VNI may appear once per socket", ip.name, ip.cfg.VNI, other)
 		}
@@ -185,6 +204,9 @@ func (o *upOptions) plan() (*upPlan, error) {
 		seenName[ip.name] = true
 		p.ifaces = append(p.ifaces, *ip)
 	}
+	if err := checkListeners(p.ifaces); err != nil {
+		return nil, err
+	}
 	p.control = s.control
 	if p.control == "" {
 		p.control = defaultControlPath(p.ifaces[0].name)
@@ -192,9 +214,97 @@ func (o *upOptions) plan() (*upPlan, error) {
 	return p, nil
 }
 
+// checkListeners refuses two host listeners (--forward, --socks5,
+// --http-proxy) on one address and protocol, within an interface or across
+// the interfaces of a config file, before anything starts. Port 0 (any free
+// port) never collides.
+func checkListeners(ifaces []ifacePlan) error {
+	type listener struct {
+		proto, addr string
+		owner       string // "--socks5 ADDR" and, with several interfaces, "[name] "
+	}
+	var seen []listener
+	for _, ip := range ifaces {
+		var mine []listener
+		for _, f := range ip.forwards {
+			mine = append(mine, listener{f.Proto, f.Listen.String(), "--forward " + f.String()})
+		}
+		if ip.socks5 != "" {
+			mine = append(mine, listener{"tcp", ip.socks5, "--socks5 " + ip.socks5})
+		}
+		if ip.httpProxy != "" {
+			mine = append(mine, listener{"tcp", ip.httpProxy, "--http-proxy " + ip.httpProxy})
+		}
+		for _, l := range mine {
+			if len(ifaces) > 1 {
+				l.owner = "[" + ip.name + "] " + l.owner
+			}
+			for _, o := range seen {
+				if l.proto == o.proto && sameListener(l.addr, o.addr) {
+					where := l.addr
+					if l.proto != "tcp" {
+						where = l.proto + " " + l.addr
+					}
+					return fmt.Errorf("%s listens on %s, as %s already does: each host listener needs an address of its own", l.owner, where, o.owner)
+				}
+			}
+			seen = append(seen, l)
+		}
+	}
+	return nil
+}
+
+// sameListener reports whether TCP listeners on host:port addresses a and
+// b would collide: the same port (not 0), and the same host or a wildcard
+// on either side.
+func sameListener(a, b string) bool {
+	ha, pa, err1 := net.SplitHostPort(a)
+	hb, pb, err2 := net.SplitHostPort(b)
+	if err1 != nil || err2 != nil || pa != pb || pa == "0" {
+		return false
+	}
+	norm := func(h string) (string, bool) {
+		if h == "" {
+			return "", true
+		}
+		if ip, err := netip.ParseAddr(h); err == nil {
+			return ip.Unmap().String(), ip.IsUnspecified()
+		}
+		return strings.ToLower(h), false
+	}
+	na, wa := norm(ha)
+	nb, wb := norm(hb)
+	return na == nb || wa || wb
+}
+
+// checkHost checks what the plan names on this host, without opening
+// anything: the --dev interface must exist.
+func (p *upPlan) checkHost() error {
+	if p.dev != "" {
+		if _, err := net.InterfaceByName(p.dev); err != nil {
+			return fmt.Errorf("--dev %s: no network interface of that name on this host (see ip link)", p.dev)
+		}
+	}
+	return nil
+}
+
+// checked is what gnv up --check says about a valid plan.
+func (p *upPlan) checked() string {
+	var names []string
+	for _, ip := range p.ifaces {
+		names = append(names, fmt.Sprintf("%s (%s vni %d, overlay %s)", ip.name, ip.cfg.Mode, ip.cfg.VNI, ip.overlay))
+	}
+	line := fmt.Sprintf("gnv up: configuration ok: %s underlay, %d interface(s): %s; control socket %s",
+		p.underlay, len(p.ifaces), strings.Join(names, ", "), p.control)
+	if p.metrics != "" {
+		line += "; metrics on " + p.metrics
+	}
+	return line
+}
+
 // plan parses one interface's options.
 func (o *ifaceOptions) plan() (*ifacePlan, error) {
-	if o.vni < 0 {
+	if !o.vniSet {
 		return nil, fmt.Errorf("--vni is required: the virtual network identifier, 0..%d", geneve.MaxVNI)
 	}
 	if o.name == "" || len(o.name) > 15 || strings.ContainsAny(o.name, "/ \t") {
@@ -261,6 +371,16 @@ func (o *ifaceOptions) plan() (*ifacePlan, error) {
 		c.Addresses = append(c.Addresses, netip.PrefixFrom(pfx.Addr().Unmap(), pfx.Bits()))
 	}
 	c.MTU = o.mtu
+	if o.mac != "" {
+		mac, err := parseUnicastMAC("--mac", o.mac)
+		if err != nil {
+			return nil, err
+		}
+		if mode != endpoint.L2 {
+			return nil, fmt.Errorf("--mac %s: an l3 tunnel has no link-layer address", mac)
+		}
+		c.MAC, p.macSet = mac, true
+	}
 	ec := &c.Endpoint
 	ec.NoLearn = o.noLearn || !o.learn
 	ec.FDBMax = o.maxAddr

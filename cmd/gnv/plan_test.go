@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,7 +12,7 @@ import (
 )
 
 func planArgs(args ...string) (*upPlan, error) {
-	o, err := parseUp(args)
+	o, err := parseUp(args, io.Discard)
 	if err != nil {
 		return nil, err
 	}
@@ -27,6 +28,10 @@ func TestUpFlagErrors(t *testing.T) {
 	}{
 		{[]string{"--remote", "192.0.2.2"}, "--vni is required"},
 		{[]string{"--vni", "16777216", "--remote", "192.0.2.2"}, "--vni 16777216 out of range: valid VNIs are 0..16777215"},
+		{[]string{"--vni", "-5", "--remote", "192.0.2.2"}, "--vni -5 out of range: valid VNIs are 0..16777215"},
+		{[]string{"--vni", "1", "--remote", "192.0.2.2", "--port-range", "40000-40100"}, "--port-range 40000-40100: a udp underlay cannot honour a source port range"},
+		{[]string{"--vni", "1", "--remote", "192.0.2.2", "--overlay", "netstack", "--socks5", "127.0.0.1:1080", "--forward", "tcp:127.0.0.1:1080=10.0.0.2:80"}, "--socks5 127.0.0.1:1080 listens on 127.0.0.1:1080, as --forward tcp:127.0.0.1:1080=10.0.0.2:80 already does"},
+		{[]string{"--vni", "1", "--remote", "192.0.2.2", "--overlay", "netstack", "--forward", "tcp:0.0.0.0:8080=10.0.0.2:80", "--forward", "tcp:127.0.0.1:8080=10.0.0.3:80"}, "listens on 127.0.0.1:8080, as --forward tcp:0.0.0.0:8080=10.0.0.2:80 already does"},
 		{[]string{"--vni", "1"}, "--remote or --group is required"},
 		{[]string{"--vni", "1", "--remote", "192.0.2.2", "--group", "239.1.1.1"}, "--remote and --group are exclusive"},
 		{[]string{"--vni", "1", "--group", "192.0.2.9"}, "--group 192.0.2.9 is not a multicast address"},
@@ -66,7 +71,7 @@ func TestUpFlagAliases(t *testing.T) {
 	p, err := planArgs("--geneveid", "42", "--genevemode", "l2", "--geneveremote", "192.0.2.2", "--genevettl", "inherit",
 		"--genevedf", "inherit", "--genevedscpinherit", "--genevemaxaddr", "5000", "--genevetimeout", "60",
 		"--geneveportrange", "40000", "40100", "--genevelearn=false", "--genevelocal", "192.0.2.1", "--geneveremoteport", "7000",
-		"--addr", "10.0.0.1/24", "--overlay", "netstack")
+		"--addr", "10.0.0.1/24", "--overlay", "netstack", "--underlay", "packet", "--genevedev", "eth1", "--underlay-addr", "192.0.2.1/24")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,6 +121,14 @@ overlay = netstack
 		{"underlay = udp\n", "no [name] section"},
 		{"[a]\nvni 1\n", "want key = value"},
 		{"[a]\nvni = 1\nremote = 192.0.2.2\nbogus = 3\n", "unknown flag: --bogus"},
+		{"[a]\nvni = 1\nremote = 192.0.2.2\noverlay = netstack\nsocks5 = 127.0.0.1:1080\n[b]\nvni = 2\nremote = 192.0.2.3\noverlay = netstack\nsocks5 = 127.0.0.1:1080\n",
+			"[b] --socks5 127.0.0.1:1080 listens on 127.0.0.1:1080, as [a] --socks5 127.0.0.1:1080 already does"},
+		{"[a]\nvni = 1\nremote = 192.0.2.2\noverlay = netstack\nforward = tcp:0.0.0.0:80=10.0.0.2:80\n[b]\nvni = 2\nremote = 192.0.2.3\noverlay = netstack\nforward = tcp:127.0.0.1:80=10.1.0.2:80\n",
+			"[b] --forward tcp:127.0.0.1:80=10.1.0.2:80 listens on 127.0.0.1:80, as [a] --forward tcp:0.0.0.0:80=10.0.0.2:80 already does"},
+		{"[a]\nvni = 1\nremote = 192.0.2.2\nport-range = 40000-40100\n", "--port-range 40000-40100: a udp underlay cannot honour"},
+		{"check = true\n[a]\nvni = 1\nremote = 192.0.2.2\n", "check is a command-line flag"},
+		{"[a]\nvni = -5\nremote = 192.0.2.2\n", "--vni -5 out of range"},
+		{"[a]\nremote = 192.0.2.2\n", "--vni is required"},
 	} {
 		write(c.file)
 		if _, err := planArgs("--config", path); err == nil || !strings.Contains(err.Error(), c.want) {
@@ -147,12 +160,19 @@ func TestUpServicesPlan(t *testing.T) {
 		{[]string{"--expose", "tcp:127.0.0.1:80=127.0.0.1:8080"}, "--expose tcp:127.0.0.1:80=127.0.0.1:8080: 127.0.0.1 is not an overlay address"},
 		{[]string{"--expose", "tcp:[fd00::1]:80=127.0.0.1:8080"}, "is not an overlay address of this interface (have 10.0.0.1)"},
 		{[]string{"--forward", "sctp:127.0.0.1:80=10.0.0.2:80"}, "--forward: "},
-		{[]string{"--socks5", "127.0.0.1:1080", "--http-proxy", "127.0.0.1:1080"}, "--http-proxy 127.0.0.1:1080: tcp 127.0.0.1:1080 is already used by --socks5 127.0.0.1:1080"},
-		{[]string{"--forward", "tcp:127.0.0.1:80=10.0.0.2:80", "--forward", "tcp:127.0.0.1:80=10.0.0.3:80"}, "is already used by --forward tcp:127.0.0.1:80=10.0.0.2:80"},
+		{[]string{"--socks5", "127.0.0.1:1080", "--http-proxy", "127.0.0.1:1080"}, "--http-proxy 127.0.0.1:1080 listens on 127.0.0.1:1080, as --socks5 127.0.0.1:1080 already does"},
+		{[]string{"--forward", "tcp:127.0.0.1:80=10.0.0.2:80", "--forward", "tcp:127.0.0.1:80=10.0.0.3:80"}, "as --forward tcp:127.0.0.1:80=10.0.0.2:80 already does"},
 		{[]string{"--expose", "udp:10.0.0.1:53=127.0.0.1:53", "--expose", "udp:10.0.0.1:53=127.0.0.1:5353"}, "udp:10.0.0.1:53 is already used"},
+		{[]string{"--forward", "udp:127.0.0.1:53=10.0.0.2:53", "--forward", "tcp:127.0.0.1:53=10.0.0.2:53"}, ""}, // another protocol: no collision
 		{[]string{"--http-proxy", "3128"}, "--http-proxy \"3128\": want ADDR:PORT"},
 	} {
 		_, err := planArgs(append(base, c.args...)...)
+		if c.want == "" {
+			if err != nil {
+				t.Errorf("%v: %v", c.args, err)
+			}
+			continue
+		}
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v: got %v, want %q", c.args, err, c.want)
 		}

@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 
 	"github.com/gnv-project/gnv/link/afpacket"
 	"github.com/gnv-project/gnv/link/tapnic"
@@ -15,18 +13,13 @@ import (
 // openUnderlay opens the shared underlay socket.
 func openUnderlay(p *upPlan, log *slog.Logger) (*stack.SharedUnderlay, string, error) {
 	var pcapW io.Writer
-	var pcapFile *os.File
-	var pcapBuf *bufio.Writer
+	var pcapF *pcapFile
 	if p.pcap != "" {
-		f, err := os.Create(p.pcap)
+		f, err := createPcap(p.pcap)
 		if err != nil {
 			return nil, "", fmt.Errorf("--pcap: %w", err)
 		}
-		// Buffered: one write(2) per captured packet would slow the data
-		// path. The capture writer serialises its records, and the buffer
-		// is flushed when the underlay closes.
-		pcapFile, pcapBuf = f, bufio.NewWriterSize(f, 1<<16)
-		pcapW = pcapBuf
+		pcapF, pcapW = f, f
 	}
 	localPort := p.localPort
 	if localPort == 0 {
@@ -39,15 +32,16 @@ func openUnderlay(p *upPlan, log *slog.Logger) (*stack.SharedUnderlay, string, e
 	}
 	su, err := stack.OpenUnderlay(u, stack.UnderlayOptions{Port: localPort, Family: p.family, Multicast: multicast})
 	if err != nil {
-		if pcapFile != nil {
-			pcapFile.Close()
+		if pcapF != nil {
+			pcapF.Close()
 		}
 		return nil, "", withFlags(err, nil)
 	}
-	if pcapFile != nil {
+	if pcapF != nil {
 		su.OnClose(func() {
-			pcapBuf.Flush()
-			pcapFile.Close()
+			if err := pcapF.Close(); err != nil {
+				log.Warn("--pcap: closing the capture", "path", p.pcap, "err", err)
+			}
 		})
 	}
 	la := su.Socket().Transport().LocalAddr()

@@ -3,8 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
-	"os"
 
 	"github.com/spf13/pflag"
 )
@@ -35,30 +35,40 @@ each [name] section is one interface:
 
 While it runs, "gnv fdb" and "gnv stats" talk to it over --control.
 
+--check validates the flags and the file, and that the devices they name
+exist, and exits: 0 when gnv up would start, 2 otherwise. It opens nothing.
+
 flags:
 `
 
-func upMain(args []string) int {
-	o, err := parseUp(args)
+func upMain(args []string, stdout, stderr io.Writer) int {
+	o, err := parseUp(args, stdout)
 	if err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0 // the flag set printed the usage
 		}
-		fmt.Fprintf(os.Stderr, "gnv up: %v\n", err)
+		usageError(stderr, "gnv up", err)
 		return 2
 	}
 	plan, err := o.plan()
+	if err == nil {
+		err = plan.checkHost()
+	}
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "gnv up: %v\n", err)
+		usageError(stderr, "gnv up", err)
 		return 2
 	}
-	if err := runUntilSignal(plan, newLogger(plan.logLevel)); err != nil {
-		fmt.Fprintf(os.Stderr, "gnv up: %v\n", err)
+	if o.check {
+		fmt.Fprintln(stdout, plan.checked())
+		return 0
+	}
+	if err := runUntilSignal(plan, newLogger(stderr, plan.logLevel), stdout); err != nil {
+		fmt.Fprintf(stderr, "gnv up: %v\n", err)
 		return 1
 	}
 	return 0
 }
 
-func newLogger(level slog.Level) *slog.Logger {
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+func newLogger(w io.Writer, level slog.Level) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
 }

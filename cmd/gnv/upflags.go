@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"strconv"
@@ -20,6 +21,7 @@ import (
 type ifaceOptions struct {
 	name            string
 	vni             int64
+	vniSet          bool // --vni was given
 	mode            string
 	remotes         []string
 	group           string
@@ -44,6 +46,7 @@ type ifaceOptions struct {
 	exposes         []string
 	socks5          string
 	httpProxy       string
+	mac             string
 }
 
 // socketOptions are the settings of the underlay socket, shared by every
@@ -68,13 +71,19 @@ type socketOptions struct {
 	noOffloads    bool
 	underlayMTU   int
 	statsInterval time.Duration
+	metrics       string
 }
 
 // upOptions is everything gnv up was told.
 type upOptions struct {
 	sock   socketOptions
 	ifaces []ifaceOptions
+	check  bool // --check: validate and exit
 }
+
+// commandLineFlags may only be given on the command line, not in a
+// --config file.
+var commandLineFlags = map[string]bool{"check": true}
 
 // socketFlags are the flag names that configure the shared socket; in a
 // config file they may only appear before the first section.
@@ -113,11 +122,12 @@ func addSocketFlags(fs *pflag.FlagSet, s *socketOptions) {
 	fs.BoolVar(&s.udp6ZeroTx, "udp6zerocsumtx", false, "send outer IPv6 UDP checksums as zero (RFC 8926 §4.3.1; only in a controlled network)")
 	fs.BoolVar(&s.udp6ZeroRx, "udp6zerocsumrx", false, "accept outer IPv6 UDP datagrams with a zero checksum")
 	fs.IntVar(&s.multicastTTL, "multicast-ttl", 0, "TTL of datagrams sent to a group (default: the interface TTL)")
-	fs.StringVar(&s.pcap, "pcap", "", "write the underlay traffic to this pcap file")
+	fs.StringVar(&s.pcap, "pcap", "", "write the underlay traffic to this pcap file; flushed every 0.5 s and on exit, so it can be read while gnv runs")
 	fs.StringVar(&s.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	fs.StringVar(&s.control, "control", "", "control socket path for gnv fdb/stats (default /run/gnv/NAME.sock, or $XDG_RUNTIME_DIR/gnv/NAME.sock when not root)")
+	fs.StringVar(&s.control, "control", "", controlFlagHelp("--name, or the first [section] of --config")+"; a live gnv up on it stops this one from starting")
 	fs.StringVar(&s.config, "config", "", "read interfaces from this file (see gnv up --help)")
 	fs.DurationVar(&s.statsInterval, "stats-interval", 0, "log the counters at this interval (0: only at exit)")
+	fs.StringVar(&s.metrics, "metrics", "", "serve Prometheus metrics at http://ADDR/metrics, like 127.0.0.1:9108 (every gnv stats counter, drops by reason, forwarding-table gauges; go_* and process_*)")
 	fs.VisitAll(func(f *pflag.Flag) {
 		if !before[f.Name] {
 			socketFlags[f.Name] = true
@@ -127,13 +137,14 @@ func addSocketFlags(fs *pflag.FlagSet, s *socketOptions) {
 
 func addIfaceFlags(fs *pflag.FlagSet, o *ifaceOptions) {
 	fs.StringVar(&o.name, "name", "gnv0", "interface name (TAP/TUN device name, log and control name)")
-	fs.Int64Var(&o.vni, "vni", -1, "virtual network identifier, 0..16777215 (geneveid); required")
+	fs.Int64Var(&o.vni, "vni", 0, "virtual network identifier, 0..16777215 (geneveid); required")
 	fs.StringVar(&o.mode, "mode", "l2", "l2 (Ethernet inside) or l3 (IP inside) (genevemode)")
 	fs.StringArrayVar(&o.remotes, "remote", nil, "unicast peer; repeat for head-end replication (geneveremote)")
 	fs.StringVar(&o.group, "group", "", "multicast group instead of remotes (genevegroup)")
 	fs.StringVar(&o.overlay, "overlay", "", "overlay: tap (l2 default), tun (l3 default) or netstack (in-process, no privileges)")
 	fs.StringArrayVar(&o.addrs, "addr", nil, "overlay address with prefix, like 10.0.0.1/24; repeatable")
 	fs.Uint32Var(&o.mtu, "mtu", 0, "overlay MTU (default: from the underlay MTU and the options)")
+	fs.StringVar(&o.mac, "mac", "", "l2: the overlay MAC (default: derived from this host's machine ID, --name, --vni and the local underlay address, so it is the same after a restart)")
 	fs.BoolVar(&o.learn, "learn", true, "learn the forwarding table from received frames (genevelearn)")
 	fs.BoolVar(&o.noLearn, "no-learn", false, "do not learn (same as --learn=false)")
 	fs.IntVar(&o.maxAddr, "max-addr", endpoint.DefaultFDBMax, fmt.Sprintf("forwarding table size, 1..%d (genevemaxaddr)", endpoint.MaxFDBMax))
@@ -143,7 +154,7 @@ func addIfaceFlags(fs *pflag.FlagSet, o *ifaceOptions) {
 	fs.BoolVar(&o.dscpInherit, "dscp-inherit", false, "copy the inner DSCP to the outer header (genevedscpinherit)")
 	fs.StringVar(&o.df, "df", "unset", "outer DF bit: set, inherit or unset (genevedf)")
 	fs.BoolVar(&o.flowLabel, "flowlabel", false, "IPv6 underlay: outer flow label from the inner flow hash (packet underlay; a udp underlay uses the kernel's per-socket label)")
-	fs.StringVar(&o.portRange, "port-range", "", "outer source port range MIN-MAX (geneveportrange; also MIN MAX); default 32768-61000")
+	fs.StringVar(&o.portRange, "port-range", "", "outer source port range MIN-MAX (geneveportrange; also MIN MAX); default 32768-61000; packet and tap underlays only: a udp underlay sends from ports the kernel picks")
 	fs.BoolVar(&o.acceptAnySource, "accept-any-source", false, "accept Geneve from any outer source, not only the remotes")
 	fs.BoolVar(&o.noGSO, "no-gso", false, "netstack overlay: send MSS-sized TCP segments instead of 64 KB super-packets (slower, but recovers faster from heavy underlay loss)")
 	fs.StringArrayVar(&o.options, "option", nil, "option to send on every packet, CLASS:TYPE:HEXDATA (data a multiple of 4 bytes); repeatable")
@@ -159,10 +170,11 @@ func newUpFlags(o *upOptions) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("gnv up", pflag.ContinueOnError)
 	fs.SetNormalizeFunc(normalize)
 	fs.SortFlags = false
+	fs.BoolVar(&o.check, "check", false, "validate the configuration (flags and --config file) and exit: 0 if gnv up would start, 2 if not; opens nothing")
 	addSocketFlags(fs, &o.sock)
 	o.ifaces = []ifaceOptions{{}}
 	addIfaceFlags(fs, &o.ifaces[0])
-	fs.Usage = func() { fmt.Fprint(os.Stderr, upUsage+fs.FlagUsages()) }
+	fs.Usage = func() { fmt.Fprint(fs.Output(), upUsage+fs.FlagUsages()) }
 	return fs
 }
 
@@ -188,19 +200,22 @@ func isNumber(s string) bool {
 }
 
 // parseUp parses gnv up's command line and, with --config, the file.
-func parseUp(args []string) (*upOptions, error) {
+// --help prints the usage to help.
+func parseUp(args []string, help io.Writer) (*upOptions, error) {
 	o := &upOptions{}
 	fs := newUpFlags(o)
+	fs.SetOutput(help)
 	if err := fs.Parse(joinPortRange(args)); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0))
 	}
+	o.ifaces[0].vniSet = fs.Changed("vni")
 	if o.sock.config != "" {
 		ifaceFlagSet := map[string]bool{}
 		fs.Visit(func(f *pflag.Flag) {
-			if !socketFlags[f.Name] {
+			if !socketFlags[f.Name] && !commandLineFlags[f.Name] {
 				ifaceFlagSet[f.Name] = true
 			}
 		})
@@ -265,6 +280,9 @@ func readConfig(o *upOptions, global *pflag.FlagSet) error {
 		}
 		key, value = strings.TrimSpace(key), strings.TrimSpace(value)
 		name := string(normalize(nil, key))
+		if commandLineFlags[name] {
+			return fmt.Errorf("%s: %s is a command-line flag, not a setting", where, key)
+		}
 		if len(sections) == 0 {
 			if !socketFlags[name] {
 				return fmt.Errorf("%s: %s is an interface setting: put it in a [name] section", where, key)
@@ -298,6 +316,7 @@ func readConfig(o *upOptions, global *pflag.FlagSet) error {
 			return fmt.Errorf("--config %s: [%s]: %w", o.sock.config, names[i], err)
 		}
 		io.name = names[i]
+		io.vniSet = fs.Changed("vni")
 		o.ifaces = append(o.ifaces, io)
 	}
 	return nil

@@ -9,6 +9,7 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -17,32 +18,69 @@ import (
 // interfaces once they are up.
 func startUp(t *testing.T, args ...string) []*runningIface {
 	t.Helper()
+	return startInstance(t, args...).ifaces
+}
+
+// startInstance runs gnv up with args until the test ends and returns the
+// instance once it is up.
+func startInstance(t *testing.T, args ...string) *instance {
+	t.Helper()
+	return startInstanceLog(t, slog.New(slog.NewTextHandler(io.Discard, nil)), args...)
+}
+
+// startInstanceLog is startInstance with a logger.
+func startInstanceLog(t *testing.T, log *slog.Logger, args ...string) *instance {
+	t.Helper()
+	inst, stop, err := runInstanceLog(t, log, args...)
+	if err != nil {
+		t.Fatalf("gnv up: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("gnv up: %v", err)
+		}
+	})
+	return inst
+}
+
+// runInstance starts gnv up with args and returns the instance once it is
+// up, and a function that stops it and returns runUp's error; or the error
+// with which gnv up failed to start.
+func runInstance(t *testing.T, args ...string) (*instance, func() error, error) {
+	t.Helper()
+	return runInstanceLog(t, slog.New(slog.NewTextHandler(io.Discard, nil)), args...)
+}
+
+// runInstanceLog is runInstance with a logger.
+func runInstanceLog(t *testing.T, log *slog.Logger, args ...string) (*instance, func() error, error) {
+	t.Helper()
 	p, err := planArgs(args...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	up := make(chan []*runningIface, 1)
+	up := make(chan *instance, 1)
 	done := make(chan error, 1)
-	var out bytes.Buffer
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	go func() { done <- runUp(ctx, p, log, &out, func(r []*runningIface) { up <- r }) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("gnv up: %v", err)
-		}
-	})
+	var out lockedBuf
+	go func() { done <- runUp(ctx, p, log, &out, func(i *instance) { up <- i }) }()
 	select {
-	case r := <-up:
+	case inst := <-up:
 		if !strings.Contains(out.String(), "up, l2 vni") && !strings.Contains(out.String(), "up, l3 vni") {
 			t.Errorf("start-up line missing: %q", out.String())
 		}
-		return r
+		var once sync.Once
+		var stopErr error
+		return inst, func() error {
+			once.Do(func() {
+				cancel()
+				stopErr = <-done
+			})
+			return stopErr
+		}, nil
 	case err := <-done:
-		t.Fatalf("gnv up: %v", err)
+		cancel()
+		return nil, nil, err
 	}
-	return nil
 }
 
 // TestUpNetstackOverlay runs two gnv up instances over kernel UDP on
@@ -125,6 +163,15 @@ func TestUpNetstackOverlay(t *testing.T) {
 	}
 	if err := ctlRequest(&out, ctlA, []string{"fdb", "add", "-", "02:00:00:00:00:99", "127.0.0.9"}); err != nil {
 		t.Fatal(err)
+	}
+	// A remote of the other family is refused by the running instance
+	// (exit status 1, the argument named).
+	if code, _, stderr := runCLI("fdb", "add", "--control", ctlA, "02:00:00:00:00:98", "2001:db8::9"); code != 1 ||
+		!strings.Contains(stderr, "REMOTE 2001:db8::9 is an IPv6 address, but the underlay of gnva is IPv4") {
+		t.Errorf("fdb add with an IPv6 remote on an IPv4 underlay: exit %d, stderr %q", code, stderr)
+	}
+	if err := ctlRequest(&out, ctlA, []string{"fdb", "add", "-", "00:00:00:00:00:00", "127.0.0.9"}); err == nil || !strings.Contains(err.Error(), "zero address") {
+		t.Errorf("fdb add of the zero MAC, sent to the socket directly: %v", err)
 	}
 	// flush keeps static entries; flushall removes them. (Dynamic entries
 	// may be learned again at once from packets still in flight, so only
