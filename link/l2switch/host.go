@@ -1,13 +1,13 @@
 package l2switch
 
 import (
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
 
+	"github.com/gnv-project/gnv/link/internal/ether"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -39,13 +39,14 @@ type HostPortOptions struct {
 // WritePackets feeds the switch and whose dispatcher gets the frames for
 // the host. Create the netstack's NIC with it.
 type HostPort struct {
+	ether.NIC // the MAC and the Ethernet header methods
+
 	port    *Port
 	mtu     atomic.Uint32
 	gsoMax  uint32
 	promisc bool
 
 	mu      sync.RWMutex
-	mac     tcpip.LinkAddress
 	d       stack.NetworkDispatcher
 	onClose func()
 
@@ -69,20 +70,15 @@ func (s *Switch) NewHostPort(opts HostPortOptions) (*HostPort, error) {
 	if opts.MTU < 68 || opts.MTU > 65535 {
 		return nil, fmt.Errorf("l2switch: host port mtu %d out of range: valid MTUs are 68..65535", opts.MTU)
 	}
-	mac := tcpip.LinkAddress(opts.MAC)
-	switch {
-	case opts.MAC == nil:
-		var b [6]byte
-		_, _ = rand.Read(b[:])
-		b[0] = b[0]&^1 | 2
-		mac = tcpip.LinkAddress(b[:])
-	case len(opts.MAC) != 6 || opts.MAC[0]&1 != 0:
-		return nil, fmt.Errorf("l2switch: host port mac %s: want a 6-byte unicast MAC", opts.MAC)
+	mac, err := ether.MAC(opts.MAC, "l2switch: host port mac")
+	if err != nil {
+		return nil, err
 	}
 	if opts.Name == "" {
 		opts.Name = "host"
 	}
-	h := &HostPort{gsoMax: opts.GSOMaxSize, promisc: opts.Promiscuous, mac: mac}
+	h := &HostPort{gsoMax: opts.GSOMaxSize, promisc: opts.Promiscuous}
+	h.SetLinkAddress(mac)
 	h.mtu.Store(opts.MTU)
 	h.port = &Port{sw: s, name: opts.Name, host: h, trusted: true}
 	s.mu.Lock()
@@ -108,25 +104,17 @@ func (h *HostPort) Port() *Port { return h.port }
 // broadcast and multicast (any unicast if promiscuous). pkt is borrowed.
 func (h *HostPort) deliver(in *Port, pkt *stack.PacketBuffer) {
 	h.mu.RLock()
-	d, mac := h.d, h.mac
+	d := h.d
 	h.mu.RUnlock()
 	if d == nil {
 		return
 	}
 	eth := header.Ethernet(pkt.LinkHeader().Slice())
-	dst := eth.DestinationAddress()
-	switch {
-	case dst == mac:
-		pkt.PktType = tcpip.PacketHost
-	case dst == header.EthernetBroadcastAddress:
-		pkt.PktType = tcpip.PacketBroadcast
-	case header.IsMulticastEthernetAddress(dst):
-		pkt.PktType = tcpip.PacketMulticast
-	case h.promisc:
-		pkt.PktType = tcpip.PacketOtherHost
-	default:
+	typ := ether.Classify(eth.DestinationAddress(), h.LinkAddress())
+	if typ == tcpip.PacketOtherHost && !h.promisc {
 		return // flooded unknown unicast for someone else
 	}
+	pkt.PktType = typ
 	check := !in.trusted && !pkt.RXChecksumValidated
 	if check {
 		h.unchecked.Add(1)
@@ -156,23 +144,6 @@ func (h *HostPort) MTU() uint32 { return h.mtu.Load() }
 // SetMTU implements stack.LinkEndpoint.
 func (h *HostPort) SetMTU(mtu uint32) { h.mtu.Store(mtu) }
 
-// MaxHeaderLength implements stack.LinkEndpoint.
-func (h *HostPort) MaxHeaderLength() uint16 { return header.EthernetMinimumSize }
-
-// LinkAddress implements stack.LinkEndpoint.
-func (h *HostPort) LinkAddress() tcpip.LinkAddress {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	return h.mac
-}
-
-// SetLinkAddress implements stack.LinkEndpoint.
-func (h *HostPort) SetLinkAddress(mac tcpip.LinkAddress) {
-	h.mu.Lock()
-	h.mac = mac
-	h.mu.Unlock()
-}
-
 // Capabilities implements stack.LinkEndpoint: an Ethernet NIC with receive
 // checksum offload, withdrawn while a frame that needs checking is being
 // delivered (see the package documentation).
@@ -193,29 +164,6 @@ func (h *HostPort) SupportedGSO() stack.SupportedGSO {
 		return stack.GSONotSupported
 	}
 	return stack.HostGSOSupported
-}
-
-// ARPHardwareType implements stack.LinkEndpoint.
-func (h *HostPort) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareEther }
-
-// AddHeader implements stack.LinkEndpoint: it pushes the Ethernet header.
-func (h *HostPort) AddHeader(pkt *stack.PacketBuffer) {
-	src := pkt.EgressRoute.LocalLinkAddress
-	if src == "" {
-		src = h.LinkAddress()
-	}
-	eth := header.Ethernet(pkt.LinkHeader().Push(header.EthernetMinimumSize))
-	eth.Encode(&header.EthernetFields{
-		SrcAddr: src,
-		DstAddr: pkt.EgressRoute.RemoteLinkAddress,
-		Type:    pkt.NetworkProtocolNumber,
-	})
-}
-
-// ParseHeader implements stack.LinkEndpoint.
-func (h *HostPort) ParseHeader(pkt *stack.PacketBuffer) bool {
-	_, ok := pkt.LinkHeader().Consume(header.EthernetMinimumSize)
-	return ok
 }
 
 // Attach implements stack.LinkEndpoint.

@@ -7,8 +7,8 @@ import (
 	"io"
 	"net"
 
+	"github.com/gnv-project/gnv/link/internal/ether"
 	"gvisor.dev/gvisor/pkg/buffer"
-	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -134,7 +134,6 @@ func (e *Endpoint) receive(frame []byte) {
 	}
 	e.mu.RLock()
 	d := e.dispatcher
-	mac := e.mac
 	e.mu.RUnlock()
 	if d == nil {
 		e.stats.drop(DropNotAttached)
@@ -145,23 +144,9 @@ func (e *Endpoint) receive(frame []byte) {
 	eth := header.Ethernet(hdr)
 	proto := eth.Type()
 	pkt.NetworkProtocolNumber = proto
-	pkt.PktType = packetType(eth.DestinationAddress(), mac)
+	pkt.PktType = ether.Classify(eth.DestinationAddress(), e.LinkAddress())
 	e.stats.rxFrames.Add(1)
 	e.stats.rxBytes.Add(uint64(len(frame)))
 	d.DeliverNetworkPacket(proto, pkt)
 	pkt.DecRef()
-}
-
-// packetType classifies a frame by its destination, as an Ethernet NIC
-// does.
-func packetType(dst, own tcpip.LinkAddress) tcpip.PacketType {
-	switch {
-	case dst == own:
-		return tcpip.PacketHost
-	case dst == header.EthernetBroadcastAddress:
-		return tcpip.PacketBroadcast
-	case header.IsMulticastEthernetAddress(dst):
-		return tcpip.PacketMulticast
-	}
-	return tcpip.PacketOtherHost
 }

@@ -55,14 +55,13 @@
 package vmnet
 
 import (
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
 
-	"gvisor.dev/gvisor/pkg/tcpip"
+	"github.com/gnv-project/gnv/link/internal/ether"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -260,6 +259,8 @@ type peer struct {
 // Endpoint is an Ethernet link endpoint on a socket to a VM. It is safe for
 // concurrent use.
 type Endpoint struct {
+	ether.NIC // the MAC and the Ethernet header methods
+
 	opts     Options
 	maxFrame int
 	txLimit  int
@@ -274,7 +275,6 @@ type Endpoint struct {
 	mtu atomic.Uint32
 
 	mu         sync.RWMutex
-	mac        tcpip.LinkAddress
 	dispatcher stack.NetworkDispatcher
 	onClose    func()
 	started    bool
@@ -366,21 +366,14 @@ func newEndpoint(opts Options) (*Endpoint, error) {
 	if opts.TxQueueBytes < 0 {
 		return nil, fmt.Errorf("vmnet: tx queue bytes %d: must not be negative", opts.TxQueueBytes)
 	}
-	mac := tcpip.LinkAddress(opts.MAC)
-	switch {
-	case opts.MAC == nil:
-		var b [6]byte
-		_, _ = rand.Read(b[:])
-		b[0] = b[0]&^1 | 2 // unicast, locally administered
-		mac = tcpip.LinkAddress(b[:])
-	case len(opts.MAC) != 6 || opts.MAC[0]&1 != 0:
-		return nil, fmt.Errorf("vmnet: mac %s: want a 6-byte unicast MAC", opts.MAC)
+	mac, err := ether.MAC(opts.MAC, "vmnet: mac")
+	if err != nil {
+		return nil, err
 	}
 	e := &Endpoint{
 		opts:       opts,
 		maxFrame:   opts.MaxFrameSize,
 		txLimit:    opts.TxQueueBytes,
-		mac:        mac,
 		hdr:        make([]byte, hdrScratch),
 		txWake:     make(chan struct{}, 1),
 		stop:       make(chan struct{}),
@@ -391,6 +384,7 @@ func newEndpoint(opts Options) (*Endpoint, error) {
 	if !opts.DisableGSO {
 		e.gsoMax = DefaultGSOMaxSize
 	}
+	e.SetLinkAddress(mac)
 	e.mtu.Store(opts.MTU)
 	return e, nil
 }
@@ -439,23 +433,6 @@ func (e *Endpoint) MTU() uint32 { return e.mtu.Load() }
 // SetMTU implements stack.LinkEndpoint.
 func (e *Endpoint) SetMTU(mtu uint32) { e.mtu.Store(mtu) }
 
-// MaxHeaderLength implements stack.LinkEndpoint: the Ethernet header.
-func (e *Endpoint) MaxHeaderLength() uint16 { return header.EthernetMinimumSize }
-
-// LinkAddress implements stack.LinkEndpoint.
-func (e *Endpoint) LinkAddress() tcpip.LinkAddress {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	return e.mac
-}
-
-// SetLinkAddress implements stack.LinkEndpoint.
-func (e *Endpoint) SetLinkAddress(addr tcpip.LinkAddress) {
-	e.mu.Lock()
-	e.mac = addr
-	e.mu.Unlock()
-}
-
 // Capabilities implements stack.LinkEndpoint: an Ethernet NIC that
 // resolves neighbours; a netstack on it checks every checksum itself.
 func (e *Endpoint) Capabilities() stack.LinkEndpointCapabilities {
@@ -472,29 +449,6 @@ func (e *Endpoint) SupportedGSO() stack.SupportedGSO {
 		return stack.GSONotSupported
 	}
 	return stack.HostGSOSupported
-}
-
-// ARPHardwareType implements stack.LinkEndpoint.
-func (e *Endpoint) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareEther }
-
-// AddHeader implements stack.LinkEndpoint: it pushes the Ethernet header.
-func (e *Endpoint) AddHeader(pkt *stack.PacketBuffer) {
-	src := pkt.EgressRoute.LocalLinkAddress
-	if src == "" {
-		src = e.LinkAddress()
-	}
-	eth := header.Ethernet(pkt.LinkHeader().Push(header.EthernetMinimumSize))
-	eth.Encode(&header.EthernetFields{
-		SrcAddr: src,
-		DstAddr: pkt.EgressRoute.RemoteLinkAddress,
-		Type:    pkt.NetworkProtocolNumber,
-	})
-}
-
-// ParseHeader implements stack.LinkEndpoint.
-func (e *Endpoint) ParseHeader(pkt *stack.PacketBuffer) bool {
-	_, ok := pkt.LinkHeader().Consume(header.EthernetMinimumSize)
-	return ok
 }
 
 // Attach implements stack.LinkEndpoint. The first non-nil dispatcher
