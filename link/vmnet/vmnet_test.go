@@ -234,8 +234,7 @@ func TestStreamEOF(t *testing.T) {
 
 // outbound builds an outbound PacketBuffer for frame: Ethernet header
 // pushed, the rest payload. The caller releases it (listOf's list does).
-func outbound(t *testing.T, frame []byte) *stack.PacketBuffer {
-	t.Helper()
+func outbound(_ *testing.T, frame []byte) *stack.PacketBuffer {
 	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{ReserveHeaderBytes: 14, Payload: buffer.MakeWithData(frame[14:])})
 	copy(pkt.LinkHeader().Push(14), frame[:14])
 	return pkt
