@@ -38,7 +38,10 @@ func (s *Switch) input(in *Port, pkt *stack.PacketBuffer) {
 		return
 	}
 	now := s.now()
-	s.learn(src, in, now)
+	if !s.learn(src, in, now) {
+		st.drops[DropSourceSpoofed].Add(1)
+		return
+	}
 
 	var clone *stack.PacketBuffer // the parsed clone for ports, made once
 	if dst[0]&1 == 0 {
@@ -74,44 +77,52 @@ func (s *Switch) input(in *Port, pkt *stack.PacketBuffer) {
 	}
 }
 
-// learn records that src is behind port in.
-func (s *Switch) learn(src [6]byte, in *Port, now int64) {
+// learn records that src is behind port in. It reports false for a frame
+// from another port that claims the host port's MAC.
+func (s *Switch) learn(src [6]byte, in *Port, now int64) bool {
 	s.macMu.RLock()
 	e := s.macs[src]
 	s.macMu.RUnlock()
+	if e != nil && e.static {
+		return e.port == in
+	}
 	if e != nil && e.port == in {
 		if now-e.seen.Load() > seenGranularity {
 			e.seen.Store(now)
 		}
-		return
+		return true
 	}
 	s.macMu.Lock()
 	defer s.macMu.Unlock()
 	if in.removed.Load() {
-		return // Remove forgets the port's MACs under macMu: never relearn them
+		return true // Remove forgets the port's MACs under macMu: never relearn them
 	}
 	e = s.macs[src]
+	if e != nil && e.static {
+		return e.port == in
+	}
 	if e == nil && len(s.macs) >= s.maxMACs {
 		s.sweepLocked(now)
 		if len(s.macs) >= s.maxMACs {
 			s.stats.learnFull.Add(1)
-			return
+			return true
 		}
 	}
 	if e != nil && e.port == in {
 		e.seen.Store(now)
-		return
+		return true
 	}
 	ne := &macEntry{port: in}
 	ne.seen.Store(now)
 	s.macs[src] = ne
 	s.stats.learned.Add(1)
+	return true
 }
 
 // sweepLocked removes aged entries. macMu is held.
 func (s *Switch) sweepLocked(now int64) {
 	for m, e := range s.macs {
-		if now-e.seen.Load() > s.aging {
+		if !e.static && now-e.seen.Load() > s.aging {
 			delete(s.macs, m)
 		}
 	}
@@ -122,7 +133,7 @@ func (s *Switch) lookup(dst [6]byte, now int64) *Port {
 	s.macMu.RLock()
 	e := s.macs[dst]
 	s.macMu.RUnlock()
-	if e == nil || now-e.seen.Load() > s.aging || e.port.removed.Load() {
+	if e == nil || !e.static && now-e.seen.Load() > s.aging || e.port.removed.Load() {
 		return nil
 	}
 	return e.port

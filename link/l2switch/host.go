@@ -53,6 +53,8 @@ type HostPort struct {
 	// unchecked counts deliveries in progress that the netstack must check
 	// (receive checksum offload withdrawn).
 	unchecked atomic.Int32
+
+	macMu sync.Mutex // serialises SetLinkAddress
 }
 
 var (
@@ -78,7 +80,7 @@ func (s *Switch) NewHostPort(opts HostPortOptions) (*HostPort, error) {
 		opts.Name = "host"
 	}
 	h := &HostPort{gsoMax: opts.GSOMaxSize, promisc: opts.Promiscuous}
-	h.SetLinkAddress(mac)
+	h.NIC.SetLinkAddress(mac)
 	h.mtu.Store(opts.MTU)
 	h.port = &Port{sw: s, name: opts.Name, host: h, trusted: true}
 	s.mu.Lock()
@@ -94,7 +96,18 @@ func (s *Switch) NewHostPort(opts HostPortOptions) (*HostPort, error) {
 		s.mu.Unlock()
 		return nil, err
 	}
+	s.pin(h.port, "", mac)
 	return h, nil
+}
+
+// SetLinkAddress implements stack.LinkEndpoint: the host's MAC, a static
+// entry of the switch (a TAP device sets its own when it attaches).
+func (h *HostPort) SetLinkAddress(mac tcpip.LinkAddress) {
+	h.macMu.Lock()
+	defer h.macMu.Unlock()
+	old := h.LinkAddress()
+	h.NIC.SetLinkAddress(mac)
+	h.port.sw.pin(h.port, old, mac)
 }
 
 // Port returns the host port as a port of the switch.

@@ -89,6 +89,9 @@ const (
 	DropMalformed DropReason = iota
 	// DropSourceMulticast: the source MAC is a group address.
 	DropSourceMulticast
+	// DropSourceSpoofed: the source MAC is the host port's, from another
+	// port.
+	DropSourceSpoofed
 	// DropGSO: a TCP super-packet for a port whose endpoint does not take
 	// host GSO.
 	DropGSO
@@ -102,6 +105,7 @@ const (
 var dropReasonNames = [NumDropReasons]string{
 	DropMalformed:       "malformed",
 	DropSourceMulticast: "source-multicast",
+	DropSourceSpoofed:   "source-spoofed",
 	DropGSO:             "gso",
 	DropClosed:          "closed",
 }
@@ -167,10 +171,12 @@ type counters struct {
 }
 
 // macEntry is where a MAC was learned and when it was last seen (clock
-// nanoseconds).
+// nanoseconds). A static entry (the host port's own MAC) never ages or
+// moves.
 type macEntry struct {
-	port *Port
-	seen atomic.Int64
+	port   *Port
+	seen   atomic.Int64
+	static bool
 }
 
 // Switch is a learning Ethernet switch. It is safe for concurrent use.
@@ -329,6 +335,20 @@ func (p *Port) Remove() {
 	}
 }
 
+// pin makes mac a static entry of the host port h, replacing old.
+func (s *Switch) pin(h *Port, old, mac tcpip.LinkAddress) {
+	s.macMu.Lock()
+	defer s.macMu.Unlock()
+	if len(old) == 6 {
+		if k := [6]byte([]byte(old)); s.macs[k] != nil && s.macs[k].port == h {
+			delete(s.macs, k)
+		}
+	}
+	if len(mac) == 6 && !h.removed.Load() {
+		s.macs[[6]byte([]byte(mac))] = &macEntry{port: h, static: true}
+	}
+}
+
 // forget removes the MACs learned on p.
 func (s *Switch) forget(p *Port) {
 	s.macMu.Lock()
@@ -380,8 +400,12 @@ func (p *Port) MACs() []net.HardwareAddr {
 type MACEntry struct {
 	MAC  net.HardwareAddr
 	Port *Port
-	// Age is the time since the last frame from the MAC.
+	// Age is the time since the last frame from the MAC (0 for a static
+	// entry).
 	Age time.Duration
+	// Static says the entry is the host port's own MAC: it never ages, and
+	// frames from other ports with it as their source are dropped.
+	Static bool
 }
 
 // MACs returns the learned MAC addresses that have not aged out, sorted by
@@ -392,10 +416,12 @@ func (s *Switch) MACs() []MACEntry {
 	out := make([]MACEntry, 0, len(s.macs))
 	for m, e := range s.macs {
 		age := now - e.seen.Load()
-		if age > s.aging {
+		if e.static {
+			age = 0
+		} else if age > s.aging {
 			continue
 		}
-		out = append(out, MACEntry{MAC: net.HardwareAddr(append([]byte(nil), m[:]...)), Port: e.port, Age: time.Duration(age)})
+		out = append(out, MACEntry{MAC: net.HardwareAddr(append([]byte(nil), m[:]...)), Port: e.port, Age: time.Duration(age), Static: e.static})
 	}
 	s.macMu.RUnlock()
 	sort.Slice(out, func(i, j int) bool { return string(out[i].MAC) < string(out[j].MAC) })

@@ -317,3 +317,63 @@ func TestClosed(t *testing.T) {
 		t.Error("NewHostPort on a closed switch succeeded")
 	}
 }
+
+// countDispatcher counts the frames a host port delivers.
+type countDispatcher struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (c *countDispatcher) DeliverNetworkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {
+	c.mu.Lock()
+	c.n++
+	c.mu.Unlock()
+}
+
+func (c *countDispatcher) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {}
+
+func (c *countDispatcher) take() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := c.n
+	c.n = 0
+	return n
+}
+
+// TestHostMAC checks that the host port's MAC is a static entry: frames
+// for it go straight to the host, frames from other ports claiming it are
+// dropped, and a new MAC (a TAP device's) moves the entry.
+func TestHostMAC(t *testing.T) {
+	sw, fps, _ := newSwitch(t, l2switch.Options{})
+	h, err := sw.NewHostPort(l2switch.HostPortOptions{MAC: net.HardwareAddr(mac(10))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &countDispatcher{}
+	h.Attach(d)
+	fps[0].inject(udpFrame(mac(10), mac(1)))
+	if n, hn := counts(fps), d.take(); !eq(n, 0, 0, 0) || hn != 1 {
+		t.Errorf("to the host's MAC: ports %v, host %d", n, hn)
+	}
+	fps[1].inject(udpFrame(mac(1), mac(10))) // spoofed
+	if n := counts(fps); !eq(n, 0, 0, 0) {
+		t.Errorf("spoofed frame forwarded: %v", n)
+	}
+	if st := sw.Stats(); st.Drops[l2switch.DropSourceSpoofed] != 1 {
+		t.Errorf("stats: %v", st)
+	}
+	h.SetLinkAddress(mac(11))
+	fps[1].inject(udpFrame(mac(11), mac(10))) // mac(10) is free now
+	if n, hn := counts(fps), d.take(); !eq(n, 0, 0, 0) || hn != 1 {
+		t.Errorf("to the new MAC: ports %v, host %d", n, hn)
+	}
+	var static []string
+	for _, e := range sw.MACs() {
+		if e.Static {
+			static = append(static, e.MAC.String()+" "+e.Port.Name())
+		}
+	}
+	if len(static) != 1 || static[0] != "02:00:00:00:00:0b host" {
+		t.Errorf("static entries: %v", static)
+	}
+}
