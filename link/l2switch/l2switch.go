@@ -18,7 +18,8 @@
 // destination is broadcast, multicast or unknown. A frame is never sent back
 // where it came from, so traffic between local ports never leaves through
 // the uplink once their MACs are learned; the uplink floods what it gets to
-// the remote tunnel hosts itself (head-end replication or a group).
+// the remote tunnel hosts itself (head-end replication or a group). The
+// host port's own MAC is a static entry: no other port can claim it.
 //
 // Packet ownership: the switch borrows the packets delivered to it and the
 // ones a host port's netstack writes; it gives a port's endpoint a clone of
