@@ -70,6 +70,13 @@ type Config struct {
 	// are not available. Creating a device needs CAP_NET_ADMIN.
 	Device *DeviceConfig
 
+	// Switch, when set, puts an L2 learning switch between the Geneve
+	// endpoint and the overlay (netstack or TAP device), so that virtual
+	// machines join the overlay as ports of their own, without a TAP
+	// device or privileges: Tunnel.AttachVM, ServeVM, ListenVM. L2 tunnels
+	// only.
+	Switch *SwitchConfig
+
 	// Endpoint holds the less common Geneve endpoint settings (TTL, TOS,
 	// DF, options, source port range, GSO/GRO, control hook). Its VNI,
 	// Mode, Remotes, Group, RemotePort, MAC and MTU fields are ignored:

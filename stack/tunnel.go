@@ -20,6 +20,7 @@ import (
 
 	"github.com/gnv-project/gnv/endpoint"
 	"github.com/gnv-project/gnv/endpoint/geneve"
+	"github.com/gnv-project/gnv/link/l2switch"
 	"github.com/gnv-project/gnv/link/tuntap"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -50,6 +51,9 @@ type Tunnel struct {
 	device   *tuntap.Device // the TAP/TUN overlay, if any
 	nextMark atomic.Uint32  // marks for DialContextOptions
 
+	sw  *l2switch.Switch // the overlay switch (Config.Switch), if any
+	vms vmState          // VMs attached to the switch
+
 	closeOnce sync.Once
 }
 
@@ -58,6 +62,9 @@ type Tunnel struct {
 // valid range.
 func New(cfg Config) (*Tunnel, error) {
 	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := cfg.validateSwitch(); err != nil {
 		return nil, err
 	}
 	port := cfg.LocalPort
@@ -104,16 +111,26 @@ func (t *Tunnel) start() error {
 	if t.cfg.Device != nil {
 		return t.startDevice()
 	}
-	ep, err := endpoint.New(t.underlay.sock, t.cfg.endpointConfig())
+	ec := t.cfg.endpointConfig()
+	if t.cfg.Switch != nil {
+		ec.Promiscuous = true // frames for the VMs' MACs, too
+	}
+	ep, err := endpoint.New(t.underlay.sock, ec)
 	if err != nil {
 		return endpointError(err)
 	}
 	t.ep = ep
+	var nic tcpipstack.LinkEndpoint = ep
+	if t.cfg.Switch != nil {
+		if nic, err = t.newSwitch(ep, false); err != nil {
+			return err
+		}
+	}
 	s := NewOverlayStackWith(OverlayStackOptions{Clock: t.cfg.Clock, Rand: t.cfg.Rand})
 	t.overlay = s
 	t.Net = NewNet(s)
-	if terr := s.CreateNICWithOptions(overlayNIC, ep, tcpipstack.NICOptions{Name: "geneve"}); terr != nil {
-		ep.Close()
+	if terr := s.CreateNICWithOptions(overlayNIC, nic, tcpipstack.NICOptions{Name: "geneve"}); terr != nil {
+		nic.Close()
 		return fmt.Errorf("overlay NIC: %s", terr)
 	}
 	var routes []tcpip.Route
@@ -188,7 +205,13 @@ func (t *Tunnel) startDevice() error {
 		return endpointError(err)
 	}
 	t.ep = ep
-	if err := dev.Attach(ep); err != nil {
+	var link tcpipstack.LinkEndpoint = ep
+	if t.cfg.Switch != nil {
+		if link, err = t.newSwitch(ep, true); err != nil {
+			return err
+		}
+	}
+	if err := dev.Attach(link); err != nil {
 		return err
 	}
 	return t.join()
@@ -330,6 +353,10 @@ func (t *Tunnel) Close() error {
 		}
 		if t.overlay != nil {
 			t.overlay.Close()
+		}
+		t.closeVMs()
+		if t.sw != nil {
+			t.sw.Close()
 		}
 		if t.joined {
 			t.underlay.leaveGroup(t.cfg.Group)

@@ -41,6 +41,9 @@ type HostsOptions struct {
 	Faults Faults
 	// Endpoint carries extra endpoint settings for every tunnel.
 	Endpoint endpoint.Config
+	// Switch, if set, gives every host's L2 tunnel an overlay switch
+	// (stack.Config.Switch), so that VMs can attach.
+	Switch *stack.SwitchConfig
 }
 
 // Host is one fabric host: a fabric port, an underlay netstack on it, a
@@ -119,6 +122,7 @@ func NewHosts(opts HostsOptions) (*Hosts, error) {
 			Clock:    opts.Clock,
 			Rand:     HostRand(opts.Seed, i),
 			Endpoint: opts.Endpoint,
+			Switch:   opts.Switch,
 		}
 		if opts.Mode == endpoint.L2 {
 			cfg.MAC = net.HardwareAddr(HostMAC(opts.Seed, i, false))
