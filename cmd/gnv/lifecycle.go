@@ -20,6 +20,8 @@ type runningIface struct {
 	plan *ifacePlan
 	tun  *stack.Tunnel
 	svc  *services // netstack overlays: forwards, exposes, proxies
+
+	vmListeners []*stack.VMListener // --vm-listen
 }
 
 // instance is a running gnv up: the shared underlay, its interfaces and
@@ -146,6 +148,9 @@ func (inst *instance) summary(ri *runningIface) string {
 	} else {
 		line += ", offloads none"
 	}
+	if len(ri.plan.vmListen) > 0 {
+		line += ", vms " + strings.Join(ri.plan.vmListen, ",")
+	}
 	line += ", control " + inst.control
 	return line
 }
@@ -175,6 +180,10 @@ func startIface(ctx context.Context, p *upPlan, ip *ifacePlan, u *stack.SharedUn
 			return nil, err
 		}
 		ri.svc = svc
+	}
+	if err := ri.startVMs(log); err != nil {
+		ri.close()
+		return nil, err
 	}
 	return ri, nil
 }

@@ -52,6 +52,7 @@ type ifacePlan struct {
 	// and httpProxy the proxies' host addresses (see services).
 	forwards, exposes []forward.Rule
 	socks5, httpProxy string
+	vmListen          []string       // --vm-listen sockets (see planVMs)
 	given             map[string]any // flag values as given, by field, for errors (flagError)
 }
 
@@ -435,6 +436,9 @@ func (o *ifaceOptions) plan() (*ifacePlan, error) {
 		return nil, fmt.Errorf("--forward, --expose, --socks5 and --http-proxy need --overlay netstack (with tap/tun, host programs reach the overlay directly)")
 	}
 	if err := p.planServices(o); err != nil {
+		return nil, err
+	}
+	if err := p.planVMs(o); err != nil {
 		return nil, err
 	}
 	return p, nil

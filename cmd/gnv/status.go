@@ -65,6 +65,7 @@ type ifaceShow struct {
 	Forwards        []forwardShow `json:"forwards"`
 	SOCKS5          string        `json:"socks5,omitempty"`
 	HTTPProxy       string        `json:"http_proxy,omitempty"`
+	VMs             *vmShow       `json:"vms,omitempty"`
 }
 
 // fdbShow is the forwarding table's configuration and size.
@@ -97,6 +98,7 @@ type ifaceStats struct {
 	tunnelCounters
 	FDB    *fdbCounters    `json:"fdb,omitempty"`    // l2
 	Device *deviceCounters `json:"device,omitempty"` // tap, tun
+	Switch *switchCounters `json:"switch,omitempty"` // --vm-listen
 }
 
 // tunnelCounters are endpoint.Stats: packets and bytes are inner ones;
@@ -172,7 +174,8 @@ type fdbReply struct {
 
 type fdbEntry struct {
 	MAC        string  `json:"mac"`
-	Remote     string  `json:"remote"` // address:port
+	Remote     string  `json:"remote,omitempty"` // address:port, for a MAC behind the tunnel
+	Port       string  `json:"port,omitempty"`   // the overlay switch's port, for a local MAC (--vm-listen)
 	Static     bool    `json:"static"`
 	AgeSeconds float64 `json:"age_seconds"`
 }
@@ -241,7 +244,7 @@ func (ri *runningIface) show() ifaceShow {
 		Addresses: []string{}, MTU: ri.tun.MTU(), Remotes: []string{}, Port: ec.RemotePort,
 		SourcePorts: [2]uint16{ec.SrcPortMin, ec.SrcPortMax}, TTL: fmt.Sprint(ec.TTL), TOS: ec.TOS,
 		DSCPInherit: ec.DSCPInherit, DF: ec.DF.String(), AcceptAnySource: ec.AcceptAnySource,
-		Options: len(ec.Options), Offloads: offloadList(ri.tun.Offloads()), Forwards: ri.forwardsShow()}
+		Options: len(ec.Options), Offloads: offloadList(ri.tun.Offloads()), Forwards: ri.forwardsShow(), VMs: ri.vmsShow()}
 	if ri.svc != nil {
 		if ri.svc.socksAddr != nil {
 			s.SOCKS5 = ri.svc.socksAddr.String()
@@ -306,6 +309,7 @@ func (inst *instance) stats(name string) (statsReply, error) {
 			s.Device = &deviceCounters{ReadFrames: d.ReadFrames, ReadBytes: d.ReadBytes, ReadDrops: d.ReadDrops, ReadErrors: d.ReadErrors,
 				WrittenPackets: d.WrittenPackets, WrittenBytes: d.WrittenBytes, WriteDrops: d.WriteDrops, WriteErrors: d.WriteErrors}
 		}
+		s.Switch = ri.switchStats()
 		r.Interfaces = append(r.Interfaces, s)
 	}
 	return r, nil
@@ -378,6 +382,7 @@ func fdbDump(ri *runningIface) (fdbReply, error) {
 		r.Entries = append(r.Entries, fdbEntry{MAC: e.MAC.String(), Remote: e.Remote.String(), Static: e.Static,
 			AgeSeconds: e.Age.Truncate(time.Millisecond).Seconds()})
 	}
+	r.Entries = append(r.Entries, ri.switchEntries()...)
 	return r, nil
 }
 
@@ -413,6 +418,12 @@ func (r *showReply) text(w io.Writer) {
 		}
 		if s.SOCKS5 != "" {
 			fmt.Fprintf(w, "    socks5 %s\n", s.SOCKS5)
+		}
+		if s.HTTPProxy != "" {
+			fmt.Fprintf(w, "    http-proxy %s\n", s.HTTPProxy)
+		}
+		if s.VMs != nil {
+			s.VMs.text(w)
 		}
 	}
 	u := &r.Underlay
@@ -451,6 +462,14 @@ func (r *statsReply) text(w io.Writer) {
 		if f := s.FDB; f != nil {
 			fmt.Fprintf(w, "%s: fdb count %d max %d learned %d moved %d nospace %d expired %d\n", s.Name, f.Entries, f.Max, f.Learned, f.Moved, f.NoSpace, f.Expired)
 		}
+		if sw := s.Switch; sw != nil {
+			fmt.Fprintf(w, "%s: switch frames %d forwarded %d flooded %d filtered %d learned %d macs %d drops %d\n", s.Name,
+				sw.Frames, sw.Forwarded, sw.Flooded, sw.Filtered, sw.Learned, sw.MACs, sw.Drops)
+			for _, v := range sw.VMs {
+				fmt.Fprintf(w, "%s: vm %s rx %d frames %d B, tx %d frames %d B (%d segments), drops %d\n", s.Name,
+					orNone([]string{v.Remote}), v.RxFrames, v.RxBytes, v.TxFrames, v.TxBytes, v.TxSegments, v.Drops)
+			}
+		}
 		if d := s.Device; d != nil {
 			fmt.Fprintf(w, "%s: device read %d frames %d B (%d drops, %d errors), written %d pkts %d B (%d drops, %d errors)\n", s.Name,
 				d.ReadFrames, d.ReadBytes, d.ReadDrops, d.ReadErrors, d.WrittenPackets, d.WrittenBytes, d.WriteDrops, d.WriteErrors)
@@ -481,7 +500,11 @@ func (r *fdbReply) text(w io.Writer) {
 		if e.Static {
 			kind = "static"
 		}
-		fmt.Fprintf(w, "%s %s %s age %s\n", e.MAC, e.Remote, kind, time.Duration(e.AgeSeconds*float64(time.Second)).Truncate(time.Second))
+		where := e.Remote
+		if e.Port != "" {
+			where = "port " + e.Port
+		}
+		fmt.Fprintf(w, "%s %s %s age %s\n", e.MAC, where, kind, time.Duration(e.AgeSeconds*float64(time.Second)).Truncate(time.Second))
 	}
 }
 

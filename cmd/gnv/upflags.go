@@ -46,6 +46,7 @@ type ifaceOptions struct {
 	exposes         []string
 	socks5          string
 	httpProxy       string
+	vmListen        []string
 	mac             string
 }
 
@@ -162,6 +163,7 @@ func addIfaceFlags(fs *pflag.FlagSet, o *ifaceOptions) {
 	fs.StringArrayVar(&o.forwards, "forward", nil, "netstack overlay: forward a host port into the overlay, tcp|udp:HOST_ADDR:PORT=OVERLAY_ADDR:PORT; repeatable")
 	fs.StringArrayVar(&o.exposes, "expose", nil, "netstack overlay: listen in the overlay and forward to a host target, tcp|udp:OVERLAY_ADDR:PORT=HOST:PORT; repeatable")
 	fs.StringVar(&o.socks5, "socks5", "", "netstack overlay: serve SOCKS5 (CONNECT, UDP ASSOCIATE) on this host address, dialling into the overlay")
+	fs.StringArrayVar(&o.vmListen, "vm-listen", nil, "l2: a socket where VMs attach as ports of the overlay, unix:PATH (QEMU -netdev stream) or unixgram:PATH (QEMU -netdev dgram, vfkit); repeatable")
 	fs.StringVar(&o.httpProxy, "http-proxy", "", "netstack overlay: serve an HTTP proxy (CONNECT and absolute-form requests) on this host address, dialling into the overlay")
 }
 
