@@ -136,6 +136,9 @@ func handleControl(w io.Writer, f []string, ifaces []*runningIface, u *stack.Sha
 			for _, e := range fdb.Dump() {
 				fmt.Fprintln(w, e)
 			}
+			for _, n := range fdb.Neighbors() {
+				fmt.Fprintln(w, n)
+			}
 			return nil
 		case "flush":
 			fdb.Flush()
@@ -165,6 +168,8 @@ func handleControl(w io.Writer, f []string, ifaces []*runningIface, u *stack.Sha
 			return fdb.Remove(mac)
 		}
 		return fmt.Errorf("fdb %q: valid commands are show, add, del, flush and flushall", arg(1))
+	case "evpn":
+		return handleEVPNControl(w, arg(1), ifaces)
 	case "forward", "expose":
 		name := arg(2)
 		if name == "-" {
@@ -232,6 +237,12 @@ func ctlMain(cmd string, args []string) int {
 			return 2
 		}
 		req = append([]string{"fdb", op, iface}, fs.Args()[1:]...)
+	case "evpn":
+		if fs.NArg() != 1 || fs.Arg(0) != "show" {
+			fmt.Fprintln(os.Stderr, "usage: gnv evpn show [--name NAME] [--control PATH]: BGP peers and EVPN routes per VNI")
+			return 2
+		}
+		req = []string{"evpn", "show", iface}
 	case "forward", "expose":
 		op := fs.Arg(0)
 		want := map[string]int{"list": 1, "add": 2, "del": 2}[op]

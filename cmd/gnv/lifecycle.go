@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gnv-project/gnv/stack"
+	"github.com/gnv-project/gnv/stack/evpn"
 )
 
 // runningIface is one interface that is up.
@@ -19,6 +20,7 @@ type runningIface struct {
 	plan *ifacePlan
 	tun  *stack.Tunnel
 	svc  *services // netstack overlays: forwards, exposes, proxies
+	evpn *evpn.Speaker
 }
 
 // runUntilSignal runs the plan until SIGINT or SIGTERM.
@@ -50,6 +52,13 @@ func runUp(ctx context.Context, p *upPlan, log *slog.Logger, out io.Writer, onUp
 		}
 		ifaces = append(ifaces, ri)
 		fmt.Fprintln(out, ri.summary(desc))
+	}
+	if p.evpn != nil {
+		sp, err := startEVPN(p.evpn, ifaces, log)
+		if err != nil {
+			return fmt.Errorf("evpn: %w", err)
+		}
+		defer sp.Close()
 	}
 	ctl, err := serveControl(p.control, ifaces, u, log)
 	if err != nil {

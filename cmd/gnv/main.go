@@ -6,6 +6,7 @@
 //	gnv stats          print a running interface's counters
 //	gnv forward ...    list, add or remove host-to-overlay port forwards
 //	gnv expose ...     list, add or remove overlay-to-host port forwards
+//	gnv evpn show      BGP EVPN peers and routes per VNI
 //
 // Run "gnv help" or "gnv demo --help" for the flags.
 package main
@@ -30,7 +31,7 @@ func run(args []string) int {
 		return demoMain(args)
 	case "up":
 		return upMain(args)
-	case "fdb", "stats", "forward", "expose":
+	case "fdb", "stats", "forward", "expose", "evpn":
 		return ctlMain(cmd, args)
 	case "help":
 		usage()
@@ -56,6 +57,7 @@ commands:
   forward, expose
          list, add or remove port forwards of a running gnv up: host to
          overlay (forward) or overlay to host (expose)
+  evpn   show the BGP EVPN peers and routes per VNI of a running gnv up
   help   this text
 
 "gnv <command> --help" lists a command's flags.

@@ -44,6 +44,8 @@ type ifaceOptions struct {
 	exposes         []string
 	socks5          string
 	httpProxy       string
+	evpn            bool // set by upOptions.plan: --evpn-asn was given
+	learnGiven      bool // --learn or --no-learn was given
 }
 
 // socketOptions are the settings of the underlay socket, shared by every
@@ -68,6 +70,7 @@ type socketOptions struct {
 	noOffloads    bool
 	underlayMTU   int
 	statsInterval time.Duration
+	evpn          evpnFlags
 }
 
 // upOptions is everything gnv up was told.
@@ -118,6 +121,7 @@ func addSocketFlags(fs *pflag.FlagSet, s *socketOptions) {
 	fs.StringVar(&s.control, "control", "", "control socket path for gnv fdb/stats (default /run/gnv/NAME.sock, or $XDG_RUNTIME_DIR/gnv/NAME.sock when not root)")
 	fs.StringVar(&s.config, "config", "", "read interfaces from this file (see gnv up --help)")
 	fs.DurationVar(&s.statsInterval, "stats-interval", 0, "log the counters at this interval (0: only at exit)")
+	addEVPNFlags(fs, &s.evpn)
 	fs.VisitAll(func(f *pflag.Flag) {
 		if !before[f.Name] {
 			socketFlags[f.Name] = true
@@ -197,6 +201,7 @@ func parseUp(args []string) (*upOptions, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0))
 	}
+	o.ifaces[0].learnGiven = fs.Changed("learn") || fs.Changed("no-learn")
 	if o.sock.config != "" {
 		ifaceFlagSet := map[string]bool{}
 		fs.Visit(func(f *pflag.Flag) {
@@ -298,6 +303,7 @@ func readConfig(o *upOptions, global *pflag.FlagSet) error {
 			return fmt.Errorf("--config %s: [%s]: %w", o.sock.config, names[i], err)
 		}
 		io.name = names[i]
+		io.learnGiven = fs.Changed("learn") || fs.Changed("no-learn")
 		o.ifaces = append(o.ifaces, io)
 	}
 	return nil
