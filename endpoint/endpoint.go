@@ -43,9 +43,18 @@ type Endpoint struct {
 	// so the C bit is set on every packet.
 	optCritical bool
 
-	// dsts are the underlay destinations for flooded traffic: the group, or
-	// every remote. Immutable after New.
-	dsts []netip.AddrPort
+	// flood holds the underlay destinations for flooded traffic: the
+	// group, or every remote (see flood.go); copy-on-write under floodMu.
+	flood   atomic.Pointer[floodList]
+	floodMu sync.Mutex
+
+	// hosts are the L3 host routes (hosts.go); local is the table of MACs
+	// seen leaving an L2 endpoint (local.go), nil unless enabled.
+	hosts hostTable
+	local atomic.Pointer[localTable]
+
+	// replies counts ARP/ND replies being injected (suppress.go).
+	replies atomic.Int32
 
 	// fdb is the L2 forwarding table (nil in L3 mode).
 	fdb *FDB
@@ -120,12 +129,14 @@ func New(sock *Socket, cfg Config) (*Endpoint, error) {
 			e.critical[o] = struct{}{}
 		}
 	}
+	var dsts []netip.AddrPort
 	if cfg.Group.IsValid() {
-		e.dsts = []netip.AddrPort{netip.AddrPortFrom(cfg.Group, cfg.RemotePort)}
+		dsts = []netip.AddrPort{netip.AddrPortFrom(cfg.Group, cfg.RemotePort)}
 	}
 	for _, r := range cfg.Remotes {
-		e.dsts = append(e.dsts, netip.AddrPortFrom(r, cfg.RemotePort))
+		dsts = append(dsts, netip.AddrPortFrom(r, cfg.RemotePort))
 	}
+	e.flood.Store(newFloodList(dsts, len(dsts)))
 	if cfg.Mode == L2 {
 		e.fdb = newFDB(cfg.Clock, !cfg.NoLearn, cfg.FDBMax, cfg.FDBTimeout, cfg.RemotePort)
 	}
@@ -152,7 +163,7 @@ func New(sock *Socket, cfg Config) (*Endpoint, error) {
 		}
 	}
 	e.gro.Init(!cfg.DisableGRO)
-	e.txPool.New = func() any { return new(txBatch) }
+	e.txPool.New = newTxBatch
 	if err := sock.register(e); err != nil {
 		if e.fdb != nil {
 			e.fdb.close()

@@ -32,6 +32,10 @@ type FDBEntry struct {
 	MAC    net.HardwareAddr
 	Remote netip.AddrPort
 	Static bool
+	// Origin says who added a static entry: empty for one added by hand
+	// (AddStatic, gnv fdb add), or the control plane's name, such as
+	// "evpn" (AddStaticFrom).
+	Origin string
 	// Age is the time since a packet from MAC was last seen (dynamic
 	// entries) or since the entry was added (static ones).
 	Age time.Duration
@@ -42,6 +46,9 @@ func (e FDBEntry) String() string {
 	kind := "dynamic"
 	if e.Static {
 		kind = "static"
+		if e.Origin != "" {
+			kind += " " + e.Origin
+		}
 	}
 	return fmt.Sprintf("%s %s %s age %s", e.MAC, e.Remote, kind, e.Age.Truncate(time.Second))
 }
@@ -59,6 +66,7 @@ type FDBStats struct {
 type fdbEntry struct {
 	remote netip.AddrPort
 	static bool
+	origin string // static entries: who added it ("" by hand)
 	// seen is the clock's monotonic time of the last packet (or of the
 	// insertion, for static entries), in nanoseconds. Updated under the
 	// read lock, hence atomic.
@@ -85,6 +93,11 @@ type FDB struct {
 	timer         tcpip.Timer
 	closed        bool
 
+	// neigh is the ARP/ND suppression table (see suppress.go); nneigh its
+	// size, read without the lock on the transmit path.
+	neigh  map[netip.Addr]neighEntry
+	nneigh atomic.Int32
+
 	learned, moved, nospace, expired atomic.Uint64
 }
 
@@ -97,6 +110,7 @@ func newFDB(clock tcpip.Clock, learn bool, max int, timeout time.Duration, port 
 		timeout:       timeout,
 		entries:       make(map[[6]byte]*fdbEntry),
 		staticRemotes: make(map[netip.Addr]int),
+		neigh:         make(map[netip.Addr]neighEntry),
 	}
 	f.timer = clock.AfterFunc(FDBPruneInterval, f.prune)
 	return f
@@ -205,6 +219,13 @@ func macKey(mac net.HardwareAddr) ([6]byte, error) {
 // Static entries never expire, are not replaced by learning and survive
 // Flush; they count towards the table size.
 func (f *FDB) AddStatic(mac net.HardwareAddr, remote netip.AddrPort) error {
+	return f.AddStaticFrom(mac, remote, "")
+}
+
+// AddStaticFrom is AddStatic for a control plane: origin (such as "evpn")
+// marks the entry in Dump, and RemoveFrom and RemoveOrigin remove only the
+// entries of their origin. A remote port of 0 means the endpoint's.
+func (f *FDB) AddStaticFrom(mac net.HardwareAddr, remote netip.AddrPort, origin string) error {
 	k, err := macKey(mac)
 	if err != nil {
 		return err
@@ -225,7 +246,10 @@ func (f *FDB) AddStatic(mac net.HardwareAddr, remote netip.AddrPort) error {
 	if old != nil && old.static {
 		f.dropStaticRemoteLocked(old.remote.Addr())
 	}
-	e := &fdbEntry{remote: remote, static: true}
+	if old != nil && old.static && old.remote == remote && old.origin == origin {
+		return nil // unchanged: keep its age
+	}
+	e := &fdbEntry{remote: remote, static: true, origin: origin}
 	e.seen.Store(f.now())
 	f.entries[k] = e
 	f.staticRemotes[remote.Addr()]++
@@ -255,6 +279,46 @@ func (f *FDB) Remove(mac net.HardwareAddr) error {
 	}
 	delete(f.entries, k)
 	return nil
+}
+
+// RemoveFrom deletes mac's entry if it is a static entry of origin, and
+// reports whether it did.
+func (f *FDB) RemoveFrom(mac net.HardwareAddr, origin string) bool {
+	k, err := macKey(mac)
+	if err != nil {
+		return false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e := f.entries[k]
+	if e == nil || !e.static || e.origin != origin {
+		return false
+	}
+	f.dropStaticRemoteLocked(e.remote.Addr())
+	delete(f.entries, k)
+	return true
+}
+
+// RemoveOrigin deletes every static entry of origin, and origin's ARP/ND
+// suppression entries, and returns how many forwarding entries it removed.
+func (f *FDB) RemoveOrigin(origin string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for k, e := range f.entries {
+		if e.static && e.origin == origin {
+			f.dropStaticRemoteLocked(e.remote.Addr())
+			delete(f.entries, k)
+			n++
+		}
+	}
+	for ip, ne := range f.neigh {
+		if ne.origin == origin {
+			delete(f.neigh, ip)
+		}
+	}
+	f.nneigh.Store(int32(len(f.neigh)))
+	return n
 }
 
 // Flush removes the dynamic entries (vxlan(4)'s "flush").
@@ -289,7 +353,7 @@ func (f *FDB) Dump() []FDBEntry {
 		}
 		mac := make(net.HardwareAddr, 6)
 		copy(mac, k[:])
-		out = append(out, FDBEntry{MAC: mac, Remote: e.remote, Static: e.static, Age: age})
+		out = append(out, FDBEntry{MAC: mac, Remote: e.remote, Static: e.static, Origin: e.origin, Age: age})
 	}
 	f.mu.RUnlock()
 	sort.Slice(out, func(i, j int) bool { return string(out[i].MAC) < string(out[j].MAC) })

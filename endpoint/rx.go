@@ -284,19 +284,18 @@ func (e *Endpoint) runHandlers(opts []byte, src netip.AddrPort) {
 }
 
 // sourceAllowed applies source validation (RFC 8926 §6.3): a unicast
-// endpoint accepts only its remotes and the remotes of static forwarding
-// entries, unless configured to accept any source.
+// endpoint accepts only its remotes (configured or added to the flood
+// list), the remotes of static forwarding entries and of host routes,
+// unless configured to accept any source.
 func (e *Endpoint) sourceAllowed(src netip.Addr) bool {
 	if e.cfg.AcceptAnySource || e.cfg.Group.IsValid() {
 		return true
 	}
 	src = src.Unmap()
-	for _, d := range e.dsts {
-		if d.Addr() == src {
-			return true
-		}
+	if e.flood.Load().has(src) {
+		return true
 	}
-	return e.fdb != nil && e.fdb.isStaticRemote(src)
+	return e.fdb != nil && e.fdb.isStaticRemote(src) || e.hosts.isRemote(src)
 }
 
 // acceptFrame applies the L2 receive filter: frames from our own MAC are

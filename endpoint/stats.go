@@ -116,6 +116,15 @@ type Stats struct {
 	// PMTUReplies counts ICMP Fragmentation Needed / ICMPv6 Packet Too Big
 	// messages sent back into the overlay for packets above the MTU.
 	PMTUReplies uint64
+	// FloodBUM counts broadcast and multicast frames sent to the flood
+	// list, FloodUnknown unicast frames for a MAC the forwarding table does
+	// not know (L2; each frame once, however many copies it took).
+	FloodBUM, FloodUnknown uint64
+	// ARPSuppressed and NDSuppressed count ARP requests and IPv6 neighbour
+	// solicitations answered locally from the suppression table
+	// (FDB.AddNeighbor) instead of being flooded; ARPFlooded and NDFlooded
+	// those the table could not answer, which were flooded.
+	ARPSuppressed, ARPFlooded, NDSuppressed, NDFlooded uint64
 	// Drops counts dropped packets by reason.
 	Drops [NumDropReasons]uint64
 }
@@ -140,6 +149,12 @@ func (s *Stats) Add(o *Stats) {
 	s.RxTunnelJobs += o.RxTunnelJobs
 	s.RxControl += o.RxControl
 	s.PMTUReplies += o.PMTUReplies
+	s.FloodBUM += o.FloodBUM
+	s.FloodUnknown += o.FloodUnknown
+	s.ARPSuppressed += o.ARPSuppressed
+	s.ARPFlooded += o.ARPFlooded
+	s.NDSuppressed += o.NDSuppressed
+	s.NDFlooded += o.NDFlooded
 	for i := range s.Drops {
 		s.Drops[i] += o.Drops[i]
 	}
@@ -154,6 +169,12 @@ func (s Stats) String() string {
 	}
 	if s.TxTunnelJobs != 0 || s.RxTunnelJobs != 0 {
 		fmt.Fprintf(&b, ", tunnel GSO tx %d rx %d", s.TxTunnelJobs, s.RxTunnelJobs)
+	}
+	if s.FloodBUM != 0 || s.FloodUnknown != 0 {
+		fmt.Fprintf(&b, ", flood bum %d unknown %d", s.FloodBUM, s.FloodUnknown)
+	}
+	if s.ARPSuppressed != 0 || s.ARPFlooded != 0 || s.NDSuppressed != 0 || s.NDFlooded != 0 {
+		fmt.Fprintf(&b, ", suppressed arp %d nd %d, flooded arp %d nd %d", s.ARPSuppressed, s.NDSuppressed, s.ARPFlooded, s.NDFlooded)
 	}
 	if s.TotalDrops() == 0 {
 		b.WriteString(", no drops")
@@ -175,6 +196,9 @@ type counters struct {
 	txGSOSegments, rxControl   atomic.Uint64
 	pmtuReplies                atomic.Uint64
 	txTunnelJobs, rxTunnelJobs atomic.Uint64
+	floodBUM, floodUnknown     atomic.Uint64
+	arpSuppressed, arpFlooded  atomic.Uint64
+	ndSuppressed, ndFlooded    atomic.Uint64
 	drops                      [NumDropReasons]atomic.Uint64
 }
 
@@ -191,6 +215,12 @@ func (c *counters) snapshot() Stats {
 		PMTUReplies:   c.pmtuReplies.Load(),
 		TxTunnelJobs:  c.txTunnelJobs.Load(),
 		RxTunnelJobs:  c.rxTunnelJobs.Load(),
+		FloodBUM:      c.floodBUM.Load(),
+		FloodUnknown:  c.floodUnknown.Load(),
+		ARPSuppressed: c.arpSuppressed.Load(),
+		ARPFlooded:    c.arpFlooded.Load(),
+		NDSuppressed:  c.ndSuppressed.Load(),
+		NDFlooded:     c.ndFlooded.Load(),
 	}
 	for i := range c.drops {
 		s.Drops[i] = c.drops[i].Load()

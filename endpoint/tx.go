@@ -11,18 +11,37 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
-// txBatchSize is how many datagrams are handed to the transport at once.
+// txBatchSize is how many datagrams are handed to the transport at once,
+// unless one frame is flooded to more destinations: all copies of a frame
+// go in one batch, which then grows (and keeps its size in the pool).
 const txBatchSize = 64
 
 // txBatch collects encapsulated datagrams for one WriteBatch call. Batches
 // are pooled so that concurrent writers never share one and nothing is
 // allocated per packet.
 type txBatch struct {
-	pkts     [txBatchSize]link.Packet
-	inner    [txBatchSize]int // inner bytes of each datagram, for counters
+	pkts     []link.Packet
+	inner    []int // inner bytes of each datagram, for counters
 	n        int
 	segments int
 	one      [1]netip.AddrPort // the destination of a known unicast MAC
+}
+
+func newTxBatch() any {
+	return &txBatch{pkts: make([]link.Packet, txBatchSize), inner: make([]int, txBatchSize)}
+}
+
+// room makes room for n more datagrams: it sends what the batch holds if
+// they do not fit, and grows the batch if n alone does not fit.
+func (e *Endpoint) room(b *txBatch, n int) {
+	if b.n+n <= len(b.pkts) {
+		return
+	}
+	e.flush(b)
+	if n > len(b.pkts) {
+		b.pkts = make([]link.Packet, n)
+		b.inner = make([]int, n)
+	}
 }
 
 // WritePackets implements stack.LinkWriter. The packets are borrowed: their
@@ -53,7 +72,16 @@ func (e *Endpoint) writePacket(b *txBatch, pkt *stack.PacketBuffer) {
 			return
 		}
 	}
-	dsts := e.destinations(b, linkHdr)
+	ip := pkt.NetworkHeader().Slice()
+	if linkHdr != nil {
+		if lt := e.local.Load(); lt != nil {
+			lt.see(e, pkt, linkHdr)
+		}
+		if linkHdr[0]&1 != 0 && e.suppress(pkt, linkHdr) {
+			return
+		}
+	}
+	dsts := e.destinations(b, linkHdr, ip)
 	if len(dsts) == 0 {
 		e.stats.drop(DropTxNoRoute)
 		return
@@ -65,7 +93,6 @@ func (e *Endpoint) writePacket(b *txBatch, pkt *stack.PacketBuffer) {
 		}
 		return
 	}
-	ip := pkt.NetworkHeader().Slice()
 	if pkt.Size()-len(linkHdr) > int(e.mtu.Load()) && !e.fragmentable(ip) {
 		e.tooBig(pkt, linkHdr, ip)
 		return
@@ -136,16 +163,29 @@ func (e *Endpoint) hash(linkHdr, ip, l4 []byte) uint32 {
 }
 
 // destinations returns where a frame goes: the forwarding-table entry of
-// a known unicast destination MAC, else every flood destination (the group,
-// or all remotes: head-end replication).
-func (e *Endpoint) destinations(b *txBatch, linkHdr []byte) []netip.AddrPort {
-	if e.fdb != nil && linkHdr[0]&1 == 0 {
+// a known unicast destination MAC (L2) or the host route of the inner
+// destination address (L3), else every flood destination (the group, or
+// all remotes: head-end replication).
+func (e *Endpoint) destinations(b *txBatch, linkHdr, ip []byte) []netip.AddrPort {
+	if e.fdb != nil {
+		if linkHdr[0]&1 != 0 {
+			e.stats.floodBUM.Add(1)
+			return e.flood.Load().dsts
+		}
 		if r, ok := e.fdb.lookup(linkHdr[0:6]); ok {
 			b.one[0] = r
 			return b.one[:]
 		}
+		e.stats.floodUnknown.Add(1)
+		return e.flood.Load().dsts
 	}
-	return e.dsts
+	if e.hosts.n.Load() != 0 {
+		if r, ok := e.hosts.lookup(ip); ok {
+			b.one[0] = r
+			return b.one[:]
+		}
+	}
+	return e.flood.Load().dsts
 }
 
 // srcPort maps a flow hash into the configured source port range.
@@ -177,10 +217,8 @@ func (e *Endpoint) emit(b *txBatch, inner *buffer.Buffer, ip []byte, hash uint32
 	innerLen := int(inner.Size())
 	optLen := len(e.cfg.Options) + len(extra)
 	critical := e.optCritical || (len(extra) > 0 && hasCritical(extra))
+	e.room(b, len(dsts))
 	for i, dst := range dsts {
-		if b.n == txBatchSize {
-			e.flush(b)
-		}
 		v := buffer.NewViewSize(geneve.HeaderLen + optLen)
 		h := v.AsSlice()
 		// The options were validated when configured (Config.Options,

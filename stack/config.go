@@ -26,6 +26,10 @@ type Config struct {
 	// ff00::/8) that carries the tunnel instead of unicast peers.
 	Group netip.Addr
 
+	// DynamicPeers says that a control plane (stack/evpn) adds the peers
+	// at run time, so Remotes and Group may both be empty.
+	DynamicPeers bool
+
 	// Port is the remote Geneve UDP port (the destination port of every
 	// datagram); 0 means 6081.
 	Port uint16
@@ -114,8 +118,8 @@ func (c *Config) Validate() error {
 	if err := c.endpointConfig().Validate(fam); err != nil {
 		return endpointError(err)
 	}
-	if len(c.Remotes) == 0 && !c.Group.IsValid() {
-		return &endpoint.FieldError{Field: "Remotes", Problem: "or {Group}", Valid: "one is required"}
+	if len(c.Remotes) == 0 && !c.Group.IsValid() && !c.DynamicPeers {
+		return &endpoint.FieldError{Field: "Remotes", Problem: "or {Group}", Valid: "one is required (or DynamicPeers, with a control plane)"}
 	}
 	for _, p := range c.Addresses {
 		if !p.IsValid() {

@@ -224,6 +224,8 @@ func handleControl(w io.Writer, f []string, inst *instance) error {
 			return fdb.Remove(mac)
 		}
 		return fmt.Errorf("fdb %q: valid commands are show, add, del, flush and flushall", arg(1))
+	case "evpn":
+		return handleEVPNControl(w, arg(1), inst.ifaces)
 	case "forward", "expose":
 		name := arg(2)
 		if name == "-" {
@@ -344,6 +346,14 @@ func ctlMain(cmd string, args []string, stdout, stderr io.Writer) int {
 		if *asJSON {
 			req = append(req, "json")
 		}
+	case "evpn":
+		if *asJSON {
+			return fail(fmt.Errorf("--json goes with show, stats and fdb show"))
+		}
+		if fs.NArg() != 1 || fs.Arg(0) != "show" {
+			return fail(errors.New("the command is: gnv evpn show [--name NAME] [--control PATH] (BGP peers and EVPN routes per VNI)"))
+		}
+		req = []string{"evpn", "show", iface}
 	case "forward", "expose":
 		if *asJSON {
 			return fail(fmt.Errorf("--json goes with show, stats and fdb show"))

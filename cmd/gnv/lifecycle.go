@@ -13,6 +13,7 @@ import (
 
 	"github.com/gnv-project/gnv/endpoint"
 	"github.com/gnv-project/gnv/stack"
+	"github.com/gnv-project/gnv/stack/evpn"
 )
 
 // runningIface is one interface that is up.
@@ -22,6 +23,7 @@ type runningIface struct {
 	svc  *services // netstack overlays: forwards, exposes, proxies
 
 	vmListeners []*stack.VMListener // --vm-listen
+	evpn        *evpn.Speaker       // --evpn-asn: the process's one speaker
 }
 
 // instance is a running gnv up: the shared underlay, its interfaces and
@@ -92,6 +94,13 @@ func runUp(ctx context.Context, p *upPlan, log *slog.Logger, out io.Writer, onUp
 		}
 		inst.ifaces = append(inst.ifaces, ri)
 		fmt.Fprintln(out, inst.summary(ri))
+	}
+	if p.evpn != nil {
+		sp, err := startEVPN(p.evpn, inst.ifaces, log)
+		if err != nil {
+			return fmt.Errorf("evpn: %w", err)
+		}
+		defer sp.Close()
 	}
 	serveControl(ctl, inst, log)
 	if metrics != nil {

@@ -6,8 +6,10 @@
 //	gnv stats          print a running interface's counters
 //	gnv fdb ...        show or change a running interface's forwarding table
 //	gnv version        print the version
+//	gnv evpn show      the BGP EVPN peers and routes per VNI
 //	gnv forward ...    list, add or remove host-to-overlay port forwards
 //	gnv expose ...     list, add or remove overlay-to-host port forwards
+//	gnv evpn show      BGP EVPN peers and routes per VNI
 //
 // Run "gnv help" or "gnv COMMAND --help" for the flags.
 package main
@@ -47,7 +49,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return demoMain(args, stdout, stderr)
 	case "up":
 		return upMain(args, stdout, stderr)
-	case "show", "fdb", "stats", "forward", "expose":
+	case "show", "fdb", "stats", "forward", "expose", "evpn":
 		return ctlMain(cmd, args, stdout, stderr)
 	case "version":
 		if len(args) == 1 && (args[0] == "--help" || args[0] == "-h") {
@@ -87,6 +89,7 @@ commands:
            (like ip -d link show); --json for scripts
   stats    the counters of a running gnv up; --json for scripts
   fdb      show, add, delete or flush forwarding entries of a running gnv up
+  evpn     show the BGP EVPN peers and routes of a running gnv up
   version  print gnv's version and VCS revision (also --version)
   help     this text; "gnv help COMMAND" is "gnv COMMAND --help"
 

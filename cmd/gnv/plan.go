@@ -14,6 +14,7 @@ import (
 	"github.com/gnv-project/gnv/endpoint"
 	"github.com/gnv-project/gnv/endpoint/geneve"
 	"github.com/gnv-project/gnv/stack"
+	"github.com/gnv-project/gnv/stack/evpn"
 	"github.com/gnv-project/gnv/stack/forward"
 )
 
@@ -40,6 +41,7 @@ type upPlan struct {
 	statsInterval time.Duration
 	metrics       string // --metrics listen address
 	ifaces        []ifacePlan
+	evpn          *evpn.Options // the BGP EVPN speaker, if --evpn-asn
 }
 
 // ifacePlan is one validated interface.
@@ -167,10 +169,16 @@ func (o *upOptions) plan() (*upPlan, error) {
 	// underlay it will run on, which also has the one address family of
 	// the socket: the local address's, else the first peer's.
 	p.family = family(p.local)
+	evpnOpts, err := s.evpn.plan(p.local)
+	if err != nil {
+		return nil, err
+	}
+	p.evpn = evpnOpts
 	seenVNI := map[int64]string{}
 	seenName := map[string]bool{}
 	host := hostID()
 	for i := range o.ifaces {
+		o.ifaces[i].evpn = p.evpn != nil
 		ip, err := o.ifaces[i].plan()
 		if err == nil {
 			if p.family == 0 {
@@ -326,9 +334,13 @@ func (o *ifaceOptions) plan() (*ifacePlan, error) {
 	c := &p.cfg
 	c.VNI = uint32(min(o.vni, math.MaxUint32))
 	c.Mode = mode
-	if len(o.remotes) == 0 && o.group == "" {
-		return nil, fmt.Errorf("--remote or --group is required: where to send Geneve datagrams")
+	if len(o.remotes) == 0 && o.group == "" && !o.evpn {
+		return nil, fmt.Errorf("--remote or --group is required: where to send Geneve datagrams (or --evpn-asn, to learn the peers over BGP EVPN)")
 	}
+	if o.evpn && o.group != "" {
+		return nil, fmt.Errorf("--group and --evpn-asn are exclusive: BGP EVPN replicates to the peers it learns, with no multicast")
+	}
+	c.DynamicPeers = o.evpn
 	for _, r := range o.remotes {
 		a, err := parseAddrFlag("remote", r)
 		if err != nil {
@@ -383,7 +395,7 @@ func (o *ifaceOptions) plan() (*ifacePlan, error) {
 		c.MAC, p.macSet = mac, true
 	}
 	ec := &c.Endpoint
-	ec.NoLearn = o.noLearn || !o.learn
+	ec.NoLearn = o.noLearn || !o.learn || o.evpn && !o.learnGiven
 	ec.FDBMax = o.maxAddr
 	if o.maxAddr == 0 {
 		ec.FDBMax = -1

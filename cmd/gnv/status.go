@@ -170,6 +170,15 @@ type nicCounters struct {
 type fdbReply struct {
 	Interface string     `json:"interface"`
 	Entries   []fdbEntry `json:"entries"`
+	// Neighbors is the ARP/ND suppression table (IP to MAC, from BGP EVPN
+	// MAC/IP routes): requests for these addresses are answered locally.
+	Neighbors []neighborEntry `json:"neighbors"`
+}
+
+type neighborEntry struct {
+	IP     string `json:"ip"`
+	MAC    string `json:"mac"`
+	Origin string `json:"origin,omitempty"`
 }
 
 type fdbEntry struct {
@@ -177,6 +186,7 @@ type fdbEntry struct {
 	Remote     string  `json:"remote,omitempty"` // address:port, for a MAC behind the tunnel
 	Port       string  `json:"port,omitempty"`   // the overlay switch's port, for a local MAC (--vm-listen)
 	Static     bool    `json:"static"`
+	Origin     string  `json:"origin,omitempty"` // who added a static entry: empty (by hand) or "evpn"
 	AgeSeconds float64 `json:"age_seconds"`
 }
 
@@ -377,10 +387,13 @@ func fdbDump(ri *runningIface) (fdbReply, error) {
 	if fdb == nil {
 		return fdbReply{}, fmt.Errorf("%s is an l3 interface: it has no forwarding table", ri.plan.name)
 	}
-	r := fdbReply{Interface: ri.plan.name, Entries: []fdbEntry{}}
+	r := fdbReply{Interface: ri.plan.name, Entries: []fdbEntry{}, Neighbors: []neighborEntry{}}
 	for _, e := range fdb.Dump() {
-		r.Entries = append(r.Entries, fdbEntry{MAC: e.MAC.String(), Remote: e.Remote.String(), Static: e.Static,
+		r.Entries = append(r.Entries, fdbEntry{MAC: e.MAC.String(), Remote: e.Remote.String(), Static: e.Static, Origin: e.Origin,
 			AgeSeconds: e.Age.Truncate(time.Millisecond).Seconds()})
+	}
+	for _, n := range fdb.Neighbors() {
+		r.Neighbors = append(r.Neighbors, neighborEntry{IP: n.IP.String(), MAC: n.MAC.String(), Origin: n.Origin})
 	}
 	r.Entries = append(r.Entries, ri.switchEntries()...)
 	return r, nil
@@ -499,12 +512,22 @@ func (r *fdbReply) text(w io.Writer) {
 		kind := "dynamic"
 		if e.Static {
 			kind = "static"
+			if e.Origin != "" {
+				kind += " " + e.Origin
+			}
 		}
 		where := e.Remote
 		if e.Port != "" {
 			where = "port " + e.Port
 		}
 		fmt.Fprintf(w, "%s %s %s age %s\n", e.MAC, where, kind, time.Duration(e.AgeSeconds*float64(time.Second)).Truncate(time.Second))
+	}
+	for _, n := range r.Neighbors {
+		line := fmt.Sprintf("%s lladdr %s suppress", n.IP, n.MAC)
+		if n.Origin != "" {
+			line += " " + n.Origin
+		}
+		fmt.Fprintln(w, line)
 	}
 }
 

@@ -48,6 +48,8 @@ type ifaceOptions struct {
 	httpProxy       string
 	vmListen        []string
 	mac             string
+	evpn            bool // set by upOptions.plan: --evpn-asn was given
+	learnGiven      bool // --learn or --no-learn was given
 }
 
 // socketOptions are the settings of the underlay socket, shared by every
@@ -73,6 +75,7 @@ type socketOptions struct {
 	underlayMTU   int
 	statsInterval time.Duration
 	metrics       string
+	evpn          evpnFlags
 }
 
 // upOptions is everything gnv up was told.
@@ -128,6 +131,7 @@ func addSocketFlags(fs *pflag.FlagSet, s *socketOptions) {
 	fs.StringVar(&s.control, "control", "", controlFlagHelp("--name, or the first [section] of --config")+"; a live gnv up on it stops this one from starting")
 	fs.StringVar(&s.config, "config", "", "read interfaces from this file (see gnv up --help)")
 	fs.DurationVar(&s.statsInterval, "stats-interval", 0, "log the counters at this interval (0: only at exit)")
+	addEVPNFlags(fs, &s.evpn)
 	fs.StringVar(&s.metrics, "metrics", "", "serve Prometheus metrics at http://ADDR/metrics, like 127.0.0.1:9108 (every gnv stats counter, drops by reason, forwarding-table gauges; go_* and process_*)")
 	fs.VisitAll(func(f *pflag.Flag) {
 		if !before[f.Name] {
@@ -214,6 +218,7 @@ func parseUp(args []string, help io.Writer) (*upOptions, error) {
 		return nil, fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0))
 	}
 	o.ifaces[0].vniSet = fs.Changed("vni")
+	o.ifaces[0].learnGiven = fs.Changed("learn") || fs.Changed("no-learn")
 	if o.sock.config != "" {
 		ifaceFlagSet := map[string]bool{}
 		fs.Visit(func(f *pflag.Flag) {
@@ -319,6 +324,7 @@ func readConfig(o *upOptions, global *pflag.FlagSet) error {
 		}
 		io.name = names[i]
 		io.vniSet = fs.Changed("vni")
+		io.learnGiven = fs.Changed("learn") || fs.Changed("no-learn")
 		o.ifaces = append(o.ifaces, io)
 	}
 	return nil

@@ -32,9 +32,10 @@ type Transport struct {
 	local netip.AddrPort
 	// The fields a send or a delivery reads are atomic, so that the
 	// double costs the endpoint's benchmarks no lock.
-	mtu   atomic.Int64
-	count atomic.Int64
-	r     atomic.Pointer[link.Receiver]
+	mtu     atomic.Int64
+	count   atomic.Int64
+	batches atomic.Int64
+	r       atomic.Pointer[link.Receiver]
 
 	mu   sync.Mutex // guards sent
 	sent []Sent
@@ -56,6 +57,7 @@ func (t *Transport) SetMTU(mtu int) { t.mtu.Store(int64(mtu)) }
 // WriteBatch implements link.Transport: every packet is taken.
 func (t *Transport) WriteBatch(pkts []link.Packet) (int, error) {
 	t.count.Add(int64(len(pkts)))
+	t.batches.Add(1)
 	if !t.Record {
 		return len(pkts), nil
 	}
@@ -95,6 +97,9 @@ func (t *Transport) Take() []Sent {
 
 // Count returns how many packets WriteBatch has taken in all.
 func (t *Transport) Count() int { return int(t.count.Load()) }
+
+// Batches is the number of WriteBatch calls so far.
+func (t *Transport) Batches() int { return int(t.batches.Load()) }
 
 // LocalAddr implements link.Transport.
 func (t *Transport) LocalAddr() netip.AddrPort { return t.local }

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/gnv-project/gnv/stack/evpn"
+	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
+	"github.com/spf13/pflag"
+)
+
+// gnv up's BGP EVPN control plane: the --evpn-* flags (socket-level: one
+// speaker serves every interface of the process), the speaker's life
+// cycle, and "gnv evpn show".
+
+// evpnFlags are the --evpn-* flags as given.
+type evpnFlags struct {
+	asn       int64
+	peers     []string
+	routerID  string
+	rt        string
+	hold      int
+	keepalive int
+}
+
+func addEVPNFlags(fs *pflag.FlagSet, e *evpnFlags) {
+	fs.Int64Var(&e.asn, "evpn-asn", 0, "run a BGP EVPN control plane in this AS, 1..4294967295 (iBGP with the --evpn-peer route reflectors); the interfaces then need no --remote, and learning is off unless --learn is given")
+	fs.StringArrayVar(&e.peers, "evpn-peer", nil, "BGP EVPN peer (route reflector), ADDR or ADDR:PORT (port 179); repeatable")
+	fs.StringVar(&e.routerID, "evpn-router-id", "", "BGP router ID, an IPv4 address (default: the VTEP address --local or --underlay-addr, if IPv4)")
+	fs.StringVar(&e.rt, "evpn-rt", "", "route target of every interface, AS:N or IP:N (default: ASN:VNI per interface, as FRR derives it)")
+	fs.IntVar(&e.hold, "evpn-hold", 90, "BGP hold time in seconds, 3..65535: a peer silent this long is down and its routes go")
+	fs.IntVar(&e.keepalive, "evpn-keepalive", 0, "BGP keepalive interval in seconds, 1..hold/3 (default: hold/3, at most 30)")
+}
+
+// evpnPlan validates the flags into the speaker's options; nil when
+// --evpn-asn is not given. local is the VTEP address (--local or
+// --underlay-addr).
+func (e *evpnFlags) plan(local netip.Addr) (*evpn.Options, error) {
+	if e.asn == 0 {
+		if len(e.peers) > 0 || e.routerID != "" || e.rt != "" {
+			return nil, fmt.Errorf("--evpn-peer, --evpn-router-id and --evpn-rt need --evpn-asn: the AS the BGP EVPN speaker runs in")
+		}
+		return nil, nil
+	}
+	if e.asn < 1 || e.asn > math.MaxUint32 {
+		return nil, fmt.Errorf("--evpn-asn %d out of range: valid AS numbers are 1..4294967295", e.asn)
+	}
+	o := &evpn.Options{ASN: uint32(e.asn)}
+	if len(e.peers) == 0 {
+		return nil, fmt.Errorf("--evpn-asn needs --evpn-peer: at least one BGP peer (a route reflector), ADDR or ADDR:PORT")
+	}
+	for _, s := range e.peers {
+		p := evpn.Peer{}
+		if ap, err := netip.ParseAddrPort(s); err == nil && ap.Port() != 0 {
+			p.Address, p.Port = ap.Addr().Unmap(), ap.Port()
+		} else if a, err := netip.ParseAddr(s); err == nil {
+			p.Address = a.Unmap()
+		} else {
+			return nil, fmt.Errorf("--evpn-peer %q: want ADDR or ADDR:PORT (port 1..65535), like 192.0.2.254 or [2001:db8::fe]:179", s)
+		}
+		if p.Address.IsUnspecified() || p.Address.IsMulticast() {
+			return nil, fmt.Errorf("--evpn-peer %q: want a unicast address", s)
+		}
+		o.Peers = append(o.Peers, p)
+	}
+	if !local.IsValid() || local.IsUnspecified() {
+		return nil, fmt.Errorf("--evpn-asn needs the VTEP address other hosts send to: give --local (or --underlay-addr with --underlay packet or tap)")
+	}
+	o.NextHop = local
+	if e.routerID != "" {
+		a, err := netip.ParseAddr(e.routerID)
+		if err != nil || !a.Unmap().Is4() || a.IsUnspecified() {
+			return nil, fmt.Errorf("--evpn-router-id %q: want an IPv4 address, like 192.0.2.1", e.routerID)
+		}
+		o.RouterID = a.Unmap()
+	} else if !local.Is4() {
+		return nil, fmt.Errorf("--evpn-router-id is required with an IPv6 VTEP address (%s): the BGP router ID is an IPv4 address", local)
+	}
+	if e.rt != "" {
+		if _, err := bgp.ParseRouteTarget(e.rt); err != nil || !strings.Contains(e.rt, ":") {
+			return nil, fmt.Errorf("--evpn-rt %q: want AS:N (like 65000:100) or IP:N (like 192.0.2.1:100)", e.rt)
+		}
+		o.RouteTarget = e.rt
+	}
+	if e.hold < 3 || e.hold > 65535 {
+		return nil, fmt.Errorf("--evpn-hold %d out of range: valid hold times are 3..65535 seconds", e.hold)
+	}
+	o.HoldTime = time.Duration(e.hold) * time.Second
+	if e.keepalive != 0 {
+		if e.keepalive < 1 || e.keepalive > e.hold/3 {
+			return nil, fmt.Errorf("--evpn-keepalive %d out of range: valid intervals are 1..%d seconds (a third of --evpn-hold)", e.keepalive, e.hold/3)
+		}
+		o.KeepaliveInterval = time.Duration(e.keepalive) * time.Second
+	}
+	return o, nil
+}
+
+// startEVPN starts the speaker and attaches every interface to it.
+func startEVPN(o *evpn.Options, ifaces []*runningIface, log *slog.Logger) (*evpn.Speaker, error) {
+	opts := *o
+	opts.Logger = log
+	sp, err := evpn.New(opts)
+	if err != nil {
+		return nil, err
+	}
+	for _, ri := range ifaces {
+		if err := sp.Attach(ri.tun); err != nil {
+			sp.Close()
+			return nil, fmt.Errorf("%s: %w", ri.plan.name, err)
+		}
+		ri.evpn = sp
+	}
+	var peers []string
+	for _, p := range opts.Peers {
+		peers = append(peers, p.Address.String())
+	}
+	log.Info("evpn: BGP speaker up", "asn", opts.ASN, "vtep", opts.NextHop, "peers", strings.Join(peers, ","))
+	return sp, nil
+}
+
+// handleEVPNControl answers "evpn show NAME".
+func handleEVPNControl(w io.Writer, op string, ifaces []*runningIface) error {
+	if op != "show" {
+		return fmt.Errorf("evpn %q: the command is show", op)
+	}
+	for _, ri := range ifaces {
+		if ri.evpn != nil {
+			fmt.Fprint(w, ri.evpn.Show())
+			return nil
+		}
+	}
+	return fmt.Errorf("this gnv up runs no BGP EVPN control plane (see --evpn-asn)")
+}

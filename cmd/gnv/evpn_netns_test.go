@@ -1,0 +1,273 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gnv-project/gnv/testutil/netns"
+)
+
+// frrBin is where Debian's frr package puts its daemons.
+const frrBin = "/usr/lib/frr"
+
+// requireFRR skips the test unless FRR's zebra, bgpd and vtysh are there.
+func requireFRR(t *testing.T) {
+	t.Helper()
+	for _, p := range []string{filepath.Join(frrBin, "zebra"), filepath.Join(frrBin, "bgpd")} {
+		if _, err := os.Stat(p); err != nil {
+			t.Skipf("needs FRR (%s missing): apt-get install frr, as .ci/run does", p)
+		}
+	}
+	if _, err := exec.LookPath("vtysh"); err != nil {
+		t.Skip("needs FRR's vtysh: apt-get install frr, as .ci/run does")
+	}
+}
+
+// frrRR is an FRR route reflector (zebra + bgpd) in a namespace, as
+// ../shared/peers/frr-rr.sh starts one, with short timers.
+type frrRR struct {
+	ns  *netns.NS
+	dir string
+}
+
+// startFRR starts the reflector for AS asn in ns, whose address rid is on
+// an interface; every peer in listen (a prefix) is an iBGP l2vpn evpn
+// route-reflector client. extra is added to the l2vpn evpn address family.
+func startFRR(t *testing.T, ns *netns.NS, rid string, asn int, listen string, extra string) *frrRR {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "gnv-frr-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	conf := fmt.Sprintf(`frr defaults datacenter
+hostname rr
+log file %[1]s/frr.log
+router bgp %[2]d
+ bgp router-id %[3]s
+ no bgp default ipv4-unicast
+ neighbor VTEP peer-group
+ neighbor VTEP remote-as %[2]d
+ neighbor VTEP timers 3 9
+ bgp listen range %[4]s peer-group VTEP
+ address-family l2vpn evpn
+  neighbor VTEP activate
+  neighbor VTEP route-reflector-client
+%[5]s exit-address-family
+`, dir, asn, rid, listen, extra)
+	if err := os.WriteFile(filepath.Join(dir, "frr.conf"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("chown", "-R", "frr:frr", dir).CombinedOutput(); err != nil {
+		t.Fatalf("chown frr: %v: %s", err, out)
+	}
+	os.Chmod(dir, 0o755)
+	for _, d := range []string{"zebra", "bgpd"} {
+		cmd := ns.Command(filepath.Join(frrBin, d), "-f", filepath.Join(dir, "frr.conf"), "-i", filepath.Join(dir, d+".pid"),
+			"-z", filepath.Join(dir, "zserv.api"), "--vty_socket", dir)
+		out := &lockedBuf{}
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("%s: %v", d, err)
+		}
+		t.Cleanup(func() {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			if t.Failed() {
+				t.Logf("%s output: %s", d, out.String())
+			}
+		})
+		if d == "zebra" {
+			time.Sleep(300 * time.Millisecond) // bgpd connects to zebra's API socket
+		}
+	}
+	for i := 0; i < 100; i++ {
+		if out, _ := ns.Run("ss", "-ltn"); strings.Contains(out, ":179 ") {
+			return &frrRR{ns: ns, dir: dir}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	log, _ := os.ReadFile(filepath.Join(dir, "frr.log"))
+	t.Fatalf("bgpd did not listen on port 179 in %s: %s", ns.Name, log)
+	return nil
+}
+
+func (r *frrRR) vtysh(t *testing.T, cmd string) string {
+	t.Helper()
+	return r.ns.MustRun(t, "vtysh", "--vty_socket", r.dir, "-c", cmd)
+}
+
+// ctl runs a gnv control command against a running gnv up.
+func ctl(t *testing.T, p *upProc, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(gnvBinary(t), append(args, "--control", p.ctl)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("gnv %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func waitUntil(t *testing.T, what string, d time.Duration, ok func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !ok() {
+		if time.Since(start) > d {
+			t.Fatalf("no %s after %v", what, d)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+var statNum = func(s, re string) int {
+	m := regexp.MustCompile(re).FindStringSubmatch(s)
+	if m == nil {
+		return 0
+	}
+	var n int
+	fmt.Sscan(m[1], &n)
+	return n
+}
+
+// TestNetnsEVPNWithFRR: an FRR bgpd route reflector and three gnv hosts in
+// namespaces on a bridge with no multicast, learning off: each gnv learns
+// the others only through BGP EVPN. An L2 VNI (TAP overlays) and an L3 VNI
+// (TUN overlays) per host; every pair pings and moves TCP with its content
+// checked, with no unknown-unicast flooding and ARP answered locally; FRR
+// shows every gnv's Type-2 and Type-3 routes; a VXLAN route FRR originates
+// (a kernel VXLAN device, advertise-all-vni) is ignored and counted; a
+// host that falls silent loses its entries on the others within the hold
+// time.
+func TestNetnsEVPNWithFRR(t *testing.T) {
+	netns.RequireRoot(t)
+	requireFRR(t)
+	br := netns.New(t, "gnv-br")
+	br.MustRun(t, "ip", "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
+	br.MustRun(t, "ip", "link", "set", "br0", "up")
+	rrNS := netns.New(t, "gnv-rr")
+	netns.Veth(t, rrNS, "eth0", br, "prr")
+	br.MustRun(t, "ip", "link", "set", "prr", "master", "br0")
+	rrNS.MustRun(t, "ip", "addr", "add", "192.0.2.254/24", "dev", "eth0")
+
+	// FRR originates a VXLAN route for VNI 100 from a kernel VXLAN device,
+	// if the kernel has them.
+	extra := ""
+	vxlan := false
+	if _, err := rrNS.Run("ip", "link", "add", "vxlan100", "type", "vxlan", "id", "100", "local", "192.0.2.254", "dstport", "4789", "nolearning"); err == nil {
+		rrNS.MustRun(t, "ip", "link", "add", "brv", "type", "bridge")
+		rrNS.MustRun(t, "ip", "link", "set", "vxlan100", "master", "brv")
+		rrNS.MustRun(t, "ip", "link", "set", "brv", "up")
+		rrNS.MustRun(t, "ip", "link", "set", "vxlan100", "up")
+		extra, vxlan = "  advertise-all-vni\n", true
+	} else {
+		t.Logf("no kernel VXLAN device (%v): the VXLAN route check is skipped", err)
+	}
+	rr := startFRR(t, rrNS, "192.0.2.254", 65000, "192.0.2.0/24", extra)
+
+	var hosts []*netns.NS
+	var procs []*upProc
+	for i := 1; i <= 3; i++ {
+		h := netns.New(t, fmt.Sprintf("gnv-h%d", i))
+		netns.Veth(t, h, "eth0", br, fmt.Sprintf("p%d", i))
+		br.MustRun(t, "ip", "link", "set", fmt.Sprintf("p%d", i), "master", "br0")
+		h.MustRun(t, "ip", "addr", "add", fmt.Sprintf("192.0.2.%d/24", i), "dev", "eth0")
+		conf := filepath.Join(t.TempDir(), "gnv.conf")
+		os.WriteFile(conf, []byte(fmt.Sprintf(`underlay = udp
+local = 192.0.2.%[1]d
+evpn-asn = 65000
+evpn-peer = 192.0.2.254
+evpn-hold = 9
+evpn-keepalive = 3
+[gnv0]
+vni = 100
+mode = l2
+addr = 10.100.0.%[1]d/24
+addr = fd00:100::%[1]d/64
+[gnv1]
+vni = 200
+mode = l3
+addr = 10.200.0.%[1]d/24
+`, i)), 0o644)
+		hosts = append(hosts, h)
+		procs = append(procs, gnvUp(t, h, 2, "--config", conf))
+	}
+	start := time.Now()
+	for i, p := range procs {
+		waitUntil(t, fmt.Sprintf("EVPN routes on host %d", i+1), 30*time.Second, func() bool {
+			s := ctl(t, p, "evpn", "show")
+			return strings.Contains(s, "vni 100 ") && strings.Count(s, " (type 3, flood list)") == 4 && strings.Count(s, "  remote ") == 4
+		})
+	}
+	t.Logf("converged in %v", time.Since(start))
+	t.Logf("gnv evpn show on host 1:\n%s", ctl(t, procs[0], "evpn", "show"))
+
+	// FRR holds every gnv's Type-2 and Type-3 routes.
+	routes := rr.vtysh(t, "show bgp l2vpn evpn")
+	for i := 1; i <= 3; i++ {
+		if !strings.Contains(routes, fmt.Sprintf("[3]:[0]:[32]:[192.0.2.%d]", i)) || !strings.Contains(routes, fmt.Sprintf("[2]:[0]:[48]:")) ||
+			!strings.Contains(routes, fmt.Sprintf("[32]:[10.100.0.%d]", i)) {
+			t.Fatalf("FRR lacks host %d's routes:\n%s", i, routes)
+		}
+	}
+	t.Logf("FRR: show bgp l2vpn evpn\n%s", routes)
+
+	for i, a := range hosts {
+		for j := range hosts {
+			if i == j {
+				continue
+			}
+			before := statNum(ctl(t, procs[i], "stats"), `gnv0: .*flood bum \d+ unknown (\d+)`)
+			ping(t, a, fmt.Sprintf("10.100.0.%d", j+1))
+			ping(t, a, fmt.Sprintf("fd00:100::%d", j+1))
+			ping(t, a, fmt.Sprintf("10.200.0.%d", j+1))
+			kernelTCP(t, a, hosts[j], fmt.Sprintf("10.100.0.%d", j+1), 1<<20)
+			kernelTCP(t, a, hosts[j], fmt.Sprintf("10.200.0.%d", j+1), 1<<20)
+			if after := statNum(ctl(t, procs[i], "stats"), `gnv0: .*flood bum \d+ unknown (\d+)`); after != before {
+				t.Errorf("host %d -> %d: %d unknown-unicast frames flooded during the transfer", i+1, j+1, after-before)
+			}
+		}
+	}
+	for i, p := range procs {
+		st := ctl(t, p, "stats")
+		if statNum(st, `gnv0: .*suppressed arp (\d+)`) == 0 {
+			t.Errorf("host %d: no ARP request answered locally:\n%s", i+1, st)
+		}
+		if n := statNum(st, `gnv0: .*flooded arp (\d+)`); n != 0 {
+			t.Errorf("host %d: %d ARP requests flooded:\n%s", i+1, n, st)
+		}
+	}
+	fdb := ctl(t, procs[0], "fdb", "show", "--name", "gnv0")
+	if strings.Count(fdb, "static evpn") != 2 || !strings.Contains(fdb, "suppress evpn") {
+		t.Fatalf("gnv fdb show on host 1:\n%s", fdb)
+	}
+	t.Logf("gnv fdb show on host 1:\n%s", fdb)
+
+	if vxlan {
+		waitUntil(t, "the VXLAN route ignored", 15*time.Second, func() bool {
+			return statNum(ctl(t, procs[0], "evpn", "show"), `ignored: encapsulation (\d+)`) > 0
+		})
+	}
+
+	// Host 3 falls silent (its link goes down): the reflector's hold
+	// timer, 9 s, withdraws its routes.
+	hosts[2].MustRun(t, "ip", "link", "set", "eth0", "down")
+	took := waitUntil(t, "host 3's entries gone", 15*time.Second, func() bool {
+		for _, p := range procs[:2] {
+			s := ctl(t, p, "evpn", "show")
+			if strings.Contains(s, "192.0.2.3") {
+				return false
+			}
+			if strings.Count(ctl(t, p, "fdb", "show", "--name", "gnv0"), "static evpn") != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("host 3's entries left the others %v after it fell silent", took)
+}

@@ -1,0 +1,313 @@
+package evpn
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gnv-project/gnv/endpoint"
+	"github.com/gnv-project/gnv/stack"
+	"github.com/gnv-project/gnv/testutil"
+	"github.com/gnv-project/gnv/testutil/leakcheck"
+	api "github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
+	"github.com/osrg/gobgp/v4/pkg/server"
+)
+
+func TestMain(m *testing.M) { os.Exit(leakcheck.Run(m)) }
+
+const testASN = 65000
+
+var bgpPort atomic.Int32
+
+func init() { bgpPort.Store(int32(20000 + os.Getpid()%20000)) }
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort(t testing.TB) int {
+	for {
+		p := int(bgpPort.Add(1))
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err == nil {
+			ln.Close()
+			return p
+		}
+	}
+}
+
+// reflector is a GoBGP route reflector on 127.0.0.10 for the clients
+// 127.0.0.1..n; it also originates routes for the tests (inject).
+type reflector struct {
+	bgp  *server.BgpServer
+	port int
+}
+
+func newReflector(t testing.TB, clients int) *reflector {
+	t.Helper()
+	r := &reflector{bgp: server.NewBgpServer(), port: freePort(t)}
+	go r.bgp.Serve()
+	if err := r.bgp.StartBgp(context.Background(), &api.StartBgpRequest{Global: &api.Global{
+		Asn: testASN, RouterId: "127.0.0.10", ListenPort: int32(r.port), ListenAddresses: []string{"127.0.0.10"},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.bgp.Stop)
+	for i := 1; i <= clients; i++ {
+		if err := r.bgp.AddPeer(context.Background(), &api.AddPeerRequest{Peer: &api.Peer{
+			Conf:           &api.PeerConf{NeighborAddress: fmt.Sprintf("127.0.0.%d", i), PeerAsn: testASN},
+			Transport:      &api.Transport{PassiveMode: true},
+			RouteReflector: &api.RouteReflector{RouteReflectorClient: true, RouteReflectorClusterId: "127.0.0.10"},
+			Timers:         &api.Timers{Config: &api.TimersConfig{HoldTime: 9, KeepaliveInterval: 3}},
+			AfiSafis:       []*api.AfiSafi{{Config: &api.AfiSafiConfig{Family: evpnFamily, Enabled: true}}},
+		}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return r
+}
+
+// speaker starts client i (1..) of r.
+func (r *reflector) speaker(t testing.TB, i int, nextHop netip.Addr) *Speaker {
+	t.Helper()
+	s, err := New(Options{
+		ASN: testASN, RouterID: netip.AddrFrom4([4]byte{10, 255, 0, byte(i)}), NextHop: nextHop,
+		Peers:    []Peer{{Address: netip.MustParseAddr("127.0.0.10"), Port: uint16(r.port), LocalAddress: netip.AddrFrom4([4]byte{127, 0, 0, byte(i)})}},
+		HoldTime: 9 * time.Second, KeepaliveInterval: 3 * time.Second, ConnectRetry: time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// inject originates an EVPN route on the reflector.
+func (r *reflector) inject(t testing.TB, nlri bgp.NLRI, nextHop netip.Addr, ecs ...bgp.ExtendedCommunityInterface) *apiutil.Path {
+	t.Helper()
+	mp, _ := bgp.NewPathAttributeMpReachNLRI(bgp.RF_EVPN, []bgp.PathNLRI{{NLRI: nlri}}, nextHop)
+	p := &apiutil.Path{Family: bgp.RF_EVPN, Nlri: nlri, Attrs: []bgp.PathAttributeInterface{
+		bgp.NewPathAttributeOrigin(0), mp, bgp.NewPathAttributeExtendedCommunities(ecs),
+	}}
+	if _, err := r.bgp.AddPath(apiutil.AddPathRequest{Paths: []*apiutil.Path{p}}); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// tunnel is an L2 (or L3) tunnel on the fabric with no static peers.
+func tunnel(t testing.TB, f *testutil.Fabric, i int, mode endpoint.Mode) *stack.Tunnel {
+	t.Helper()
+	port, err := f.NewPort("", testutil.Faults{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tun, err := stack.New(stack.Config{
+		VNI: 100, Mode: mode, DynamicPeers: true,
+		Underlay: stack.NetstackUnderlay{Link: port, NetstackOptions: stack.NetstackOptions{Address: netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}), 24)}},
+		Addresses: []netip.Prefix{
+			netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), 24),
+			netip.MustParsePrefix(fmt.Sprintf("fd00::%d/64", i)),
+		},
+		Endpoint: endpoint.Config{NoLearn: true},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tun.Close() })
+	return tun
+}
+
+func waitFor(t testing.TB, what string, d time.Duration, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s after %v", what, d)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func evpnEntries(tun *stack.Tunnel) int {
+	n := 0
+	for _, e := range tun.Endpoint().FDB().Dump() {
+		if e.Origin == Origin {
+			n++
+		}
+	}
+	return n
+}
+
+// TestThreeVTEPs: three tunnels learn one another only through BGP EVPN
+// (a GoBGP route reflector): flood lists, forwarding and suppression
+// entries; then ping and TCP between every pair with no unknown-unicast
+// flooding and ARP answered locally; a VXLAN route is ignored; a MAC
+// advertised by two VTEPs goes to the higher sequence number; a speaker
+// that closes takes its entries with it.
+func TestThreeVTEPs(t *testing.T) {
+	rr := newReflector(t, 3)
+	f := testutil.NewFabric(testutil.FabricOptions{Seed: 1})
+	defer f.Close()
+	var tuns []*stack.Tunnel
+	var sps []*Speaker
+	for i := 1; i <= 3; i++ {
+		tun := tunnel(t, f, i, endpoint.L2)
+		sp := rr.speaker(t, i, netip.Addr{}) // the VTEP address comes from the tunnel
+		defer sp.Close()
+		if err := sp.Attach(tun); err != nil {
+			t.Fatal(err)
+		}
+		tuns, sps = append(tuns, tun), append(sps, sp)
+	}
+	for i, tun := range tuns {
+		waitFor(t, fmt.Sprintf("EVPN state on host %d", i+1), 15*time.Second, func() bool {
+			return len(tun.Endpoint().FloodRemotes()) == 2 && evpnEntries(tun) == 2 && len(tun.Endpoint().FDB().Neighbors()) == 4
+		})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i, a := range tuns {
+		for j, b := range tuns {
+			if i == j {
+				continue
+			}
+			for _, dst := range []string{fmt.Sprintf("10.0.0.%d", j+1), fmt.Sprintf("fd00::%d", j+1)} {
+				if _, err := a.Ping(ctx, netip.MustParseAddr(dst), 1, 56); err != nil {
+					t.Fatalf("ping %s from host %d: %v", dst, i+1, err)
+				}
+			}
+			before := a.Stats().FloodUnknown + b.Stats().FloodUnknown
+			res, err := testutil.TransferTCP(ctx, a, b, netip.MustParseAddrPort(fmt.Sprintf("10.0.0.%d:%d", j+1, 5000+i)), 1<<20, int64(i*3+j))
+			if err != nil {
+				t.Fatalf("TCP %d -> %d: %v", i+1, j+1, err)
+			}
+			if after := a.Stats().FloodUnknown + b.Stats().FloodUnknown; after != before {
+				t.Errorf("TCP %d -> %d flooded %d unknown-unicast frames", i+1, j+1, after-before)
+			}
+			t.Logf("TCP %d -> %d: %.0f Mbit/s", i+1, j+1, res.Mbps())
+		}
+	}
+	for i, tun := range tuns {
+		st := tun.Stats()
+		if st.ARPSuppressed == 0 || st.NDSuppressed == 0 || st.ARPFlooded != 0 {
+			t.Errorf("host %d: ARP/ND not answered locally: %v", i+1, st)
+		}
+	}
+	show := sps[0].Show()
+	if len(show.Peers) != 1 || show.Peers[0].State != "established" || len(show.VNIs) != 1 || len(show.VNIs[0].Remote) != 2 || len(show.VNIs[0].VTEPs) != 2 {
+		t.Fatalf("show:\n%s", show)
+	}
+	t.Logf("show:\n%s", show)
+
+	// A VXLAN route for the VNI: ignored and counted.
+	rt, _ := autoRT(testASN, 100)
+	rd, _ := bgp.NewRouteDistinguisherIPAddressAS(netip.MustParseAddr("10.255.0.99"), 100)
+	mac9 := "02:00:00:00:00:99"
+	nlri, _ := bgp.NewEVPNMacIPAdvertisementRoute(rd, bgp.EthernetSegmentIdentifier{}, 0, mac9, netip.Addr{}, []uint32{100})
+	rr.inject(t, nlri, netip.MustParseAddr("192.0.2.99"), rt, bgp.NewEncapExtended(bgp.TUNNEL_TYPE_VXLAN))
+	// ... and routes of an unknown route target.
+	other, _ := autoRT(testASN, 200)
+	nlri2, _ := bgp.NewEVPNMulticastEthernetTagRoute(rd, 0, netip.MustParseAddr("192.0.2.99"))
+	rr.inject(t, nlri2, netip.MustParseAddr("192.0.2.99"), other, bgp.NewEncapExtended(bgp.TUNNEL_TYPE_GENEVE))
+	waitFor(t, "ignored routes", 10*time.Second, func() bool {
+		st := sps[0].Stats()
+		return st.IgnoredEncap == 1 && st.IgnoredRT == 1
+	})
+	if len(tuns[0].Endpoint().FloodRemotes()) != 2 || evpnEntries(tuns[0]) != 2 {
+		t.Fatalf("ignored routes changed the forwarding state: %v", tuns[0].Endpoint().FDB().Dump())
+	}
+
+	// The same MAC from two VTEPs: the higher sequence number wins.
+	geneve := bgp.NewEncapExtended(bgp.TUNNEL_TYPE_GENEVE)
+	for k, seq := range []uint32{0, 3} {
+		rdk, _ := bgp.NewRouteDistinguisherIPAddressAS(netip.AddrFrom4([4]byte{10, 255, 1, byte(k)}), 100)
+		n, _ := bgp.NewEVPNMacIPAdvertisementRoute(rdk, bgp.EthernetSegmentIdentifier{}, 0, mac9, netip.Addr{}, []uint32{100})
+		ecs := []bgp.ExtendedCommunityInterface{rt, geneve}
+		if seq > 0 {
+			ecs = append(ecs, bgp.NewMacMobilityExtended(seq, false))
+		}
+		rr.inject(t, n, netip.AddrFrom4([4]byte{192, 0, 2, byte(50 + k)}), ecs...)
+	}
+	hw, _ := net.ParseMAC(mac9)
+	waitFor(t, "the mobile MAC", 10*time.Second, func() bool {
+		for _, e := range tuns[0].Endpoint().FDB().Dump() {
+			if e.MAC.String() == hw.String() {
+				return e.Remote.Addr() == netip.MustParseAddr("192.0.2.51")
+			}
+		}
+		return false
+	})
+
+	// Host 3 leaves: its routes are withdrawn, its entries go.
+	if err := sps[2].Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := evpnEntries(tuns[2]); n != 0 || len(tuns[2].Endpoint().FloodRemotes()) != 0 {
+		t.Fatalf("host 3 kept %d entries and flood list %v after Close", n, tuns[2].Endpoint().FloodRemotes())
+	}
+	start := time.Now()
+	for i := 0; i < 2; i++ {
+		waitFor(t, fmt.Sprintf("host 3's entries gone from host %d", i+1), 9*time.Second, func() bool {
+			return len(tuns[i].Endpoint().FloodRemotes()) == 1 && evpnEntries(tuns[i]) == 2 // host 1 or 2, and the mobile MAC
+		})
+	}
+	t.Logf("withdrawal took %v", time.Since(start))
+}
+
+// TestL3HostRoutes: L3 tunnels get host routes from MAC/IP routes.
+func TestL3HostRoutes(t *testing.T) {
+	rr := newReflector(t, 2)
+	f := testutil.NewFabric(testutil.FabricOptions{Seed: 2})
+	defer f.Close()
+	var tuns []*stack.Tunnel
+	for i := 1; i <= 2; i++ {
+		tun := tunnel(t, f, i, endpoint.L3)
+		sp := rr.speaker(t, i, netip.Addr{})
+		defer sp.Close()
+		if err := sp.Attach(tun); err != nil {
+			t.Fatal(err)
+		}
+		tuns = append(tuns, tun)
+	}
+	for i, tun := range tuns {
+		waitFor(t, fmt.Sprintf("host routes on host %d", i+1), 15*time.Second, func() bool {
+			return len(tun.Endpoint().HostRoutes()) == 2 && len(tun.Endpoint().FloodRemotes()) == 1
+		})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := testutil.TransferTCP(ctx, tuns[0], tuns[1], netip.MustParseAddrPort("[fd00::2]:5000"), 1<<20, 1); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestOptionsErrors(t *testing.T) {
+	peer := []Peer{{Address: netip.MustParseAddr("192.0.2.254")}}
+	rid := netip.MustParseAddr("192.0.2.1")
+	for _, c := range []struct {
+		o    Options
+		want string
+	}{
+		{Options{RouterID: rid, Peers: peer}, "Options.ASN 0: valid AS numbers are 1..4294967295"},
+		{Options{ASN: 1, Peers: peer}, "Options.RouterID invalid IP: want an IPv4 address"},
+		{Options{ASN: 1, RouterID: rid}, "Options.Peers: at least one"},
+		{Options{ASN: 1, RouterID: rid, Peers: peer, HoldTime: time.Second}, "valid hold times are 3..65535 s"},
+		{Options{ASN: 1, RouterID: rid, Peers: peer, HoldTime: 9 * time.Second, KeepaliveInterval: 5 * time.Second}, "valid intervals are 1 s..HoldTime/3"},
+		{Options{ASN: 1, RouterID: rid, Peers: peer, RouteTarget: "nonsense"}, "RouteTarget"},
+	} {
+		s, err := New(c.o)
+		if err == nil {
+			s.Close()
+			t.Errorf("%+v: no error", c.o)
+			continue
+		}
+		if !strings.Contains(err.Error(), c.want) {
+			t.Errorf("error %q, want %q", err, c.want)
+		}
+	}
+}
