@@ -252,6 +252,21 @@ func TestARPNotSuppressed(t *testing.T) {
 	if st := e.Stats(); st.ARPFlooded != 1 || st.ARPSuppressed != 0 {
 		t.Fatalf("stats %v", st)
 	}
+
+	// A gratuitous ARP (target = sender: an announcement, as
+	// stack.Tunnel.Announce sends) is flooded but is no lookup.
+	copy(req[24:28], []byte{10, 0, 0, 1})
+	pkt = stack.NewPacketBuffer(stack.PacketBufferOptions{ReserveHeaderBytes: 14, Payload: buffer.MakeWithData(req)})
+	pkt.NetworkProtocolNumber = header.ARPProtocolNumber
+	pkt.EgressRoute.RemoteLinkAddress = tcpip.LinkAddress(header.EthernetBroadcastAddress)
+	e.AddHeader(pkt)
+	write(t, e, pkt)
+	if got := ft.Take(); len(got) != 3 {
+		t.Fatalf("announcement went to %d VTEPs, want 3", len(got))
+	}
+	if st := e.Stats(); st.ARPFlooded != 1 || st.ARPSuppressed != 0 {
+		t.Fatalf("after a gratuitous ARP: stats %v", st)
+	}
 }
 
 func TestHostRoutesL3(t *testing.T) {

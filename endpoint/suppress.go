@@ -110,8 +110,11 @@ const (
 // suppress handles a broadcast or multicast frame leaving the endpoint: an
 // ARP request or neighbour solicitation for an address in the suppression
 // table is answered locally and reported true (not to be sent); anything
-// else is left to be flooded. ARP requests and solicitations are counted
-// either way.
+// else is left to be flooded. ARP requests and solicitations that look an
+// address up are counted either way; announcements (a gratuitous ARP, whose
+// sender and target addresses are the same, and duplicate address
+// detection, from the unspecified address) are flooded and not counted:
+// no table could answer them.
 func (e *Endpoint) suppress(pkt *stack.PacketBuffer, linkHdr []byte) bool {
 	et := binary.BigEndian.Uint16(linkHdr[12:14])
 	switch {
@@ -122,7 +125,10 @@ func (e *Endpoint) suppress(pkt *stack.PacketBuffer, linkHdr []byte) bool {
 			return false
 		}
 		target := netip.AddrFrom4([4]byte(a[24:28]))
-		if e.fdb.nneigh.Load() != 0 && target != netip.AddrFrom4([4]byte(a[14:18])) {
+		if target == netip.AddrFrom4([4]byte(a[14:18])) {
+			return false // gratuitous ARP
+		}
+		if e.fdb.nneigh.Load() != 0 {
 			if mac, ok := e.fdb.neighbor(target); ok && e.reply(arpReply(a[:], mac), header.ARPProtocolNumber) {
 				e.stats.arpSuppressed.Add(1)
 				return true
@@ -136,7 +142,10 @@ func (e *Endpoint) suppress(pkt *stack.PacketBuffer, linkHdr []byte) bool {
 		}
 		src := netip.AddrFrom16([16]byte(b[8:24]))
 		target := netip.AddrFrom16([16]byte(b[48:64]))
-		if e.fdb.nneigh.Load() != 0 && !src.IsUnspecified() { // not duplicate address detection
+		if src.IsUnspecified() {
+			return false // duplicate address detection
+		}
+		if e.fdb.nneigh.Load() != 0 {
 			if mac, ok := e.fdb.neighbor(target); ok && e.reply(neighborAdvert(linkHdr, src, target, mac), header.IPv6ProtocolNumber) {
 				e.stats.ndSuppressed.Add(1)
 				return true

@@ -43,6 +43,12 @@ var (
 		{metricDesc("rx_tunnel_jobs_total", "TCP super-packets received whole.", "iface"), func(s *endpoint.Stats) uint64 { return s.RxTunnelJobs }},
 		{metricDesc("rx_control_total", "O-bit control packets received (also counted as drops, reason control).", "iface"), func(s *endpoint.Stats) uint64 { return s.RxControl }},
 		{metricDesc("pmtu_replies_total", "ICMP Fragmentation Needed / Packet Too Big messages sent into the overlay.", "iface"), func(s *endpoint.Stats) uint64 { return s.PMTUReplies }},
+		{metricDesc("flood_bum_total", "Broadcast and multicast frames replicated to the flood list.", "iface"), func(s *endpoint.Stats) uint64 { return s.FloodBUM }},
+		{metricDesc("flood_unknown_total", "Unicast frames for a MAC the forwarding table does not know, replicated to the flood list.", "iface"), func(s *endpoint.Stats) uint64 { return s.FloodUnknown }},
+		{metricDesc("arp_suppressed_total", "ARP requests answered locally from the suppression table (BGP EVPN).", "iface"), func(s *endpoint.Stats) uint64 { return s.ARPSuppressed }},
+		{metricDesc("arp_flooded_total", "ARP requests flooded because the suppression table had no answer.", "iface"), func(s *endpoint.Stats) uint64 { return s.ARPFlooded }},
+		{metricDesc("nd_suppressed_total", "IPv6 neighbour solicitations answered locally from the suppression table.", "iface"), func(s *endpoint.Stats) uint64 { return s.NDSuppressed }},
+		{metricDesc("nd_flooded_total", "IPv6 neighbour solicitations flooded.", "iface"), func(s *endpoint.Stats) uint64 { return s.NDFlooded }},
 	}
 	dropsDesc      = metricDesc("drops_total", "Packets an interface dropped, by reason.", "iface", "reason")
 	ifaceInfoDesc  = metricDesc("interface_info", "Interfaces of this gnv up: always 1, the configuration in labels.", "iface", "mode", "vni", "overlay")

@@ -113,6 +113,12 @@ type tunnelCounters struct {
 	RxTunnelJobs  uint64            `json:"rx_tunnel_jobs"`
 	RxControl     uint64            `json:"rx_control"`
 	PMTUReplies   uint64            `json:"pmtu_replies"`
+	FloodBUM      uint64            `json:"flood_bum"`
+	FloodUnknown  uint64            `json:"flood_unknown"`
+	ARPSuppressed uint64            `json:"arp_suppressed"`
+	ARPFlooded    uint64            `json:"arp_flooded"`
+	NDSuppressed  uint64            `json:"nd_suppressed"`
+	NDFlooded     uint64            `json:"nd_flooded"`
 	Drops         map[string]uint64 `json:"drops"`
 }
 
@@ -207,6 +213,8 @@ func counters(s endpoint.Stats) tunnelCounters {
 		RxPackets: s.RxPackets, RxBytes: s.RxBytes, TxPackets: s.TxPackets, TxBytes: s.TxBytes,
 		TxGSOSegments: s.TxGSOSegments, TxTunnelJobs: s.TxTunnelJobs, RxTunnelJobs: s.RxTunnelJobs,
 		RxControl: s.RxControl, PMTUReplies: s.PMTUReplies, Drops: drops(&s),
+		FloodBUM: s.FloodBUM, FloodUnknown: s.FloodUnknown, ARPSuppressed: s.ARPSuppressed, ARPFlooded: s.ARPFlooded,
+		NDSuppressed: s.NDSuppressed, NDFlooded: s.NDFlooded,
 	}
 }
 
@@ -462,7 +470,9 @@ func (r *showReply) text(w io.Writer) {
 func (c *tunnelCounters) stats() endpoint.Stats {
 	s := endpoint.Stats{RxPackets: c.RxPackets, RxBytes: c.RxBytes, TxPackets: c.TxPackets, TxBytes: c.TxBytes,
 		TxGSOSegments: c.TxGSOSegments, TxTunnelJobs: c.TxTunnelJobs, RxTunnelJobs: c.RxTunnelJobs,
-		RxControl: c.RxControl, PMTUReplies: c.PMTUReplies}
+		RxControl: c.RxControl, PMTUReplies: c.PMTUReplies,
+		FloodBUM: c.FloodBUM, FloodUnknown: c.FloodUnknown, ARPSuppressed: c.ARPSuppressed, ARPFlooded: c.ARPFlooded,
+		NDSuppressed: c.NDSuppressed, NDFlooded: c.NDFlooded}
 	for r := endpoint.DropReason(0); r < endpoint.NumDropReasons; r++ {
 		s.Drops[r] = c.Drops[dropName(r)]
 	}
