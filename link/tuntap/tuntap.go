@@ -1,7 +1,12 @@
 // Package tuntap attaches a host TAP (L2) or TUN (L3) device to a tunnel
 // endpoint, with virtio-net offloads (TSO, USO, checksums) on Linux: the
 // overlay for programs on the host, or a VM's or container's interface.
-// Devices are implemented on Linux; elsewhere New fails.
+//
+// Two backends open devices (Options.Backend). The default one opens
+// /dev/net/tun with its own ioctls, for the offloads. The other goes
+// through github.com/songgao/water and moves plain packets, one per read
+// or write, with no offloads. Devices are implemented on Linux; elsewhere
+// New fails.
 package tuntap
 
 import (
@@ -35,7 +40,8 @@ import (
 // device on the endpoint's receive goroutine; the Device is the endpoint's
 // stack.NetworkDispatcher.
 //
-// Offloads. Unless disabled, the device is opened with IFF_VNET_HDR and
+// Offloads (BackendIoctl; BackendWater has none). Unless disabled, the
+// device is opened with IFF_VNET_HDR and
 // TUNSETOFFLOAD(TUN_F_CSUM|TSO4|TSO6|TSO_ECN|USO4|USO6), so the kernel
 // hands over TCP super-packets of up to 64 KiB with a virtio_net_hdr. They
 // become host-GSO PacketBuffers (stack.GSOTCPv4/GSOTCPv6, MSS = gso_size)
@@ -78,7 +84,8 @@ type Device struct {
 	once     sync.Once
 
 	stats devCounters
-	sys   devSys // platform part (device_linux.go)
+	sys   devSys    // the ioctl backend's part (tuntap_linux.go)
+	water *waterDev // the water backend's part (water.go); nil for ioctl
 }
 
 // Mode selects the kind of device: a TAP device carries Ethernet
@@ -138,6 +145,40 @@ type Options struct {
 	// MAC is the TAP device's Ethernet address. Empty keeps the kernel's
 	// (random) one. Ignored for TUN.
 	MAC net.HardwareAddr
+
+	// Backend selects how the device is opened: BackendAuto (the zero
+	// value) is BackendIoctl.
+	Backend Backend
+}
+
+// Backend is the code that opens and drives a device.
+type Backend int
+
+const (
+	// BackendAuto picks BackendIoctl.
+	BackendAuto Backend = iota
+	// BackendIoctl opens /dev/net/tun with gnv's own ioctls: virtio-net
+	// offloads unless DisableOffloads, batched reads, writev. Linux only.
+	BackendIoctl
+	// BackendWater opens the device with github.com/songgao/water and
+	// moves plain, fully checksummed packets of at most MTU bytes: no
+	// offloads whatever DisableOffloads says, one packet per system call,
+	// a copy each way. rtnetlink sets the MTU, MAC and addresses, as for
+	// BackendIoctl. Linux only, for now.
+	BackendWater
+)
+
+// String returns "auto", "ioctl" or "water".
+func (b Backend) String() string {
+	switch b {
+	case BackendAuto:
+		return "auto"
+	case BackendIoctl:
+		return "ioctl"
+	case BackendWater:
+		return "water"
+	}
+	return fmt.Sprintf("Backend(%d)", int(b))
 }
 
 // Stats are a Device's counters. "Read" is the kernel-to-tunnel
@@ -230,7 +271,13 @@ func New(opts Options) (*Device, error) {
 		}
 	}
 	opts.Addresses = append([]netip.Prefix(nil), opts.Addresses...)
-	return openDevice(opts)
+	switch opts.Backend {
+	case BackendAuto, BackendIoctl:
+		return openDevice(opts)
+	case BackendWater:
+		return openWater(opts)
+	}
+	return nil, fmt.Errorf("device backend %d: valid backends are auto, ioctl and water", int(opts.Backend))
 }
 
 // Attach connects the device to ep and starts moving packets: the device
@@ -262,7 +309,11 @@ func (d *Device) Attach(ep stack.LinkEndpoint) error {
 	}
 	epMTU := ep.MTU()
 	if d.opts.MTU == 0 {
-		if err := d.setMTU(epMTU); err != nil {
+		set := d.setMTU
+		if d.water != nil {
+			set = d.waterSetMTU
+		}
+		if err := set(epMTU); err != nil {
 			return err
 		}
 	} else if d.opts.MTU > epMTU {
@@ -274,7 +325,11 @@ func (d *Device) Attach(ep stack.LinkEndpoint) error {
 	d.ep = ep
 	// start allocates the write path's buffers; ep.Attach then publishes
 	// them (under ep's lock) to ep's receive goroutine.
-	d.start()
+	if d.water != nil {
+		d.waterStart()
+	} else {
+		d.start()
+	}
 	ep.Attach((*devDispatcher)(d))
 	return nil
 }
@@ -297,7 +352,7 @@ func (d *Device) MTU() uint32 { return d.mtu.Load() }
 func (d *Device) Created() bool { return d.created }
 
 // Offloads implements link.OffloadReporter: the offloads negotiated with
-// the kernel.
+// the kernel (none with BackendWater).
 func (d *Device) Offloads() link.Offloads { return d.offloads }
 
 // Stats returns a snapshot of the device's counters.
@@ -334,7 +389,11 @@ func (d *Device) Close() error {
 		if ep != nil {
 			ep.Attach(nil)
 		}
-		d.closeErr = d.close()
+		if d.water != nil {
+			d.closeErr = d.waterClose()
+		} else {
+			d.closeErr = d.close()
+		}
 	})
 	return d.closeErr
 }
@@ -351,6 +410,10 @@ func (p *devDispatcher) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, pkt 
 	d := (*Device)(p)
 	if d.closed.Load() {
 		d.stats.writeDrops.Add(1)
+		return
+	}
+	if d.water != nil {
+		d.waterWritePacket(pkt)
 		return
 	}
 	d.writePacket(pkt)
