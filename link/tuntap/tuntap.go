@@ -2,11 +2,12 @@
 // endpoint, with virtio-net offloads (TSO, USO, checksums) on Linux: the
 // overlay for programs on the host, or a VM's or container's interface.
 //
-// Two backends open devices (Options.Backend). The default one opens
-// /dev/net/tun with its own ioctls, for the offloads. The other goes
+// Two backends open devices (Options.Backend). On Linux the default one
+// opens /dev/net/tun with its own ioctls, for the offloads. The other goes
 // through github.com/songgao/water and moves plain packets, one per read
-// or write, with no offloads. Devices are implemented on Linux; elsewhere
-// New fails.
+// or write, with no offloads: it is the default on macOS (TUN only, utun)
+// and Windows (the tap-windows6 driver), and can be asked for on Linux.
+// water has no FreeBSD support, so there New fails with ErrUnsupported.
 package tuntap
 
 import (
@@ -14,6 +15,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -143,11 +145,12 @@ type Options struct {
 	DisableOffloads bool
 
 	// MAC is the TAP device's Ethernet address. Empty keeps the kernel's
-	// (random) one. Ignored for TUN.
+	// (random) one. Ignored for TUN, and on Windows, where the adapter
+	// keeps its own (Device.MAC reports it).
 	MAC net.HardwareAddr
 
 	// Backend selects how the device is opened: BackendAuto (the zero
-	// value) is BackendIoctl.
+	// value) is BackendIoctl on Linux and BackendWater elsewhere.
 	Backend Backend
 }
 
@@ -155,7 +158,7 @@ type Options struct {
 type Backend int
 
 const (
-	// BackendAuto picks BackendIoctl.
+	// BackendAuto picks BackendIoctl on Linux and BackendWater elsewhere.
 	BackendAuto Backend = iota
 	// BackendIoctl opens /dev/net/tun with gnv's own ioctls: virtio-net
 	// offloads unless DisableOffloads, batched reads, writev. Linux only.
@@ -163,8 +166,20 @@ const (
 	// BackendWater opens the device with github.com/songgao/water and
 	// moves plain, fully checksummed packets of at most MTU bytes: no
 	// offloads whatever DisableOffloads says, one packet per system call,
-	// a copy each way. rtnetlink sets the MTU, MAC and addresses, as for
-	// BackendIoctl. Linux only, for now.
+	// a copy each way. The platform's own tools set the MTU and addresses
+	// where water does not (rtnetlink on Linux, ifconfig and route on
+	// macOS, netsh on Windows).
+	//
+	// Per platform: Linux, TAP and TUN. macOS, TUN only, as a utun device
+	// (Name empty or utunN) that Close removes; TAP would need the
+	// tuntaposx kernel extension, which gnv does not use; NoDAD is not
+	// applied. Windows, a tap-windows6 adapter
+	// (the OpenVPN TAP driver, ComponentId tap0901) that already exists,
+	// found by its connection name (Name; empty takes the first): TAP,
+	// or TUN through the driver's point-to-point emulation, which needs an
+	// IPv4 address in Addresses (the first one is given to the driver).
+	// Other systems (FreeBSD included): water has no support, and New
+	// fails with ErrUnsupported.
 	BackendWater
 )
 
@@ -227,22 +242,25 @@ type devCounters struct {
 }
 
 // PermissionError is the error of New (or of Attach, which may set the
-// MTU) when the process lacks CAP_NET_ADMIN; errors.Is(err,
-// os.ErrPermission) holds for it too.
+// MTU) when the process lacks CAP_NET_ADMIN (on Linux; root on macOS,
+// Administrator on Windows); errors.Is(err, os.ErrPermission) holds for it
+// too.
 type PermissionError = netdev.PermissionError
 
 // ErrNoTUN is matched (errors.Is) by the error of New when the kernel has
-// no /dev/net/tun.
+// no /dev/net/tun, or, on Windows, no tap-windows6 adapter.
 var ErrNoTUN = netdev.ErrNoTUN
 
-// ErrUnsupported is matched (errors.Is) by the error of New on systems
-// other than Linux: TAP and TUN devices are implemented on Linux only.
-var ErrUnsupported = errors.New("TAP and TUN devices are supported on Linux only")
+// ErrUnsupported is matched (errors.Is) by the error of New when the
+// system, or the backend, cannot make the device asked for: TAP on macOS,
+// any device on systems water does not support (FreeBSD), BackendIoctl
+// off Linux. The error says what works instead.
+var ErrUnsupported = errors.New("not supported on " + runtime.GOOS)
 
 // New creates (or attaches to) a TAP or TUN device, sets its MTU
-// and MAC, brings it up and adds the addresses. It needs CAP_NET_ADMIN;
-// without it the error is a *PermissionError (and errors.Is(err,
-// os.ErrPermission)).
+// and MAC, brings it up and adds the addresses. It needs CAP_NET_ADMIN
+// (root on macOS, Administrator on Windows); without it the error is a
+// *PermissionError (and errors.Is(err, os.ErrPermission)).
 // Network namespaces: the device, and the sockets New keeps to
 // configure it later, live in the network namespace of the calling thread.
 //
@@ -251,10 +269,12 @@ func New(opts Options) (*Device, error) {
 	if opts.Mode != ModeTAP && opts.Mode != ModeTUN {
 		return nil, fmt.Errorf("device mode %d: valid modes are tap and tun", int(opts.Mode))
 	}
-	if len(opts.Name) >= 16 {
+	// Windows adapters have connection names ("Ethernet 2"), not
+	// interface names.
+	if len(opts.Name) >= 16 && runtime.GOOS != "windows" {
 		return nil, fmt.Errorf("device name %q is too long: at most 15 bytes", opts.Name)
 	}
-	if strings.ContainsAny(opts.Name, "/ \t\n:") {
+	if strings.ContainsAny(opts.Name, "/ \t\n:") && runtime.GOOS != "windows" {
 		return nil, fmt.Errorf("device name %q: names must not contain '/', ':' or spaces", opts.Name)
 	}
 	if opts.MTU != 0 && (opts.MTU < 68 || opts.MTU > 65535) {
@@ -272,7 +292,12 @@ func New(opts Options) (*Device, error) {
 	}
 	opts.Addresses = append([]netip.Prefix(nil), opts.Addresses...)
 	switch opts.Backend {
-	case BackendAuto, BackendIoctl:
+	case BackendAuto:
+		if runtime.GOOS != "linux" {
+			return openWater(opts)
+		}
+		return openDevice(opts)
+	case BackendIoctl:
 		return openDevice(opts)
 	case BackendWater:
 		return openWater(opts)

@@ -285,3 +285,29 @@ func (d *Device) waterWrite(b []byte) {
 	st.writtenPackets.Add(1)
 	st.writtenBytes.Add(uint64(len(b)))
 }
+
+// deviceLabel returns "TUN device NAME", or "TUN device" for a device the
+// system is to name.
+func deviceLabel(kind, name string) string {
+	if name == "" {
+		return kind + " device"
+	}
+	return kind + " device " + name
+}
+
+// noDriverError is the error of New when the system lacks the driver a
+// device needs (the Windows analogue of a missing /dev/net/tun): it
+// matches ErrNoTUN, and says what to install instead of repeating
+// ErrNoTUN's Linux advice.
+type noDriverError struct {
+	msg string
+	err error
+}
+
+func (e *noDriverError) Error() string { return e.msg + ": " + e.err.Error() }
+
+// Unwrap returns the underlying error.
+func (e *noDriverError) Unwrap() error { return e.err }
+
+// Is matches ErrNoTUN.
+func (e *noDriverError) Is(target error) bool { return target == ErrNoTUN }

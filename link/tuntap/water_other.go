@@ -1,10 +1,15 @@
-//go:build !linux
+//go:build !linux && !darwin && !windows
 
 package tuntap
 
-import "fmt"
+import (
+	"fmt"
+	"runtime"
+)
 
-// openWater is New for BackendWater, which is Linux only for now.
+// openWater is New for BackendWater: github.com/songgao/water has no
+// support for this system (FreeBSD included).
 func openWater(opts Options) (*Device, error) {
-	return nil, fmt.Errorf("%s device: %w", opts.Mode.kind(), ErrUnsupported)
+	return nil, fmt.Errorf("creating %s device: %w: github.com/songgao/water, which gnv uses for devices off Linux, has no %s support (an overlay netstack needs no device)",
+		opts.Mode.kind(), ErrUnsupported, runtime.GOOS)
 }

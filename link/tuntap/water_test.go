@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"reflect"
 	"runtime"
@@ -22,8 +23,8 @@ import (
 )
 
 // These tests run on every system: the water backend's read and write
-// paths on an in-memory device. water_linux_test.go runs it on real
-// devices.
+// paths on an in-memory device, and the configuration commands it runs
+// on macOS and Windows. water_linux_test.go runs it on real devices.
 
 // fakeWater is an in-memory water device: what the test puts in rx is
 // read, what the Device writes arrives on tx.
@@ -270,6 +271,52 @@ func TestWaterReadDrops(t *testing.T) {
 	}
 }
 
+func TestWaterCmds(t *testing.T) {
+	p4, p6 := netip.MustParsePrefix("10.0.0.1/24"), netip.MustParsePrefix("fd00::1/64")
+	for _, c := range []struct {
+		got  any
+		want any
+	}{
+		{darwinMTUCmd("utun7", 1450), []string{"ifconfig", "utun7", "mtu", "1450"}},
+		{darwinAddrCmds("utun7", p4), [][]string{
+			{"ifconfig", "utun7", "inet", "10.0.0.1/24", "10.0.0.1", "alias"},
+			{"route", "-n", "add", "-inet", "10.0.0.0/24", "-interface", "utun7"}}},
+		{darwinAddrCmds("utun7", p6), [][]string{
+			{"ifconfig", "utun7", "inet6", "fd00::1/64", "alias"},
+			{"route", "-n", "add", "-inet6", "fd00::/64", "-interface", "utun7"}}},
+		{darwinAddrCmds("utun7", netip.MustParsePrefix("10.0.0.1/32")), [][]string{
+			{"ifconfig", "utun7", "inet", "10.0.0.1/32", "10.0.0.1", "alias"}}},
+		{darwinUpCmd("utun7"), []string{"ifconfig", "utun7", "up"}},
+		{netshMTUCmds("TAP 2", 1450), [][]string{
+			{"netsh", "interface", "ipv4", "set", "subinterface", "TAP 2", "mtu=1450", "store=active"},
+			{"netsh", "interface", "ipv6", "set", "subinterface", "TAP 2", "mtu=1450", "store=active"}}},
+		{netshMTUCmds("TAP 2", 1200), [][]string{
+			{"netsh", "interface", "ipv4", "set", "subinterface", "TAP 2", "mtu=1200", "store=active"}}},
+		{netshAddrCmd("TAP 2", p4), []string{"netsh", "interface", "ipv4", "add", "address", "TAP 2", "address=10.0.0.1", "mask=255.255.255.0", "store=active"}},
+		{netshAddrCmd("TAP 2", p6), []string{"netsh", "interface", "ipv6", "add", "address", "TAP 2", "address=fd00::1/64", "store=active"}},
+		{netshDelAddrCmd("TAP 2", p4), []string{"netsh", "interface", "ipv4", "delete", "address", "TAP 2", "address=10.0.0.1"}},
+		{netshDelAddrCmd("TAP 2", p6), []string{"netsh", "interface", "ipv6", "delete", "address", "TAP 2", "address=fd00::1"}},
+		{netshNoDADCmd("TAP 2"), []string{"netsh", "interface", "ipv6", "set", "interface", "TAP 2", "dadtransmits=0", "store=active"}},
+	} {
+		if !reflect.DeepEqual(c.got, c.want) {
+			t.Errorf("got %q, want %q", c.got, c.want)
+		}
+	}
+	for name, want := range map[string]bool{"utun0": true, "utun12": true, "utun": false, "utunx": false, "tun0": false, "gnv0": false, "utun-1": false} {
+		if isUtunName(name) != want {
+			t.Errorf("isUtunName(%q) = %v", name, !want)
+		}
+	}
+}
+
+func TestNoDriverError(t *testing.T) {
+	cause := errors.New("Failed to find the tap device in registry")
+	err := error(&noDriverError{msg: "opening TAP device: no tap-windows6 adapter", err: cause})
+	if !errors.Is(err, ErrNoTUN) || !errors.Is(err, cause) || strings.Contains(err.Error(), "modprobe") {
+		t.Errorf("%v: want it to match ErrNoTUN and its cause, without Linux advice", err)
+	}
+}
+
 func TestBackends(t *testing.T) {
 	for b, want := range map[Backend]string{BackendAuto: "auto", BackendIoctl: "ioctl", BackendWater: "water", 9: "Backend(9)"} {
 		if b.String() != want {
@@ -283,6 +330,23 @@ func TestBackends(t *testing.T) {
 		_, err := New(Options{Mode: ModeTUN, Backend: BackendIoctl})
 		if !errors.Is(err, ErrUnsupported) {
 			t.Errorf("BackendIoctl on %s: %v, want ErrUnsupported", runtime.GOOS, err)
+		}
+	}
+	switch runtime.GOOS {
+	case "linux", "darwin", "windows":
+	default:
+		_, err := New(Options{Mode: ModeTUN})
+		if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "no "+runtime.GOOS+" support") {
+			t.Errorf("New on %s: %v, want ErrUnsupported naming the system", runtime.GOOS, err)
+		}
+	}
+	if runtime.GOOS == "darwin" {
+		_, err := New(Options{Mode: ModeTAP})
+		if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "--mode l3") {
+			t.Errorf("TAP on macOS: %v, want ErrUnsupported pointing to TUN", err)
+		}
+		if _, err := New(Options{Mode: ModeTUN, Name: "gnv0"}); err == nil || !strings.Contains(err.Error(), "utunN") {
+			t.Errorf("TUN gnv0 on macOS: %v, want an error about utun names", err)
 		}
 	}
 }
