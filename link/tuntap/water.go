@@ -112,10 +112,13 @@ func (d *Device) waterReadLoop() {
 	for {
 		n, err := w.rw.Read(w.rbuf)
 		if err != nil {
-			if d.closed.Load() || waterGone(err) {
+			if d.closed.Load() {
 				return
 			}
 			d.stats.readErrors.Add(1)
+			if waterGone(err) {
+				return
+			}
 			time.Sleep(10 * time.Millisecond) // never spin on a failing device
 			continue
 		}
@@ -132,7 +135,7 @@ func (d *Device) waterReadLoop() {
 
 // waterGone reports whether a read error means the device is gone.
 func waterGone(err error) bool {
-	return err == io.EOF || errors.Is(err, os.ErrClosed) || errors.Is(err, syscall.EBADF) || errors.Is(err, syscall.EIO)
+	return err == io.EOF || errors.Is(err, os.ErrClosed) || errors.Is(err, syscall.EBADF) || errors.Is(err, syscall.EIO) || waterDeleted(err)
 }
 
 // waterReadFrame turns one plain frame (TAP) or packet (TUN) read from the

@@ -89,3 +89,7 @@ func (h *waterDarwin) setMTU(mtu uint32) error {
 
 // close has nothing to undo: the utun device went with its descriptor.
 func (h *waterDarwin) close() error { return nil }
+
+// waterDeleted reports whether a read error says that the interface was
+// deleted under the device: nothing beyond waterGone's errors here.
+func waterDeleted(error) bool { return false }

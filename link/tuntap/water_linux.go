@@ -126,6 +126,10 @@ func openWater(opts Options) (_ *Device, err error) {
 	return newWaterDevice(opts, ifce, h, h.name, mac, uint32(mtu), h.created), nil
 }
 
+// waterDeleted reports whether a read error says that the interface was
+// deleted under the device (EBADFD).
+func waterDeleted(err error) bool { return errors.Is(err, unix.EBADFD) }
+
 // setCloexec sets FD_CLOEXEC on the descriptor of a water device.
 func setCloexec(ifce *water.Interface) error {
 	f, ok := ifce.ReadWriteCloser.(*os.File)

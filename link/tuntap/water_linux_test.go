@@ -16,6 +16,7 @@ import (
 	"github.com/gnv-project/gnv/link/kudp"
 	"github.com/gnv-project/gnv/link/tuntap"
 	"github.com/gnv-project/gnv/testutil/netns"
+	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 )
 
 // The water backend on real devices. It is the code path macOS and
@@ -30,10 +31,11 @@ func waterReadLoops() int {
 }
 
 // waterReadLoopsSettled waits (boundedly) for the count of read loops to
-// drop to want and returns it.
+// become want (a goroutine just started or ending may not show yet or
+// still show) and returns it.
 func waterReadLoopsSettled(want int) int {
 	n := waterReadLoops()
-	for i := 0; i < 200 && n > want; i++ {
+	for i := 0; i < 200 && n != want; i++ {
 		time.Sleep(5 * time.Millisecond)
 		n = waterReadLoops()
 	}
@@ -109,6 +111,40 @@ func TestWaterPersistent(t *testing.T) {
 	out := ns.MustRun(t, "ip", "-d", "addr", "show", "dev", "gnvp0")
 	if strings.Contains(out, "10.9.9.1") || !strings.Contains(out, "persist on") {
 		t.Errorf("after Close the persistent device should stay, persistent, without the address:\n%s", out)
+	}
+}
+
+func TestWaterDeleted(t *testing.T) {
+	requireTun(t)
+	before := waterReadLoops()
+	ns := netns.New(t, "gnvwdel")
+	var d *tuntap.Device
+	if err := ns.Do(func() (err error) {
+		d, err = tuntap.New(tuntap.Options{Name: "gnv0", Mode: tuntap.ModeTUN, Backend: tuntap.BackendWater})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ep := channel.New(4, 1500, "")
+	defer ep.Close()
+	if err := d.Attach(ep); err != nil {
+		t.Fatal(err)
+	}
+	if n := waterReadLoopsSettled(before + 1); n != before+1 {
+		t.Fatalf("%d read loops, want %d", n, before+1)
+	}
+	// The read loop ends when the interface is deleted under it, instead
+	// of failing every 10 ms until Close.
+	ns.MustRun(t, "ip", "link", "del", "gnv0")
+	if n := waterReadLoopsSettled(before); n != before {
+		t.Errorf("%d read loops after the interface was deleted, want %d", n, before)
+	}
+	if st := d.Stats(); st.ReadErrors != 1 {
+		t.Errorf("read errors %d, want 1", st.ReadErrors)
+	}
+	if err := d.Close(); err != nil {
+		t.Errorf("Close: %v", err)
 	}
 }
 

@@ -134,3 +134,7 @@ func (h *waterWindows) close() error {
 	h.added = nil
 	return errors.Join(errs...)
 }
+
+// waterDeleted reports whether a read error says that the interface was
+// deleted under the device: nothing beyond waterGone's errors here.
+func waterDeleted(error) bool { return false }
