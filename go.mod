@@ -6,6 +6,8 @@ require gvisor.dev/gvisor v0.0.0-20260905035102-160fafc42237
 
 require github.com/spf13/pflag v1.0.10
 
+require github.com/songgao/water v0.0.0-20200317203138-2b4b6d7c09d8
+
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect

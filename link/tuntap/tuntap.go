@@ -1,7 +1,13 @@
 // Package tuntap attaches a host TAP (L2) or TUN (L3) device to a tunnel
 // endpoint, with virtio-net offloads (TSO, USO, checksums) on Linux: the
 // overlay for programs on the host, or a VM's or container's interface.
-// Devices are implemented on Linux; elsewhere New fails.
+//
+// Two backends open devices (Options.Backend). On Linux the default one
+// opens /dev/net/tun with its own ioctls, for the offloads. The other goes
+// through github.com/songgao/water and moves plain packets, one per read
+// or write, with no offloads: it is the default on macOS (TUN only, utun)
+// and Windows (the tap-windows6 driver), and can be asked for on Linux.
+// water has no FreeBSD support, so there New fails with ErrUnsupported.
 package tuntap
 
 import (
@@ -9,6 +15,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,7 +42,8 @@ import (
 // device on the endpoint's receive goroutine; the Device is the endpoint's
 // stack.NetworkDispatcher.
 //
-// Offloads. Unless disabled, the device is opened with IFF_VNET_HDR and
+// Offloads (BackendIoctl; BackendWater has none). Unless disabled, the
+// device is opened with IFF_VNET_HDR and
 // TUNSETOFFLOAD(TUN_F_CSUM|TSO4|TSO6|TSO_ECN|USO4|USO6), so the kernel
 // hands over TCP super-packets of up to 64 KiB with a virtio_net_hdr. They
 // become host-GSO PacketBuffers (stack.GSOTCPv4/GSOTCPv6, MSS = gso_size)
@@ -78,7 +86,8 @@ type Device struct {
 	once     sync.Once
 
 	stats devCounters
-	sys   devSys // platform part (device_linux.go)
+	sys   devSys    // the ioctl backend's part (tuntap_linux.go)
+	water *waterDev // the water backend's part (water.go); nil for ioctl
 }
 
 // Mode selects the kind of device: a TAP device carries Ethernet
@@ -136,8 +145,55 @@ type Options struct {
 	DisableOffloads bool
 
 	// MAC is the TAP device's Ethernet address. Empty keeps the kernel's
-	// (random) one. Ignored for TUN.
+	// (random) one. Ignored for TUN, and on Windows, where the adapter
+	// keeps its own (Device.MAC reports it).
 	MAC net.HardwareAddr
+
+	// Backend selects how the device is opened: BackendAuto (the zero
+	// value) is BackendIoctl on Linux and BackendWater elsewhere.
+	Backend Backend
+}
+
+// Backend is the code that opens and drives a device.
+type Backend int
+
+const (
+	// BackendAuto picks BackendIoctl on Linux and BackendWater elsewhere.
+	BackendAuto Backend = iota
+	// BackendIoctl opens /dev/net/tun with gnv's own ioctls: virtio-net
+	// offloads unless DisableOffloads, batched reads, writev. Linux only.
+	BackendIoctl
+	// BackendWater opens the device with github.com/songgao/water and
+	// moves plain, fully checksummed packets of at most MTU bytes: no
+	// offloads whatever DisableOffloads says, one packet per system call,
+	// a copy each way. The platform's own tools set the MTU and addresses
+	// where water does not (rtnetlink on Linux, ifconfig and route on
+	// macOS, netsh on Windows).
+	//
+	// Per platform: Linux, TAP and TUN. macOS, TUN only, as a utun device
+	// (Name empty or utunN) that Close removes; TAP would need the
+	// tuntaposx kernel extension, which gnv does not use; NoDAD is not
+	// applied. Windows, a tap-windows6 adapter
+	// (the OpenVPN TAP driver, ComponentId tap0901) that already exists,
+	// found by its connection name (Name; empty takes the first): TAP,
+	// or TUN through the driver's point-to-point emulation, which needs an
+	// IPv4 address in Addresses (the first one is given to the driver).
+	// Other systems (FreeBSD included): water has no support, and New
+	// fails with ErrUnsupported.
+	BackendWater
+)
+
+// String returns "auto", "ioctl" or "water".
+func (b Backend) String() string {
+	switch b {
+	case BackendAuto:
+		return "auto"
+	case BackendIoctl:
+		return "ioctl"
+	case BackendWater:
+		return "water"
+	}
+	return fmt.Sprintf("Backend(%d)", int(b))
 }
 
 // Stats are a Device's counters. "Read" is the kernel-to-tunnel
@@ -186,22 +242,25 @@ type devCounters struct {
 }
 
 // PermissionError is the error of New (or of Attach, which may set the
-// MTU) when the process lacks CAP_NET_ADMIN; errors.Is(err,
-// os.ErrPermission) holds for it too.
+// MTU) when the process lacks CAP_NET_ADMIN (on Linux; root on macOS,
+// Administrator on Windows); errors.Is(err, os.ErrPermission) holds for it
+// too.
 type PermissionError = netdev.PermissionError
 
 // ErrNoTUN is matched (errors.Is) by the error of New when the kernel has
-// no /dev/net/tun.
+// no /dev/net/tun, or, on Windows, no tap-windows6 adapter.
 var ErrNoTUN = netdev.ErrNoTUN
 
-// ErrUnsupported is matched (errors.Is) by the error of New on systems
-// other than Linux: TAP and TUN devices are implemented on Linux only.
-var ErrUnsupported = errors.New("TAP and TUN devices are supported on Linux only")
+// ErrUnsupported is matched (errors.Is) by the error of New when the
+// system, or the backend, cannot make the device asked for: TAP on macOS,
+// any device on systems water does not support (FreeBSD), BackendIoctl
+// off Linux. The error says what works instead.
+var ErrUnsupported = errors.New("not supported on " + runtime.GOOS)
 
 // New creates (or attaches to) a TAP or TUN device, sets its MTU
-// and MAC, brings it up and adds the addresses. It needs CAP_NET_ADMIN;
-// without it the error is a *PermissionError (and errors.Is(err,
-// os.ErrPermission)).
+// and MAC, brings it up and adds the addresses. It needs CAP_NET_ADMIN
+// (root on macOS, Administrator on Windows); without it the error is a
+// *PermissionError (and errors.Is(err, os.ErrPermission)).
 // Network namespaces: the device, and the sockets New keeps to
 // configure it later, live in the network namespace of the calling thread.
 //
@@ -210,10 +269,12 @@ func New(opts Options) (*Device, error) {
 	if opts.Mode != ModeTAP && opts.Mode != ModeTUN {
 		return nil, fmt.Errorf("device mode %d: valid modes are tap and tun", int(opts.Mode))
 	}
-	if len(opts.Name) >= 16 {
+	// Windows adapters have connection names ("Ethernet 2"), not
+	// interface names.
+	if len(opts.Name) >= 16 && runtime.GOOS != "windows" {
 		return nil, fmt.Errorf("device name %q is too long: at most 15 bytes", opts.Name)
 	}
-	if strings.ContainsAny(opts.Name, "/ \t\n:") {
+	if strings.ContainsAny(opts.Name, "/ \t\n:") && runtime.GOOS != "windows" {
 		return nil, fmt.Errorf("device name %q: names must not contain '/', ':' or spaces", opts.Name)
 	}
 	if opts.MTU != 0 && (opts.MTU < 68 || opts.MTU > 65535) {
@@ -230,7 +291,18 @@ func New(opts Options) (*Device, error) {
 		}
 	}
 	opts.Addresses = append([]netip.Prefix(nil), opts.Addresses...)
-	return openDevice(opts)
+	switch opts.Backend {
+	case BackendAuto:
+		if runtime.GOOS != "linux" {
+			return openWater(opts)
+		}
+		return openDevice(opts)
+	case BackendIoctl:
+		return openDevice(opts)
+	case BackendWater:
+		return openWater(opts)
+	}
+	return nil, fmt.Errorf("device backend %d: valid backends are auto, ioctl and water", int(opts.Backend))
 }
 
 // Attach connects the device to ep and starts moving packets: the device
@@ -262,7 +334,11 @@ func (d *Device) Attach(ep stack.LinkEndpoint) error {
 	}
 	epMTU := ep.MTU()
 	if d.opts.MTU == 0 {
-		if err := d.setMTU(epMTU); err != nil {
+		set := d.setMTU
+		if d.water != nil {
+			set = d.waterSetMTU
+		}
+		if err := set(epMTU); err != nil {
 			return err
 		}
 	} else if d.opts.MTU > epMTU {
@@ -274,7 +350,11 @@ func (d *Device) Attach(ep stack.LinkEndpoint) error {
 	d.ep = ep
 	// start allocates the write path's buffers; ep.Attach then publishes
 	// them (under ep's lock) to ep's receive goroutine.
-	d.start()
+	if d.water != nil {
+		d.waterStart()
+	} else {
+		d.start()
+	}
 	ep.Attach((*devDispatcher)(d))
 	return nil
 }
@@ -297,7 +377,7 @@ func (d *Device) MTU() uint32 { return d.mtu.Load() }
 func (d *Device) Created() bool { return d.created }
 
 // Offloads implements link.OffloadReporter: the offloads negotiated with
-// the kernel.
+// the kernel (none with BackendWater).
 func (d *Device) Offloads() link.Offloads { return d.offloads }
 
 // Stats returns a snapshot of the device's counters.
@@ -334,7 +414,11 @@ func (d *Device) Close() error {
 		if ep != nil {
 			ep.Attach(nil)
 		}
-		d.closeErr = d.close()
+		if d.water != nil {
+			d.closeErr = d.waterClose()
+		} else {
+			d.closeErr = d.close()
+		}
 	})
 	return d.closeErr
 }
@@ -351,6 +435,10 @@ func (p *devDispatcher) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, pkt 
 	d := (*Device)(p)
 	if d.closed.Load() {
 		d.stats.writeDrops.Add(1)
+		return
+	}
+	if d.water != nil {
+		d.waterWritePacket(pkt)
 		return
 	}
 	d.writePacket(pkt)

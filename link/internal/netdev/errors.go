@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"syscall"
 )
 
@@ -18,7 +19,18 @@ type PermissionError struct {
 }
 
 func (e *PermissionError) Error() string {
-	return fmt.Sprintf("%s %s device %s needs CAP_NET_ADMIN (run as root or grant the capability): %v", e.Op, e.Kind, deviceName(e.Name), e.Err)
+	return fmt.Sprintf("%s %s device %s needs %s: %v", e.Op, e.Kind, deviceName(e.Name), privilege(), e.Err)
+}
+
+// privilege says what it takes to create and configure a device here.
+func privilege() string {
+	switch runtime.GOOS {
+	case "linux":
+		return "CAP_NET_ADMIN (run as root or grant the capability)"
+	case "windows":
+		return "Administrator rights (run as Administrator)"
+	}
+	return "root (run as root)"
 }
 
 // Unwrap returns Err.

@@ -1,0 +1,172 @@
+//go:build linux
+
+package tuntap
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"syscall"
+
+	"github.com/gnv-project/gnv/link/internal/netdev"
+	"github.com/songgao/water"
+	"golang.org/x/sys/unix"
+)
+
+// On Linux, BackendWater is a plain fallback that must be asked for: the
+// ioctl backend already runs without offloads when the kernel refuses
+// IFF_VNET_HDR or DisableOffloads is set, on the same /dev/net/tun, so
+// falling back to water by itself would gain nothing. It serves to check
+// the portable code path on a system where tests run as root, and as a
+// second opinion when the ioctl backend is in doubt. water creates the
+// device; rtnetlink sets its MTU, MAC, state and addresses, as for the
+// ioctl backend.
+
+// waterLinux is a water device's configuration on Linux.
+type waterLinux struct {
+	nl      *netdev.Conn
+	ifindex int
+	kind    string
+	name    string
+	created bool
+	added   []netip.Prefix // addresses New added
+}
+
+// openWater is New for BackendWater after validation.
+func openWater(opts Options) (_ *Device, err error) {
+	kind := opts.Mode.kind()
+	h := &waterLinux{kind: kind}
+	if h.nl, err = netdev.Open(); err != nil {
+		return nil, fmt.Errorf("creating %s device %s: %w", kind, opts.Name, err)
+	}
+	defer func() {
+		if err != nil {
+			h.nl.Close()
+		}
+	}()
+	existed := false
+	if opts.Name != "" {
+		if _, err := h.nl.Ifindex(opts.Name); err == nil {
+			existed = true
+		}
+	}
+	op := "creating"
+	if existed {
+		op = "attaching to"
+	}
+	cfg := water.Config{DeviceType: water.TUN}
+	if opts.Mode == ModeTAP {
+		cfg.DeviceType = water.TAP
+	}
+	cfg.Name = opts.Name
+	// water sets TUNSETPERSIST to this: keep a persistent device so.
+	cfg.Persist = existed
+	// water opens /dev/net/tun without O_CLOEXEC: hold fork off until the
+	// flag is set, or a child could keep the device alive.
+	syscall.ForkLock.RLock()
+	ifce, err := water.New(cfg)
+	if err == nil {
+		err = setCloexec(ifce)
+	}
+	syscall.ForkLock.RUnlock()
+	if err != nil {
+		if ifce != nil {
+			ifce.Close()
+		}
+		switch {
+		case existed && errors.Is(err, unix.EINVAL):
+			return nil, fmt.Errorf("%s %s device %s: an interface of that name exists and is not a %s device", op, kind, opts.Name, kind)
+		case errors.Is(err, unix.EBUSY):
+			return nil, fmt.Errorf("%s %s device %s: the device is in use by another process", op, kind, opts.Name)
+		case errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENODEV):
+			err = &os.PathError{Op: "open", Path: "/dev/net/tun", Err: err}
+		}
+		return nil, netdev.DeviceError(op, kind, opts.Name, err)
+	}
+	defer func() {
+		if err != nil {
+			ifce.Close()
+		}
+	}()
+	h.name, h.created = ifce.Name(), !existed
+	if h.ifindex, err = h.nl.Ifindex(h.name); err != nil {
+		return nil, fmt.Errorf("%s device %s: interface index: %w", kind, h.name, err)
+	}
+	var mac net.HardwareAddr
+	if opts.Mode == ModeTAP {
+		if mac, err = h.nl.HWAddr(h.name); err != nil {
+			return nil, fmt.Errorf("%s device %s: hardware address: %w", kind, h.name, err)
+		}
+		if opts.MAC != nil {
+			mac = append(net.HardwareAddr(nil), opts.MAC...)
+		}
+	}
+	mtu, err := h.nl.MTU(h.name)
+	if err != nil {
+		return nil, fmt.Errorf("%s device %s: mtu: %w", kind, h.name, err)
+	}
+	if opts.MTU != 0 {
+		mtu = int(opts.MTU)
+	}
+	if err := h.nl.SetLink(h.ifindex, uint32(mtu), mac, true); err != nil {
+		return nil, netdev.DeviceError("configuring", kind, h.name, err)
+	}
+	for _, p := range opts.Addresses {
+		added, err := h.nl.Addr(unix.RTM_NEWADDR, h.ifindex, p, opts.NoDAD)
+		if err != nil {
+			h.removeAddresses()
+			return nil, netdev.DeviceError("configuring", kind, h.name, fmt.Errorf("address %s: %w", p, err))
+		}
+		if added {
+			h.added = append(h.added, p)
+		}
+	}
+	return newWaterDevice(opts, ifce, h, h.name, mac, uint32(mtu), h.created), nil
+}
+
+// waterDeleted reports whether a read error says that the interface was
+// deleted under the device (EBADFD).
+func waterDeleted(err error) bool { return errors.Is(err, unix.EBADFD) }
+
+// setCloexec sets FD_CLOEXEC on the descriptor of a water device.
+func setCloexec(ifce *water.Interface) error {
+	f, ok := ifce.ReadWriteCloser.(*os.File)
+	if !ok {
+		return fmt.Errorf("water device: unexpected type %T", ifce.ReadWriteCloser)
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	return rc.Control(func(fd uintptr) { unix.CloseOnExec(int(fd)) })
+}
+
+func (h *waterLinux) setMTU(mtu uint32) error {
+	if err := h.nl.SetLink(h.ifindex, mtu, nil, false); err != nil {
+		return netdev.DeviceError("configuring", h.kind, h.name, fmt.Errorf("mtu %d: %w", mtu, err))
+	}
+	return nil
+}
+
+func (h *waterLinux) close() error {
+	var err error
+	if !h.created {
+		err = h.removeAddresses()
+	}
+	h.nl.Close()
+	return err
+}
+
+// removeAddresses deletes the addresses New added.
+func (h *waterLinux) removeAddresses() error {
+	var errs []error
+	for _, p := range h.added {
+		if _, err := h.nl.Addr(unix.RTM_DELADDR, h.ifindex, p, false); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+			errs = append(errs, fmt.Errorf("removing address %s from %s: %w", p, h.name, err))
+		}
+	}
+	h.added = nil
+	return errors.Join(errs...)
+}
