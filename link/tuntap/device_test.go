@@ -39,16 +39,17 @@ func requireTun(t *testing.T) {
 func deviceGoroutines() int {
 	buf := make([]byte, 1<<20)
 	buf = buf[:runtime.Stack(buf, true)]
-	return strings.Count(string(buf), "link.(*Device).readLoop")
+	return strings.Count(string(buf), "tuntap.(*Device).readLoop")
 }
 
 // deviceGoroutinesSettled waits (boundedly) until the count of device
-// goroutines drops to want: Close waits for the read goroutine's WaitGroup,
+// goroutines is want: Close waits for the read goroutine's WaitGroup,
 // which it signals from a deferred call, so the goroutine may still be
-// on its way out for a moment when Close returns.
+// on its way out for a moment when Close returns; and a goroutine that
+// has not run yet does not show its function in a stack dump.
 func deviceGoroutinesSettled(want int) int {
 	n := deviceGoroutines()
-	for i := 0; i < 200 && n > want; i++ {
+	for i := 0; i < 200 && n != want; i++ {
 		time.Sleep(5 * time.Millisecond)
 		n = deviceGoroutines()
 	}
@@ -418,6 +419,11 @@ func TestDeviceOverlay(t *testing.T) {
 			a := newOverlaySide(t, nsA, mode, off, tc.noGRO, ulA, ulB, netip.MustParsePrefix("10.9.0.1/24"), netip.MustParsePrefix("fd09::1/64"))
 			b := newOverlaySide(t, nsB, mode, off, tc.noGRO, ulB, ulA, netip.MustParsePrefix("10.9.0.2/24"), netip.MustParsePrefix("fd09::2/64"))
 			t.Logf("device offloads: %s; mtu %d", a.dev.Offloads(), a.dev.MTU())
+			// Two devices up, two read loops: the count below must see them
+			// go, so it must see them here.
+			if n := deviceGoroutinesSettled(before + 2); n != before+2 {
+				t.Fatalf("%d device read loops running, want %d", n, before+2)
+			}
 			if a.dev.MTU() != a.ep.MTU() {
 				t.Errorf("device mtu %d, endpoint mtu %d", a.dev.MTU(), a.ep.MTU())
 			}
