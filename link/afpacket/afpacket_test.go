@@ -886,6 +886,12 @@ func TestPacketEndpointClose(t *testing.T) {
 		}
 	}()
 	time.Sleep(50 * time.Millisecond)
+	// The receive goroutine (the shared NIC's) runs now, so the wait for it
+	// to be gone below means something.
+	const rxLoop = "ethnic.(*NIC).receive"
+	if buf := make([]byte, 1<<20); !strings.Contains(string(buf[:runtime.Stack(buf, true)]), rxLoop) {
+		t.Fatalf("no %s goroutine while the endpoint is attached", rxLoop)
+	}
 	env.tr.Close()
 	destroyed := make(chan struct{})
 	go func() { env.s.Destroy(); close(destroyed) }()
@@ -908,7 +914,7 @@ func TestPacketEndpointClose(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		st := string(buf[:runtime.Stack(buf, true)])
-		if !strings.Contains(st, "(*Endpoint).rxLoop") {
+		if !strings.Contains(st, rxLoop) {
 			break
 		}
 		if time.Now().After(deadline) {
