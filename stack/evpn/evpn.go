@@ -7,7 +7,8 @@
 //
 //   - a Type-3 Inclusive Multicast Ethernet Tag route: originating router
 //     and PMSI tunnel (ingress replication, label = VNI) = this VTEP's
-//     underlay address;
+//     underlay address (for an IPv6 VTEP by default the router ID and no
+//     PMSI tunnel, which FRR 8.4 can carry: see Options.StrictIPv6);
 //   - Type-2 MAC/IP routes for the MACs behind this VTEP: a netstack
 //     overlay's own MAC with each of its addresses; for a TAP overlay the
 //     device's MAC and addresses and the MACs (and ARP/ND sender addresses)
@@ -104,6 +105,21 @@ type Options struct {
 	// connects to its peers, which is what route-reflector clients do.
 	ListenPort      int
 	ListenAddresses []netip.Addr
+
+	// StrictIPv6 makes the Type-3 route of an IPv6 VTEP what RFC 7432
+	// and RFC 8365 describe: the VTEP's IPv6 address as originating router
+	// and, in a PMSI tunnel attribute (ingress replication, 21 bytes), as
+	// tunnel identifier. FRR 8.4 (Debian 12's) parses neither: it takes
+	// IPv4 originating routers and tunnel identifiers only, and resets
+	// the session on anything else (FRR accepts IPv6 tunnel identifiers
+	// since 2026). So by default an IPv6 VTEP's Type-3 route names the
+	// router ID (IPv4) as originating router and has no PMSI tunnel
+	// attribute; its next hop is the VTEP, its route target the VNI. gnv
+	// takes the VTEP of a Type-3 route from its PMSI tunnel attribute, or
+	// else its next hop, and the VNI from the attribute's label, or else
+	// the one attached VNI that imports its route target: it understands
+	// both forms. IPv4 VTEPs always send the RFC form.
+	StrictIPv6 bool
 
 	// LocalInterval is how often the MACs learned behind TAP overlays are
 	// compared with what is advertised; 0 means 1 s.
@@ -312,7 +328,7 @@ func (s *Speaker) Attach(t *stack.Tunnel) error {
 	v.start()
 	// Routes received before the VNI was attached.
 	for _, r := range s.routes {
-		if r.vni == cfg.VNI && v.imports(r) {
+		if r.on == nil && s.importer(r) == v {
 			v.apply(r, true)
 		}
 	}
