@@ -113,11 +113,16 @@ func ctl(t *testing.T, p *upProc, args ...string) string {
 	return string(out)
 }
 
-func waitUntil(t *testing.T, what string, d time.Duration, ok func() bool) time.Duration {
+// waitUntil polls ok until it holds, or fails the test after d; detail,
+// if given, says what was last seen.
+func waitUntil(t *testing.T, what string, d time.Duration, ok func() bool, detail ...func() string) time.Duration {
 	t.Helper()
 	start := time.Now()
 	for !ok() {
 		if time.Since(start) > d {
+			if len(detail) > 0 {
+				t.Fatalf("no %s after %v: %s", what, d, detail[0]())
+			}
 			t.Fatalf("no %s after %v", what, d)
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -135,31 +140,87 @@ var statNum = func(s, re string) int {
 	return n
 }
 
+// evpnUnderlay is the underlay addressing of one TestNetnsEVPNWithFRR
+// variant.
+type evpnUnderlay struct {
+	name     string
+	rr       string // the reflector's address
+	bits     int    // the prefix length of the underlay subnet
+	listen   string // FRR's bgp listen range
+	routerID string // FRR's router ID
+	v6       bool
+}
+
+// host is host i's underlay (VTEP) address.
+func (u evpnUnderlay) host(i int) string {
+	if u.v6 {
+		return fmt.Sprintf("2001:db8:e::%d", i)
+	}
+	return fmt.Sprintf("192.0.2.%d", i)
+}
+
+// origin is the originating router of host i's Type-3 routes: its VTEP
+// address, or on an IPv6 underlay its router ID (evpn.Options.StrictIPv6).
+func (u evpnUnderlay) origin(i int) string {
+	if u.v6 {
+		return fmt.Sprintf("10.255.0.%d", i)
+	}
+	return u.host(i)
+}
+
+func (u evpnUnderlay) addAddr(t *testing.T, ns *netns.NS, addr string) {
+	t.Helper()
+	if u.v6 {
+		ns.MustRun(t, "ip", "addr", "add", fmt.Sprintf("%s/%d", addr, u.bits), "dev", "eth0", "nodad")
+	} else {
+		ns.MustRun(t, "ip", "addr", "add", fmt.Sprintf("%s/%d", addr, u.bits), "dev", "eth0")
+	}
+}
+
+var (
+	evpnV4 = evpnUnderlay{name: "ipv4", rr: "192.0.2.254", bits: 24, listen: "192.0.2.0/24", routerID: "192.0.2.254"}
+	evpnV6 = evpnUnderlay{name: "ipv6", rr: "2001:db8:e::fe", bits: 64, listen: "2001:db8:e::/64", routerID: "10.255.255.254", v6: true}
+)
+
 // TestNetnsEVPNWithFRR: an FRR bgpd route reflector and three gnv hosts in
 // namespaces on a bridge with no multicast, learning off: each gnv learns
-// the others only through BGP EVPN. An L2 VNI (TAP overlays) and an L3 VNI
-// (TUN overlays) per host; every pair pings and moves TCP with its content
-// checked, with no unknown-unicast flooding and ARP answered locally; FRR
-// shows every gnv's Type-2 and Type-3 routes; a VXLAN route FRR originates
-// (a kernel VXLAN device, advertise-all-vni) is ignored and counted; a
-// host that falls silent loses its entries on the others within the hold
-// time.
+// the others only through BGP EVPN. Two variants run in parallel, an IPv4
+// and an IPv6 underlay (VTEP addresses, BGP sessions and next hops IPv6,
+// router IDs IPv4 through --evpn-router-id). In each, an L2 VNI (TAP
+// overlays) and an L3 VNI (TUN overlays) per host; every pair pings and
+// moves TCP with its content checked, with no unknown-unicast flooding and
+// ARP answered locally; FRR shows every gnv's Type-2 and Type-3 routes; a
+// VXLAN route FRR originates (a kernel VXLAN device,
+// advertise-all-vni; IPv4 only) is ignored and counted; a host that falls
+// silent loses its entries on the others within the hold time.
 func TestNetnsEVPNWithFRR(t *testing.T) {
 	netns.RequireRoot(t)
 	requireFRR(t)
+	gnvBinary(t) // built once, before the variants start
+	for _, u := range []evpnUnderlay{evpnV4, evpnV6} {
+		t.Run(u.name, func(t *testing.T) {
+			t.Parallel()
+			evpnWithFRR(t, u)
+		})
+	}
+}
+
+func evpnWithFRR(t *testing.T, u evpnUnderlay) {
 	br := netns.New(t, "gnv-br")
 	br.MustRun(t, "ip", "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
 	br.MustRun(t, "ip", "link", "set", "br0", "up")
 	rrNS := netns.New(t, "gnv-rr")
 	netns.Veth(t, rrNS, "eth0", br, "prr")
 	br.MustRun(t, "ip", "link", "set", "prr", "master", "br0")
-	rrNS.MustRun(t, "ip", "addr", "add", "192.0.2.254/24", "dev", "eth0")
+	u.addAddr(t, rrNS, u.rr)
 
 	// FRR originates a VXLAN route for VNI 100 from a kernel VXLAN device,
 	// if the kernel has them.
 	extra := ""
 	vxlan := false
-	if _, err := rrNS.Run("ip", "link", "add", "vxlan100", "type", "vxlan", "id", "100", "local", "192.0.2.254", "dstport", "4789", "nolearning"); err == nil {
+	if u.v6 {
+		t.Logf("the VXLAN route check runs on the IPv4 underlay only")
+	} else if _, err := rrNS.Run("ip", "link", "add", "vxlan100", "type", "vxlan", "id", "100", "local", u.rr, "dstport", "4789", "nolearning"); err == nil {
 		rrNS.MustRun(t, "ip", "link", "add", "brv", "type", "bridge")
 		rrNS.MustRun(t, "ip", "link", "set", "vxlan100", "master", "brv")
 		rrNS.MustRun(t, "ip", "link", "set", "brv", "up")
@@ -168,7 +229,7 @@ func TestNetnsEVPNWithFRR(t *testing.T) {
 	} else {
 		t.Logf("no kernel VXLAN device (%v): the VXLAN route check is skipped", err)
 	}
-	rr := startFRR(t, rrNS, "192.0.2.254", 65000, "192.0.2.0/24", extra)
+	rr := startFRR(t, rrNS, u.routerID, 65000, u.listen, extra)
 
 	var hosts []*netns.NS
 	var procs []*upProc
@@ -176,13 +237,17 @@ func TestNetnsEVPNWithFRR(t *testing.T) {
 		h := netns.New(t, fmt.Sprintf("gnv-h%d", i))
 		netns.Veth(t, h, "eth0", br, fmt.Sprintf("p%d", i))
 		br.MustRun(t, "ip", "link", "set", fmt.Sprintf("p%d", i), "master", "br0")
-		h.MustRun(t, "ip", "addr", "add", fmt.Sprintf("192.0.2.%d/24", i), "dev", "eth0")
+		u.addAddr(t, h, u.host(i))
+		rid := ""
+		if u.v6 {
+			rid = fmt.Sprintf("evpn-router-id = 10.255.0.%d\n", i)
+		}
 		conf := filepath.Join(t.TempDir(), "gnv.conf")
 		os.WriteFile(conf, []byte(fmt.Sprintf(`underlay = udp
-local = 192.0.2.%[1]d
+local = %[2]s
 evpn-asn = 65000
-evpn-peer = 192.0.2.254
-evpn-hold = 9
+evpn-peer = %[3]s
+%[4]sevpn-hold = 9
 evpn-keepalive = 3
 [gnv0]
 vni = 100
@@ -193,15 +258,20 @@ addr = fd00:100::%[1]d/64
 vni = 200
 mode = l3
 addr = 10.200.0.%[1]d/24
-`, i)), 0o644)
+`, i, u.host(i), u.rr, rid)), 0o644)
 		hosts = append(hosts, h)
 		procs = append(procs, gnvUp(t, h, 2, "--config", conf))
 	}
 	start := time.Now()
 	for i, p := range procs {
+		var s string
 		waitUntil(t, fmt.Sprintf("EVPN routes on host %d", i+1), 30*time.Second, func() bool {
-			s := ctl(t, p, "evpn", "show")
+			s = ctl(t, p, "evpn", "show")
 			return strings.Contains(s, "vni 100 ") && strings.Count(s, " (type 3, flood list)") == 4 && strings.Count(s, "  remote ") == 4
+		}, func() string {
+			ss, _ := rrNS.Run("ss", "-tan")
+			log, _ := os.ReadFile(filepath.Join(rr.dir, "frr.log"))
+			return string(log) + s + "\nFRR:\n" + rr.vtysh(t, "show bgp l2vpn evpn summary") + rr.vtysh(t, "show bgp l2vpn evpn") + ss + p.stderr.String()
 		})
 	}
 	t.Logf("converged in %v", time.Since(start))
@@ -210,9 +280,9 @@ addr = 10.200.0.%[1]d/24
 	// FRR holds every gnv's Type-2 and Type-3 routes.
 	routes := rr.vtysh(t, "show bgp l2vpn evpn")
 	for i := 1; i <= 3; i++ {
-		if !strings.Contains(routes, fmt.Sprintf("[3]:[0]:[32]:[192.0.2.%d]", i)) || !strings.Contains(routes, fmt.Sprintf("[2]:[0]:[48]:")) ||
-			!strings.Contains(routes, fmt.Sprintf("[32]:[10.100.0.%d]", i)) {
-			t.Fatalf("FRR lacks host %d's routes:\n%s", i, routes)
+		if !strings.Contains(routes, fmt.Sprintf("[3]:[0]:[32]:[%s]", u.origin(i))) || !strings.Contains(routes, "[2]:[0]:[48]:") ||
+			!strings.Contains(routes, fmt.Sprintf("[32]:[10.100.0.%d]", i)) || !strings.Contains(routes, "ET:19") {
+			t.Fatalf("FRR lacks host %d's routes:\n%s", i+1, routes)
 		}
 	}
 	t.Logf("FRR: show bgp l2vpn evpn\n%s", routes)
@@ -260,7 +330,7 @@ addr = 10.200.0.%[1]d/24
 	took := waitUntil(t, "host 3's entries gone", 15*time.Second, func() bool {
 		for _, p := range procs[:2] {
 			s := ctl(t, p, "evpn", "show")
-			if strings.Contains(s, "192.0.2.3") {
+			if strings.Contains(s, u.host(3)) {
 				return false
 			}
 			if strings.Count(ctl(t, p, "fdb", "show", "--name", "gnv0"), "static evpn") != 1 {
