@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -159,6 +160,11 @@ func (u evpnUnderlay) host(i int) string {
 	return fmt.Sprintf("192.0.2.%d", i)
 }
 
+// vtep is how gnv fdb show prints host i's VTEP.
+func (u evpnUnderlay) vtep(i int) string {
+	return net.JoinHostPort(u.host(i), "6081")
+}
+
 // origin is the originating router of host i's Type-3 routes: its VTEP
 // address, or on an IPv6 underlay its router ID (evpn.Options.StrictIPv6).
 func (u evpnUnderlay) origin(i int) string {
@@ -167,6 +173,9 @@ func (u evpnUnderlay) origin(i int) string {
 	}
 	return u.host(i)
 }
+
+// rd is the route distinguisher of host i's VNI 100 as FRR prints it.
+func (u evpnUnderlay) rd(i int) string { return u.origin(i) + ":100" }
 
 func (u evpnUnderlay) addAddr(t *testing.T, ns *netns.NS, addr string) {
 	t.Helper()
@@ -190,7 +199,10 @@ var (
 // overlays) and an L3 VNI (TUN overlays) per host; every pair pings and
 // moves TCP with its content checked, with no unknown-unicast flooding and
 // ARP answered locally; FRR shows every gnv's Type-2 and Type-3 routes; a
-// VXLAN route FRR originates (a kernel VXLAN device,
+// guest behind the TAP overlay (a macvlan on it, in its own namespace)
+// with its own MAC is learned locally, advertised, moves from host to host
+// with rising MAC mobility sequence numbers that win everywhere, and ages
+// out; a VXLAN route FRR originates (a kernel VXLAN device,
 // advertise-all-vni; IPv4 only) is ignored and counted; a host that falls
 // silent loses its entries on the others within the hold time.
 func TestNetnsEVPNWithFRR(t *testing.T) {
@@ -204,6 +216,9 @@ func TestNetnsEVPNWithFRR(t *testing.T) {
 		})
 	}
 }
+
+// guestMAC is the MAC of the guest that moves between the hosts.
+const guestMAC = "02:00:00:00:aa:01"
 
 func evpnWithFRR(t *testing.T, u evpnUnderlay) {
 	br := netns.New(t, "gnv-br")
@@ -254,11 +269,12 @@ vni = 100
 mode = l2
 addr = 10.100.0.%[1]d/24
 addr = fd00:100::%[1]d/64
+timeout = %[5]d
 [gnv1]
 vni = 200
 mode = l3
 addr = 10.200.0.%[1]d/24
-`, i, u.host(i), u.rr, rid)), 0o644)
+`, i, u.host(i), u.rr, rid, guestAge)), 0o644)
 		hosts = append(hosts, h)
 		procs = append(procs, gnvUp(t, h, 2, "--config", conf))
 	}
@@ -318,6 +334,8 @@ addr = 10.200.0.%[1]d/24
 	}
 	t.Logf("gnv fdb show on host 1:\n%s", fdb)
 
+	guestMoves(t, u, rr, hosts, procs)
+
 	if vxlan {
 		waitUntil(t, "the VXLAN route ignored", 15*time.Second, func() bool {
 			return statNum(ctl(t, procs[0], "evpn", "show"), `ignored: encapsulation (\d+)`) > 0
@@ -340,4 +358,133 @@ addr = 10.200.0.%[1]d/24
 		return true
 	})
 	t.Logf("host 3's entries left the others %v after it fell silent", took)
+}
+
+// guestAge is the forwarding-table timeout (seconds) of the TAP overlays,
+// after which a silent guest's MAC is withdrawn.
+const guestAge = 5
+
+// guestMoves: a guest (a namespace with a macvlan on a host's TAP
+// overlay, MAC guestMAC) appears behind host 1, moves to host 2, then to
+// host 3, then falls silent. Each time the host it is behind learns its MAC
+// and addresses from the frames it sends and advertises them (sequence
+// number 0, then 1, then 2: RFC 7432 §15), the host it left withdraws its
+// route, every host forwards to the new VTEP, FRR holds the new host's
+// route only, and the guest is reachable from the other hosts. Silent, its
+// MAC ages out on host 3 and leaves every host and FRR.
+func guestMoves(t *testing.T, u evpnUnderlay, rr *frrRR, hosts []*netns.NS, procs []*upProc) {
+	g := netns.New(t, "gnv-guest")
+	var pinger *exec.Cmd
+	stopPinger := func() {
+		if pinger != nil {
+			_ = pinger.Process.Kill()
+			_ = pinger.Wait()
+			pinger = nil
+		}
+	}
+	defer stopPinger()
+	for step, at := range []int{1, 2, 3} {
+		stopPinger()
+		if step > 0 {
+			g.MustRun(t, "ip", "link", "del", "mv0")
+		}
+		// The guest's interface: a macvlan on the host's TAP overlay,
+		// moved into the guest's namespace.
+		h := hosts[at-1]
+		h.MustRun(t, "ip", "link", "add", "mv0", "link", "gnv0", "address", guestMAC, "type", "macvlan", "mode", "bridge")
+		h.MustRun(t, "ip", "link", "set", "mv0", "netns", g.Name)
+		g.MustRun(t, "ip", "addr", "add", "10.100.0.50/24", "dev", "mv0")
+		g.MustRun(t, "ip", "addr", "add", "fd00:100::50/64", "dev", "mv0", "nodad")
+		g.MustRun(t, "ip", "link", "set", "mv0", "up")
+		// The guest speaks (its ARP request and neighbour solicitation
+		// carry its addresses), and keeps speaking so as not to age out.
+		other := at%3 + 1
+		ping(t, g, fmt.Sprintf("10.100.0.%d", other))
+		ping(t, g, fmt.Sprintf("fd00:100::%d", other))
+		pinger = g.Command("ping", "-q", "-i", "0.5", fmt.Sprintf("10.100.0.%d", other))
+		if err := pinger.Start(); err != nil {
+			t.Fatal(err)
+		}
+		seq := step
+		start := time.Now()
+		var last string
+		waitUntil(t, fmt.Sprintf("the guest behind host %d everywhere (seq %d)", at, seq), 15*time.Second, func() bool {
+			for i, p := range procs {
+				s := ctl(t, p, "evpn", "show")
+				var want string
+				if i+1 == at {
+					want = fmt.Sprintf("  local  %s 10.100.0.50,fd00:100::50 seq %d\n", guestMAC, seq)
+				} else {
+					want = fmt.Sprintf("  remote %s 10.100.0.50,fd00:100::50 via %s seq %d\n", guestMAC, u.host(at), seq)
+					if !strings.Contains(ctl(t, p, "fdb", "show", "--name", "gnv0"), guestMAC+" "+u.vtep(at)+" static evpn") {
+						last = fmt.Sprintf("host %d does not forward to host %d", i+1, at)
+						return false
+					}
+				}
+				if !strings.Contains(s, want) {
+					last = fmt.Sprintf("host %d: want %q in\n%s", i+1, want, s)
+					return false
+				}
+			}
+			rds := frrMACRoutes(rr.vtysh(t, "show bgp l2vpn evpn"), guestMAC)
+			if len(rds) != 1 || rds[u.rd(at)] != seq {
+				last = fmt.Sprintf("FRR's routes for the guest: %v, want only %s with seq %d", rds, u.rd(at), seq)
+				return false
+			}
+			return true
+		}, func() string { return last })
+		t.Logf("the guest behind host %d: advertised with seq %d and installed everywhere in %v", at, seq, time.Since(start))
+		// Reachable from the other hosts, ARP answered by their gnv.
+		for i := range hosts {
+			if i+1 != at {
+				ping(t, hosts[i], "10.100.0.50")
+				ping(t, hosts[i], "fd00:100::50")
+			}
+		}
+	}
+	s := ctl(t, procs[2], "evpn", "show")
+	if statNum(s, `mac moves (\d+)`) == 0 {
+		t.Errorf("host 3 counted no MAC move:\n%s", s)
+	}
+	t.Logf("gnv evpn show on host 3:\n%s", s)
+
+	// The guest falls silent: host 3 ages its MAC out and withdraws it.
+	stopPinger()
+	g.MustRun(t, "ip", "link", "del", "mv0")
+	took := waitUntil(t, "the silent guest's MAC gone", time.Duration(guestAge+10)*time.Second, func() bool {
+		for _, p := range procs {
+			if strings.Contains(ctl(t, p, "evpn", "show"), guestMAC) || strings.Contains(ctl(t, p, "fdb", "show", "--name", "gnv0"), guestMAC) {
+				return false
+			}
+		}
+		return len(frrMACRoutes(rr.vtysh(t, "show bgp l2vpn evpn"), guestMAC)) == 0
+	})
+	t.Logf("the silent guest's MAC left every host and FRR %v after it fell silent (timeout %d s)", took, guestAge)
+}
+
+// frrMACRoutes parses FRR's show bgp l2vpn evpn: the route distinguishers
+// of the Type-2 routes for mac, with their MAC mobility sequence numbers
+// (0 without the community).
+func frrMACRoutes(out, mac string) map[string]int {
+	rds := map[string]int{}
+	rd, in := "", false
+	for _, l := range strings.Split(out, "\n") {
+		l = strings.TrimSpace(l)
+		switch {
+		case strings.HasPrefix(l, "Route Distinguisher: "):
+			rd, in = strings.TrimPrefix(l, "Route Distinguisher: "), false
+		case strings.Contains(l, "[2]:[0]:[48]:[") && strings.Contains(l, "]:"):
+			in = strings.Contains(l, "[48]:["+mac+"]")
+			if in {
+				if _, ok := rds[rd]; !ok {
+					rds[rd] = 0
+				}
+			}
+		case strings.HasPrefix(l, "*") || strings.HasPrefix(l, "["):
+			in = false
+		case in && strings.Contains(l, "MM:"):
+			rds[rd] = statNum(l, `MM:(\d+)`)
+		}
+	}
+	return rds
 }
