@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -204,7 +205,10 @@ var (
 // with rising MAC mobility sequence numbers that win everywhere, and ages
 // out; a VXLAN route FRR originates (a kernel VXLAN device,
 // advertise-all-vni; IPv4 only) is ignored and counted; a host that falls
-// silent loses its entries on the others within the hold time.
+// silent loses its entries on the others within the hold time. A capture
+// of the reflector's BGP sessions decodes in tshark with EVPN route types 2
+// and 3, the Geneve encapsulation community and the mobility sequence
+// numbers, and nothing malformed.
 func TestNetnsEVPNWithFRR(t *testing.T) {
 	netns.RequireRoot(t)
 	requireFRR(t)
@@ -244,6 +248,7 @@ func evpnWithFRR(t *testing.T, u evpnUnderlay) {
 	} else {
 		t.Logf("no kernel VXLAN device (%v): the VXLAN route check is skipped", err)
 	}
+	capture := startBGPCapture(t, rrNS)
 	rr := startFRR(t, rrNS, u.routerID, 65000, u.listen, extra)
 
 	var hosts []*netns.NS
@@ -341,6 +346,9 @@ addr = 10.200.0.%[1]d/24
 			return statNum(ctl(t, procs[0], "evpn", "show"), `ignored: encapsulation (\d+)`) > 0
 		})
 	}
+
+	// The wire: every session's UPDATEs, decoded by tshark.
+	capture.check(t, u)
 
 	// Host 3 falls silent (its link goes down): the reflector's hold
 	// timer, 9 s, withdraws its routes.
@@ -487,4 +495,113 @@ func frrMACRoutes(out, mac string) map[string]int {
 		}
 	}
 	return rds
+}
+
+// bgpCapture is tcpdump on the reflector's BGP sessions.
+type bgpCapture struct {
+	cmd  *exec.Cmd
+	file string
+	out  *lockedBuf
+}
+
+// startBGPCapture captures TCP port 179 on ns's eth0, or returns nil (and
+// says so) when tcpdump or tshark is missing.
+func startBGPCapture(t *testing.T, ns *netns.NS) *bgpCapture {
+	for _, tool := range []string{"tcpdump", "tshark"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Logf("no %s (apt-get install tcpdump tshark, as .ci/run does): the wire check of the BGP sessions is skipped", tool)
+			return nil
+		}
+	}
+	c := &bgpCapture{file: filepath.Join(t.TempDir(), "bgp.pcap"), out: &lockedBuf{}}
+	c.cmd = ns.Command("tcpdump", "-i", "eth0", "-n", "-U", "-Z", "root", "-s", "0", "-w", c.file, "tcp", "port", "179")
+	c.cmd.Stdout, c.cmd.Stderr = c.out, c.out
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.stop)
+	waitUntil(t, "tcpdump listening", 10*time.Second, func() bool { return strings.Contains(c.out.String(), "listening on") })
+	return c
+}
+
+func (c *bgpCapture) stop() {
+	if c.cmd.ProcessState == nil {
+		_ = c.cmd.Process.Signal(os.Interrupt)
+		_ = c.cmd.Wait()
+	}
+}
+
+// check stops the capture and decodes it: each gnv sends UPDATEs with
+// EVPN NLRI of route types 2 and 3 whose next hop is its VTEP address,
+// under the Geneve encapsulation community (tunnel type 19); the
+// reflector passes them on; MAC mobility sequence numbers 1 and 2 are on
+// the wire; nothing is malformed and tshark reports no error.
+func (c *bgpCapture) check(t *testing.T, u evpnUnderlay) {
+	if c == nil {
+		return
+	}
+	c.stop()
+	tshark := func(args ...string) string {
+		var stderr strings.Builder
+		cmd := exec.Command("tshark", append([]string{"-r", c.file}, args...)...)
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("tshark %v: %v: %s", args, err, stderr.String())
+		}
+		return strings.TrimSpace(string(out))
+	}
+	if bad := tshark("-Y", "_ws.malformed || _ws.expert.severity == error"); bad != "" {
+		t.Errorf("malformed or erroneous packets in the BGP capture:\n%s", bad)
+	}
+	srcField, nhField := "ip.src", "bgp.update.path_attribute.mp_reach_nlri.next_hop.ipv4"
+	if u.v6 {
+		srcField, nhField = "ipv6.src", "bgp.update.path_attribute.mp_reach_nlri.next_hop.ipv6"
+	}
+	// One line per UPDATE message: the sender, the route types, the
+	// next hop, the tunnel types and the MAC mobility sequence numbers.
+	out := tshark("-Y", "bgp.type == 2 && bgp.evpn.nlri", "-T", "fields", "-E", "separator=|", "-E", "occurrence=a", "-E", "aggregator=,",
+		"-e", srcField, "-e", "bgp.evpn.nlri.rt", "-e", nhField, "-e", "bgp.ext_com.tunnel_type", "-e", "bgp.ext_com_evpn.mmac.seq")
+	type seen struct{ t2, t3, geneve, fromRR bool }
+	per := map[string]*seen{}
+	seqs := map[string]bool{}
+	updates := 0
+	for _, l := range strings.Split(out, "\n") {
+		f := strings.Split(l, "|")
+		if len(f) != 5 {
+			continue
+		}
+		updates++
+		src, types, nhs, tunnels := f[0], strings.Split(f[1], ","), strings.Split(f[2], ","), strings.Split(f[3], ",")
+		for _, s := range strings.Split(f[4], ",") {
+			seqs[s] = true
+		}
+		for i := 1; i <= 3; i++ {
+			h := u.host(i)
+			if !slices.Contains(nhs, h) {
+				continue
+			}
+			if per[h] == nil {
+				per[h] = &seen{}
+			}
+			st := per[h]
+			st.t2 = st.t2 || slices.Contains(types, "2")
+			st.t3 = st.t3 || slices.Contains(types, "3")
+			st.geneve = st.geneve || slices.Contains(tunnels, "19")
+			st.fromRR = st.fromRR || src == u.rr
+			if src == h && (slices.Contains(tunnels, "8") || !slices.Contains(tunnels, "19")) {
+				t.Errorf("an UPDATE from host %d lacks the Geneve encapsulation community or carries another: %s", i, l)
+			}
+		}
+	}
+	for i := 1; i <= 3; i++ {
+		st := per[u.host(i)]
+		if st == nil || !st.t2 || !st.t3 || !st.geneve || !st.fromRR {
+			t.Errorf("the capture lacks host %d's Type-2 and Type-3 routes with tunnel type 19, sent and reflected (%+v):\n%s", i, st, out)
+		}
+	}
+	if !seqs["1"] || !seqs["2"] {
+		t.Errorf("the capture lacks MAC mobility sequence numbers 1 and 2 (%v)", seqs)
+	}
+	t.Logf("the BGP capture: %d UPDATEs with EVPN NLRI, route types 2 and 3 from every host under tunnel type 19 (Geneve), mobility sequence numbers 1 and 2, nothing malformed", updates)
 }
