@@ -50,6 +50,7 @@ import (
 	"github.com/gnv-project/gnv/stack"
 	api "github.com/osrg/gobgp/v4/api"
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	"github.com/osrg/gobgp/v4/pkg/config/oc"
 	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v4/pkg/server"
 )
@@ -189,8 +190,12 @@ func New(o Options) (*Speaker, error) {
 			addrs = append(addrs, a.String())
 		}
 	}
+	// Only the EVPN family: GoBGP makes two tables per family of the
+	// global configuration, about 200 KiB each before a route, and by
+	// default that is every family it knows (10 MiB).
 	if err := s.bgp.StartBgp(context.Background(), &api.StartBgpRequest{Global: &api.Global{
 		Asn: o.ASN, RouterId: o.RouterID.String(), ListenPort: listen, ListenAddresses: addrs,
+		Families: []uint32{uint32(oc.AfiSafiTypeToIntMap[oc.AFI_SAFI_TYPE_L2VPN_EVPN])},
 	}}); err != nil {
 		s.bgp.Stop()
 		return nil, fmt.Errorf("evpn: start BGP: %w", err)
