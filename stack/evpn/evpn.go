@@ -155,7 +155,8 @@ type Speaker struct {
 
 	mu      sync.Mutex
 	vnis    map[uint32]*vni
-	routes  map[routeKey]*route // every usable EVPN best path received
+	routes  map[routeKey]*route // every usable EVPN route received, per peer
+	peerIDs map[netip.Addr]uint16
 	nextHop netip.Addr
 	closed  bool
 	stats   Stats
@@ -172,7 +173,7 @@ func New(o Options) (*Speaker, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Speaker{opts: o, log: log, vnis: map[uint32]*vni{}, routes: map[routeKey]*route{}, nextHop: o.NextHop.Unmap(), done: make(chan struct{}), started: time.Now()}
+	s := &Speaker{opts: o, log: log, vnis: map[uint32]*vni{}, routes: map[routeKey]*route{}, peerIDs: map[netip.Addr]uint16{}, nextHop: o.NextHop.Unmap(), done: make(chan struct{}), started: time.Now()}
 	if o.RouteTarget != "" {
 		rt, err := parseRT(o.RouteTarget)
 		if err != nil {
@@ -202,10 +203,10 @@ func New(o Options) (*Speaker, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	if err := s.bgp.WatchEvent(ctx, server.WatchEventMessageCallbacks{OnBestPath: s.onBestPath}, server.WatchBestPath(true)); err != nil {
+	if err := s.receiveOnly(ctx); err != nil {
 		cancel()
 		s.bgp.Stop()
-		return nil, fmt.Errorf("evpn: watch: %w", err)
+		return nil, err
 	}
 	for _, p := range o.Peers {
 		if err := s.addPeer(p); err != nil {
@@ -216,6 +217,38 @@ func New(o Options) (*Speaker, error) {
 	}
 	go s.localLoop(ctx)
 	return s, nil
+}
+
+// localOnly is the import policy of GoBGP's global RIB: this VTEP's own
+// routes, nothing received.
+const localOnly = "gnv-evpn-local-only"
+
+// receiveOnly makes the routes peers send reach the speaker as they
+// arrive (GoBGP's pre-policy updates, and the withdrawals it makes when a
+// peer goes down) and nowhere else: an import policy keeps them out of
+// GoBGP's Loc-RIB, which would otherwise hold a second table of them, a
+// MAC index and a route-target index (about 430 bytes per route).
+// GoBGP's Adj-RIB-In still holds each received path; the speaker chooses
+// among the copies of a route from several peers itself (routeKey.peer).
+func (s *Speaker) receiveOnly(ctx context.Context) error {
+	if err := s.bgp.AddPolicy(ctx, &api.AddPolicyRequest{Policy: &api.Policy{Name: localOnly, Statements: []*api.Statement{{
+		Name:       localOnly,
+		Conditions: &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL},
+		Actions:    &api.Actions{RouteAction: api.RouteAction_ROUTE_ACTION_ACCEPT},
+	}}}}); err != nil {
+		return fmt.Errorf("evpn: import policy: %w", err)
+	}
+	if err := s.bgp.AddPolicyAssignment(ctx, &api.AddPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
+		Name: "global", Direction: api.PolicyDirection_POLICY_DIRECTION_IMPORT,
+		Policies: []*api.Policy{{Name: localOnly}}, DefaultAction: api.RouteAction_ROUTE_ACTION_REJECT,
+	}}); err != nil {
+		return fmt.Errorf("evpn: import policy: %w", err)
+	}
+	if err := s.bgp.WatchEvent(ctx, server.WatchEventMessageCallbacks{OnPathUpdate: s.onUpdate},
+		server.WatchUpdate(false, "", ""), server.WatchAdjInWithdraw()); err != nil {
+		return fmt.Errorf("evpn: watch: %w", err)
+	}
+	return nil
 }
 
 func (o *Options) validate() error {

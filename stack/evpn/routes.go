@@ -14,13 +14,15 @@ import (
 	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
 )
 
-// routeKey identifies a received route: its NLRI (route type, RD, MAC,
-// address), without allocating a string per route.
+// routeKey identifies a received route: the peer it came from and its
+// NLRI (route type, RD, MAC, address), without allocating a string per
+// route. With several route reflectors each sends its copy of a route.
 type routeKey struct {
-	typ uint8
-	rd  uint64
-	mac [6]byte
-	ip  netip.Addr
+	typ  uint8
+	peer uint16 // Speaker.peerIDs
+	rd   uint64
+	mac  [6]byte
+	ip   netip.Addr
 }
 
 // route is a usable EVPN best path received from a peer.
@@ -186,9 +188,11 @@ func parse(p *apiutil.Path) (routeKey, *route, ignore) {
 	return k, r, use
 }
 
-// onBestPath is GoBGP's best-path callback: received routes change the
-// attached VNIs' forwarding state.
-func (s *Speaker) onBestPath(paths []*apiutil.Path, _ time.Time) {
+// onUpdate is GoBGP's callback for the routes peers send (and withdraw,
+// also when a peer goes down): they change the attached VNIs' forwarding
+// state. Each peer's copy of a route counts on its own; the winner among
+// the routes for a MAC or an address is chosen per VNI (winner).
+func (s *Speaker) onUpdate(paths []*apiutil.Path, _ time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -199,6 +203,10 @@ func (s *Speaker) onBestPath(paths []*apiutil.Path, _ time.Time) {
 			continue // not EVPN, or one of ours
 		}
 		k, r, why := parse(p)
+		k.peer = s.peerID(p.PeerAddress)
+		if r != nil {
+			r.key.peer = k.peer
+		}
 		if old := s.routes[k]; old != nil && (p.Withdrawal || r != nil || why != use) {
 			delete(s.routes, k)
 			if old.on != nil {
@@ -231,6 +239,16 @@ func (s *Speaker) onBestPath(paths []*apiutil.Path, _ time.Time) {
 			s.stats.IgnoredRT++
 		}
 	}
+}
+
+// peerID numbers the peers routes come from, for routeKey.
+func (s *Speaker) peerID(a netip.Addr) uint16 {
+	id, ok := s.peerIDs[a]
+	if !ok {
+		id = uint16(len(s.peerIDs))
+		s.peerIDs[a] = id
+	}
+	return id
 }
 
 // importer is the attached VNI that takes r: the VNI of its label if that
