@@ -26,6 +26,7 @@ type evpnFlags struct {
 	rt        string
 	hold      int
 	keepalive int
+	strictV6  bool
 }
 
 func addEVPNFlags(fs *pflag.FlagSet, e *evpnFlags) {
@@ -34,6 +35,7 @@ func addEVPNFlags(fs *pflag.FlagSet, e *evpnFlags) {
 	fs.StringVar(&e.routerID, "evpn-router-id", "", "BGP router ID, an IPv4 address (default: the VTEP address --local or --underlay-addr, if IPv4)")
 	fs.StringVar(&e.rt, "evpn-rt", "", "route target of every interface, AS:N or IP:N (default: ASN:VNI per interface, as FRR derives it)")
 	fs.IntVar(&e.hold, "evpn-hold", 90, "BGP hold time in seconds, 3..65535: a peer silent this long is down and its routes go")
+	fs.BoolVar(&e.strictV6, "evpn-strict-ipv6", false, "with an IPv6 VTEP address, send the Type-3 route as the RFCs have it (IPv6 originating router and PMSI tunnel identifier); by default it names the router ID and has no PMSI tunnel attribute, which FRR 8.4 needs")
 	fs.IntVar(&e.keepalive, "evpn-keepalive", 0, "BGP keepalive interval in seconds, 1..hold/3 (default: hold/3, at most 30)")
 }
 
@@ -42,8 +44,8 @@ func addEVPNFlags(fs *pflag.FlagSet, e *evpnFlags) {
 // --underlay-addr).
 func (e *evpnFlags) plan(local netip.Addr) (*evpn.Options, error) {
 	if e.asn == 0 {
-		if len(e.peers) > 0 || e.routerID != "" || e.rt != "" {
-			return nil, fmt.Errorf("--evpn-peer, --evpn-router-id and --evpn-rt need --evpn-asn: the AS the BGP EVPN speaker runs in")
+		if len(e.peers) > 0 || e.routerID != "" || e.rt != "" || e.strictV6 {
+			return nil, fmt.Errorf("--evpn-peer, --evpn-router-id, --evpn-rt and --evpn-strict-ipv6 need --evpn-asn: the AS the BGP EVPN speaker runs in")
 		}
 		return nil, nil
 	}
@@ -91,6 +93,7 @@ func (e *evpnFlags) plan(local netip.Addr) (*evpn.Options, error) {
 		return nil, fmt.Errorf("--evpn-hold %d out of range: valid hold times are 3..65535 seconds", e.hold)
 	}
 	o.HoldTime = time.Duration(e.hold) * time.Second
+	o.StrictIPv6 = e.strictV6
 	if e.keepalive != 0 {
 		if e.keepalive < 1 || e.keepalive > e.hold/3 {
 			return nil, fmt.Errorf("--evpn-keepalive %d out of range: valid intervals are 1..%d seconds (a third of --evpn-hold)", e.keepalive, e.hold/3)

@@ -15,7 +15,7 @@ func TestEVPNFlags(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--evpn-asn", "0", "--evpn-peer", "192.0.2.254"}, "--evpn-peer, --evpn-router-id and --evpn-rt need --evpn-asn"},
+		{[]string{"--evpn-asn", "0", "--evpn-peer", "192.0.2.254"}, "--evpn-peer, --evpn-router-id, --evpn-rt and --evpn-strict-ipv6 need --evpn-asn"},
 		{[]string{"--evpn-asn", "4294967296", "--evpn-peer", "192.0.2.254"}, "--evpn-asn 4294967296 out of range: valid AS numbers are 1..4294967295"},
 		{[]string{"--evpn-asn", "65000"}, "--evpn-asn needs --evpn-peer"},
 		{[]string{"--evpn-asn", "65000", "--evpn-peer", "rr.example"}, `--evpn-peer "rr.example": want ADDR or ADDR:PORT`},

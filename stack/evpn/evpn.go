@@ -7,7 +7,8 @@
 //
 //   - a Type-3 Inclusive Multicast Ethernet Tag route: originating router
 //     and PMSI tunnel (ingress replication, label = VNI) = this VTEP's
-//     underlay address;
+//     underlay address (for an IPv6 VTEP by default the router ID and no
+//     PMSI tunnel, which FRR 8.4 can carry: see Options.StrictIPv6);
 //   - Type-2 MAC/IP routes for the MACs behind this VTEP: a netstack
 //     overlay's own MAC with each of its addresses; for a TAP overlay the
 //     device's MAC and addresses and the MACs (and ARP/ND sender addresses)
@@ -49,6 +50,7 @@ import (
 	"github.com/gnv-project/gnv/stack"
 	api "github.com/osrg/gobgp/v4/api"
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	"github.com/osrg/gobgp/v4/pkg/config/oc"
 	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v4/pkg/server"
 )
@@ -105,6 +107,21 @@ type Options struct {
 	ListenPort      int
 	ListenAddresses []netip.Addr
 
+	// StrictIPv6 makes the Type-3 route of an IPv6 VTEP what RFC 7432
+	// and RFC 8365 describe: the VTEP's IPv6 address as originating router
+	// and, in a PMSI tunnel attribute (ingress replication, 21 bytes), as
+	// tunnel identifier. FRR 8.4 (Debian 12's) parses neither: it takes
+	// IPv4 originating routers and tunnel identifiers only, and resets
+	// the session on anything else (FRR accepts IPv6 tunnel identifiers
+	// since 2026). So by default an IPv6 VTEP's Type-3 route names the
+	// router ID (IPv4) as originating router and has no PMSI tunnel
+	// attribute; its next hop is the VTEP, its route target the VNI. gnv
+	// takes the VTEP of a Type-3 route from its PMSI tunnel attribute, or
+	// else its next hop, and the VNI from the attribute's label, or else
+	// the one attached VNI that imports its route target: it understands
+	// both forms. IPv4 VTEPs always send the RFC form.
+	StrictIPv6 bool
+
 	// LocalInterval is how often the MACs learned behind TAP overlays are
 	// compared with what is advertised; 0 means 1 s.
 	LocalInterval time.Duration
@@ -138,7 +155,8 @@ type Speaker struct {
 
 	mu      sync.Mutex
 	vnis    map[uint32]*vni
-	routes  map[routeKey]*route // every usable EVPN best path received
+	routes  map[routeKey]*route // every usable EVPN route received, per peer
+	peerIDs map[netip.Addr]uint16
 	nextHop netip.Addr
 	closed  bool
 	stats   Stats
@@ -155,7 +173,7 @@ func New(o Options) (*Speaker, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Speaker{opts: o, log: log, vnis: map[uint32]*vni{}, routes: map[routeKey]*route{}, nextHop: o.NextHop.Unmap(), done: make(chan struct{}), started: time.Now()}
+	s := &Speaker{opts: o, log: log, vnis: map[uint32]*vni{}, routes: map[routeKey]*route{}, peerIDs: map[netip.Addr]uint16{}, nextHop: o.NextHop.Unmap(), done: make(chan struct{}), started: time.Now()}
 	if o.RouteTarget != "" {
 		rt, err := parseRT(o.RouteTarget)
 		if err != nil {
@@ -173,18 +191,22 @@ func New(o Options) (*Speaker, error) {
 			addrs = append(addrs, a.String())
 		}
 	}
+	// Only the EVPN family: GoBGP makes two tables per family of the
+	// global configuration, about 200 KiB each before a route, and by
+	// default that is every family it knows (10 MiB).
 	if err := s.bgp.StartBgp(context.Background(), &api.StartBgpRequest{Global: &api.Global{
 		Asn: o.ASN, RouterId: o.RouterID.String(), ListenPort: listen, ListenAddresses: addrs,
+		Families: []uint32{uint32(oc.AfiSafiTypeToIntMap[oc.AFI_SAFI_TYPE_L2VPN_EVPN])},
 	}}); err != nil {
 		s.bgp.Stop()
 		return nil, fmt.Errorf("evpn: start BGP: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	if err := s.bgp.WatchEvent(ctx, server.WatchEventMessageCallbacks{OnBestPath: s.onBestPath}, server.WatchBestPath(true)); err != nil {
+	if err := s.receiveOnly(ctx); err != nil {
 		cancel()
 		s.bgp.Stop()
-		return nil, fmt.Errorf("evpn: watch: %w", err)
+		return nil, err
 	}
 	for _, p := range o.Peers {
 		if err := s.addPeer(p); err != nil {
@@ -195,6 +217,38 @@ func New(o Options) (*Speaker, error) {
 	}
 	go s.localLoop(ctx)
 	return s, nil
+}
+
+// localOnly is the import policy of GoBGP's global RIB: this VTEP's own
+// routes, nothing received.
+const localOnly = "gnv-evpn-local-only"
+
+// receiveOnly makes the routes peers send reach the speaker as they
+// arrive (GoBGP's pre-policy updates, and the withdrawals it makes when a
+// peer goes down) and nowhere else: an import policy keeps them out of
+// GoBGP's Loc-RIB, which would otherwise hold a second table of them, a
+// MAC index and a route-target index (about 430 bytes per route).
+// GoBGP's Adj-RIB-In still holds each received path; the speaker chooses
+// among the copies of a route from several peers itself (routeKey.peer).
+func (s *Speaker) receiveOnly(ctx context.Context) error {
+	if err := s.bgp.AddPolicy(ctx, &api.AddPolicyRequest{Policy: &api.Policy{Name: localOnly, Statements: []*api.Statement{{
+		Name:       localOnly,
+		Conditions: &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL},
+		Actions:    &api.Actions{RouteAction: api.RouteAction_ROUTE_ACTION_ACCEPT},
+	}}}}); err != nil {
+		return fmt.Errorf("evpn: import policy: %w", err)
+	}
+	if err := s.bgp.AddPolicyAssignment(ctx, &api.AddPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
+		Name: "global", Direction: api.PolicyDirection_POLICY_DIRECTION_IMPORT,
+		Policies: []*api.Policy{{Name: localOnly}}, DefaultAction: api.RouteAction_ROUTE_ACTION_REJECT,
+	}}); err != nil {
+		return fmt.Errorf("evpn: import policy: %w", err)
+	}
+	if err := s.bgp.WatchEvent(ctx, server.WatchEventMessageCallbacks{OnPathUpdate: s.onUpdate},
+		server.WatchUpdate(false, "", ""), server.WatchAdjInWithdraw()); err != nil {
+		return fmt.Errorf("evpn: watch: %w", err)
+	}
+	return nil
 }
 
 func (o *Options) validate() error {
@@ -312,7 +366,7 @@ func (s *Speaker) Attach(t *stack.Tunnel) error {
 	v.start()
 	// Routes received before the VNI was attached.
 	for _, r := range s.routes {
-		if r.vni == cfg.VNI && v.imports(r) {
+		if r.on == nil && s.importer(r) == v {
 			v.apply(r, true)
 		}
 	}

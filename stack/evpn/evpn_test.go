@@ -311,3 +311,66 @@ func TestOptionsErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestType3WithoutPMSI: a Type-3 route without a PMSI tunnel attribute
+// (what an IPv6 VTEP sends by default, Options.StrictIPv6) puts its next
+// hop, not its originating router, in the flood list of the VNI that
+// imports its route target; one with a route target no VNI imports is
+// ignored. A speaker with an IPv6 VTEP sends its Type-3 route in that
+// form, and in the RFC form with StrictIPv6.
+func TestType3WithoutPMSI(t *testing.T) {
+	// Speakers with IPv6 VTEPs: the Type-3 routes they send. They start
+	// first and never connect: GoBGP's StartBgp sets package variables
+	// that running servers read.
+	f := testutil.NewFabric(testutil.FabricOptions{Seed: 3})
+	defer f.Close()
+	tun := tunnel(t, f, 1, endpoint.L2)
+	for i, strict := range []bool{false, true} {
+		s, err := New(Options{
+			ASN: testASN, RouterID: netip.AddrFrom4([4]byte{10, 255, 0, byte(2 + i)}), NextHop: netip.MustParseAddr(fmt.Sprintf("2001:db8::%d", 2+i)),
+			Peers: []Peer{{Address: netip.MustParseAddr("127.0.0.10"), Port: 1}}, ConnectRetry: time.Hour, StrictIPv6: strict,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		v := newVNI(s, tun)
+		s.mu.Lock()
+		v.start()
+		s.mu.Unlock()
+		n := v.imet.Nlri.(*bgp.EVPNNLRI).RouteTypeData.(*bgp.EVPNMulticastEthernetTagRoute)
+		pmsi := false
+		for _, a := range v.imet.Attrs {
+			if _, ok := a.(*bgp.PathAttributePmsiTunnel); ok {
+				pmsi = true
+			}
+		}
+		want := s.opts.RouterID
+		if strict {
+			want = s.nextHop
+		}
+		if n.IPAddress != want || pmsi != strict {
+			t.Errorf("StrictIPv6 %v: originating router %v, PMSI tunnel attribute %v; want %v, %v", strict, n.IPAddress, pmsi, want, strict)
+		}
+	}
+
+	rr := newReflector(t, 3)
+	sp := rr.speaker(t, 1, netip.Addr{})
+	defer sp.Close()
+	if err := sp.Attach(tun); err != nil {
+		t.Fatal(err)
+	}
+	rt, _ := autoRT(testASN, 100)
+	other, _ := autoRT(testASN, 300)
+	geneve := bgp.NewEncapExtended(bgp.TUNNEL_TYPE_GENEVE)
+	for k, ec := range []bgp.ExtendedCommunityInterface{rt, other} {
+		orig := netip.AddrFrom4([4]byte{10, 255, 0, byte(77 + k)})
+		rd, _ := bgp.NewRouteDistinguisherIPAddressAS(orig, 100)
+		n, _ := bgp.NewEVPNMulticastEthernetTagRoute(rd, 0, orig)
+		rr.inject(t, n, netip.AddrFrom4([4]byte{192, 0, 2, byte(77 + k)}), ec, geneve)
+	}
+	waitFor(t, "the VTEP of the route without PMSI", 10*time.Second, func() bool {
+		r := tun.Endpoint().FloodRemotes()
+		return len(r) == 1 && r[0].Addr() == netip.MustParseAddr("192.0.2.77") && sp.Stats().IgnoredRT == 1
+	})
+}

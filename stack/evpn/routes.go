@@ -14,23 +14,29 @@ import (
 	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
 )
 
-// routeKey identifies a received route: its NLRI (route type, RD, MAC,
-// address), without allocating a string per route.
+// routeKey identifies a received route: the peer it came from and its
+// NLRI (route type, RD, MAC, address), without allocating a string per
+// route. With several route reflectors each sends its copy of a route.
 type routeKey struct {
-	typ uint8
-	rd  uint64
-	mac [6]byte
-	ip  netip.Addr
+	typ  uint8
+	peer uint16 // Speaker.peerIDs
+	rd   uint64
+	mac  [6]byte
+	ip   netip.Addr
 }
 
 // route is a usable EVPN best path received from a peer.
 type route struct {
-	key     routeKey
-	vni     uint32 // the label (Type-2) or the PMSI tunnel label (Type-3)
-	rts     []uint64
-	vtep    netip.Addr
-	seq     uint32
-	applied bool // installed in the VNI's forwarding state
+	key routeKey
+	// vni is the label (Type-2) or the PMSI tunnel label (Type-3); 0 for
+	// a Type-3 route without a PMSI tunnel attribute (an IPv6 VTEP's, see
+	// Options.StrictIPv6), which goes to the one VNI importing its route
+	// target.
+	vni  uint32
+	rts  []uint64
+	vtep netip.Addr
+	seq  uint32
+	on   *vni // the VNI whose forwarding state it is installed in
 }
 
 // ignore says why a received route is not used.
@@ -160,15 +166,19 @@ func parse(p *apiutil.Path) (routeKey, *route, ignore) {
 	if !geneve || otherEncap {
 		return k, nil, ignoreEncap
 	}
-	if !haveLabel {
+	if !haveLabel && k.typ != bgp.EVPN_INCLUSIVE_MULTICAST_ETHERNET_TAG {
 		return k, nil, ignoreRT
 	}
 	r.vni = label
 	r.vtep = nexthop
+	// A Type-3 route's VTEP is its PMSI tunnel identifier, or else its
+	// next hop (an IPv6 VTEP's route without the attribute names the
+	// router ID as originating router: see Options.StrictIPv6).
 	if k.typ == bgp.EVPN_INCLUSIVE_MULTICAST_ETHERNET_TAG {
-		if pmsi.IsValid() {
+		switch {
+		case pmsi.IsValid():
 			r.vtep = pmsi
-		} else if k.ip.IsValid() {
+		case !r.vtep.IsValid() || r.vtep.IsUnspecified():
 			r.vtep = k.ip
 		}
 	}
@@ -178,9 +188,11 @@ func parse(p *apiutil.Path) (routeKey, *route, ignore) {
 	return k, r, use
 }
 
-// onBestPath is GoBGP's best-path callback: received routes change the
-// attached VNIs' forwarding state.
-func (s *Speaker) onBestPath(paths []*apiutil.Path, _ time.Time) {
+// onUpdate is GoBGP's callback for the routes peers send (and withdraw,
+// also when a peer goes down): they change the attached VNIs' forwarding
+// state. Each peer's copy of a route counts on its own; the winner among
+// the routes for a MAC or an address is chosen per VNI (winner).
+func (s *Speaker) onUpdate(paths []*apiutil.Path, _ time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -191,10 +203,14 @@ func (s *Speaker) onBestPath(paths []*apiutil.Path, _ time.Time) {
 			continue // not EVPN, or one of ours
 		}
 		k, r, why := parse(p)
+		k.peer = s.peerID(p.PeerAddress)
+		if r != nil {
+			r.key.peer = k.peer
+		}
 		if old := s.routes[k]; old != nil && (p.Withdrawal || r != nil || why != use) {
 			delete(s.routes, k)
-			if v := s.vnis[old.vni]; v != nil && old.applied {
-				v.apply(old, false)
+			if old.on != nil {
+				old.on.apply(old, false)
 			}
 		}
 		if p.Withdrawal {
@@ -217,12 +233,44 @@ func (s *Speaker) onBestPath(paths []*apiutil.Path, _ time.Time) {
 			continue // our own, reflected
 		}
 		s.routes[k] = r
-		if v := s.vnis[r.vni]; v != nil && v.imports(r) {
+		if v := s.importer(r); v != nil {
 			v.apply(r, true)
 		} else {
 			s.stats.IgnoredRT++
 		}
 	}
+}
+
+// peerID numbers the peers routes come from, for routeKey.
+func (s *Speaker) peerID(a netip.Addr) uint16 {
+	id, ok := s.peerIDs[a]
+	if !ok {
+		id = uint16(len(s.peerIDs))
+		s.peerIDs[a] = id
+	}
+	return id
+}
+
+// importer is the attached VNI that takes r: the VNI of its label if that
+// VNI imports its route target; for a route without a label, the one VNI
+// that imports its route target (none if several do).
+func (s *Speaker) importer(r *route) *vni {
+	if r.vni != 0 {
+		if v := s.vnis[r.vni]; v != nil && v.imports(r) {
+			return v
+		}
+		return nil
+	}
+	var found *vni
+	for _, v := range s.vnis {
+		if v.imports(r) {
+			if found != nil {
+				return nil
+			}
+			found = v
+		}
+	}
+	return found
 }
 
 // vni is the EVPN state of one attached tunnel.
@@ -296,11 +344,18 @@ func (v *vni) ownMAC() [6]byte {
 // start advertises the VNI's Type-3 route and its own MAC and addresses.
 func (v *vni) start() {
 	s := v.s
-	nlri, err := bgp.NewEVPNMulticastEthernetTagRoute(v.rd, 0, s.nextHop)
+	rfc := s.nextHop.Is4() || s.opts.StrictIPv6
+	orig := s.nextHop
+	if !rfc {
+		orig = s.opts.RouterID // see Options.StrictIPv6
+	}
+	nlri, err := bgp.NewEVPNMulticastEthernetTagRoute(v.rd, 0, orig)
 	if err == nil {
-		id, _ := bgp.NewIngressReplTunnelID(s.nextHop)
 		attrs := v.attrs(nlri, 0, false)
-		attrs = append(attrs, bgp.NewPathAttributePmsiTunnel(bgp.PMSI_TUNNEL_TYPE_INGRESS_REPL, false, v.id, id))
+		if rfc {
+			id, _ := bgp.NewIngressReplTunnelID(s.nextHop)
+			attrs = append(attrs, bgp.NewPathAttributePmsiTunnel(bgp.PMSI_TUNNEL_TYPE_INGRESS_REPL, false, v.id, id))
+		}
 		v.imet = &apiutil.Path{Family: bgp.RF_EVPN, Nlri: nlri, Attrs: attrs}
 		v.add(v.imet)
 	}
@@ -440,7 +495,10 @@ func winner(rs []*route) *route {
 
 // apply installs (add) or removes a received route.
 func (v *vni) apply(r *route, add bool) {
-	r.applied = add
+	r.on = nil
+	if add {
+		r.on = v
+	}
 	switch r.key.typ {
 	case bgp.EVPN_INCLUSIVE_MULTICAST_ETHERNET_TAG:
 		if add {
