@@ -68,12 +68,17 @@ func overlayHost(t *testing.T, i int, cfg stack.Config) *testutil.Host {
 	return h
 }
 
-func TestKernelUDPMatrix(t *testing.T) {
+func TestKernelUDPMatrix(t *testing.T) { loopbackMatrix(t, kernelHosts) }
+
+// loopbackMatrix runs checkPair between the tunnels that hosts builds, in
+// both modes, over IPv4 and IPv6 underlays and overlays, and checks that
+// the tunnels dropped nothing.
+func loopbackMatrix(t *testing.T, hosts func(t *testing.T, mode endpoint.Mode, ul int) (a, b *testutil.Host)) {
 	for _, mode := range []endpoint.Mode{endpoint.L2, endpoint.L3} {
 		for _, ul := range []int{4, 6} {
 			for _, ov := range []int{4, 6} {
 				t.Run(fmt.Sprintf("%s/underlay%d/overlay%d", mode, ul, ov), func(t *testing.T) {
-					a, b := kernelHosts(t, mode, ul)
+					a, b := hosts(t, mode, ul)
 					ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 					defer cancel()
 					checkPair(t, ctx, a, b, ov)
