@@ -117,7 +117,8 @@ func (s ipv6Socket) TTL() (int, error)           { return s.HopLimit() }
 func (s ipv6Socket) SetMulticastTTL(v int) error { return s.SetMulticastHopLimit(v) }
 
 // platformSocket, when set, prepares every socket of a portable transport
-// for the system (on Windows: no ICMP errors reported by reads).
+// for the system (on Windows: no ICMP errors reported by reads); its
+// failure is not fatal.
 var platformSocket func(syscall.RawConn) error
 
 // NewPortable opens and binds the sockets of a Portable transport.
@@ -215,9 +216,8 @@ func (t *Portable) setup(s *portableSocket, extra bool) error {
 		return fmt.Errorf("kernel UDP: %w", err)
 	}
 	if platformSocket != nil {
-		if err := platformSocket(rc); err != nil {
-			return err
-		}
+		// Best effort: the receive loop survives the errors it avoids.
+		_ = platformSocket(rc)
 	}
 	// Buffer sizes are requests the system may cap, as on Linux.
 	if extra {
