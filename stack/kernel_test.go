@@ -17,13 +17,23 @@ import (
 // needs no privileges.
 func kernelHosts(t *testing.T, mode endpoint.Mode, fam int) (a, b *testutil.Host) {
 	t.Helper()
+	return loopbackHosts(t, mode, fam, func(local netip.Addr) stack.Underlay {
+		return stack.KernelUDPUnderlay{Local: local, MTU: 1500}
+	})
+}
+
+// loopbackHosts builds two tunnels over the underlays that underlay makes
+// for 127.0.0.1 and 127.0.0.2 (or ::1 twice), opened on ports the system
+// picks.
+func loopbackHosts(t *testing.T, mode endpoint.Mode, fam int, underlay func(local netip.Addr) stack.Underlay) (a, b *testutil.Host) {
+	t.Helper()
 	ul := []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2")}
 	if fam == 6 {
 		ul = []netip.Addr{netip.IPv6Loopback(), netip.IPv6Loopback()}
 	}
 	var us [2]*stack.SharedUnderlay
 	for i := range us {
-		u, err := stack.OpenUnderlay(stack.KernelUDPUnderlay{Local: ul[i], MTU: 1500}, stack.UnderlayOptions{EphemeralPort: true})
+		u, err := stack.OpenUnderlay(underlay(ul[i]), stack.UnderlayOptions{EphemeralPort: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -58,12 +68,17 @@ func overlayHost(t *testing.T, i int, cfg stack.Config) *testutil.Host {
 	return h
 }
 
-func TestKernelUDPMatrix(t *testing.T) {
+func TestKernelUDPMatrix(t *testing.T) { loopbackMatrix(t, kernelHosts) }
+
+// loopbackMatrix runs checkPair between the tunnels that hosts builds, in
+// both modes, over IPv4 and IPv6 underlays and overlays, and checks that
+// the tunnels dropped nothing.
+func loopbackMatrix(t *testing.T, hosts func(t *testing.T, mode endpoint.Mode, ul int) (a, b *testutil.Host)) {
 	for _, mode := range []endpoint.Mode{endpoint.L2, endpoint.L3} {
 		for _, ul := range []int{4, 6} {
 			for _, ov := range []int{4, 6} {
 				t.Run(fmt.Sprintf("%s/underlay%d/overlay%d", mode, ul, ov), func(t *testing.T) {
-					a, b := kernelHosts(t, mode, ul)
+					a, b := hosts(t, mode, ul)
 					ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 					defer cancel()
 					checkPair(t, ctx, a, b, ov)

@@ -12,7 +12,9 @@ import (
 )
 
 // KernelUDPUnderlay sends Geneve over an ordinary kernel UDP socket. It
-// needs no privilege at all.
+// needs no privilege at all. On Linux the socket batches and offloads
+// (kudp.Transport); on other systems it is kudp.Portable, one datagram per
+// system call, which refuses the zero-checksum Checksums options.
 //
 // Outer DF: a kernel socket sets DF for all its datagrams, not per packet,
 // so each tunnel on the underlay sets the socket's DF from its

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -19,25 +20,54 @@ import (
 )
 
 // defaultControlPath is where the control socket goes without --control:
-// /run/gnv/NAME.sock for root; for other users $XDG_RUNTIME_DIR/gnv/NAME.sock,
-// or, when XDG_RUNTIME_DIR is unset, gnv-UID/NAME.sock in the temporary
-// directory ($TMPDIR, else /tmp).
+// /run/gnv/NAME.sock for root (/var/run/gnv on other Unix systems, whose
+// root file system may have no /run); for other users
+// $XDG_RUNTIME_DIR/gnv/NAME.sock, or, when XDG_RUNTIME_DIR is unset,
+// gnv-UID/NAME.sock in the temporary directory ($TMPDIR, else /tmp; on
+// Windows, which has no UIDs and no root, gnv/NAME.sock in the user's
+// own %TMP%).
 func defaultControlPath(name string) string {
-	dir := "/run/gnv"
+	dir := rootControlDir()
 	if os.Geteuid() != 0 {
 		if x := os.Getenv("XDG_RUNTIME_DIR"); x != "" {
 			dir = filepath.Join(x, "gnv")
+		} else if uid := os.Getuid(); uid >= 0 {
+			dir = filepath.Join(os.TempDir(), fmt.Sprintf("gnv-%d", uid))
 		} else {
-			dir = filepath.Join(os.TempDir(), fmt.Sprintf("gnv-%d", os.Getuid()))
+			dir = filepath.Join(os.TempDir(), "gnv")
 		}
 	}
 	return filepath.Join(dir, name+".sock")
 }
 
+// rootControlDir is root's control socket directory.
+func rootControlDir() string {
+	if runtime.GOOS == "linux" {
+		return "/run/gnv"
+	}
+	return "/var/run/gnv"
+}
+
+// Winsock's error codes, which syscall's portable Errno values of the same
+// names (EADDRINUSE, ECONNREFUSED) do not match on Windows.
+const (
+	wsaeaddrinuse   = syscall.Errno(10048)
+	wsaeconnrefused = syscall.Errno(10061)
+)
+
+// isAddrInUse and isConnRefused recognise those errors on every system.
+func isAddrInUse(err error) bool {
+	return errors.Is(err, syscall.EADDRINUSE) || runtime.GOOS == "windows" && errors.Is(err, wsaeaddrinuse)
+}
+
+func isConnRefused(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED) || runtime.GOOS == "windows" && errors.Is(err, wsaeconnrefused)
+}
+
 // controlFlagHelp is the --control flag's help: the rule, and what it
 // gives for this user now.
 func controlFlagHelp(nameFrom string) string {
-	return fmt.Sprintf("control socket of gnv stats and fdb (default /run/gnv/NAME.sock as root; otherwise "+
+	return fmt.Sprintf("control socket of gnv stats and fdb (default "+rootControlDir()+"/NAME.sock as root; otherwise "+
 		"$XDG_RUNTIME_DIR/gnv/NAME.sock, or $TMPDIR/gnv-UID/NAME.sock (TMPDIR defaults to /tmp) when XDG_RUNTIME_DIR is unset; "+
 		"NAME is %s; here: %s)", nameFrom, defaultControlPath("NAME"))
 }
@@ -85,7 +115,7 @@ func listenControl(path string, log *slog.Logger) (*net.UnixListener, error) {
 			_ = os.Chmod(path, 0o600)
 			return ln, nil
 		}
-		if !errors.Is(err, syscall.EADDRINUSE) || retried {
+		if !isAddrInUse(err) || retried {
 			return nil, fmt.Errorf("control socket: %w (see --control)", err)
 		}
 		fi, serr := os.Lstat(path)
@@ -100,7 +130,7 @@ func listenControl(path string, log *slog.Logger) (*net.UnixListener, error) {
 			c.Close()
 			return nil, &controlInUseError{path: path}
 		}
-		if !errors.Is(derr, syscall.ECONNREFUSED) {
+		if !isConnRefused(derr) {
 			return nil, fmt.Errorf("control socket %s exists and cannot be checked (%v): remove it if no gnv up uses it, or choose another --control", path, derr)
 		}
 		log.Info("replacing a stale control socket (no process answers on it)", "path", path)

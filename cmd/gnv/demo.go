@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"runtime"
 	"time"
 
 	"github.com/gnv-project/gnv/endpoint"
@@ -219,12 +220,16 @@ func demo(out io.Writer, o demoOptions) (err error) {
 
 // kernelPair builds two tunnels over kernel UDP sockets on loopback:
 // 127.0.0.1 and 127.0.0.2 on port 6081, or ::1 on ports 6081 and 6082.
+// macOS and the BSDs configure 127.0.0.1 alone, so there the IPv4 ends
+// share it too, on ports 6081 and 6082.
 func kernelPair(o demoOptions, mode endpoint.Mode, pcapW io.Writer) (a, b demoHost, desc string, closeAll func(), err error) {
 	ulA, ulB := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2")
 	portA, portB := uint16(geneve.Port), uint16(geneve.Port)
 	if o.underlayFamily == 6 {
 		ulA, ulB = netip.IPv6Loopback(), netip.IPv6Loopback()
-		portB = geneve.Port + 1
+	}
+	if o.underlayFamily == 6 || runtime.GOOS != "linux" && runtime.GOOS != "windows" {
+		ulB, portB = ulA, geneve.Port+1
 	}
 	ovA, ovB := netip.MustParsePrefix("10.0.0.1/24"), netip.MustParsePrefix("10.0.0.2/24")
 	if o.overlayFamily == 6 {

@@ -147,8 +147,12 @@ func (inst *instance) summary(ri *runningIface) string {
 	if len(addrs) == 0 {
 		addrs = []string{"none"}
 	}
+	overlay := ri.plan.overlay
+	if d := ri.tun.Device(); d != nil && d.Name() != ri.plan.name {
+		overlay += " " + d.Name() // the utun device macOS picked
+	}
 	line := fmt.Sprintf("%s: up, %s vni %d, %s, remote %s, overlay %s addr %s, mtu %d",
-		ri.plan.name, c.Mode, c.VNI, inst.underlayDesc, strings.Join(peers, ","), ri.plan.overlay, strings.Join(addrs, ","), ri.tun.MTU())
+		ri.plan.name, c.Mode, c.VNI, inst.underlayDesc, strings.Join(peers, ","), overlay, strings.Join(addrs, ","), ri.tun.MTU())
 	if c.Mode == endpoint.L2 {
 		line += ", mac " + net.HardwareAddr(ri.tun.Endpoint().LinkAddress()).String()
 	}

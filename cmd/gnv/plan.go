@@ -7,9 +7,11 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/gnv-project/gnv/endpoint"
 	"github.com/gnv-project/gnv/endpoint/geneve"
@@ -67,9 +69,40 @@ func (p *upPlan) tunnelConfig(ip *ifacePlan, u stack.Underlay) stack.Config {
 	switch ip.overlay {
 	case "netstack":
 	case "tap", "tun":
-		cfg.Device = &stack.DeviceConfig{Name: ip.name, DisableOffloads: p.noOffloads}
+		cfg.Device = &stack.DeviceConfig{Name: deviceName(ip.name, runtime.GOOS), DisableOffloads: p.noOffloads}
 	}
 	return cfg
+}
+
+// checkName checks --name on the system goos. The name labels the
+// interface in logs and for gnv stats and fdb, and names the control
+// socket (NAME.sock), so it must do as a file name everywhere. A tap or tun
+// overlay's device takes it too (see deviceName), and on Linux that is an
+// interface name: at most 15 bytes, no spaces. Windows names its adapters
+// by connection name ("Ethernet 2"), and the device library checks the
+// rest.
+func checkName(name, overlay, goos string) error {
+	if name == "" || len(name) > 64 || strings.ContainsAny(name, `/\:`) || strings.ContainsFunc(name, unicode.IsControl) {
+		return fmt.Errorf("--name %q: want 1..64 bytes, none of them '/', '\\', ':' or a control character (it names the control socket, NAME.sock)", name)
+	}
+	if goos == "linux" && overlay != "netstack" && (len(name) > 15 || strings.ContainsAny(name, " \t")) {
+		return fmt.Errorf("--name %q: want at most 15 bytes and no spaces: it names the %s device (a Linux interface name)", name, overlay)
+	}
+	return nil
+}
+
+// deviceName is the name a tap or tun overlay's device is asked for on
+// goos: --name, except on macOS, where utun devices are utunN and any
+// other --name (gnv0, by default) lets the system pick a free one; the
+// start-up line then says which.
+func deviceName(name, goos string) string {
+	if goos != "darwin" {
+		return name
+	}
+	if n, ok := strings.CutPrefix(name, "utun"); !ok || n == "" || strings.Trim(n, "0123456789") != "" {
+		return ""
+	}
+	return name
 }
 
 // plan parses and validates the options. Every error names the flag and
@@ -287,8 +320,12 @@ func sameListener(a, b string) bool {
 }
 
 // checkHost checks what the plan names on this host, without opening
-// anything: the --dev interface must exist.
+// anything: the underlay must exist on this system, and the --dev
+// interface on this host.
 func (p *upPlan) checkHost() error {
+	if p.underlay != "udp" && runtime.GOOS != "linux" {
+		return fmt.Errorf("--underlay %s: the AF_PACKET and TAP underlays are Linux's; on %s use --underlay udp (a kernel UDP socket, no privileges)", p.underlay, runtime.GOOS)
+	}
 	if p.dev != "" {
 		if _, err := net.InterfaceByName(p.dev); err != nil {
 			return fmt.Errorf("--dev %s: no network interface of that name on this host (see ip link)", p.dev)
@@ -315,9 +352,6 @@ func (p *upPlan) checked() string {
 func (o *ifaceOptions) plan() (*ifacePlan, error) {
 	if !o.vniSet {
 		return nil, fmt.Errorf("--vni is required: the virtual network identifier, 0..%d", geneve.MaxVNI)
-	}
-	if o.name == "" || len(o.name) > 15 || strings.ContainsAny(o.name, "/ \t") {
-		return nil, fmt.Errorf("--name %q: want 1..15 characters without '/' or spaces (a Linux interface name)", o.name)
 	}
 	mode, err := endpoint.ParseMode(o.mode)
 	if err != nil {
@@ -375,6 +409,9 @@ func (o *ifaceOptions) plan() (*ifacePlan, error) {
 	case "netstack":
 	default:
 		return nil, fmt.Errorf("--overlay %q: valid overlays are tap, tun and netstack", o.overlay)
+	}
+	if err := checkName(o.name, p.overlay, runtime.GOOS); err != nil {
+		return nil, err
 	}
 	for _, a := range o.addrs {
 		pfx, err := netip.ParsePrefix(a)

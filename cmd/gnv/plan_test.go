@@ -56,11 +56,53 @@ func TestUpFlagErrors(t *testing.T) {
 		{[]string{"--vni", "1", "--remote", "192.0.2.2", "--option", "0xffff:1:112233"}, "data is 3 bytes: want a multiple of 4"},
 		{[]string{"--vni", "1", "--remote", "192.0.2.2", "--forward", "tcp:127.0.0.1:80=10.0.0.2:80"}, "--forward, --expose, --socks5 and --http-proxy need --overlay netstack"},
 		{[]string{"--vni", "1", "--remote", "192.0.2.2", "--log-level", "loud"}, `--log-level "loud": valid levels are debug, info, warn and error`},
-		{[]string{"--vni", "1", "--remote", "192.0.2.2", "--name", "a-very-long-interface-name"}, "want 1..15 characters"},
+		{[]string{"--vni", "1", "--remote", "192.0.2.2", "--name", "a/b", "--overlay", "netstack"}, `--name "a/b": want 1..64 bytes, none of them '/'`},
 	} {
 		_, err := planArgs(c.args...)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v: error %v, want it to contain %q", c.args, err, c.want)
+		}
+	}
+}
+
+// TestNameRules checks --name on each system: a file name everywhere (the
+// control socket's), a Linux interface name for a Linux device, and the
+// device macOS is asked for.
+func TestNameRules(t *testing.T) {
+	long := strings.Repeat("n", 16)
+	for _, c := range []struct {
+		name, overlay, goos string
+		ok                  bool
+	}{
+		{"gnv0", "tap", "linux", true},
+		{long, "tap", "linux", false},
+		{"gnv 0", "tun", "linux", false},
+		{long, "netstack", "linux", true},
+		{"my tunnel", "netstack", "linux", true},
+		{"Ethernet 2", "tap", "windows", true},
+		{"Local Area Connection 12", "tun", "windows", true},
+		{"utun7", "tun", "darwin", true},
+		{"", "netstack", "darwin", false},
+		{"a/b", "netstack", "windows", false},
+		{`a\b`, "tun", "windows", false},
+		{"c:", "tun", "windows", false},
+		{"a\nb", "netstack", "linux", false},
+		{strings.Repeat("n", 65), "netstack", "darwin", false},
+	} {
+		if err := checkName(c.name, c.overlay, c.goos); (err == nil) != c.ok {
+			t.Errorf("checkName(%q, %s, %s) = %v, want ok %v", c.name, c.overlay, c.goos, err, c.ok)
+		}
+	}
+	for _, c := range []struct{ name, goos, want string }{
+		{"gnv0", "linux", "gnv0"},
+		{"Ethernet 2", "windows", "Ethernet 2"},
+		{"utun7", "darwin", "utun7"},
+		{"gnv0", "darwin", ""},
+		{"utun", "darwin", ""},
+		{"utun1x", "darwin", ""},
+	} {
+		if got := deviceName(c.name, c.goos); got != c.want {
+			t.Errorf("deviceName(%q, %s) = %q, want %q", c.name, c.goos, got, c.want)
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gnv-project/gnv/endpoint"
 	"github.com/gnv-project/gnv/link"
+	"github.com/gnv-project/gnv/link/kudp"
 	"github.com/gnv-project/gnv/link/nsudp"
 )
 
@@ -374,6 +375,23 @@ func transportStats(t link.Transport) socketStats {
 			"not_started": rxErr[3], "icmp_errors": load(&n.ICMPErrors)}
 	}
 	return s
+}
+
+// kernelUDPStats reads a kernel UDP transport's counters: kudp.Transport
+// (batched on Linux) or kudp.Portable (elsewhere; there, the offload
+// counters stay zero).
+func kernelUDPStats(t link.Transport) (socketStats, bool) {
+	k, ok := t.(interface{ Stats() kudp.Stats })
+	if !ok {
+		return socketStats{}, false
+	}
+	st := k.Stats()
+	return socketStats{
+		RxDatagrams: st.DatagramsReceived, RxBytes: &st.BytesReceived, RxErrors: st.ReceiveErrors + st.Truncated,
+		TxDatagrams: st.DatagramsSent, TxBytes: &st.BytesSent, TxErrors: st.SendErrors,
+		Transport: map[string]uint64{"gso_sends": st.GSOSends, "gso_fallbacks": st.GSOFallbacks, "gro_splits": st.GROSplits,
+			"truncated": st.Truncated, "receive_errors": st.ReceiveErrors},
+	}, true
 }
 
 // load reads a counter of nsudp.Stats, which holds atomic counters or,

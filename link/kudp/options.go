@@ -1,8 +1,9 @@
 // Package kudp is a link.Transport on an ordinary kernel UDP socket: the
-// rootless underlay. It batches with recvmmsg/sendmmsg, uses UDP GSO and
-// GRO when the kernel has them, and sends from a pool of sockets so that
-// the outer source port follows the flow (RFC 8926 §3.3). It is implemented
-// on Linux; elsewhere New fails.
+// rootless underlay. It sends from a pool of sockets so that the outer
+// source port follows the flow (RFC 8926 §3.3). On Linux, Transport
+// batches with recvmmsg/sendmmsg and uses UDP GSO and GRO when the kernel
+// has them; elsewhere Transport is Portable, one datagram per system call
+// through package net, which NewPortable also opens on Linux.
 package kudp
 
 import (

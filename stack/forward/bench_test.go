@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"net"
-	"net/netip"
 	"testing"
 
 	"github.com/gnv-project/gnv/stack/forward"
@@ -17,10 +16,7 @@ import (
 // cost.
 func BenchmarkTCP(b *testing.B) {
 	a, o := proxytest.Overlays(b)
-	ln, err := o.Tunnel.Listen("tcp", "10.0.0.2:9")
-	if err != nil {
-		b.Fatal(err)
-	}
+	ln := proxytest.Listen(b, o.Tunnel, "10.0.0.2:9")
 	proxytest.ServeConns(b, ln, func(c net.Conn) {
 		n, _ := io.Copy(io.Discard, c)
 		var buf [8]byte
@@ -31,10 +27,7 @@ func BenchmarkTCP(b *testing.B) {
 	})
 	m := forward.NewManager(forward.Host{}, a.Tunnel, forward.Options{})
 	defer m.Close()
-	r, err := m.Add(forward.Rule{Proto: "tcp", Listen: netip.MustParseAddrPort("127.0.0.1:0"), Target: "10.0.0.2:9"})
-	if err != nil {
-		b.Fatal(err)
-	}
+	r := addLoopback(b, m, "tcp", "10.0.0.2:9")
 	const size = 8 << 20
 	chunk := proxytest.Blob(256<<10, 1)
 	send := func(b *testing.B, dial func() (net.Conn, error)) {

@@ -98,6 +98,35 @@ func overlayClient(n forward.Network) *http.Client {
 	return &http.Client{Transport: &http.Transport{DialContext: n.DialContext, DisableKeepAlives: true, Proxy: nil}}
 }
 
+// addLoopback adds a rule to m from a port on the host's loopback to
+// target, failing t if m refuses it.
+func addLoopback(t testing.TB, m *forward.Manager, proto, target string) forward.Rule {
+	t.Helper()
+	r, err := m.Add(forward.Rule{Proto: proto, Listen: netip.MustParseAddrPort("127.0.0.1:0"), Target: target})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// waitStats waits up to 5 s for the counters of m's rule k to satisfy
+// cond, and fails t with them, saying what, if they do not.
+func waitStats(t *testing.T, m *forward.Manager, k forward.Key, what string, cond func(forward.Stats) bool) {
+	t.Helper()
+	if !proxytest.Wait(5*time.Second, func() bool { s, _ := m.Stats(k); return cond(s) }) {
+		s, _ := m.Stats(k)
+		t.Errorf("%s: stats %+v", what, s)
+	}
+}
+
+// idle: no connection or session is open.
+func idle(s forward.Stats) bool { return s.Active == 0 }
+
+// twoEchoed: two clients' sessions, every byte echoed back.
+func twoEchoed(s forward.Stats) bool {
+	return s.Connections == 2 && s.ToTarget > 0 && s.ToTarget == s.FromTarget
+}
+
 func testCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
@@ -109,18 +138,12 @@ func testCtx(t *testing.T) context.Context {
 // counters add up.
 func TestTCPForward(t *testing.T) {
 	a, b := proxytest.Overlays(t)
-	ln, err := b.Tunnel.Listen("tcp", "10.0.0.2:80")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := proxytest.Listen(t, b.Tunnel, "10.0.0.2:80")
 	proxytest.ServeHTTP(t, ln, "b")
 	before := runtime.NumGoroutine()
 
 	m := forward.NewManager(forward.Host{}, a.Tunnel, forward.Options{})
-	r, err := m.Add(forward.Rule{Proto: "tcp", Listen: netip.MustParseAddrPort("127.0.0.1:0"), Target: "10.0.0.2:80"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := addLoopback(t, m, "tcp", "10.0.0.2:80")
 	if r.Listen.Port() == 0 {
 		t.Fatalf("Add returned %v: no port", r)
 	}
@@ -146,9 +169,7 @@ func TestTCPForward(t *testing.T) {
 	if string(sum) != proxytest.Sum(up) {
 		t.Errorf("upload: server saw %s, want %s", sum, proxytest.Sum(up))
 	}
-	if !proxytest.Wait(5*time.Second, func() bool { s, _ := m.Stats(r.Key()); return s.Active == 0 }) {
-		t.Error("connections still active")
-	}
+	waitStats(t, m, r.Key(), "connections still active", idle)
 	s, ok := m.Stats(r.Key())
 	if !ok || s.Connections != 5 || s.ToTarget < 512<<10 || s.FromTarget < 4<<20 || s.DialErrors != 0 {
 		t.Errorf("stats %+v, %v", s, ok)
@@ -212,20 +233,14 @@ func TestTCPExpose(t *testing.T) {
 // direction.
 func TestHalfClose(t *testing.T) {
 	a, b := proxytest.Overlays(t)
-	ln, err := b.Tunnel.Listen("tcp", "10.0.0.2:9")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := proxytest.Listen(t, b.Tunnel, "10.0.0.2:9")
 	proxytest.ServeConns(t, ln, func(c net.Conn) {
 		got, _ := io.ReadAll(c)
 		io.WriteString(c, proxytest.Sum(got))
 	})
 	m := forward.NewManager(forward.Host{}, a.Tunnel, forward.Options{})
 	defer m.Close()
-	r, err := m.Add(forward.Rule{Proto: "tcp", Listen: netip.MustParseAddrPort("127.0.0.1:0"), Target: "10.0.0.2:9"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := addLoopback(t, m, "tcp", "10.0.0.2:9")
 	c, err := net.Dial("tcp", r.Listen.String())
 	if err != nil {
 		t.Fatal(err)
@@ -251,10 +266,7 @@ func TestTCPDialError(t *testing.T) {
 	a, _ := proxytest.Overlays(t)
 	m := forward.NewManager(forward.Host{}, a.Tunnel, forward.Options{})
 	defer m.Close()
-	r, err := m.Add(forward.Rule{Proto: "tcp", Listen: netip.MustParseAddrPort("127.0.0.1:0"), Target: "10.0.0.2:81"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := addLoopback(t, m, "tcp", "10.0.0.2:81")
 	c, err := net.Dial("tcp", r.Listen.String())
 	if err == nil { // else the reset came in before connect returned
 		defer c.Close()
@@ -265,10 +277,7 @@ func TestTCPDialError(t *testing.T) {
 	} else if !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatal(err)
 	}
-	if !proxytest.Wait(5*time.Second, func() bool { s, _ := m.Stats(r.Key()); return s.DialErrors == 1 && s.Connections == 1 }) {
-		s, _ := m.Stats(r.Key())
-		t.Errorf("stats %+v", s)
-	}
+	waitStats(t, m, r.Key(), "after the failed dial", func(s forward.Stats) bool { return s.DialErrors == 1 && s.Connections == 1 })
 }
 
 // udpPair runs count echoes on each of two clients at once and checks
@@ -296,30 +305,15 @@ func udpPair(t *testing.T, dial func() (net.Conn, error), count int) {
 // sessions are reaped.
 func TestUDPForward(t *testing.T) {
 	a, b := proxytest.Overlays(t)
-	pc, err := b.Tunnel.ListenPacket("udp", "10.0.0.2:7")
-	if err != nil {
-		t.Fatal(err)
-	}
+	pc := proxytest.ListenPacket(t, b.Tunnel, "10.0.0.2:7")
 	proxytest.ServeUDPEcho(t, pc)
 	before := runtime.NumGoroutine()
 	m := forward.NewManager(forward.Host{}, a.Tunnel, forward.Options{UDPIdleTimeout: time.Second})
-	r, err := m.Add(forward.Rule{Proto: "udp", Listen: netip.MustParseAddrPort("127.0.0.1:0"), Target: "10.0.0.2:7"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := addLoopback(t, m, "udp", "10.0.0.2:7")
 	udpPair(t, func() (net.Conn, error) { return net.Dial("udp", r.Listen.String()) }, 50)
 	// The last reply's bytes are counted just after it is sent.
-	if !proxytest.Wait(5*time.Second, func() bool {
-		s, _ := m.Stats(r.Key())
-		return s.Connections == 2 && s.ToTarget > 0 && s.ToTarget == s.FromTarget
-	}) {
-		s, _ := m.Stats(r.Key())
-		t.Errorf("stats %+v", s)
-	}
-	if !proxytest.Wait(5*time.Second, func() bool { s, _ := m.Stats(r.Key()); return s.Active == 0 }) {
-		s, _ := m.Stats(r.Key())
-		t.Errorf("idle sessions not reaped: %+v", s)
-	}
+	waitStats(t, m, r.Key(), "after two clients", twoEchoed)
+	waitStats(t, m, r.Key(), "idle sessions not reaped", idle)
 	// A new datagram from a reaped client opens a new session.
 	udpPair(t, func() (net.Conn, error) { return net.Dial("udp", r.Listen.String()) }, 3)
 	if s, _ := m.Stats(r.Key()); s.Connections != 4 {
@@ -333,10 +327,7 @@ func TestUDPForward(t *testing.T) {
 // overlay address, used by two overlay clients at once.
 func TestUDPExpose(t *testing.T) {
 	a, b := proxytest.Overlays(t)
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	pc := proxytest.ListenPacket(t, nil, "127.0.0.1:0")
 	proxytest.ServeUDPEcho(t, pc)
 	m := forward.NewManager(b.Tunnel, forward.Host{}, forward.Options{UDPIdleTimeout: time.Second})
 	defer m.Close()
@@ -346,32 +337,18 @@ func TestUDPExpose(t *testing.T) {
 	}
 	ctx := testCtx(t)
 	udpPair(t, func() (net.Conn, error) { return a.Tunnel.DialContext(ctx, "udp", "10.0.0.2:7000") }, 50)
-	if !proxytest.Wait(5*time.Second, func() bool {
-		s, _ := m.Stats(r.Key())
-		return s.Connections == 2 && s.ToTarget > 0 && s.ToTarget == s.FromTarget
-	}) {
-		s, _ := m.Stats(r.Key())
-		t.Errorf("stats %+v", s)
-	}
-	if !proxytest.Wait(5*time.Second, func() bool { s, _ := m.Stats(r.Key()); return s.Active == 0 }) {
-		t.Error("idle sessions not reaped")
-	}
+	waitStats(t, m, r.Key(), "after two clients", twoEchoed)
+	waitStats(t, m, r.Key(), "idle sessions not reaped", idle)
 }
 
 // TestUDPSessionLimit: past MaxUDPSessions, datagrams from new clients
 // are dropped and counted until a session ends.
 func TestUDPSessionLimit(t *testing.T) {
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	pc := proxytest.ListenPacket(t, nil, "127.0.0.1:0")
 	proxytest.ServeUDPEcho(t, pc)
 	m := forward.NewManager(forward.Host{}, forward.Host{}, forward.Options{MaxUDPSessions: 1, UDPIdleTimeout: 2 * time.Second})
 	defer m.Close()
-	r, err := m.Add(forward.Rule{Proto: "udp", Listen: netip.MustParseAddrPort("127.0.0.1:0"), Target: pc.LocalAddr().String()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := addLoopback(t, m, "udp", pc.LocalAddr().String())
 	c1, _ := net.Dial("udp", r.Listen.String())
 	defer c1.Close()
 	c2, _ := net.Dial("udp", r.Listen.String())
@@ -400,10 +377,7 @@ func TestUDPSessionLimit(t *testing.T) {
 // the connections it carries, and its goroutines end.
 func TestRemoveClosesConnections(t *testing.T) {
 	a, b := proxytest.Overlays(t)
-	ln, err := b.Tunnel.Listen("tcp", "10.0.0.2:22")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := proxytest.Listen(t, b.Tunnel, "10.0.0.2:22")
 	held := make(chan struct{}, 1)
 	proxytest.ServeConns(t, ln, func(c net.Conn) {
 		io.WriteString(c, "banner\n")
@@ -412,14 +386,8 @@ func TestRemoveClosesConnections(t *testing.T) {
 	})
 	before := runtime.NumGoroutine()
 	m := forward.NewManager(forward.Host{}, a.Tunnel, forward.Options{})
-	r, err := m.Add(forward.Rule{Proto: "tcp", Listen: netip.MustParseAddrPort("127.0.0.1:0"), Target: "10.0.0.2:22"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	u, err := m.Add(forward.Rule{Proto: "udp", Listen: netip.MustParseAddrPort("127.0.0.1:0"), Target: "10.0.0.2:53"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := addLoopback(t, m, "tcp", "10.0.0.2:22")
+	u := addLoopback(t, m, "udp", "10.0.0.2:53")
 	c, err := net.Dial("tcp", r.Listen.String())
 	if err != nil {
 		t.Fatal(err)
@@ -456,10 +424,7 @@ func TestRemoveClosesConnections(t *testing.T) {
 
 func TestAddErrors(t *testing.T) {
 	m := forward.NewManager(forward.Host{}, forward.Host{}, forward.Options{})
-	r, err := m.Add(forward.Rule{Proto: "tcp", Listen: netip.MustParseAddrPort("127.0.0.1:0"), Target: "127.0.0.1:9"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := addLoopback(t, m, "tcp", "127.0.0.1:9")
 	if _, err := m.Add(r); !errors.Is(err, forward.ErrRuleExists) {
 		t.Errorf("duplicate: %v", err)
 	}

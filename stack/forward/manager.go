@@ -11,6 +11,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/gnv-project/gnv/stack/internal/proxyutil"
 )
 
 // Defaults of Options.
@@ -96,12 +98,8 @@ func NewManager(listen, dial Network, opts Options) *Manager {
 	if opts.MaxUDPSessions <= 0 {
 		opts.MaxUDPSessions = DefaultMaxUDPSessions
 	}
-	log := opts.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Manager{listen: listen, dial: dial, opts: opts, log: log, ctx: ctx, cancel: cancel, rules: map[Key]*rule{}}
+	return &Manager{listen: listen, dial: dial, opts: opts, log: proxyutil.Logger(opts.Logger), ctx: ctx, cancel: cancel, rules: map[Key]*rule{}}
 }
 
 // Add starts a rule: it listens on r.Listen at once and relays from then
@@ -128,7 +126,7 @@ func (m *Manager) Add(r Rule) (Rule, error) {
 	if taken && r.Listen.Port() != 0 {
 		return Rule{}, fmt.Errorf("rule %s: %w", r, ErrRuleExists)
 	}
-	ru := &rule{m: m, rule: r, conns: map[net.Conn]struct{}{}, sessions: map[string]*session{}}
+	ru := &rule{m: m, rule: r, g: proxyutil.NewGroup(m.ctx), sessions: map[string]*session{}}
 	var bound net.Addr
 	if r.Proto == "tcp" {
 		ln, err := m.listen.Listen("tcp", r.Listen.String())
@@ -136,18 +134,18 @@ func (m *Manager) Add(r Rule) (Rule, error) {
 			return Rule{}, fmt.Errorf("rule %s: %w", r, err)
 		}
 		ru.ln, bound = ln, ln.Addr()
+		ru.g.Track(false, ln)
 	} else {
 		pc, err := m.listen.ListenPacket("udp", r.Listen.String())
 		if err != nil {
 			return Rule{}, fmt.Errorf("rule %s: %w", r, err)
 		}
 		ru.pc, bound = pc, pc.LocalAddr()
+		ru.g.Track(false, pc)
 	}
-	if ap := addrPort(bound); ap.IsValid() {
+	if ap := proxyutil.AddrPort(bound); ap.IsValid() {
 		ru.rule.Listen = netip.AddrPortFrom(r.Listen.Addr(), ap.Port())
 	}
-	ru.ctx, ru.cancel = context.WithCancel(m.ctx)
-
 	m.mu.Lock()
 	if m.closed || m.rules[ru.rule.Key()] != nil {
 		closed := m.closed
@@ -159,7 +157,7 @@ func (m *Manager) Add(r Rule) (Rule, error) {
 		return Rule{}, fmt.Errorf("rule %s: %w", ru.rule, ErrRuleExists)
 	}
 	m.rules[ru.rule.Key()] = ru
-	ru.wg.Add(1)
+	ru.g.Track(true) // the serving goroutine; the new group is open
 	m.mu.Unlock()
 	if ru.ln != nil {
 		go ru.serveTCP()
@@ -231,19 +229,4 @@ func (m *Manager) Close() error {
 	}
 	wg.Wait()
 	return nil
-}
-
-// addrPort returns a *net.TCPAddr's or *net.UDPAddr's address, or the
-// zero AddrPort.
-func addrPort(a net.Addr) netip.AddrPort {
-	var ap netip.AddrPort
-	switch a := a.(type) {
-	case *net.TCPAddr:
-		ap = a.AddrPort()
-	case *net.UDPAddr:
-		ap = a.AddrPort()
-	default:
-		return netip.AddrPort{}
-	}
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }

@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gnv-project/gnv/stack/internal/proxyutil"
 )
 
 // counters are a rule's live Stats.
@@ -28,87 +29,34 @@ func (c *counters) snapshot() Stats {
 
 // rule is a running Rule.
 type rule struct {
-	m      *Manager
-	rule   Rule
-	ln     net.Listener   // tcp
-	pc     net.PacketConn // udp
-	ctx    context.Context
-	cancel context.CancelFunc
-	stats  counters
-	wg     sync.WaitGroup
+	m     *Manager
+	rule  Rule
+	ln    net.Listener   // tcp
+	pc    net.PacketConn // udp
+	stats counters
+	// g holds the listener or socket, the connections and the sessions'
+	// sockets, and counts the goroutines; its context bounds the dials.
+	g *proxyutil.Group
 
 	mu       sync.Mutex
-	closed   bool
-	conns    map[net.Conn]struct{}
 	sessions map[string]*session
 }
 
 // close stops the rule and waits for its goroutines.
-func (r *rule) close() {
-	r.mu.Lock()
-	r.closed = true
-	for c := range r.conns {
-		c.Close()
-	}
-	for _, s := range r.sessions {
-		s.conn.Close()
-	}
-	r.mu.Unlock()
-	if r.cancel != nil {
-		r.cancel()
-	}
-	if r.ln != nil {
-		r.ln.Close()
-	}
-	if r.pc != nil {
-		r.pc.Close()
-	}
-	r.wg.Wait()
-}
-
-// track registers conns to be closed by close; false if the rule is
-// closed already. With goroutine set, it counts one more goroutine.
-func (r *rule) track(goroutine bool, conns ...net.Conn) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return false
-	}
-	for _, c := range conns {
-		r.conns[c] = struct{}{}
-	}
-	if goroutine {
-		r.wg.Add(1)
-	}
-	return true
-}
-
-func (r *rule) untrack(conns ...net.Conn) {
-	r.mu.Lock()
-	for _, c := range conns {
-		delete(r.conns, c)
-	}
-	r.mu.Unlock()
-}
-
-func (r *rule) isClosed() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.closed
-}
+func (r *rule) close() { r.g.Close() }
 
 // serveTCP accepts connections until the listener is closed.
 func (r *rule) serveTCP() {
-	defer r.wg.Done()
+	defer r.g.Done()
 	for {
 		c, err := r.ln.Accept()
 		if err != nil {
-			if !r.isClosed() {
+			if !r.g.Closed() {
 				r.m.log.Warn("forward: accept failed; the rule stops", "rule", r.rule.String(), "err", err)
 			}
 			return
 		}
-		if !r.track(true, c) {
+		if !r.g.Track(true, c) {
 			c.Close()
 			return
 		}
@@ -120,11 +68,11 @@ func (r *rule) serveTCP() {
 
 // handleTCP dials the target for c and splices the two.
 func (r *rule) handleTCP(c net.Conn) {
-	defer r.wg.Done()
+	defer r.g.Done()
 	defer r.stats.active.Add(^uint64(0))
-	defer r.untrack(c)
+	defer r.g.Untrack(c)
 	defer c.Close()
-	ctx, cancel := context.WithTimeout(r.ctx, r.m.opts.DialTimeout)
+	ctx, cancel := context.WithTimeout(r.g.Context(), r.m.opts.DialTimeout)
 	tc, err := r.m.dial.DialContext(ctx, "tcp", r.rule.Target)
 	cancel()
 	if err != nil {
@@ -136,11 +84,11 @@ func (r *rule) handleTCP(c net.Conn) {
 		}
 		return
 	}
-	if !r.track(false, tc) {
+	if !r.g.Track(false, tc) {
 		tc.Close()
 		return
 	}
-	defer r.untrack(tc)
+	defer r.g.Untrack(tc)
 	defer tc.Close()
 	Splice(c, tc, &r.stats.toTarget, &r.stats.fromTarget)
 }
@@ -158,7 +106,7 @@ const maxDatagram = 65535
 
 // serveUDP reads the clients' datagrams until the socket is closed.
 func (r *rule) serveUDP() {
-	defer r.wg.Done()
+	defer r.g.Done()
 	buf := make([]byte, maxDatagram)
 	for {
 		n, from, err := r.pc.ReadFrom(buf)
@@ -167,7 +115,7 @@ func (r *rule) serveUDP() {
 			if errors.As(err, &ne) && ne.Timeout() {
 				continue
 			}
-			if !r.isClosed() {
+			if !r.g.Closed() {
 				r.m.log.Warn("forward: receive failed; the rule stops", "rule", r.rule.String(), "err", err)
 			}
 			return
@@ -205,7 +153,7 @@ func (r *rule) session(from net.Addr) *session {
 		r.m.log.Debug("forward: too many UDP sessions; datagram dropped", "rule", r.rule.String(), "from", key, "max", r.m.opts.MaxUDPSessions)
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(r.ctx, r.m.opts.DialTimeout)
+	ctx, cancel := context.WithTimeout(r.g.Context(), r.m.opts.DialTimeout)
 	c, err := r.m.dial.DialContext(ctx, "udp", r.rule.Target)
 	cancel()
 	if err != nil {
@@ -215,14 +163,12 @@ func (r *rule) session(from net.Addr) *session {
 	}
 	s = &session{key: key, client: from, conn: c}
 	s.last.Store(time.Now().UnixNano())
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
+	if !r.g.Track(true, c) {
 		c.Close()
 		return nil
 	}
+	r.mu.Lock()
 	r.sessions[key] = s
-	r.wg.Add(1)
 	r.mu.Unlock()
 	r.stats.connections.Add(1)
 	r.stats.active.Add(1)
@@ -233,12 +179,13 @@ func (r *rule) session(from net.Addr) *session {
 // replies relays s's replies to its client until s has been idle for the
 // idle timeout, or its socket fails or is closed.
 func (r *rule) replies(s *session) {
-	defer r.wg.Done()
+	defer r.g.Done()
 	defer r.stats.active.Add(^uint64(0))
 	defer func() {
 		r.mu.Lock()
 		delete(r.sessions, s.key)
 		r.mu.Unlock()
+		r.g.Untrack(s.conn)
 		s.conn.Close()
 	}()
 	idle := r.m.opts.UDPIdleTimeout
@@ -261,10 +208,10 @@ func (r *rule) replies(s *session) {
 		_ = s.conn.SetReadDeadline(deadline)
 		n, err := s.conn.Read(buf)
 		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) || isTimeout(err) {
+			if proxyutil.IsTimeout(err) {
 				continue
 			}
-			if !r.isClosed() {
+			if !r.g.Closed() {
 				r.m.log.Debug("forward: UDP session ends", "rule", r.rule.String(), "client", s.key, "err", err)
 			}
 			return
@@ -276,9 +223,4 @@ func (r *rule) replies(s *session) {
 		}
 		r.stats.fromTarget.Add(uint64(n))
 	}
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
 }

@@ -24,7 +24,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -79,13 +78,7 @@ type Proxy struct {
 	log       *slog.Logger
 	transport *http.Transport
 	rp        *httputil.ReverseProxy
-	ctx       context.Context
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
-
-	mu     sync.Mutex
-	closed bool
-	conns  map[net.Conn]struct{}
+	g         *proxyutil.Group // the CONNECT tunnels
 
 	requests, tunnels, activeTunnels, badGateway, gatewayTimeout atomic.Uint64
 	badRequests, authFailures, toTarget, fromTarget              atomic.Uint64
@@ -98,12 +91,8 @@ func New(n forward.Network, opts Options) *Proxy {
 	if opts.DialTimeout <= 0 {
 		opts.DialTimeout = DefaultDialTimeout
 	}
-	log := opts.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	p := &Proxy{network: n, opts: opts, log: log, ctx: ctx, cancel: cancel, conns: map[net.Conn]struct{}{}}
+	log := proxyutil.Logger(opts.Logger)
+	p := &Proxy{network: n, opts: opts, log: log, g: proxyutil.NewGroup(context.Background())}
 	p.transport = &http.Transport{
 		DialContext:     p.dial,
 		MaxIdleConns:    100,
@@ -205,19 +194,13 @@ func (p *Proxy) connect(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "gnv http proxy: CONNECT needs HTTP/1", http.StatusHTTPVersionNotSupported)
 		return
 	}
-	p.mu.Lock()
-	closed := p.closed
-	if !closed {
-		p.wg.Add(1)
-	}
-	p.mu.Unlock()
-	if closed {
+	if !p.g.Track(true) {
 		http.Error(w, "gnv http proxy: closed", http.StatusServiceUnavailable)
 		return
 	}
-	defer p.wg.Done()
+	defer p.g.Done()
 	ctx, cancel := context.WithCancel(r.Context())
-	stop := context.AfterFunc(p.ctx, cancel)
+	stop := context.AfterFunc(p.g.Context(), cancel)
 	tc, err := p.dial(ctx, "tcp", target)
 	stop()
 	cancel()
@@ -230,12 +213,12 @@ func (p *Proxy) connect(w http.ResponseWriter, r *http.Request) {
 		tc.Close()
 		return
 	}
-	if !p.track(c, tc) {
+	if !p.g.Track(false, c, tc) {
 		c.Close()
 		tc.Close()
 		return
 	}
-	defer p.untrack(c, tc)
+	defer p.g.Untrack(c, tc)
 	defer c.Close()
 	defer tc.Close()
 	p.tunnels.Add(1)
@@ -251,38 +234,11 @@ func (p *Proxy) connect(w http.ResponseWriter, r *http.Request) {
 	forward.Splice(&proxyutil.BufferedConn{Conn: c, R: brw.Reader}, tc, &p.toTarget, &p.fromTarget)
 }
 
-func (p *Proxy) track(conns ...net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return false
-	}
-	for _, c := range conns {
-		p.conns[c] = struct{}{}
-	}
-	return true
-}
-
-func (p *Proxy) untrack(conns ...net.Conn) {
-	p.mu.Lock()
-	for _, c := range conns {
-		delete(p.conns, c)
-	}
-	p.mu.Unlock()
-}
-
 // Close closes every CONNECT tunnel and the idle connections to
 // destinations, cancels dials in progress, and waits for the tunnels to
 // end. Requests in flight belong to the http.Server: shut it down first.
 func (p *Proxy) Close() error {
-	p.mu.Lock()
-	p.closed = true
-	for c := range p.conns {
-		c.Close()
-	}
-	p.mu.Unlock()
-	p.cancel()
-	p.wg.Wait()
+	p.g.Close()
 	p.transport.CloseIdleConnections()
 	return nil
 }

@@ -36,16 +36,10 @@ type fixture struct {
 func newFixture(t *testing.T, opts httpproxy.Options) *fixture {
 	t.Helper()
 	a, b := proxytest.Overlays(t)
-	ln, err := b.Tunnel.Listen("tcp", ":80")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := proxytest.Listen(t, b.Tunnel, ":80")
 	proxytest.ServeHTTP(t, ln, "b")
 	f := &fixture{a: a, b: b, p: httpproxy.New(a.Tunnel, opts)}
-	pl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	pl := proxytest.Listen(t, nil, "127.0.0.1:0")
 	f.proxy = pl.Addr().String()
 	srv := &http.Server{Handler: f.p, ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan struct{})
@@ -225,10 +219,7 @@ func TestAuth(t *testing.T) {
 // TestCloseEndsTunnels: Close ends open tunnels and leaves no goroutine.
 func TestCloseEndsTunnels(t *testing.T) {
 	a, b := proxytest.Overlays(t)
-	ln, err := b.Tunnel.Listen("tcp", ":22")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := proxytest.Listen(t, b.Tunnel, ":22")
 	proxytest.ServeIdle(t, ln)
 	before := runtime.NumGoroutine()
 	p := httpproxy.New(a.Tunnel, httpproxy.Options{})
@@ -264,20 +255,11 @@ func TestCurl(t *testing.T) {
 	f := newFixture(t, httpproxy.Options{})
 	const n = 2<<20 + 9
 	proxy := "http://" + f.proxy
-	for _, args := range [][]string{
-		{"-x", proxy, fmt.Sprintf("http://10.0.0.2/blob/%d", n)},
-		{"-p", "-x", proxy, fmt.Sprintf("http://10.0.0.2/blob/%d", n)},
-		{"-x", proxy, fmt.Sprintf("http://[fd00::2]/blob/%d", n)},
-		{"-p", "-x", proxy, fmt.Sprintf("http://[fd00::2]/blob/%d", n)},
-	} {
-		body, err := proxytest.Curl(t, args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(body, proxytest.Blob(n, n)) {
-			t.Errorf("curl %v: %d bytes, content differs", args, len(body))
-		}
-	}
+	proxytest.CurlBlobs(t, n,
+		[]string{"-x", proxy, fmt.Sprintf("http://10.0.0.2/blob/%d", n)},
+		[]string{"-p", "-x", proxy, fmt.Sprintf("http://10.0.0.2/blob/%d", n)},
+		[]string{"-x", proxy, fmt.Sprintf("http://[fd00::2]/blob/%d", n)},
+		[]string{"-p", "-x", proxy, fmt.Sprintf("http://[fd00::2]/blob/%d", n)})
 	if st := f.p.Stats(); st.Tunnels != 2 || st.Requests != 2 {
 		t.Errorf("stats %+v", st)
 	}

@@ -27,8 +27,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/netip"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -103,13 +101,7 @@ type Server struct {
 	relay   forward.Network
 	opts    Options
 	log     *slog.Logger
-	ctx     context.Context
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-
-	mu      sync.Mutex
-	closed  bool
-	closers map[io.Closer]struct{}
+	g       *proxyutil.Group // listeners, connections, associations
 
 	conns, active, authFailures, associations atomic.Uint64
 	toTarget, fromTarget, udpIn, udpOut       atomic.Uint64
@@ -129,60 +121,34 @@ func New(n forward.Network, opts Options) *Server {
 	if relay == nil {
 		relay = forward.Host{}
 	}
-	log := opts.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{network: n, relay: relay, opts: opts, log: log, ctx: ctx, cancel: cancel, closers: map[io.Closer]struct{}{}}
-}
-
-// track registers c to be closed by Close and counts one goroutine; false
-// if the server is closed.
-func (s *Server) track(c io.Closer, goroutine bool) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false
-	}
-	s.closers[c] = struct{}{}
-	if goroutine {
-		s.wg.Add(1)
-	}
-	return true
-}
-
-func (s *Server) untrack(c io.Closer) {
-	s.mu.Lock()
-	delete(s.closers, c)
-	s.mu.Unlock()
+	return &Server{network: n, relay: relay, opts: opts, log: proxyutil.Logger(opts.Logger), g: proxyutil.NewGroup(context.Background())}
 }
 
 // Serve accepts connections on ln and serves each on a goroutine of its
 // own until ln fails or the server is closed; it closes ln. After Close it
 // returns nil, else the error of Accept.
 func (s *Server) Serve(ln net.Listener) error {
-	if !s.track(ln, false) {
+	if !s.g.Track(false, ln) {
 		ln.Close()
 		return nil
 	}
-	defer s.untrack(ln)
+	defer s.g.Untrack(ln)
 	defer ln.Close()
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			if s.isClosed() {
+			if s.g.Closed() {
 				return nil
 			}
 			return err
 		}
-		if !s.track(c, true) {
+		if !s.g.Track(true, c) {
 			c.Close()
 			return nil
 		}
 		go func() {
-			defer s.wg.Done()
-			defer s.untrack(c)
+			defer s.g.Done()
+			defer s.g.Untrack(c)
 			s.serve(c)
 		}()
 	}
@@ -190,32 +156,19 @@ func (s *Server) Serve(ln net.Listener) error {
 
 // ServeConn serves one client connection and closes it.
 func (s *Server) ServeConn(c net.Conn) {
-	if !s.track(c, true) {
+	if !s.g.Track(true, c) {
 		c.Close()
 		return
 	}
-	defer s.wg.Done()
-	defer s.untrack(c)
+	defer s.g.Done()
+	defer s.g.Untrack(c)
 	s.serve(c)
-}
-
-func (s *Server) isClosed() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closed
 }
 
 // Close stops the server: it closes the listeners given to Serve and
 // every connection and association, and returns once all are done.
 func (s *Server) Close() error {
-	s.mu.Lock()
-	s.closed = true
-	for c := range s.closers {
-		c.Close()
-	}
-	s.mu.Unlock()
-	s.cancel()
-	s.wg.Wait()
+	s.g.Close()
 	return nil
 }
 
@@ -349,7 +302,7 @@ func (s *Server) authenticate(c net.Conn, r io.Reader) error {
 // connect serves CONNECT.
 func (s *Server) connect(c net.Conn, br *bufio.Reader, req Request) {
 	target := req.Addr.String()
-	ctx, cancel := context.WithTimeout(s.ctx, s.opts.DialTimeout)
+	ctx, cancel := context.WithTimeout(s.g.Context(), s.opts.DialTimeout)
 	tc, err := s.network.DialContext(ctx, "tcp", target)
 	cancel()
 	if err != nil {
@@ -358,11 +311,11 @@ func (s *Server) connect(c net.Conn, br *bufio.Reader, req Request) {
 		s.log.Debug("socks5: connect failed", "target", target, "client", c.RemoteAddr().String(), "reply", rep.String(), "err", err)
 		return
 	}
-	if !s.track(tc, false) {
+	if !s.g.Track(false, tc) {
 		tc.Close()
 		return
 	}
-	defer s.untrack(tc)
+	defer s.g.Untrack(tc)
 	defer tc.Close()
 	if err := s.reply(c, Succeeded, addrOf(tc.LocalAddr())); err != nil {
 		return
@@ -370,20 +323,10 @@ func (s *Server) connect(c net.Conn, br *bufio.Reader, req Request) {
 	forward.Splice(&proxyutil.BufferedConn{Conn: c, R: br}, tc, &s.toTarget, &s.fromTarget)
 }
 
-// addrOf returns a *net.TCPAddr's or *net.UDPAddr's address as an Addr.
+// addrOf returns a connection's address as an Addr.
 func addrOf(a net.Addr) Addr {
-	var ap netip.AddrPort
-	switch a := a.(type) {
-	case *net.TCPAddr:
-		ap = a.AddrPort()
-	case *net.UDPAddr:
-		ap = a.AddrPort()
-	default:
-		if p, err := netip.ParseAddrPort(a.String()); err == nil {
-			ap = p
-		}
-	}
-	return Addr{IP: ap.Addr().Unmap(), Port: ap.Port()}
+	ap := proxyutil.AddrPort(a)
+	return Addr{IP: ap.Addr(), Port: ap.Port()}
 }
 
 // ReplyFor returns the reply code that tells a client why a dial failed:

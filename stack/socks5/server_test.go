@@ -40,23 +40,14 @@ type fixture struct {
 func newFixture(t *testing.T, opts socks5.Options) *fixture {
 	t.Helper()
 	a, b := proxytest.Overlays(t)
-	ln, err := b.Tunnel.Listen("tcp", ":80")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := proxytest.Listen(t, b.Tunnel, ":80")
 	proxytest.ServeHTTP(t, ln, "b")
 	for _, addr := range []string{"10.0.0.2:7", "[fd00::2]:7"} {
-		pc, err := b.Tunnel.ListenPacket("udp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
+		pc := proxytest.ListenPacket(t, b.Tunnel, addr)
 		proxytest.ServeUDPEcho(t, pc)
 	}
 	f := &fixture{a: a, b: b, srv: socks5.New(a.Tunnel, opts)}
-	pl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	pl := proxytest.Listen(t, nil, "127.0.0.1:0")
 	f.proxy = pl.Addr().String()
 	done := make(chan error, 1)
 	go func() { done <- f.srv.Serve(pl) }()
@@ -364,10 +355,7 @@ func TestUDPAssociate(t *testing.T) {
 // leaves no goroutine.
 func TestCloseEndsEverything(t *testing.T) {
 	a, b := proxytest.Overlays(t)
-	ln, err := b.Tunnel.Listen("tcp", ":22")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := proxytest.Listen(t, b.Tunnel, ":22")
 	proxytest.ServeIdle(t, ln)
 	before := runtime.NumGoroutine()
 	srv := socks5.New(a.Tunnel, socks5.Options{})
@@ -405,19 +393,10 @@ func TestCloseEndsEverything(t *testing.T) {
 func TestCurl(t *testing.T) {
 	f := newFixture(t, socks5.Options{})
 	const n = 2<<20 + 3
-	for _, args := range [][]string{
-		{"--socks5-hostname", f.proxy, fmt.Sprintf("http://10.0.0.2/blob/%d", n)},
-		{"--socks5", f.proxy, fmt.Sprintf("http://10.0.0.2/blob/%d", n)},
-		{"--socks5-hostname", f.proxy, fmt.Sprintf("http://[fd00::2]/blob/%d", n)},
-	} {
-		body, err := proxytest.Curl(t, args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(body, proxytest.Blob(n, n)) {
-			t.Errorf("curl %v: %d bytes, content differs", args, len(body))
-		}
-	}
+	proxytest.CurlBlobs(t, n,
+		[]string{"--socks5-hostname", f.proxy, fmt.Sprintf("http://10.0.0.2/blob/%d", n)},
+		[]string{"--socks5", f.proxy, fmt.Sprintf("http://10.0.0.2/blob/%d", n)},
+		[]string{"--socks5-hostname", f.proxy, fmt.Sprintf("http://[fd00::2]/blob/%d", n)})
 	// A refused port: curl reports the server's reply code (5), in words
 	// in newer versions.
 	_, err := proxytest.Curl(t, "--socks5-hostname", f.proxy, "http://10.0.0.2:81/")

@@ -48,11 +48,11 @@ func (s *Server) associate(c net.Conn, br *bufio.Reader, req Request) {
 		ip = peer
 	}
 	a.want = netip.AddrPortFrom(ip, req.Addr.Port)
-	if !s.track(a, false) {
+	if !s.g.Track(false, a) {
 		relay.Close()
 		return
 	}
-	defer s.untrack(a)
+	defer s.g.Untrack(a)
 	defer a.Close()
 	if err := s.reply(c, Succeeded, addrOf(relay.LocalAddr())); err != nil {
 		return

@@ -1,8 +1,8 @@
 // Package ether is the Ethernet side of a netstack link endpoint that gnv's
-// portable Ethernet endpoints share (vmnet's VM link, l2switch's host
-// port): the NIC's own MAC with the Ethernet header methods of
-// stack.LinkEndpoint, MAC options, and the classification of received
-// frames.
+// Ethernet endpoints share (vmnet's VM link, l2switch's host port, and
+// through ethnic the AF_PACKET and TAP underlay NICs): the NIC's own MAC
+// with the Ethernet header methods of stack.LinkEndpoint, MAC options, and
+// the classification of received frames.
 package ether
 
 import (

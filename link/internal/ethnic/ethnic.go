@@ -2,9 +2,9 @@
 
 // Package ethnic is what gnv's Ethernet link endpoints on a host
 // descriptor share (the AF_PACKET endpoint and the TAP underlay NIC): the
-// Ethernet header methods of stack.LinkEndpoint, netstack's own MAC, and
-// the one goroutine that reads the descriptor: its life cycle and its
-// read loop.
+// Ethernet header methods of stack.LinkEndpoint and netstack's own MAC
+// (ether.NIC's), and the one goroutine that reads the descriptor: its life
+// cycle and its read loop.
 package ethnic
 
 import (
@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/gnv-project/gnv/link"
+	"github.com/gnv-project/gnv/link/internal/ether"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -34,6 +35,8 @@ import (
 // which a frame still being delivered may need (an ICMP error looks up a
 // route); Close, which the stack calls after releasing the lock, waits.
 type NIC struct {
+	ether.NIC // netstack's MAC and the Ethernet header methods
+
 	// File is the descriptor, and Conn its syscall.RawConn, through which
 	// the goroutine reads (the endpoint's writers may use it too). Close
 	// closes File.
@@ -55,7 +58,6 @@ type NIC struct {
 	Release func()
 
 	mu         sync.RWMutex
-	mac        tcpip.LinkAddress
 	dispatcher stack.NetworkDispatcher
 	onClose    func()
 
@@ -63,20 +65,6 @@ type NIC struct {
 	stopCh   chan struct{} // closed to stop the receive goroutine; under attachMu
 	wg       sync.WaitGroup
 	closed   atomic.Bool
-}
-
-// LinkAddress implements stack.LinkEndpoint: netstack's MAC address.
-func (n *NIC) LinkAddress() tcpip.LinkAddress {
-	n.mu.RLock()
-	defer n.mu.RUnlock()
-	return n.mac
-}
-
-// SetLinkAddress implements stack.LinkEndpoint.
-func (n *NIC) SetLinkAddress(addr tcpip.LinkAddress) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.mac = addr
 }
 
 // Attach implements stack.LinkEndpoint: it starts the receive goroutine
@@ -131,31 +119,6 @@ func (n *NIC) Wait() {
 	if n.closed.Load() {
 		n.wg.Wait()
 	}
-}
-
-// MaxHeaderLength implements stack.LinkEndpoint.
-func (n *NIC) MaxHeaderLength() uint16 { return header.EthernetMinimumSize }
-
-// ARPHardwareType implements stack.LinkEndpoint.
-func (n *NIC) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareEther }
-
-// AddHeader implements stack.LinkEndpoint: it pushes the Ethernet header.
-func (n *NIC) AddHeader(pkt *stack.PacketBuffer) {
-	src := pkt.EgressRoute.LocalLinkAddress
-	if src == "" {
-		src = n.LinkAddress()
-	}
-	header.Ethernet(pkt.LinkHeader().Push(header.EthernetMinimumSize)).Encode(&header.EthernetFields{
-		SrcAddr: src,
-		DstAddr: pkt.EgressRoute.RemoteLinkAddress,
-		Type:    pkt.NetworkProtocolNumber,
-	})
-}
-
-// ParseHeader implements stack.LinkEndpoint.
-func (n *NIC) ParseHeader(pkt *stack.PacketBuffer) bool {
-	_, ok := pkt.LinkHeader().Consume(header.EthernetMinimumSize)
-	return ok
 }
 
 // SetOnCloseAction implements stack.LinkEndpoint.

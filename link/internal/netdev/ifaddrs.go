@@ -41,3 +41,24 @@ func InterfacePrefixes() ([]net.Interface, [][]netip.Prefix, error) {
 	}
 	return ifs, prefixes, nil
 }
+
+// InterfaceOf returns the interface that has the address a, or nil (a
+// invalid or unspecified, or on no interface).
+func InterfaceOf(a netip.Addr) *net.Interface {
+	a = a.Unmap().WithZone("")
+	if !a.IsValid() || a.IsUnspecified() {
+		return nil
+	}
+	ifs, prefixes, err := InterfacePrefixes()
+	if err != nil {
+		return nil
+	}
+	for i := range ifs {
+		for _, p := range prefixes[i] {
+			if p.Addr() == a {
+				return &ifs[i]
+			}
+		}
+	}
+	return nil
+}

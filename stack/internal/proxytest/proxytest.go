@@ -22,11 +22,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/gnv-project/gnv/endpoint"
+	"github.com/gnv-project/gnv/stack/internal/proxyutil"
 	"github.com/gnv-project/gnv/testutil"
 )
 
@@ -41,6 +41,56 @@ func Overlays(t testing.TB) (a, b *testutil.Host) {
 	}
 	t.Cleanup(hs.Close)
 	return hs.Hosts[0], hs.Hosts[1]
+}
+
+// Network is where Listen and ListenPacket open sockets: a tunnel's
+// overlay (*stack.Tunnel), or nil for the host's network.
+type Network interface {
+	Listen(network, address string) (net.Listener, error)
+	ListenPacket(network, address string) (net.PacketConn, error)
+}
+
+// host is the host's network.
+type host struct{}
+
+func (host) Listen(network, address string) (net.Listener, error) {
+	return net.Listen(network, address)
+}
+
+func (host) ListenPacket(network, address string) (net.PacketConn, error) {
+	return net.ListenPacket(network, address)
+}
+
+// Listen listens for TCP on n at addr, failing t if it cannot, and closes
+// the listener when the test ends.
+func Listen(t testing.TB, n Network, addr string) net.Listener {
+	t.Helper()
+	if n == nil {
+		n = host{}
+	}
+	ln, err := n.Listen("tcp", addr)
+	return closeAtEnd(t, ln, err)
+}
+
+// ListenPacket opens a UDP socket on n at addr, failing t if it cannot,
+// and closes it when the test ends.
+func ListenPacket(t testing.TB, n Network, addr string) net.PacketConn {
+	t.Helper()
+	if n == nil {
+		n = host{}
+	}
+	pc, err := n.ListenPacket("udp", addr)
+	return closeAtEnd(t, pc, err)
+}
+
+// closeAtEnd fails t if err is set, else closes c when the test ends.
+func closeAtEnd[C io.Closer](t testing.TB, c C, err error) C {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }
 
 // Blob returns n pseudo-random bytes, the same for the same n and seed.
@@ -229,40 +279,28 @@ func Wait(d time.Duration, cond func() bool) bool {
 // open are closed, and ServeConns's goroutines waited for.
 func ServeConns(t testing.TB, ln net.Listener, handle func(net.Conn)) {
 	t.Helper()
-	var (
-		mu    sync.Mutex
-		conns = map[net.Conn]struct{}{}
-		wg    sync.WaitGroup
-	)
-	wg.Go(func() {
+	g := proxyutil.NewGroup(context.Background())
+	g.Track(true, ln)
+	go func() {
+		defer g.Done()
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			mu.Lock()
-			conns[c] = struct{}{}
-			mu.Unlock()
-			wg.Go(func() {
-				defer func() {
-					mu.Lock()
-					delete(conns, c)
-					mu.Unlock()
-					c.Close()
-				}()
+			if !g.Track(true, c) {
+				c.Close()
+				return
+			}
+			go func() {
+				defer g.Done()
+				defer g.Untrack(c)
+				defer c.Close()
 				handle(c)
-			})
+			}()
 		}
-	})
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
+	}()
+	t.Cleanup(g.Close)
 }
 
 // ServeIdle accepts connections on ln and keeps them open, saying
@@ -271,6 +309,22 @@ func ServeConns(t testing.TB, ln net.Listener, handle func(net.Conn)) {
 func ServeIdle(t testing.TB, ln net.Listener) {
 	t.Helper()
 	ServeConns(t, ln, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
+}
+
+// CurlBlobs runs curl with each set of args, each of which fetches
+// /blob/N from the test HTTP server, and checks that the body is
+// Blob(N, N).
+func CurlBlobs(t testing.TB, n int, argSets ...[]string) {
+	t.Helper()
+	for _, args := range argSets {
+		body, err := Curl(t, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(body, Blob(n, int64(n))) {
+			t.Errorf("curl %v: %d bytes, content differs", args, len(body))
+		}
+	}
 }
 
 // Curl runs curl with args, with no proxy from the environment and
