@@ -100,7 +100,8 @@ func (r *afpRx) recvmmsg(fd uintptr) (uintptr, syscall.Errno) {
 		h.Flags = 0
 		r.msgs[i].Len = 0
 	}
-	n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.msgs[0])), uintptr(len(r.msgs)), unix.MSG_DONTWAIT, 0, 0)
+	// Non-blocking descriptor: RawSyscall (see mmsg.SendAll).
+	n, _, errno := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.msgs[0])), uintptr(len(r.msgs)), unix.MSG_DONTWAIT, 0, 0)
 	return n, errno
 }
 

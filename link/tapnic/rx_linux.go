@@ -76,7 +76,8 @@ func (r *tapRx) release() {
 
 // readv reads one frame (ethnic.NIC.ReadSyscall).
 func (r *tapRx) readv(fd uintptr) (uintptr, syscall.Errno) {
-	n, _, errno := unix.Syscall(unix.SYS_READV, fd, uintptr(unsafe.Pointer(&r.iov[0])), uintptr(len(r.iov)))
+	// Non-blocking descriptor: RawSyscall (see mmsg.SendAll).
+	n, _, errno := unix.RawSyscall(unix.SYS_READV, fd, uintptr(unsafe.Pointer(&r.iov[0])), uintptr(len(r.iov)))
 	return n, errno
 }
 

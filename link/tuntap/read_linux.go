@@ -49,7 +49,8 @@ func (d *Device) readLoop() {
 func (d *Device) readFrames(fd uintptr) bool {
 	s := &d.sys
 	for s.batch.Len() < devReadBatch {
-		r, _, errno := unix.Syscall(unix.SYS_READV, fd, uintptr(unsafe.Pointer(&s.riov[s.riovFirst])), uintptr(len(s.riov)-s.riovFirst))
+		// Non-blocking descriptor: RawSyscall (see mmsg.SendAll).
+		r, _, errno := unix.RawSyscall(unix.SYS_READV, fd, uintptr(unsafe.Pointer(&s.riov[s.riovFirst])), uintptr(len(s.riov)-s.riovFirst))
 		n := int(r)
 		switch {
 		case errno == unix.EINTR:

@@ -201,6 +201,7 @@ func (d *Device) writev() {
 func (d *Device) writeIovecs(fd uintptr) bool {
 	s := &d.sys
 	for {
+		// Non-blocking descriptor: RawSyscall (see mmsg.SendAll).
 		_, _, e := unix.RawSyscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&s.iovecs[0])), uintptr(len(s.iovecs)))
 		switch e {
 		case 0:
