@@ -730,6 +730,7 @@ func TestDeviceZeroAlloc(t *testing.T) {
 				t.Fatalf("batch holds %d packets", rd.sys.batch.Len())
 			}
 			rd.sys.batch.Reset()
+			rd.sys.batchDone()
 		}); n != 0 {
 			t.Errorf("vnet=%v: read path: %v allocations per fr", withVnet, n)
 		}

@@ -30,6 +30,7 @@ func (d *Device) readLoop() {
 			d.ep.WritePackets(s.batch)
 			s.batch.Reset() // the endpoint borrowed them
 		}
+		s.batchDone()
 		if err != nil {
 			return // closed
 		}
@@ -48,7 +49,7 @@ func (d *Device) readLoop() {
 // (wait for readiness) only when it read nothing.
 func (d *Device) readFrames(fd uintptr) bool {
 	s := &d.sys
-	for s.batch.Len() < devReadBatch {
+	for s.batch.Len() < devReadBatch && s.rbigNext < devReadBigViews {
 		// Non-blocking descriptor: RawSyscall (see mmsg.SendAll).
 		r, _, errno := unix.RawSyscall(unix.SYS_READV, fd, uintptr(unsafe.Pointer(&s.riov[s.riovFirst])), uintptr(len(s.riov)-s.riovFirst))
 		n := int(r)
@@ -69,20 +70,39 @@ func (d *Device) readFrames(fd uintptr) bool {
 	return true
 }
 
-// newReadSmall and newReadBig replace the receive views handed over with
-// a frame. The small view holds an ordinary frame and the headers of a
-// super-frame, the big one the rest of a super-frame: packets are read
-// straight into the memory they are sent from.
+// newReadSmall replaces the small receive view handed over with a frame.
+// It holds an ordinary frame and the headers of a super-frame: packets are
+// read straight into the memory they are sent from.
 func (s *devSys) newReadSmall() {
 	s.rsmall = buffer.NewViewSize(s.rcap)
 	s.riov[1].Base = &s.rsmall.AsSlice()[0]
 	s.riov[1].SetLen(s.rcap)
 }
 
-func (s *devSys) newReadBig() {
-	s.rbig = buffer.NewViewSize(devReadBigView)
-	s.riov[2].Base = &s.rbig.AsSlice()[0]
+// nextReadBig points the last iovec at the next view of the big ring,
+// which holds the rest of a super-frame. The ring's views are reused: the
+// packets made of them are released when the batch is written (WritePackets
+// borrows, and the underlays send before returning), so a view is normally
+// exclusive again by the time it comes round, and a new one would only
+// cost a clear of 64 KiB. Should a packet still hold the memory (queued
+// for neighbour resolution, say), the view's chunk is copied (View.WriteAt
+// copies a shared chunk) and the packet keeps the old one.
+func (s *devSys) nextReadBig() {
+	if s.rbigNext == len(s.rbigs) {
+		s.rbigs = append(s.rbigs, buffer.NewViewSize(devReadBigView))
+	}
+	v := s.rbigs[s.rbigNext]
+	_, _ = v.WriteAt(nil, 0) // exclusive from here on
+	s.riov[2].Base = &v.AsSlice()[0]
 	s.riov[2].SetLen(devReadBigView)
+}
+
+// batchDone starts the big ring over once a batch is written.
+func (s *devSys) batchDone() {
+	if s.rbigNext > 0 {
+		s.rbigNext = 0
+		s.nextReadBig()
+	}
 }
 
 // releaseRead frees the receive views (the read goroutine has stopped).
@@ -91,10 +111,10 @@ func (s *devSys) releaseRead() {
 		s.rsmall.Release()
 		s.rsmall = nil
 	}
-	if s.rbig != nil {
-		s.rbig.Release()
-		s.rbig = nil
+	for _, v := range s.rbigs {
+		v.Release()
 	}
+	s.rbigs = nil
 	s.riov[1], s.riov[2] = unix.Iovec{}, unix.Iovec{}
 }
 
@@ -110,11 +130,15 @@ func (s *devSys) takeFrame(n, size int) buffer.Buffer {
 		return buf
 	}
 	buf = buffer.MakeWithView(s.rsmall)
-	s.rbig.CapLength(n - s.rcap)
-	_ = buf.Append(s.rbig) // the small view is full: appended as it is
+	big := s.rbigs[s.rbigNext].Clone()
+	big.CapLength(n - s.rcap)
+	_ = buf.Append(big) // the small view is full: appended as it is
 	buf.Truncate(int64(size))
 	s.newReadSmall()
-	s.newReadBig()
+	s.rbigNext++
+	if s.rbigNext < devReadBigViews {
+		s.nextReadBig()
+	}
 	return buf
 }
 
@@ -126,7 +150,7 @@ func (s *devSys) flatFrame(n int) []byte {
 		return s.rsmall.AsSlice()[:n]
 	}
 	s.rflat = append(s.rflat[:0], s.rsmall.AsSlice()...)
-	s.rflat = append(s.rflat, s.rbig.AsSlice()[:n-s.rcap]...)
+	s.rflat = append(s.rflat, s.rbigs[s.rbigNext].AsSlice()[:n-s.rcap]...)
 	return s.rflat
 }
 
