@@ -27,9 +27,6 @@ const (
 	afpHdrSlot = 128
 	// afpMaxIov is the kernel's UIO_MAXIOV.
 	afpMaxIov = 1024
-	// afpOverflow is the spill-over receive space per slot, for
-	// super-frames (64 KiB of IP plus Ethernet and slack).
-	afpOverflow = 1<<16 + 256
 	// afpSenderPool is how many idle senders are kept for concurrent
 	// WritePackets calls.
 	afpSenderPool = 8

@@ -60,7 +60,9 @@ type Stats struct {
 	// RxMalformed counts frames too short or with headers that do not
 	// parse; dropped.
 	RxMalformed uint64
-	// RxGSOSplit counts UDP super-frames split into datagrams.
+	// RxGSOSplit counts UDP super-frames delivered whole and marked for
+	// the netstack transport, which hands their datagrams over one by one
+	// (link.SetReceiveUDPSegments).
 	RxGSOSplit uint64
 	// RxGSOWhole counts TCP super-frames delivered whole (UDP-tunnel
 	// segmentation jobs from this host).

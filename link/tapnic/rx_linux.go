@@ -179,6 +179,6 @@ func (r *tapRx) frame(d stack.NetworkDispatcher, got int) {
 		mss = vh.GSOSize
 		e.stats.rxTunnelGSO.Add(1)
 	}
-	ethnic.DeliverFrame(d, payload, local, mss) // n is at least an Ethernet header
+	ethnic.DeliverFrame(d, payload, local, mss, 0) // n is at least an Ethernet header
 	e.stats.rxFrames.Add(1)
 }
