@@ -85,6 +85,9 @@ type Stats struct {
 	// TxSoftwareSegmented counts segmentation jobs cut into datagrams by
 	// the endpoint itself (udp-gso off or refused).
 	TxSoftwareSegmented uint64
+	// TxTunnelJobs counts UDP-tunnel segmentation jobs cut here into
+	// Geneve datagrams (sent as UDP_L4 frames while UDP GSO is on).
+	TxTunnelJobs uint64
 	// TxOffloadFallbacks counts frames the kernel refused because of their
 	// offload hints, after which the offload was switched off and the
 	// frame sent again without it.
