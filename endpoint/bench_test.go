@@ -14,6 +14,33 @@ import (
 // frameSizes are the inner frame sizes the issue asks about.
 var frameSizes = []int{64, 1400}
 
+// benchOutbound returns an outbound IPv4/UDP packet for e whose frame (with
+// the Ethernet header in L2 mode) is size bytes.
+func benchOutbound(e *Endpoint, mode Mode, size int) *stack.PacketBuffer {
+	ipLen := size
+	if mode == L2 {
+		ipLen -= 14
+	}
+	return outbound(e, ipv4UDP("10.0.0.1", "10.0.0.2", 1, 2, 0, make([]byte, ipLen-28)), "\x02\x00\x00\x00\x00\x02")
+}
+
+// benchInbound returns a batch of one Geneve datagram for e from its peer
+// whose inner IPv4/UDP frame is size bytes.
+func benchInbound(e *Endpoint, mode Mode, size int) []link.Datagram {
+	ipLen := size
+	if mode == L2 {
+		ipLen -= 14
+	}
+	ip := ipv4UDP("10.0.0.2", "10.0.0.1", 1, 2, 0, make([]byte, ipLen-28))
+	h := geneve.Header{VNI: 1, Protocol: geneve.ProtoIPv4}
+	payload := ip
+	if mode == L2 {
+		h.Protocol = geneve.ProtoEthernet
+		payload = ether(e.LinkAddress(), tcpip.LinkAddress("\x02\x00\x00\x00\x00\x02"), 0x0800, ip)
+	}
+	return []link.Datagram{{Payload: datagram(h, payload), Src: peerAddr}}
+}
+
 // BenchmarkEncapsulate measures WritePackets for one inner frame into a
 // transport that discards: Geneve header, flow hash, batch and release.
 func BenchmarkEncapsulate(b *testing.B) {
@@ -22,13 +49,7 @@ func BenchmarkEncapsulate(b *testing.B) {
 			b.Run(fmt.Sprintf("%s/%dB", mode, size), func(b *testing.B) {
 				e, ft, _ := newTestEndpoint(b, Config{VNI: 1, Mode: mode})
 				ft.Record = false
-				// An IPv4/UDP packet whose frame (with the Ethernet header
-				// in L2 mode) is size bytes.
-				ipLen := size
-				if mode == L2 {
-					ipLen -= 14
-				}
-				pkt := outbound(e, ipv4UDP("10.0.0.1", "10.0.0.2", 1, 2, 0, make([]byte, ipLen-28)), "\x02\x00\x00\x00\x00\x02")
+				pkt := benchOutbound(e, mode, size)
 				defer pkt.DecRef()
 				var l stack.PacketBufferList
 				l.PushBack(pkt)
@@ -56,18 +77,7 @@ func BenchmarkDecapsulate(b *testing.B) {
 			b.Run(fmt.Sprintf("%s/%dB", mode, size), func(b *testing.B) {
 				e, ft, d := newTestEndpoint(b, Config{VNI: 1, Mode: mode})
 				d.keep = false
-				ipLen := size
-				if mode == L2 {
-					ipLen -= 14
-				}
-				ip := ipv4UDP("10.0.0.2", "10.0.0.1", 1, 2, 0, make([]byte, ipLen-28))
-				h := geneve.Header{VNI: 1, Protocol: geneve.ProtoIPv4}
-				payload := ip
-				if mode == L2 {
-					h.Protocol = geneve.ProtoEthernet
-					payload = ether(e.LinkAddress(), tcpip.LinkAddress("\x02\x00\x00\x00\x00\x02"), 0x0800, ip)
-				}
-				batch := []link.Datagram{{Payload: datagram(h, payload), Src: peerAddr}}
+				batch := benchInbound(e, mode, size)
 				b.SetBytes(int64(size))
 				b.ReportAllocs()
 				b.ResetTimer()
@@ -114,27 +124,16 @@ func BenchmarkEncapDecapVsCopy(b *testing.B) {
 	for _, mode := range []Mode{L2, L3} {
 		b.Run(mode.String(), func(b *testing.B) {
 			const size = 1400
-			ipLen := size
-			if mode == L2 {
-				ipLen -= 14
-			}
 			tx, ftx, _ := newTestEndpoint(b, Config{VNI: 1, Mode: mode})
 			ftx.Record = false
-			pkt := outbound(tx, ipv4UDP("10.0.0.1", "10.0.0.2", 1, 2, 0, make([]byte, ipLen-28)), "\x02\x00\x00\x00\x00\x02")
+			pkt := benchOutbound(tx, mode, size)
 			defer pkt.DecRef()
 			var l stack.PacketBufferList
 			l.PushBack(pkt)
 
 			rx, frx, d := newTestEndpoint(b, Config{VNI: 1, Mode: mode})
 			d.keep = false
-			ip := ipv4UDP("10.0.0.2", "10.0.0.1", 1, 2, 0, make([]byte, ipLen-28))
-			h := geneve.Header{VNI: 1, Protocol: geneve.ProtoIPv4}
-			payload := ip
-			if mode == L2 {
-				h.Protocol = geneve.ProtoEthernet
-				payload = ether(rx.LinkAddress(), tcpip.LinkAddress("\x02\x00\x00\x00\x00\x02"), 0x0800, ip)
-			}
-			batch := []link.Datagram{{Payload: datagram(h, payload), Src: peerAddr}}
+			batch := benchInbound(rx, mode, size)
 
 			src := make([]byte, size)
 			copySink = make([]byte, size)

@@ -9,7 +9,6 @@ import (
 	"io"
 	"math"
 	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,7 +24,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gnv-project/gnv/endpoint"
 	"github.com/gnv-project/gnv/stack"
 	"github.com/gnv-project/gnv/testutil/netns"
 	"golang.org/x/sys/unix"
@@ -237,76 +235,14 @@ func (s *scope) cleanup() {
 	}
 }
 
-// tableVethPair is vethPair for a scope.
-func tableVethPair(tb testing.TB, bare bool) (a, c *netns.NS) {
-	a, c = netns.New(tb, "gnvtab-a"), netns.New(tb, "gnvtab-b")
-	netns.Veth(tb, a, "va", c, "vb")
-	if !bare {
-		a.MustRun(tb, "ip", "addr", "add", "192.0.2.1/24", "dev", "va")
-		c.MustRun(tb, "ip", "addr", "add", "192.0.2.2/24", "dev", "vb")
-	}
-	return a, c
-}
-
 func runVXLAN(tb testing.TB, m *measure) sample {
-	a, c := tableVethPair(tb, false)
-	for i, ns := range []*netns.NS{a, c} {
-		local, remote, dev := "192.0.2.1", "192.0.2.2", "va"
-		if i == 1 {
-			local, remote, dev = remote, local, "vb"
-		}
-		ns.MustRun(tb, "ip", "link", "add", "vx0", "type", "vxlan", "id", "100", "local", local, "remote", remote, "dstport", "4789", "dev", dev)
-		ns.MustRun(tb, "ip", "addr", "add", fmt.Sprintf("10.3.3.%d/24", i+1), "dev", "vx0")
-		ns.MustRun(tb, "ip", "link", "set", "vx0", "up")
-	}
+	a, c := vxlanPair(tb)
 	return iperfSample(tb, m, a, c, "10.3.3.2", nil)
 }
 
 func runGnvTAP(tb testing.TB, m *measure, underlay string) sample {
-	a, c := tableVethPair(tb, underlay != "udp")
-	var pids []int
-	start := func(ns *netns.NS, dev, local, remote string, n int) {
-		args := []string{"--vni", "100", "--remote", remote, "--addr", fmt.Sprintf("10.9.0.%d/24", n)}
-		switch underlay {
-		case "packet":
-			ns.MustRun(tb, "sysctl", "-qw", "net.ipv6.conf."+dev+".disable_ipv6=1")
-			args = append(args, "--underlay", "packet", "--dev", dev, "--underlay-addr", local+"/24")
-		case "tap":
-			netns.Bridge(tb, ns, "br0", dev)
-			args = append(args, "--underlay", "tap", "--dev", "br0", "--underlay-addr", local+"/24")
-		default:
-			args = append(args, "--local", local)
-		}
-		pids = append(pids, tableUp(tb, ns, args...))
-	}
-	start(a, "va", "192.0.2.1", "192.0.2.2", 1)
-	start(c, "vb", "192.0.2.2", "192.0.2.1", 2)
+	a, c, pids := gnvTAPPair(tb, underlay)
 	return iperfSample(tb, m, a, c, "10.9.0.2", pids)
-}
-
-// tableUp runs gnv up in ns until the sample ends and returns its PID.
-func tableUp(tb testing.TB, ns *netns.NS, args ...string) int {
-	tb.Helper()
-	bin := gnvBinary(tb)
-	cmd := ns.Command(bin, append([]string{"up", "--control", tb.TempDir() + "/ctl.sock"}, args...)...)
-	out := &lockedBuf{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		cmd.Wait()
-	})
-	for i := 0; i < 200; i++ {
-		if strings.Contains(out.String(), ": up, ") {
-			// ip netns exec runs gnv in its own process.
-			return cmd.Process.Pid
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	tb.Fatalf("gnv up did not come up: %s", out.String())
-	return 0
 }
 
 // cpuMeter samples the CPU time of processes, of ksoftirqd and of the
@@ -512,36 +448,7 @@ func parsePing(out string) []float64 {
 // underlays ("udp") or TAP underlays on a bridge with the veth ("tap"),
 // and moves data for m.dur on m.streams TCP connections.
 func runGnvNetstack(tb testing.TB, m *measure, underlay string) sample {
-	a, c := tableVethPair(tb, underlay == "tap")
-	var us [2]*stack.SharedUnderlay
-	for i, ns := range []*netns.NS{a, c} {
-		local := netip.AddrFrom4([4]byte{192, 0, 2, byte(i + 1)})
-		var u stack.Underlay = stack.KernelUDPUnderlay{Local: local}
-		if underlay == "tap" {
-			netns.Bridge(tb, ns, "br0", []string{"va", "vb"}[i])
-			u = stack.TAPUnderlay{Bridge: "br0", NetstackOptions: stack.NetstackOptions{Address: netip.PrefixFrom(local, 24)}}
-		}
-		if err := ns.Do(func() (err error) {
-			us[i], err = stack.OpenUnderlay(u, stack.UnderlayOptions{})
-			return err
-		}); err != nil {
-			tb.Fatal(err)
-		}
-		tb.Cleanup(func() { us[i].Close() })
-	}
-	var tuns [2]*stack.Tunnel
-	for i := range tuns {
-		tun, err := stack.New(stack.Config{
-			VNI: 100, Mode: endpoint.L2, Underlay: us[i],
-			Remotes:   []netip.Addr{netip.AddrFrom4([4]byte{192, 0, 2, byte(2 - i)})},
-			Addresses: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 9, 0, byte(i + 1)}), 24)},
-		})
-		if err != nil {
-			tb.Fatal(err)
-		}
-		tb.Cleanup(func() { tun.Close() })
-		tuns[i] = tun
-	}
+	tuns := netstackPair(tb, underlay)
 	cpu := cpuMeter{pids: []int{os.Getpid()}}
 	var s sample
 	var rttErr error
@@ -740,7 +647,7 @@ func measureMemory(b *testing.B) *memoryResult {
 	sc := &scope{TB: b}
 	defer sc.cleanup()
 	const macs = 100000
-	a, c := tableVethPair(sc, false)
+	a, c := vethPair(sc, false)
 	ctl := sc.TempDir() + "/ctl.sock"
 	bin := gnvBinary(sc)
 	cmd := a.Command(bin, "up", "--control", ctl, "--vni", "100", "--remote", "192.0.2.2", "--local", "192.0.2.1",
