@@ -139,22 +139,27 @@ func (e *Endpoint) receive(dg *link.Datagram, h geneve.Header, payload []byte) {
 			}
 		}
 	}
-	var data buffer.Buffer
-	if dg.Buffer.Size() != 0 && !rewriteECN && !rewriteTTL {
-		// Keep the transport's bytes by reference.
-		data = dg.Buffer.Clone()
-		data.TrimFront(int64(len(dg.Payload) - len(payload)))
-	} else {
-		// Copy into a pooled view: the transport reuses its buffers (or
-		// they are shared and the ECN bits must change).
-		v := buffer.NewViewWithData(payload)
-		if rewriteECN {
-			setInnerECN(v.AsSlice()[len(payload)-len(ip):], newECN)
-		}
-		if rewriteTTL {
-			setInnerTTL(v.AsSlice()[len(payload)-len(ip):], newTTL)
-		}
-		data = buffer.MakeWithView(v)
+	// The headers go into a view of their own, which the packet owns; the
+	// rest stays in the transport's buffer, by reference, when it offers
+	// one. gVisor copies a whole shared chunk when a header is consumed
+	// from it (Buffer.PullUp), so sharing the headers would copy every
+	// frame once more.
+	head := len(payload)
+	if dg.Buffer.Size() != 0 {
+		head = headLen(payload, ip, &l4)
+	}
+	v := buffer.NewViewWithData(payload[:head])
+	if rewriteECN {
+		setInnerECN(v.AsSlice()[len(payload)-len(ip):], newECN)
+	}
+	if rewriteTTL {
+		setInnerTTL(v.AsSlice()[len(payload)-len(ip):], newTTL)
+	}
+	data := buffer.MakeWithView(v)
+	if head < len(payload) {
+		rest := dg.Buffer.Clone()
+		rest.TrimFront(int64(len(dg.Payload) - len(payload) + head))
+		data.Merge(&rest)
 	}
 
 	e.mu.RLock()
@@ -226,6 +231,31 @@ func (e *Endpoint) receive(dg *link.Datagram, h geneve.Header, payload []byte) {
 		e.rxUnchecked.Store(false)
 	}
 	pkt.DecRef()
+}
+
+// headCopyMin is the size below which a received payload is copied whole
+// rather than split into copied headers and shared data.
+const headCopyMin = 256
+
+// headLen returns how many leading bytes of a received payload to copy
+// into the packet's own memory: the link, IP and transport headers (all
+// the overlay stack and GRO consume), or the whole payload when it is
+// small or its transport header was not found. ip is the inner IP packet
+// within payload (nil if not IP) and l4 what parseInner found in it.
+func headLen(payload, ip []byte, l4 *innerL4) int {
+	if len(payload) <= headCopyMin || ip == nil || l4.status != l4Found {
+		return len(payload)
+	}
+	n := len(payload) - len(ip) + l4.off
+	switch l4.proto {
+	case protoTCP:
+		n += int(ip[l4.off+12]>>4) * 4 // transportOK checked it
+	case protoUDP, protoICMP, protoICMPv6:
+		n += 8
+	default:
+		return len(payload)
+	}
+	return min(n, len(payload))
 }
 
 // flushGRO delivers packets held for coalescing; the socket calls it at the

@@ -83,8 +83,34 @@ func SetReceiveMarks(pkt *stack.PacketBuffer, local bool, innerMSS uint16) {
 }
 
 // ReceiveMarks returns the marks SetReceiveMarks put on the inbound pkt.
+// innerMSS is zero for a UDP super-frame (SetReceiveUDPSegments).
 func ReceiveMarks(pkt *stack.PacketBuffer) (local bool, innerMSS uint16) {
+	if pkt.GSOOptions.Type == GSOUDPL4 {
+		return pkt.GSOOptions.NeedsCsum, 0
+	}
 	return pkt.GSOOptions.NeedsCsum, pkt.GSOOptions.MSS
+}
+
+// SetReceiveUDPSegments marks the inbound pkt, a UDP super-frame that the
+// host's kernel handed over unsegmented (UDP GSO that crossed a veth whole,
+// VIRTIO_NET_HDR_GSO_UDP_L4), as standing for datagrams of segSize payload
+// bytes each (the last may be shorter): the netstack UDP transport hands
+// them to the receiver one by one, out of the one packet, so that netstack
+// parses the headers once for them all. Its UDP length is that of the
+// whole frame and its checksum partial (call SetReceiveMarks with local
+// first).
+func SetReceiveUDPSegments(pkt *stack.PacketBuffer, segSize uint16) {
+	pkt.GSOOptions.Type = GSOUDPL4
+	pkt.GSOOptions.MSS = segSize
+}
+
+// ReceiveUDPSegments returns the segment size SetReceiveUDPSegments put on
+// the inbound pkt, or 0 if it is an ordinary datagram.
+func ReceiveUDPSegments(pkt *stack.PacketBuffer) uint16 {
+	if pkt.GSOOptions.Type == GSOUDPL4 {
+		return pkt.GSOOptions.MSS
+	}
+	return 0
 }
 
 // IP protocol numbers, TCP flags and checksum field offsets that segment

@@ -95,6 +95,43 @@ func BenchmarkVethThroughput(b *testing.B) {
 	}
 }
 
+// netstackPair makes two namespaces on a veth and, in this process,
+// tunnels with netstack overlays 10.9.0.1/24 and 10.9.0.2/24 over kernel
+// UDP underlays ("udp") or TAP underlays on a bridge with the veth ("tap").
+func netstackPair(tb testing.TB, underlay string) [2]*stack.Tunnel {
+	a, c := vethPair(tb, underlay == "tap")
+	var us [2]*stack.SharedUnderlay
+	for i, ns := range []*netns.NS{a, c} {
+		local := netip.AddrFrom4([4]byte{192, 0, 2, byte(i + 1)})
+		var u stack.Underlay = stack.KernelUDPUnderlay{Local: local}
+		if underlay == "tap" {
+			netns.Bridge(tb, ns, "br0", []string{"va", "vb"}[i])
+			u = stack.TAPUnderlay{Bridge: "br0", NetstackOptions: stack.NetstackOptions{Address: netip.PrefixFrom(local, 24)}}
+		}
+		if err := ns.Do(func() (err error) {
+			us[i], err = stack.OpenUnderlay(u, stack.UnderlayOptions{})
+			return err
+		}); err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { us[i].Close() })
+	}
+	var tuns [2]*stack.Tunnel
+	for i := range tuns {
+		tun, err := stack.New(stack.Config{
+			VNI: 100, Mode: endpoint.L2, Underlay: us[i],
+			Remotes:   []netip.Addr{netip.AddrFrom4([4]byte{192, 0, 2, byte(2 - i)})},
+			Addresses: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 9, 0, byte(i + 1)}), 24)},
+		})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { tun.Close() })
+		tuns[i] = tun
+	}
+	return tuns
+}
+
 // iperf runs an iperf3 server in b and a 5-second client in a towards dst,
 // returning the receiver's throughput in Mbit/s.
 func iperf(b *testing.B, a, srv *netns.NS, dst string) float64 {
@@ -131,108 +168,97 @@ func iperf(b *testing.B, a, srv *netns.NS, dst string) float64 {
 
 // vethPair makes two namespaces with 192.0.2.1/24 and 192.0.2.2/24 on the
 // veth (unless bare).
-func vethPair(b *testing.B, bare bool) (a, c *netns.NS) {
-	a, c = netns.New(b, "gnvbench-a"), netns.New(b, "gnvbench-b")
-	netns.Veth(b, a, "va", c, "vb")
+func vethPair(tb testing.TB, bare bool) (a, c *netns.NS) {
+	a, c = netns.New(tb, "gnvbench-a"), netns.New(tb, "gnvbench-b")
+	netns.Veth(tb, a, "va", c, "vb")
 	if !bare {
-		a.MustRun(b, "ip", "addr", "add", "192.0.2.1/24", "dev", "va")
-		c.MustRun(b, "ip", "addr", "add", "192.0.2.2/24", "dev", "vb")
+		a.MustRun(tb, "ip", "addr", "add", "192.0.2.1/24", "dev", "va")
+		c.MustRun(tb, "ip", "addr", "add", "192.0.2.2/24", "dev", "vb")
 	}
 	return a, c
 }
 
 func benchVXLAN(b *testing.B) float64 {
-	a, c := vethPair(b, false)
+	a, c := vxlanPair(b)
+	return iperf(b, a, c, "10.3.3.2")
+}
+
+// vxlanPair makes two namespaces on a veth with kernel VXLAN devices,
+// 10.3.3.1/24 and 10.3.3.2/24.
+func vxlanPair(tb testing.TB) (a, c *netns.NS) {
+	a, c = vethPair(tb, false)
 	for i, ns := range []*netns.NS{a, c} {
 		local, remote, dev := "192.0.2.1", "192.0.2.2", "va"
 		if i == 1 {
 			local, remote, dev = remote, local, "vb"
 		}
-		ns.MustRun(b, "ip", "link", "add", "vx0", "type", "vxlan", "id", "100", "local", local, "remote", remote, "dstport", "4789", "dev", dev)
-		ns.MustRun(b, "ip", "addr", "add", fmt.Sprintf("10.3.3.%d/24", i+1), "dev", "vx0")
-		ns.MustRun(b, "ip", "link", "set", "vx0", "up")
+		ns.MustRun(tb, "ip", "link", "add", "vx0", "type", "vxlan", "id", "100", "local", local, "remote", remote, "dstport", "4789", "dev", dev)
+		ns.MustRun(tb, "ip", "addr", "add", fmt.Sprintf("10.3.3.%d/24", i+1), "dev", "vx0")
+		ns.MustRun(tb, "ip", "link", "set", "vx0", "up")
 	}
-	return iperf(b, a, c, "10.3.3.2")
+	return a, c
 }
 
 func benchGnvTAP(b *testing.B, underlay string) float64 {
-	a, c := vethPair(b, underlay != "udp")
+	a, c, _ := gnvTAPPair(b, underlay)
+	return iperf(b, a, c, "10.9.0.2")
+}
+
+// gnvTAPPair makes two namespaces on a veth running gnv up with TAP
+// overlays, 10.9.0.1/24 and 10.9.0.2/24, over the underlay "udp" (kernel
+// UDP), "packet" (AF_PACKET) or "tap" (a TAP device on a bridge with the
+// veth), and returns the gnv processes' PIDs.
+func gnvTAPPair(tb testing.TB, underlay string) (a, c *netns.NS, pids []int) {
+	a, c = vethPair(tb, underlay != "udp")
 	start := func(ns *netns.NS, dev, local, remote string, n int) {
 		args := []string{"--vni", "100", "--remote", remote, "--addr", fmt.Sprintf("10.9.0.%d/24", n)}
 		switch underlay {
 		case "packet":
-			netns.RequireTools(b, "sysctl")
-			ns.MustRun(b, "sysctl", "-qw", "net.ipv6.conf."+dev+".disable_ipv6=1")
+			netns.RequireTools(tb, "sysctl")
+			ns.MustRun(tb, "sysctl", "-qw", "net.ipv6.conf."+dev+".disable_ipv6=1")
 			args = append(args, "--underlay", "packet", "--dev", dev, "--underlay-addr", local+"/24")
 		case "tap":
-			netns.Bridge(b, ns, "br0", dev)
+			netns.Bridge(tb, ns, "br0", dev)
 			args = append(args, "--underlay", "tap", "--dev", "br0", "--underlay-addr", local+"/24")
 		default:
 			args = append(args, "--local", local)
 		}
-		benchUp(b, ns, args...)
+		pids = append(pids, benchUp(tb, ns, args...))
 	}
 	start(a, "va", "192.0.2.1", "192.0.2.2", 1)
 	start(c, "vb", "192.0.2.2", "192.0.2.1", 2)
-	return iperf(b, a, c, "10.9.0.2")
+	return a, c, pids
 }
 
-// benchUp runs gnv up in ns until the benchmark ends.
-func benchUp(b *testing.B, ns *netns.NS, args ...string) {
-	b.Helper()
-	bin := gnvBinary(b)
-	cmd := ns.Command(bin, append([]string{"up", "--control", b.TempDir() + "/ctl.sock"}, args...)...)
+// benchUp runs gnv up in ns until the benchmark ends and returns its PID
+// (ip netns exec execs it in its own process).
+func benchUp(tb testing.TB, ns *netns.NS, args ...string) int {
+	tb.Helper()
+	bin := gnvBinary(tb)
+	cmd := ns.Command(bin, append([]string{"up", "--control", tb.TempDir() + "/ctl.sock"}, args...)...)
 	out := &lockedBuf{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	b.Cleanup(func() {
+	tb.Cleanup(func() {
 		cmd.Process.Signal(os.Interrupt)
 		cmd.Wait()
 	})
-	for i := 0; i < 100; i++ {
+	for i := 0; i < 200; i++ {
 		if strings.Contains(out.String(), ": up, ") {
-			return
+			return cmd.Process.Pid
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	b.Fatalf("gnv up did not come up: %s", out.String())
+	tb.Fatalf("gnv up did not come up: %s", out.String())
+	return 0
 }
 
 // benchGnvNetstack runs netstack overlays in this process over kernel UDP
 // underlays ("udp") or TAP underlays on a bridge with the veth ("tap").
 func benchGnvNetstack(b *testing.B, underlay string) float64 {
-	a, c := vethPair(b, underlay == "tap")
-	var us [2]*stack.SharedUnderlay
-	for i, ns := range []*netns.NS{a, c} {
-		local := netip.AddrFrom4([4]byte{192, 0, 2, byte(i + 1)})
-		var u stack.Underlay = stack.KernelUDPUnderlay{Local: local}
-		if underlay == "tap" {
-			netns.Bridge(b, ns, "br0", []string{"va", "vb"}[i])
-			u = stack.TAPUnderlay{Bridge: "br0", NetstackOptions: stack.NetstackOptions{Address: netip.PrefixFrom(local, 24)}}
-		}
-		if err := ns.Do(func() (err error) {
-			us[i], err = stack.OpenUnderlay(u, stack.UnderlayOptions{})
-			return err
-		}); err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { us[i].Close() })
-	}
-	var tuns [2]*stack.Tunnel
-	for i := range tuns {
-		tun, err := stack.New(stack.Config{
-			VNI: 100, Mode: endpoint.L2, Underlay: us[i],
-			Remotes:   []netip.Addr{netip.AddrFrom4([4]byte{192, 0, 2, byte(2 - i)})},
-			Addresses: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 9, 0, byte(i + 1)}), 24)},
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { tun.Close() })
-		tuns[i] = tun
-	}
+	tuns := netstackPair(b, underlay)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	res, err := testutil.TransferTCP(ctx, tuns[0], tuns[1], netip.MustParseAddrPort("10.9.0.2:5201"), 256<<20, 1)

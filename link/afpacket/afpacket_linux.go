@@ -27,9 +27,6 @@ const (
 	afpHdrSlot = 128
 	// afpMaxIov is the kernel's UIO_MAXIOV.
 	afpMaxIov = 1024
-	// afpOverflow is the spill-over receive space per slot, for
-	// super-frames (64 KiB of IP plus Ethernet and slack).
-	afpOverflow = 1<<16 + 256
 	// afpSenderPool is how many idle senders are kept for concurrent
 	// WritePackets calls.
 	afpSenderPool = 8
@@ -144,6 +141,7 @@ type Endpoint struct {
 var (
 	_ stack.LinkEndpoint   = (*Endpoint)(nil)
 	_ link.UDPSegmenter    = (*Endpoint)(nil)
+	_ link.TunnelSegmenter = (*Endpoint)(nil)
 	_ link.OffloadReporter = (*Endpoint)(nil)
 )
 
@@ -255,6 +253,7 @@ type counters struct {
 	rxGSOSplit, rxGSOWhole, rxGSODropped, rxErrors                    atomic.Uint64
 	txFrames, txErrors, txChecksumOffloaded, txGSOFrames              atomic.Uint64
 	txGSOSegments, txSoftwareSegmented, txOffloadFallbacks            atomic.Uint64
+	txTunnelJobs                                                      atomic.Uint64
 }
 
 // Stats returns a snapshot of the endpoint's counters.
@@ -276,6 +275,7 @@ func (e *Endpoint) Stats() Stats {
 		TxGSOFrames:         c.txGSOFrames.Load(),
 		TxGSOSegments:       c.txGSOSegments.Load(),
 		TxSoftwareSegmented: c.txSoftwareSegmented.Load(),
+		TxTunnelJobs:        c.txTunnelJobs.Load(),
 		TxOffloadFallbacks:  c.txOffloadFallbacks.Load(),
 	}
 }
@@ -283,6 +283,15 @@ func (e *Endpoint) Stats() Stats {
 // UDPSegmentation implements UDPSegmenter.
 func (e *Endpoint) UDPSegmentation() (int, bool) {
 	return afpMaxSegments, e.udpGSO.Load() && e.txCsum.Load()
+}
+
+// TunnelSegmentation implements link.TunnelSegmenter: while UDP GSO is on,
+// UDP-tunnel segmentation jobs (link.GSOUDPTunnel) are taken and cut here
+// into UDP_L4 frames of Geneve datagrams, whose headers are rewritten from
+// the job's and whose payload is gathered from its views: the Geneve
+// endpoint then builds no buffer per segment.
+func (e *Endpoint) TunnelSegmentation() (int, bool) {
+	return 0xffff, e.udpGSO.Load() && e.txCsum.Load()
 }
 
 // MTU implements stack.LinkEndpoint: the IP MTU.

@@ -60,7 +60,9 @@ type Stats struct {
 	// RxMalformed counts frames too short or with headers that do not
 	// parse; dropped.
 	RxMalformed uint64
-	// RxGSOSplit counts UDP super-frames split into datagrams.
+	// RxGSOSplit counts UDP super-frames delivered whole and marked for
+	// the netstack transport, which hands their datagrams over one by one
+	// (link.SetReceiveUDPSegments).
 	RxGSOSplit uint64
 	// RxGSOWhole counts TCP super-frames delivered whole (UDP-tunnel
 	// segmentation jobs from this host).
@@ -83,6 +85,9 @@ type Stats struct {
 	// TxSoftwareSegmented counts segmentation jobs cut into datagrams by
 	// the endpoint itself (udp-gso off or refused).
 	TxSoftwareSegmented uint64
+	// TxTunnelJobs counts UDP-tunnel segmentation jobs cut here into
+	// Geneve datagrams (sent as UDP_L4 frames while UDP GSO is on).
+	TxTunnelJobs uint64
 	// TxOffloadFallbacks counts frames the kernel refused because of their
 	// offload hints, after which the offload was switched off and the
 	// frame sent again without it.

@@ -6,7 +6,6 @@ import (
 	"syscall"
 	"unsafe"
 
-	"github.com/gnv-project/gnv/link"
 	"github.com/gnv-project/gnv/link/internal/ethnic"
 	"github.com/gnv-project/gnv/link/internal/frame"
 	"github.com/gnv-project/gnv/link/internal/vnet"
@@ -18,18 +17,35 @@ import (
 )
 
 // afpRx is the receive goroutine's preallocated state: one slot per frame
-// of a recvmmsg batch, each an iovec list [virtio_net_hdr | pooled view of
-// frameCap bytes | spill-over].
+// of a recvmmsg batch, each an iovec list [virtio_net_hdr | head view of
+// split bytes | 64 KiB view]. split is where the UDP payload began in the
+// last UDP frame (42 bytes into an IPv4 frame), so that the Ethernet, IP and
+// UDP headers sit in the head view and a Geneve datagram, or the run of
+// them in a UDP super-frame, lies whole in the big view: netstack's IP
+// layer then copies only the head chunk (it copies the chunk it reads the
+// IP header from), and the transport hands the datagrams over in place. A
+// frame of at most frameCap bytes is copied into a view of its own and the
+// slot's views are kept, so that small frames do not pin (and clear) 64 KiB
+// each.
 type afpRx struct {
-	e        *Endpoint
-	msgs     []unix.Mmsghdr
-	iovs     []unix.Iovec
-	names    []unix.RawSockaddrLinklayer
-	vnet     []byte
-	views    []*buffer.View
-	overflow []byte
-	scratch  []byte // a super-frame made contiguous
+	e     *Endpoint
+	msgs  []unix.Mmsghdr
+	iovs  []unix.Iovec
+	names []unix.RawSockaddrLinklayer
+	vnet  []byte
+	heads []*buffer.View
+	bigs  []*buffer.View
+	split int
+	flat  []byte // a frame made contiguous for checking or copying
 }
+
+// afpDefaultSplit is the offset of the UDP payload in an IPv4 frame
+// without options; afpMaxSplit bounds the head view.
+const (
+	afpDefaultSplit = header.EthernetMinimumSize + header.IPv4MinimumSize + header.UDPMinimumSize
+	afpMaxSplit     = 128
+	afpBigView      = 1 << 16
+)
 
 func newAFPRx(e *Endpoint) *afpRx {
 	b := e.cfg.BatchSize
@@ -38,28 +54,23 @@ func newAFPRx(e *Endpoint) *afpRx {
 		per = 3
 	}
 	r := &afpRx{
-		e:        e,
-		msgs:     make([]unix.Mmsghdr, b),
-		iovs:     make([]unix.Iovec, b*per),
-		names:    make([]unix.RawSockaddrLinklayer, b),
-		vnet:     make([]byte, b*vnet.HdrLen),
-		views:    make([]*buffer.View, b),
-		overflow: make([]byte, b*afpOverflow),
-		scratch:  make([]byte, afpOverflow+e.frameCap),
+		e:     e,
+		msgs:  make([]unix.Mmsghdr, b),
+		iovs:  make([]unix.Iovec, b*per),
+		names: make([]unix.RawSockaddrLinklayer, b),
+		vnet:  make([]byte, b*vnet.HdrLen),
+		heads: make([]*buffer.View, b),
+		bigs:  make([]*buffer.View, b),
+		split: afpDefaultSplit,
 	}
 	for i := range r.msgs {
 		iov := r.iovs[i*per : (i+1)*per]
-		k := 0
 		if e.vnetLen != 0 {
 			iov[0].Base = &r.vnet[i*vnet.HdrLen]
 			iov[0].SetLen(vnet.HdrLen)
-			k++
 		}
-		r.views[i] = buffer.NewViewSize(e.frameCap)
-		iov[k].Base = &r.views[i].AsSlice()[0]
-		iov[k].SetLen(e.frameCap)
-		iov[k+1].Base = &r.overflow[i*afpOverflow]
-		iov[k+1].SetLen(afpOverflow)
+		r.newHead(i)
+		r.newBig(i)
 		h := &r.msgs[i].Hdr
 		h.Iov = &iov[0]
 		h.SetIovlen(per)
@@ -68,28 +79,72 @@ func newAFPRx(e *Endpoint) *afpRx {
 	return r
 }
 
-// newView gives slot i a fresh frame buffer after its old one became a
-// packet.
-func (r *afpRx) newView(i int) {
-	v := buffer.NewViewSize(r.e.frameCap)
-	r.views[i] = v
-	k := 0
-	if r.e.vnetLen != 0 {
-		k = 1
-	}
+// slotIovs returns slot i's iovecs for the head and big views.
+func (r *afpRx) slotIovs(i int) []unix.Iovec {
 	per := len(r.iovs) / len(r.msgs)
-	r.iovs[i*per+k].Base = &v.AsSlice()[0]
+	return r.iovs[i*per+per-2 : (i+1)*per]
+}
+
+// newHead gives slot i a fresh head view of r.split bytes.
+func (r *afpRx) newHead(i int) {
+	v := buffer.NewViewSize(r.split)
+	r.heads[i] = v
+	iov := r.slotIovs(i)
+	iov[0].Base = &v.AsSlice()[0]
+	iov[0].SetLen(r.split)
+}
+
+// newBig gives slot i a fresh big view.
+func (r *afpRx) newBig(i int) {
+	v := buffer.NewViewSize(afpBigView)
+	r.bigs[i] = v
+	iov := r.slotIovs(i)
+	iov[1].Base = &v.AsSlice()[0]
+	iov[1].SetLen(afpBigView)
 }
 
 // release frees the frame buffers.
 func (r *afpRx) release() {
-	for i, v := range r.views {
-		if v != nil {
-			v.Release()
-			r.views[i] = nil
+	for i := range r.heads {
+		if r.heads[i] != nil {
+			r.heads[i].Release()
+			r.heads[i] = nil
+		}
+		if r.bigs[i] != nil {
+			r.bigs[i].Release()
+			r.bigs[i] = nil
 		}
 	}
 	clear(r.iovs)
+}
+
+// prefix returns the first min(n, size) bytes of the frame of n bytes in
+// slot i as one slice, copied into r.flat.
+func (r *afpRx) prefix(i, n, size int) []byte {
+	n = min(n, size)
+	h := r.heads[i].AsSlice()
+	r.flat = append(r.flat[:0], h[:min(n, len(h))]...)
+	if n > len(h) {
+		r.flat = append(r.flat, r.bigs[i].AsSlice()[:n-len(h)]...)
+	}
+	return r.flat
+}
+
+// take hands over slot i's views holding its frame of n bytes as a buffer,
+// and gives the slot fresh ones (the head sized for the next split).
+func (r *afpRx) take(i, n int) buffer.Buffer {
+	h := r.heads[i]
+	payload := buffer.MakeWithView(h)
+	if n > h.Size() {
+		r.bigs[i].CapLength(n - h.Size())
+		rest := buffer.MakeWithView(r.bigs[i])
+		payload.Merge(&rest) // not Append, which would fill the head chunk
+		r.newBig(i)
+	} else {
+		h.CapLength(n)
+	}
+	r.newHead(i)
+	return payload
 }
 
 // recvmmsg reads a batch of frames (ethnic.NIC.ReadSyscall).
@@ -100,7 +155,8 @@ func (r *afpRx) recvmmsg(fd uintptr) (uintptr, syscall.Errno) {
 		h.Flags = 0
 		r.msgs[i].Len = 0
 	}
-	n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.msgs[0])), uintptr(len(r.msgs)), unix.MSG_DONTWAIT, 0, 0)
+	// Non-blocking descriptor: RawSyscall (see mmsg.SendAll).
+	n, _, errno := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.msgs[0])), uintptr(len(r.msgs)), unix.MSG_DONTWAIT, 0, 0)
 	return n, errno
 }
 
@@ -132,100 +188,79 @@ func (r *afpRx) frame(d stack.NetworkDispatcher, i int, mac tcpip.LinkAddress) {
 	if e.vnetLen != 0 {
 		vh.Decode(r.vnet[i*vnet.HdrLen:])
 	}
-	v := r.views[i]
-	fr := v.AsSlice()
-	if n < len(fr) {
-		fr = fr[:n]
-	}
-	if dst := fr[:6]; dst[0]&1 == 0 && string(dst) != string(mac) {
+	split := r.heads[i].Size()
+	first := r.prefix(i, n, split+afpMaxSplit)
+	if dst := first[:6]; dst[0]&1 == 0 && string(dst) != string(mac) {
 		e.stats.rxOtherHost.Add(1)
 		return
 	}
+	local := vh.Flags&vnet.FNeedsCsum != 0
+	var udpSeg, mss uint16
 	switch vh.GSOType &^ vnet.GSOECN {
 	case vnet.GSONone:
+		if n > e.frameCap {
+			e.stats.rxTruncated.Add(1)
+			return
+		}
 	case vnet.GSOTCPv4, vnet.GSOTCPv6:
-		r.whole(d, i, n, &vh)
-		return
+		// A TCP super-frame, delivered as it is: a UDP-tunnel
+		// segmentation job from this host (a TAP underlay's, or a kernel
+		// tunnel's) that crossed a veth unsegmented. AF_PACKET's header
+		// does not say that it is tunnelled, only that it is TCP with a
+		// partial checksum; netstack takes it as one large UDP datagram,
+		// and the Geneve endpoint the inner super-packet.
+		if !local {
+			e.stats.rxGSODropped.Add(1)
+			return
+		}
+		mss = vh.GSOSize
+		e.stats.rxGSOWhole.Add(1)
+	case vnet.GSOUDPL4:
+		// A UDP super-frame (the local kernel hands over UDP GSO
+		// datagrams unsegmented): netstack takes it as one datagram, and
+		// the transport hands over its datagrams one by one, in place.
+		// Their checksums are partial, which the NIC's receive checksum
+		// offload covers.
+		if !local || vh.GSOSize == 0 {
+			e.stats.rxGSODropped.Add(1)
+			return
+		}
+		udpSeg = vh.GSOSize
+		e.stats.rxGSOSplit.Add(1)
 	default:
-		r.split(d, i, n, &vh)
-		return
-	}
-	if n > len(fr) {
-		e.stats.rxTruncated.Add(1)
-		return
-	}
-	if e.vnetLen != 0 && vh.Flags&(vnet.FNeedsCsum|vnet.FDataValid) == 0 && !frame.RxChecksumOK(fr) {
-		e.stats.rxChecksumErrors.Add(1)
-		return
-	}
-	v.CapLength(n)
-	r.newView(i)
-	e.deliver(d, buffer.MakeWithView(v), vh.Flags&vnet.FNeedsCsum != 0, 0)
-}
-
-// whole delivers a TCP super-frame as it is: a UDP-tunnel segmentation job
-// from this host (a TAP underlay's, or a kernel tunnel's) that crossed a
-// veth unsegmented. AF_PACKET's header does not say that it is tunnelled,
-// only that it is TCP with a partial checksum; netstack takes it as one
-// large UDP datagram, and the Geneve endpoint the inner super-packet.
-func (r *afpRx) whole(d stack.NetworkDispatcher, i, n int, vh *vnet.Hdr) {
-	e := r.e
-	if vh.Flags&vnet.FNeedsCsum == 0 || n > e.frameCap+afpOverflow {
 		e.stats.rxGSODropped.Add(1)
 		return
 	}
-	v := r.views[i]
-	payload := buffer.MakeWithView(v)
-	r.newView(i)
-	if n > e.frameCap {
-		payload.Append(buffer.NewViewWithData(r.overflow[i*afpOverflow : i*afpOverflow+n-e.frameCap]))
-	} else {
-		v.CapLength(n)
+	small := n <= e.frameCap
+	if small {
+		first = r.prefix(i, n, n)
 	}
-	e.stats.rxGSOWhole.Add(1)
-	e.deliver(d, payload, true, vh.GSOSize)
-}
-
-// deliver hands one frame to netstack; it takes ownership of payload.
-// local and mss are the receive marks (see link.GSOUDPTunnel): the kernel left
-// the frame's checksum partial, and the inner segment size of a tunnel
-// job.
-func (e *Endpoint) deliver(d stack.NetworkDispatcher, payload buffer.Buffer, local bool, mss uint16) {
-	if !ethnic.DeliverFrame(d, payload, local, mss) {
+	if e.vnetLen != 0 && vh.Flags&(vnet.FNeedsCsum|vnet.FDataValid) == 0 {
+		if !small {
+			first = r.prefix(i, n, n)
+		}
+		if !frame.RxChecksumOK(first) {
+			e.stats.rxChecksumErrors.Add(1)
+			return
+		}
+	}
+	// Where the next frame's UDP payload likely begins.
+	if _, l4, proto, ok := frame.L3L4(first); ok && proto == uint8(header.UDPProtocolNumber) && l4+header.UDPMinimumSize <= afpMaxSplit {
+		r.split = l4 + header.UDPMinimumSize
+	}
+	var payload buffer.Buffer
+	if small {
+		payload = buffer.MakeWithView(buffer.NewViewWithData(first[:n]))
+		if r.heads[i].Size() != r.split {
+			r.heads[i].Release()
+			r.newHead(i)
+		}
+	} else {
+		payload = r.take(i, n)
+	}
+	if !ethnic.DeliverFrame(d, payload, local, mss, udpSeg) {
 		e.stats.rxMalformed.Add(1)
 		return
 	}
 	e.stats.rxFrames.Add(1)
-}
-
-// split cuts a UDP super-frame (the local kernel hands over UDP GSO
-// datagrams unsegmented) into its datagrams. Their checksums are partial
-// (NEEDS_CSUM), which the NIC's RX checksum offload covers.
-func (r *afpRx) split(d stack.NetworkDispatcher, i, n int, vh *vnet.Hdr) {
-	e := r.e
-	if vh.GSOType&^vnet.GSOECN != vnet.GSOUDPL4 || vh.GSOSize == 0 || n > len(r.scratch) {
-		e.stats.rxGSODropped.Add(1)
-		return
-	}
-	buf := r.scratch[:n]
-	k := copy(buf, r.views[i].AsSlice())
-	copy(buf[k:], r.overflow[i*afpOverflow:])
-	l3, l4, proto, ok := frame.L3L4(buf)
-	hl := l4 + header.UDPMinimumSize
-	if !ok || proto != uint8(header.UDPProtocolNumber) || len(buf) < hl {
-		e.stats.rxMalformed.Add(1)
-		return
-	}
-	payload := buf[hl:]
-	mss := int(vh.GSOSize)
-	for idx, off := 0, 0; off < len(payload); idx, off = idx+1, off+mss {
-		m := min(mss, len(payload)-off)
-		v := buffer.NewViewSize(hl + m)
-		s := v.AsSlice()
-		copy(s, buf[:hl])
-		copy(s[hl:], payload[off:off+m])
-		link.SegmentHeader(s[:hl], l3, l4, link.ProtoUDP, idx, off, m, off+m >= len(payload))
-		e.deliver(d, buffer.MakeWithView(v), true, 0)
-	}
-	e.stats.rxGSOSplit.Add(1)
 }

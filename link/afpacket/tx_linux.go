@@ -7,19 +7,22 @@ import (
 
 	"github.com/gnv-project/gnv/link"
 	"github.com/gnv-project/gnv/link/internal/mmsg"
+	"github.com/gnv-project/gnv/link/internal/tunneljob"
 	"github.com/gnv-project/gnv/link/internal/vnet"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // afpTx kinds of message.
 const (
-	afpPlain = iota // no offload
-	afpCsum         // NEEDS_CSUM
-	afpGSO          // a UDP_L4 job
-	afpSeg          // one datagram cut from a job
+	afpPlain     = iota // no offload
+	afpCsum             // NEEDS_CSUM
+	afpGSO              // a UDP_L4 job
+	afpSeg              // one datagram cut from a job
+	afpTunnelGSO        // a UDP_L4 frame of datagrams cut from a UDP-tunnel job
 )
 
 // afpMeta describes one message of an afpTx batch.
@@ -43,6 +46,11 @@ type afpTx struct {
 	nm   int
 
 	slices link.Slices // the bytes of the packet being queued (packetSlices)
+
+	// jobHdrs holds the Geneve and inner headers of the segments of the
+	// UDP-tunnel jobs queued since the last flush.
+	jobHdrs   []byte
+	jobSlices link.Slices // the job being cut, from its Geneve header on
 
 	redo     []*stack.PacketBuffer
 	spare    []*stack.PacketBuffer
@@ -120,6 +128,8 @@ func (tx *afpTx) add(pkt *stack.PacketBuffer) {
 	e := tx.e
 	g := &pkt.GSOOptions
 	switch {
+	case g.Type == link.GSOUDPTunnel:
+		tx.addTunnelJob(pkt)
 	case g.Type == link.GSOUDPL4:
 		if e.udpGSO.Load() && e.txCsum.Load() {
 			if tx.views(pkt)+1 <= afpMaxIov && pkt.Data().Size() > int(g.MSS) {
@@ -260,6 +270,110 @@ func (tx *afpTx) addSegments(pkt *stack.PacketBuffer) {
 	}
 }
 
+// addTunnelJob cuts a UDP-tunnel segmentation job (link.GSOUDPTunnel: one
+// UDP datagram holding a Geneve header and an inner TCP super-packet) into
+// UDP_L4 frames of up to afpMaxSegments Geneve datagrams each: every
+// segment's Geneve and inner headers are the job's, rewritten for it
+// (tunneljob), in tx.jobHdrs; its payload is gathered from the job's views;
+// each frame's outer headers are the job's with the lengths, IPv4 ID and
+// checksums of its first datagram, and the kernel (or the veth's peer)
+// cuts it. Without UDP GSO every datagram is a frame of its own.
+func (tx *afpTx) addTunnelJob(pkt *stack.PacketBuffer) {
+	e := tx.e
+	ll, nl := afpHeaderLens(pkt)
+	l4 := ll + nl
+	hl := l4 + header.UDPMinimumSize
+	g := &pkt.GSOOptions
+	data := tx.packetSlices(pkt)
+	dataStart := pkt.HeaderSize()
+	size := pkt.Data().Size()
+	vl, off := pkt.AsViewList()
+	tx.jobSlices = tx.jobSlices[:0].AppendViews(vl, off+dataStart)
+	defer clear(tx.jobSlices)
+	var tmpl [tunneljob.MaxHdrLen]byte
+	n := tx.jobSlices.CopyOut(tmpl[:])
+	j, ok := tunneljob.Parse(tmpl[:min(n, size)], size, g.MSS)
+	segSize := j.HdrLen + j.MSS
+	if !ok || hl+e.vnetLen > afpHdrSlot || len(pkt.TransportHeader().Slice()) != header.UDPMinimumSize ||
+		segSize > int(e.mtu.Load())-nl-header.UDPMinimumSize {
+		e.stats.txErrors.Add(1)
+		tx.failed++
+		return
+	}
+	gso := e.udpGSO.Load() && e.txCsum.Load() && g.NeedsCsum
+	offload := e.txCsum.Load() && g.NeedsCsum
+	perFrame := 1
+	if gso {
+		perFrame = min(afpMaxSegments, (0xffff-nl-header.UDPMinimumSize)/segSize)
+	}
+	nseg := j.Segments()
+	if need := len(tx.jobHdrs) + nseg*j.HdrLen; need > cap(tx.jobHdrs) {
+		// The iovecs queued so far keep the old buffer alive.
+		nb := make([]byte, len(tx.jobHdrs), max(need, 2*cap(tx.jobHdrs), 16<<10))
+		copy(nb, tx.jobHdrs)
+		tx.jobHdrs = nb
+	}
+	if !gso {
+		e.stats.txSoftwareSegmented.Add(1)
+	}
+	for first := 0; first < nseg; first += perFrame {
+		last := min(first+perFrame, nseg)
+		s := tx.slot()
+		start := len(tx.iovs)
+		// The segments' headers first, to know the frame's size.
+		at := len(tx.jobHdrs)
+		payload := 0
+		for idx := first; idx < last; idx++ {
+			h := tx.jobHdrs[len(tx.jobHdrs) : len(tx.jobHdrs)+j.HdrLen]
+			tx.jobHdrs = tx.jobHdrs[:len(tx.jobHdrs)+j.HdrLen]
+			_, m := j.Segment(h, tmpl[:], tx.jobSlices, idx)
+			payload += j.HdrLen + m
+		}
+		h := s[e.vnetLen : e.vnetLen+hl]
+		k := copy(h, pkt.LinkHeader().Slice())
+		k += copy(h[k:], pkt.NetworkHeader().Slice())
+		copy(h[k:], pkt.TransportHeader().Slice())
+		pseudo := link.SegmentHeader(h, ll, l4, link.ProtoUDP, first, 0, payload, true)
+		var vh vnet.Hdr
+		switch {
+		case !g.NeedsCsum:
+			header.UDP(h[l4:]).SetChecksum(0) // zero checksums configured
+		case offload:
+			header.UDP(h[l4:]).SetChecksum(pseudo)
+			vh = vnet.Hdr{Flags: vnet.FNeedsCsum, HdrLen: uint16(hl), CsumStart: uint16(l4), CsumOffset: link.UDPChecksumOffset}
+			if last-first > 1 {
+				vh.GSOType = vnet.GSOUDPL4
+				vh.GSOSize = uint16(segSize)
+			}
+		}
+		if e.vnetLen != 0 {
+			vh.Encode(s)
+		}
+		tx.iov(s[:e.vnetLen+hl])
+		var c checksum.Checksumer
+		for idx := first; idx < last; idx++ {
+			sh := tx.jobHdrs[at+(idx-first)*j.HdrLen : at+(idx-first+1)*j.HdrLen]
+			tx.iov(sh)
+			off := idx * j.MSS
+			m := min(j.MSS, j.DataLen-off)
+			data.Each(dataStart+j.HdrLen+off, m, tx.iov)
+			if g.NeedsCsum && !offload {
+				c.Add(sh)
+				data.Each(dataStart+j.HdrLen+off, m, c.Add)
+			}
+		}
+		if g.NeedsCsum && !offload {
+			link.FinishChecksum(h[l4:], link.ProtoUDP, pseudo, c.Checksum())
+		}
+		kind := uint8(afpSeg)
+		if last-first > 1 {
+			kind = afpTunnelGSO
+		}
+		tx.push(pkt, kind, last-first, start, offload)
+	}
+	e.stats.txTunnelJobs.Add(1)
+}
+
 // iov appends one iovec.
 func (tx *afpTx) iov(b []byte) {
 	tx.iovs = append(tx.iovs, unix.Iovec{Base: &b[0]})
@@ -319,7 +433,7 @@ func (tx *afpTx) flush() {
 			if m.csum {
 				e.stats.txChecksumOffloaded.Add(1)
 			}
-			if m.kind == afpGSO {
+			if m.kind == afpGSO || m.kind == afpTunnelGSO {
 				e.stats.txGSOFrames.Add(1)
 				e.stats.txGSOSegments.Add(uint64(m.segs))
 			}
@@ -329,6 +443,7 @@ func (tx *afpTx) flush() {
 	}
 	clear(tx.iovs)
 	tx.iovs = tx.iovs[:0]
+	tx.jobHdrs = tx.jobHdrs[:0]
 	tx.nm = 0
 }
 
@@ -356,7 +471,7 @@ func (tx *afpTx) refused(m *afpMeta, errno syscall.Errno) {
 			m.failed = true
 			tx.redo = append(tx.redo, m.pkt)
 			return
-		case afpSeg:
+		case afpSeg, afpTunnelGSO:
 			// A datagram cut from a job: resending the job would
 			// duplicate its other datagrams, so only switch the
 			// offload off for the next ones.

@@ -129,6 +129,7 @@ type Transport struct {
 
 var (
 	_ link.Transport        = (*Transport)(nil)
+	_ link.TunnelSegmenter  = (*Transport)(nil)
 	_ link.OffloadReporter  = (*Transport)(nil)
 	_ link.WireSourcePorter = (*Transport)(nil)
 )
@@ -234,6 +235,14 @@ func (t *Transport) Offloads() link.Offloads {
 	}
 	return o
 }
+
+// TunnelSegmentation implements link.TunnelSegmenter: UDP-tunnel
+// segmentation jobs (Packet.InnerMSS) are taken while UDP GSO is on.
+// WriteBatch cuts each into its Geneve datagrams, writing the headers of
+// every segment from the job's (the payload is gathered from the job's
+// views, never copied) and finishing their TCP checksums, and sends them as
+// UDP GSO messages: no segment becomes a gVisor buffer of its own.
+func (t *Transport) TunnelSegmentation() (int, bool) { return 0xffff, t.gso.Load() }
 
 // SetDontFragment changes Options.DontFragment on the socket and the
 // source-port sockets: datagrams sent after it returns carry DF (on) or

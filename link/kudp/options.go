@@ -185,6 +185,7 @@ type Stats struct {
 var (
 	errFamilyMismatch = errors.New("kernel UDP: address family does not match the socket")
 	errBadDst         = errors.New("kernel UDP: invalid destination address")
+	errBadJob         = errors.New("kernel UDP: a tunnel segmentation job that cannot be cut (malformed, or UDP GSO is off)")
 	errNotMulticast   = errors.New("kernel UDP: not a multicast group address")
 	errAlreadyStarted = errors.New("kernel UDP: transport already started")
 	errNilReceiver    = errors.New("kernel UDP: nil link.Receiver")

@@ -69,7 +69,8 @@ func newUDPReceiver(b int) *udpReceiver {
 	r.used = b
 	r.readFn = func(fd uintptr) bool {
 		for {
-			n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd,
+			// Non-blocking descriptor: RawSyscall (see mmsg.SendAll).
+			n, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd,
 				uintptr(unsafe.Pointer(&r.msgs[0])), uintptr(len(r.msgs)), 0, 0, 0)
 			switch e {
 			case unix.EINTR:

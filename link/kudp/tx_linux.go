@@ -13,6 +13,7 @@ import (
 
 	"github.com/gnv-project/gnv/link"
 	"github.com/gnv-project/gnv/link/internal/mmsg"
+	"github.com/gnv-project/gnv/link/internal/tunneljob"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/buffer"
 )
@@ -27,6 +28,12 @@ type sendMeta struct {
 	bytes        int // payload bytes
 	iovStart     int
 	iovN         int
+	// datagrams is how many datagrams the message sends (count, or the
+	// segments of a job's part).
+	datagrams int
+	// job: the message is part of the UDP-tunnel job pkts[first]; count
+	// is 1 on its last part only.
+	job bool
 }
 
 // udpSender holds the preallocated state of one WriteBatch call.
@@ -38,6 +45,10 @@ type udpSender struct {
 	meta  []sendMeta
 	iovs  []unix.Iovec
 
+	// UDP-tunnel jobs: the headers of their segments, and a job's views.
+	jobHdrs   []byte
+	jobSlices link.Slices
+
 	// Build results: datagrams with an unusable Dst, among the packets
 	// of the current run below scanned (a GSO fallback rebuilds packets
 	// already scanned). badDst, badErr and badFirst cover the whole batch.
@@ -47,11 +58,11 @@ type udpSender struct {
 	badFirst netip.AddrPort
 
 	// WriteBatch results, accumulated over the runs of one batch.
-	sent, bytes, errs, gsoSends, fallbacks int
-	firstErr                               error // first refused datagram
-	firstErrDst                            netip.AddrPort
-	stopErr                                error // closed or broken socket
-	stopDst                                netip.AddrPort
+	sent, datagrams, bytes, errs, gsoSends, fallbacks int
+	firstErr                                          error // first refused datagram
+	firstErrDst                                       netip.AddrPort
+	stopErr                                           error // closed or broken socket
+	stopDst                                           netip.AddrPort
 
 	// Syscall loop state, shared with the RawConn callbacks.
 	i, n    int
@@ -147,7 +158,7 @@ func srcSockIndex(srcPort uint16, n int) int {
 // resetResult clears the per-WriteBatch results.
 func (s *udpSender) resetResult() {
 	s.badDst, s.badErr, s.badFirst = 0, nil, netip.AddrPort{}
-	s.sent, s.bytes, s.errs, s.gsoSends, s.fallbacks = 0, 0, 0, 0, 0
+	s.sent, s.datagrams, s.bytes, s.errs, s.gsoSends, s.fallbacks = 0, 0, 0, 0, 0, 0
 	s.firstErr, s.firstErrDst, s.stopErr, s.stopDst = nil, netip.AddrPort{}, nil, netip.AddrPort{}
 }
 
@@ -181,8 +192,9 @@ func (t *Transport) writeRun(s *udpSender, rc syscall.RawConn, pkts []link.Packe
 			for k := i; k < s.i; k++ {
 				m := &s.meta[k]
 				s.sent += m.count
+				s.datagrams += m.datagrams
 				s.bytes += m.bytes
-				if m.count > 1 {
+				if m.datagrams > 1 {
 					s.gsoSends++
 				}
 			}
@@ -201,6 +213,19 @@ func (t *Transport) writeRun(s *udpSender, rc syscall.RawConn, pkts []link.Packe
 				s.release(nm)
 				s.stopErr, s.stopDst = s.errno, dst
 				return false
+			}
+			if m.job {
+				// A job cannot be resent datagram by datagram here: it
+				// is dropped (TCP retransmits it), and if the kernel
+				// refuses GSO itself, the endpoint cuts jobs from now on.
+				if s.errno == unix.EIO || s.errno == unix.EINVAL {
+					t.gso.Store(false)
+					s.fallbacks++
+				}
+				s.fail(s.errno, dst, 1)
+				for i++; i < nm && s.meta[i].first == m.first; i++ {
+				}
+				continue
 			}
 			if m.count > 1 && (s.errno == unix.EIO || s.errno == unix.EINVAL || s.errno == unix.EMSGSIZE) {
 				// The kernel refused the GSO message. EIO/EINVAL: it
@@ -231,6 +256,7 @@ func (s *udpSender) build(pkts []link.Packet, p, noGSOUntil int) (nm, next int) 
 	t := s.t
 	useGSO := t.gso.Load()
 	s.iovs = s.iovs[:0]
+	s.jobHdrs = s.jobHdrs[:0] // the last build's messages are sent
 	for nm < len(s.msgs) && p < len(pkts) {
 		pk := &pkts[p]
 		nameLen, err := t.putSockaddr(&s.addrs[nm], pk.Dst)
@@ -245,6 +271,23 @@ func (s *udpSender) build(pkts []link.Packet, p, noGSOUntil int) (nm, next int) 
 			continue
 		}
 		size := int(pk.Payload.Size())
+		if pk.InnerMSS != 0 {
+			k, ok := s.buildJob(pk, p, nm, nameLen, useGSO)
+			if !ok {
+				if k < 0 {
+					break // no room left in this batch: next time
+				}
+				if p >= s.scanned {
+					if s.badDst == 0 {
+						s.badErr, s.badFirst = errBadJob, pk.Dst
+					}
+					s.badDst++
+				}
+			}
+			nm += max(k, 0)
+			p++
+			continue
+		}
 		count, total := 1, size
 		if useGSO && p >= noGSOUntil && size > 0 && size <= t.maxSeg {
 			vl := pk.Payload.AsViewList()
@@ -273,29 +316,12 @@ func (s *udpSender) build(pkts []link.Packet, p, noGSOUntil int) (nm, next int) 
 			s.appendIovs(&pkts[k].Payload)
 		}
 
-		ctrl := s.ctrl[nm*sendCtrlSize : (nm+1)*sendCtrlSize]
-		cl := 0
-		d, n := putCmsg(ctrl, t.ipLevel, t.tosType, 4)
-		binary.NativeEndian.PutUint32(d, uint32(pk.TOS))
-		cl += n
-		if pk.TTL != 0 {
-			d, n = putCmsg(ctrl[cl:], t.ipLevel, t.ttlType, 4)
-			binary.NativeEndian.PutUint32(d, uint32(pk.TTL))
-			cl += n
-		}
+		segSize := 0
 		if count > 1 {
-			d, n = putCmsg(ctrl[cl:], unix.IPPROTO_UDP, unix.UDP_SEGMENT, 2)
-			binary.NativeEndian.PutUint16(d, uint16(size))
-			cl += n
+			segSize = size
 		}
-
-		h := &s.msgs[nm].Hdr
-		h.Name = (*byte)(unsafe.Pointer(&s.addrs[nm]))
-		h.Namelen = nameLen
-		h.Control = &ctrl[0]
-		h.SetControllen(cl)
-		h.Flags = 0
-		s.meta[nm] = sendMeta{first: p, count: count, bytes: total, iovStart: iovStart, iovN: len(s.iovs) - iovStart}
+		s.putHeader(nm, pk, nameLen, segSize)
+		s.meta[nm] = sendMeta{first: p, count: count, datagrams: count, bytes: total, iovStart: iovStart, iovN: len(s.iovs) - iovStart}
 		nm++
 		p += count
 	}
@@ -311,6 +337,105 @@ func (s *udpSender) build(pkts []link.Packet, p, noGSOUntil int) (nm, next int) 
 	}
 	s.scanned = max(s.scanned, p)
 	return nm, p
+}
+
+// putHeader fills in message nm's address and control messages for pk:
+// TOS, TTL and, when segSize is not zero, UDP_SEGMENT. The address is
+// already in s.addrs[nm].
+func (s *udpSender) putHeader(nm int, pk *link.Packet, nameLen uint32, segSize int) {
+	t := s.t
+	ctrl := s.ctrl[nm*sendCtrlSize : (nm+1)*sendCtrlSize]
+	cl := 0
+	d, n := putCmsg(ctrl, t.ipLevel, t.tosType, 4)
+	binary.NativeEndian.PutUint32(d, uint32(pk.TOS))
+	cl += n
+	if pk.TTL != 0 {
+		d, n = putCmsg(ctrl[cl:], t.ipLevel, t.ttlType, 4)
+		binary.NativeEndian.PutUint32(d, uint32(pk.TTL))
+		cl += n
+	}
+	if segSize != 0 {
+		d, n = putCmsg(ctrl[cl:], unix.IPPROTO_UDP, unix.UDP_SEGMENT, 2)
+		binary.NativeEndian.PutUint16(d, uint16(segSize))
+		cl += n
+	}
+	h := &s.msgs[nm].Hdr
+	h.Name = (*byte)(unsafe.Pointer(&s.addrs[nm]))
+	h.Namelen = nameLen
+	h.Control = &ctrl[0]
+	h.SetControllen(cl)
+	h.Flags = 0
+}
+
+// buildJob turns the UDP-tunnel job pk (pkts[p]) into UDP GSO messages
+// from message nm on: the headers of every segment are rewritten from the
+// job's and written into s.jobHdrs, its payload is gathered from the job's
+// views. It returns the messages used and true; 0 and false if the job is
+// malformed or cannot be sent as GSO messages (it is dropped); -1 and
+// false if it needs more messages than are left in this batch.
+func (s *udpSender) buildJob(pk *link.Packet, p, nm int, nameLen uint32, useGSO bool) (int, bool) {
+	t := s.t
+	size := int(pk.Payload.Size())
+	var tmpl [tunneljob.MaxHdrLen]byte
+	s.jobSlices = s.jobSlices.AppendViews(pk.Payload.AsViewList(), 0)
+	defer func() {
+		clear(s.jobSlices)
+		s.jobSlices = s.jobSlices[:0]
+	}()
+	s.jobSlices.CopyOut(tmpl[:])
+	j, ok := tunneljob.Parse(tmpl[:min(size, len(tmpl))], size, pk.InnerMSS)
+	segSize := j.HdrLen + j.MSS
+	if !ok || !useGSO || segSize > t.maxSeg {
+		return 0, false
+	}
+	nseg := j.Segments()
+	perMsg := min(gsoMaxSegments, gsoMaxBytes/segSize)
+	msgs := (nseg + perMsg - 1) / perMsg
+	if nm+msgs > len(s.msgs) {
+		if nm == 0 {
+			return 0, false // never fits
+		}
+		return -1, false
+	}
+	// The headers of all segments, in memory that stays put while the
+	// messages point at it (a larger buffer replaces it for good; the old
+	// one stays alive as long as iovecs point at it).
+	need := len(s.jobHdrs) + nseg*j.HdrLen
+	if need > cap(s.jobHdrs) {
+		nb := make([]byte, len(s.jobHdrs), max(need, 2*cap(s.jobHdrs), 16<<10))
+		copy(nb, s.jobHdrs)
+		s.jobHdrs = nb
+	}
+	for m := 0; m < msgs; m++ {
+		first := m * perMsg
+		last := min(first+perMsg, nseg)
+		iovStart := len(s.iovs)
+		bytes := 0
+		for idx := first; idx < last; idx++ {
+			at := len(s.jobHdrs)
+			s.jobHdrs = s.jobHdrs[:at+j.HdrLen]
+			h := s.jobHdrs[at:]
+			off, n := j.Segment(h, tmpl[:], s.jobSlices, idx)
+			s.iovs = append(s.iovs, unix.Iovec{Base: &h[0]})
+			s.iovs[len(s.iovs)-1].SetLen(j.HdrLen)
+			s.jobSlices.Each(off, n, func(b []byte) {
+				s.iovs = append(s.iovs, unix.Iovec{Base: &b[0]})
+				s.iovs[len(s.iovs)-1].SetLen(len(b))
+			})
+			bytes += j.HdrLen + n
+		}
+		if m > 0 {
+			s.addrs[nm+m] = s.addrs[nm]
+		}
+		seg := 0
+		if last-first > 1 {
+			seg = segSize
+		}
+		s.putHeader(nm+m, pk, nameLen, seg)
+		s.meta[nm+m] = sendMeta{first: p, bytes: bytes, datagrams: last - first, iovStart: iovStart, iovN: len(s.iovs) - iovStart, job: true}
+	}
+	s.meta[nm+msgs-1].count = 1
+	return msgs, true
 }
 
 // putCmsg writes a control message header for level/typ with datalen bytes
@@ -360,8 +485,8 @@ func (s *udpSender) sendLoop(fd uintptr, canWait bool) bool {
 func (t *Transport) finishWrite(s *udpSender) (int, error) {
 	st := &t.stats
 	sent := s.sent
-	if sent > 0 {
-		st.sent.Add(uint64(sent))
+	if s.datagrams > 0 {
+		st.sent.Add(uint64(s.datagrams))
 		st.bytesSent.Add(uint64(s.bytes))
 	}
 	if errs := s.errs + s.badDst; errs > 0 {

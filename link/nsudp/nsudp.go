@@ -68,7 +68,7 @@ type Transport struct {
 type counters struct {
 	txDatagrams, txErrors, txGSOJobs, txGSODatagrams, txTunnelJobs        atomic.Uint64
 	rxDatagrams, rxMalformed, rxChecksumErrors, rxQueueFull, rxNotStarted atomic.Uint64
-	icmpErrors                                                            atomic.Uint64
+	icmpErrors, rxSuperFrames                                             atomic.Uint64
 }
 
 var _ stack.TransportEndpoint = (*Transport)(nil)
@@ -152,6 +152,7 @@ func (t *Transport) Stats() Stats {
 		TxGSODatagrams:   c.txGSODatagrams.Load(),
 		TxTunnelJobs:     c.txTunnelJobs.Load(),
 		RxDatagrams:      c.rxDatagrams.Load(),
+		RxSuperFrames:    c.rxSuperFrames.Load(),
 		RxMalformed:      c.rxMalformed.Load(),
 		RxChecksumErrors: c.rxChecksumErrors.Load(),
 		RxQueueFull:      c.rxQueueFull.Load(),

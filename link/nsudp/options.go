@@ -77,6 +77,10 @@ type Stats struct {
 	TxTunnelJobs uint64
 	// RxDatagrams counts datagrams handed to the receiver.
 	RxDatagrams uint64
+	// RxSuperFrames counts UDP super-frames (link.SetReceiveUDPSegments)
+	// whose datagrams were handed over out of one packet (they count in
+	// RxDatagrams).
+	RxSuperFrames uint64
 	// RxMalformed counts datagrams whose UDP length is wrong.
 	RxMalformed uint64
 	// RxChecksumErrors counts datagrams with a bad UDP checksum, and IPv6

@@ -75,11 +75,31 @@ func (t *Transport) HandleError(stack.TransportError, *stack.PacketBuffer) {
 	t.stats.icmpErrors.Add(1)
 }
 
-// receiveLoop hands queued datagrams to r in batches.
+// receiveLoop hands queued datagrams to r in batches. A UDP super-frame
+// (link.SetReceiveUDPSegments) becomes its datagrams, which share its
+// memory.
 func (t *Transport) receiveLoop(r link.Receiver) {
 	n := t.opts.BatchSize
 	batch := make([]link.Datagram, n)
-	var work []*stack.PacketBuffer
+	var work, done []*stack.PacketBuffer
+	nd := 0
+	flush := func() {
+		if nd > 0 {
+			t.stats.rxDatagrams.Add(uint64(nd))
+			r.Receive(batch[:nd])
+		}
+		for i := range batch[:nd] {
+			batch[i].Buffer.Release()
+			batch[i] = link.Datagram{}
+		}
+		nd = 0
+		// Packets whose datagrams have all been delivered.
+		for i, pkt := range done {
+			pkt.DecRef()
+			done[i] = nil
+		}
+		done = done[:0]
+	}
 	for {
 		select {
 		case <-t.wake:
@@ -95,43 +115,80 @@ func (t *Transport) receiveLoop(r link.Receiver) {
 			}
 			// Index instead of reslicing, so that work keeps its capacity
 			// for the next swap and nothing is allocated.
-			for start := 0; start < len(work); start += n {
-				chunk := work[start:min(start+n, len(work))]
-				for i, pkt := range chunk {
-					t.datagram(&batch[i], pkt)
+			for k, pkt := range work {
+				payload, src, dst, tos, ttl, ok := t.payload(pkt)
+				if !ok {
+					t.stats.rxMalformed.Add(1)
 				}
-				t.stats.rxDatagrams.Add(uint64(len(chunk)))
-				r.Receive(batch[:len(chunk)])
-				for i, pkt := range chunk {
-					batch[i].Buffer.Release()
-					batch[i] = link.Datagram{}
-					pkt.DecRef()
-					chunk[i] = nil
+				seg := max(len(payload), 1)
+				if s := int(link.ReceiveUDPSegments(pkt)); s > 0 && s < len(payload) {
+					seg = s
+					t.stats.rxSuperFrames.Add(1)
 				}
+				for off := 0; ok && (off < len(payload) || off == 0); off += seg {
+					if nd == n {
+						flush()
+					}
+					d := &batch[nd]
+					end := min(off+seg, len(payload))
+					*d = link.Datagram{
+						Payload: payload[off:end],
+						Buffer:  pkt.Data().ToBuffer(),
+						Src:     src,
+						Dst:     dst,
+						TOS:     tos,
+						TTL:     ttl,
+					}
+					// The NIC's receive marks (see link.GSOUDPTunnel).
+					d.Local, d.InnerMSS = link.ReceiveMarks(pkt)
+					if end-off != len(payload) {
+						d.Buffer.TrimFront(int64(off))
+						d.Buffer.Truncate(int64(end - off))
+					}
+					nd++
+				}
+				done = append(done, pkt)
+				work[k] = nil
 			}
+			flush()
 		}
 	}
 }
 
-// datagram describes a queued packet for the receiver. The UDP payload is
-// made contiguous (PullUp copies only if it spans several views) and
-// offered both as a slice and as a buffer the receiver may clone.
-func (t *Transport) datagram(d *link.Datagram, pkt *stack.PacketBuffer) {
+// payload returns the UDP payload of a queued packet as one slice, and its
+// outer addresses and fields. The payload is read in place when it lies in
+// one view (as the TAP and AF_PACKET NICs read super-frames), else made
+// contiguous with PullUp, which copies. Buffer.PullUp would copy a chunk
+// shared with another reference even when the bytes are contiguous
+// already.
+func (t *Transport) payload(pkt *stack.PacketBuffer) (payload []byte, src netip.AddrPort, dst netip.Addr, tos, ttl uint8, ok bool) {
 	size := pkt.Data().Size()
-	payload, _ := pkt.Data().PullUp(size)
-	src, dst, tos, ttl := outerFields(pkt.NetworkHeader().Slice())
-	port := header.UDP(pkt.TransportHeader().Slice()).SourcePort()
-	*d = link.Datagram{
-		Payload: payload,
-		Buffer:  pkt.Data().ToBuffer(),
-		Src:     netip.AddrPortFrom(addrFromTCPIP(src), port),
-		Dst:     addrFromTCPIP(dst),
-		TOS:     tos,
-		TTL:     ttl,
-		// The NIC's receive marks (see link.GSOUDPTunnel).
-		Local:    pkt.GSOOptions.NeedsCsum,
-		InnerMSS: pkt.GSOOptions.MSS,
+	payload, ok = inPlace(pkt, size)
+	if !ok {
+		payload, ok = pkt.Data().PullUp(size)
 	}
+	s, d, tos, ttl := outerFields(pkt.NetworkHeader().Slice())
+	port := header.UDP(pkt.TransportHeader().Slice()).SourcePort()
+	return payload, netip.AddrPortFrom(addrFromTCPIP(s), port), addrFromTCPIP(d), tos, ttl, ok
+}
+
+// inPlace returns the last size bytes of pkt (its data) if they lie in one
+// of its views.
+func inPlace(pkt *stack.PacketBuffer, size int) ([]byte, bool) {
+	vl, off := pkt.AsViewList()
+	start := off + pkt.HeaderSize() // inbound: nothing pushed, the headers consumed
+	for v := vl.Front(); v != nil; v = v.Next() {
+		b := v.AsSlice()
+		if start >= len(b) {
+			start -= len(b)
+			continue
+		}
+		if len(b)-start >= size {
+			return b[start : start+size], true
+		}
+		return nil, false
+	}
+	return nil, size == 0
 }
 
 // outerFields reads the addresses, TOS / traffic class and TTL / hop limit

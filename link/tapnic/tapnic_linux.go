@@ -29,11 +29,20 @@ const (
 	tunFUDPTunnelGSO     = 0x80
 	tunFUDPTunnelGSOCsum = 0x100
 
-	// tapBigView is the second receive view, for the rest of a
-	// super-frame: together with the first (at least 2 KiB) it holds 64
-	// KiB of IP plus the Ethernet header. It is gVisor's largest pooled
+	// tapBigView is the receive view for all of a frame after its UDP
+	// header (see tapRx): with the head view it holds the largest frame,
+	// 64 KiB of IP plus the Ethernet header. It is gVisor's largest pooled
 	// chunk size, so it is recycled rather than allocated.
 	tapBigView = 1 << 16
+
+	// tapMaxSplit bounds the head view: Ethernet with a VLAN tag, IPv6
+	// (or IPv4 with options) and UDP.
+	tapMaxSplit = 128
+
+	// tapCopyBreak is the largest frame copied out of the big view into
+	// a view of its own (the frame capacity permitting): copying a small
+	// frame costs less than clearing a new 64 KiB view.
+	tapCopyBreak = 16 << 10
 
 	// tapHdrScratch is how many leading bytes of an outbound job are
 	// copied to parse its headers: Ethernet, outer IP, UDP, Geneve with
@@ -90,7 +99,7 @@ type Endpoint struct {
 	vnetLen  int // vnet.TunnelHdrLen or vnet.HdrLen
 	tunnel   atomic.Bool
 	mtu      atomic.Uint32
-	frameCap int // the first receive view: MTU + Ethernet + a VLAN tag, at least 2 KiB
+	frameCap int // the largest ordinary frame: MTU + Ethernet + a VLAN tag, at least 2 KiB
 
 	rx tapRx
 

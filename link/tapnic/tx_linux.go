@@ -111,7 +111,8 @@ func (tx *tapTx) writePacket(pkt *stack.PacketBuffer) {
 // write is the syscall.RawConn write callback.
 func (tx *tapTx) write(fd uintptr) bool {
 	for {
-		_, _, errno := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&tx.iovecs[0])), uintptr(len(tx.iovecs)))
+		// Non-blocking descriptor: RawSyscall (see mmsg.SendAll).
+		_, _, errno := unix.RawSyscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&tx.iovecs[0])), uintptr(len(tx.iovecs)))
 		switch errno {
 		case unix.EINTR:
 			continue

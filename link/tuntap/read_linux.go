@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"unsafe"
 
 	"github.com/gnv-project/gnv/link"
 	"github.com/gnv-project/gnv/link/internal/frame"
@@ -29,6 +30,7 @@ func (d *Device) readLoop() {
 			d.ep.WritePackets(s.batch)
 			s.batch.Reset() // the endpoint borrowed them
 		}
+		s.batchDone()
 		if err != nil {
 			return // closed
 		}
@@ -47,39 +49,129 @@ func (d *Device) readLoop() {
 // (wait for readiness) only when it read nothing.
 func (d *Device) readFrames(fd uintptr) bool {
 	s := &d.sys
-	for s.batch.Len() < devReadBatch {
-		n, err := unix.Read(int(fd), s.rbuf)
+	for s.batch.Len() < devReadBatch && s.rbigNext < devReadBigViews {
+		// Non-blocking descriptor: RawSyscall (see mmsg.SendAll).
+		r, _, errno := unix.RawSyscall(unix.SYS_READV, fd, uintptr(unsafe.Pointer(&s.riov[s.riovFirst])), uintptr(len(s.riov)-s.riovFirst))
+		n := int(r)
 		switch {
-		case err == unix.EINTR:
+		case errno == unix.EINTR:
 			continue
-		case err == unix.EAGAIN:
+		case errno == unix.EAGAIN:
 			return s.batch.Len() > 0
-		case err != nil:
-			s.readErr = err
+		case errno != 0:
+			s.readErr = errno
 			return true
 		case n == 0:
 			s.readErr = io.EOF
 			return true
 		}
-		d.readFrame(s.rbuf[:n])
+		d.readFrame(n)
 	}
 	return true
 }
 
-// readFrame turns one frame read from the device into outbound packets in
-// the batch.
-func (d *Device) readFrame(b []byte) {
+// newReadSmall replaces the small receive view handed over with a frame.
+// It holds an ordinary frame and the headers of a super-frame: packets are
+// read straight into the memory they are sent from.
+func (s *devSys) newReadSmall() {
+	s.rsmall = buffer.NewViewSize(s.rcap)
+	s.riov[1].Base = &s.rsmall.AsSlice()[0]
+	s.riov[1].SetLen(s.rcap)
+}
+
+// nextReadBig points the last iovec at the next view of the big ring,
+// which holds the rest of a super-frame. The ring's views are reused: the
+// packets made of them are released when the batch is written (WritePackets
+// borrows, and the underlays send before returning), so a view is normally
+// exclusive again by the time it comes round, and a new one would only
+// cost a clear of 64 KiB. Should a packet still hold the memory (queued
+// for neighbour resolution, say), the view's chunk is copied (View.WriteAt
+// copies a shared chunk) and the packet keeps the old one.
+func (s *devSys) nextReadBig() {
+	if s.rbigNext == len(s.rbigs) {
+		s.rbigs = append(s.rbigs, buffer.NewViewSize(devReadBigView))
+	}
+	v := s.rbigs[s.rbigNext]
+	_, _ = v.WriteAt(nil, 0) // exclusive from here on
+	s.riov[2].Base = &v.AsSlice()[0]
+	s.riov[2].SetLen(devReadBigView)
+}
+
+// batchDone starts the big ring over once a batch is written.
+func (s *devSys) batchDone() {
+	if s.rbigNext > 0 {
+		s.rbigNext = 0
+		s.nextReadBig()
+	}
+}
+
+// releaseRead frees the receive views (the read goroutine has stopped).
+func (s *devSys) releaseRead() {
+	if s.rsmall != nil {
+		s.rsmall.Release()
+		s.rsmall = nil
+	}
+	for _, v := range s.rbigs {
+		v.Release()
+	}
+	s.rbigs = nil
+	s.riov[1], s.riov[2] = unix.Iovec{}, unix.Iovec{}
+}
+
+// takeFrame hands over the receive views holding the n-byte frame just
+// read, as a buffer of its first size bytes (dropping Ethernet padding),
+// and puts fresh views in their place.
+func (s *devSys) takeFrame(n, size int) buffer.Buffer {
+	var buf buffer.Buffer
+	if n <= s.rcap {
+		s.rsmall.CapLength(size)
+		buf = buffer.MakeWithView(s.rsmall)
+		s.newReadSmall()
+		return buf
+	}
+	buf = buffer.MakeWithView(s.rsmall)
+	big := s.rbigs[s.rbigNext].Clone()
+	big.CapLength(n - s.rcap)
+	_ = buf.Append(big) // the small view is full: appended as it is
+	buf.Truncate(int64(size))
+	s.newReadSmall()
+	s.rbigNext++
+	if s.rbigNext < devReadBigViews {
+		s.nextReadBig()
+	}
+	return buf
+}
+
+// flatFrame returns the n-byte frame just read as one slice: the small
+// view, or a copy of both views for a frame that spans them (only UDP
+// super-frames, which are split here, need that).
+func (s *devSys) flatFrame(n int) []byte {
+	if n <= s.rcap {
+		return s.rsmall.AsSlice()[:n]
+	}
+	s.rflat = append(s.rflat[:0], s.rsmall.AsSlice()...)
+	s.rflat = append(s.rflat, s.rbigs[s.rbigNext].AsSlice()[:n-s.rcap]...)
+	return s.rflat
+}
+
+// readFrame turns the frame just read (got bytes with the virtio_net_hdr)
+// into outbound packets in the batch.
+func (d *Device) readFrame(got int) {
+	s := &d.sys
 	st := &d.stats
 	st.readFrames.Add(1)
 	var vh vnet.Hdr
+	n := got
 	if d.offloads.Has(link.OffloadVnetHdr) {
-		if !vh.Decode(b) {
+		if !vh.Decode(s.rhdr[:min(got, vnet.HdrLen)]) {
 			st.readDrops.Add(1)
 			return
 		}
-		b = b[vnet.HdrLen:]
+		n -= vnet.HdrLen
 	}
-	st.readBytes.Add(uint64(len(b)))
+	st.readBytes.Add(uint64(n))
+	// b holds the headers (and all of an ordinary frame).
+	b := s.rsmall.AsSlice()[:min(n, s.rcap)]
 	linkLen := 0
 	var proto tcpip.NetworkProtocolNumber
 	if d.opts.Mode == ModeTAP {
@@ -107,25 +199,38 @@ func (d *Device) readFrame(b []byte) {
 	}
 	var ip frame.IP
 	isIP := false
+	size := n
 	if proto == header.IPv4ProtocolNumber || proto == header.IPv6ProtocolNumber {
-		ip, isIP = frame.ParseIP(b[linkLen:], len(b)-linkLen)
+		ip, isIP = frame.ParseIP(b[linkLen:], n-linkLen)
 		if isIP && (ip.Version == 4) != (proto == header.IPv4ProtocolNumber) {
 			isIP = false
 		}
 		if isIP {
-			b = b[:linkLen+ip.TotalLen] // drop Ethernet padding
+			size = linkLen + ip.TotalLen // drop Ethernet padding
 		}
 	}
 	switch vh.GSOType &^ vnet.GSOECN {
 	case vnet.GSONone:
 		if vh.Flags&vnet.FNeedsCsum != 0 {
-			if !frame.FinishPartial(b, int(vh.CsumStart), int(vh.CsumOffset)) {
+			if n > s.rcap {
+				// Larger than the MTU the views were sized for (it
+				// was raised under us): finished in a copy.
+				fr := s.flatFrame(n)[:size]
+				if !frame.FinishPartial(fr, int(vh.CsumStart), int(vh.CsumOffset)) {
+					st.readDrops.Add(1)
+					return
+				}
+				st.readChecksums.Add(1)
+				d.push(buffer.MakeWithData(fr), linkLen, proto, ip, isIP, stack.GSO{})
+				return
+			}
+			if !frame.FinishPartial(b[:size], int(vh.CsumStart), int(vh.CsumOffset)) {
 				st.readDrops.Add(1)
 				return
 			}
 			st.readChecksums.Add(1)
 		}
-		d.queue(b, linkLen, proto, ip, isIP, stack.GSO{})
+		d.push(s.takeFrame(n, size), linkLen, proto, ip, isIP, stack.GSO{})
 	case vnet.GSOTCPv4, vnet.GSOTCPv6:
 		v := 4
 		typ := stack.GSOTCPv4
@@ -139,7 +244,7 @@ func (d *Device) readFrame(b []byte) {
 			return
 		}
 		st.readTSO.Add(1)
-		d.queue(b, linkLen, proto, ip, true, stack.GSO{
+		d.push(s.takeFrame(n, size), linkLen, proto, ip, true, stack.GSO{
 			Type:       typ,
 			NeedsCsum:  true,
 			CsumOffset: link.TCPChecksumOffset,
@@ -153,29 +258,16 @@ func (d *Device) readFrame(b []byte) {
 			return
 		}
 		st.readUSO.Add(1)
-		d.splitUDP(b, linkLen, proto, ip, int(vh.GSOSize))
+		d.splitUDP(s.flatFrame(n)[:size], linkLen, proto, ip, int(vh.GSOSize))
 	default:
 		st.readDrops.Add(1)
 	}
 }
 
-// queue copies one packet into pooled gVisor memory, marks its headers and
-// appends it to the batch.
-func (d *Device) queue(b []byte, linkLen int, proto tcpip.NetworkProtocolNumber, ip frame.IP, isIP bool, gso stack.GSO) {
-	var buf buffer.Buffer
-	if len(b) <= buffer.MaxChunkSize {
-		buf = buffer.MakeWithView(buffer.NewViewWithData(b))
-	} else {
-		// Pooled chunks stop at 64 KiB; a full-size TAP super-packet is a
-		// few bytes more.
-		buf = buffer.MakeWithView(buffer.NewViewWithData(b[:buffer.MaxChunkSize]))
-		_ = buf.Append(buffer.NewViewWithData(b[buffer.MaxChunkSize:]))
-	}
-	d.push(stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buf}), linkLen, proto, ip, isIP, gso)
-}
-
-// push sets pkt's headers and metadata and appends it to the batch.
-func (d *Device) push(pkt *stack.PacketBuffer, linkLen int, proto tcpip.NetworkProtocolNumber, ip frame.IP, isIP bool, gso stack.GSO) {
+// push makes buf a packet, sets its headers and metadata and appends it to
+// the batch.
+func (d *Device) push(buf buffer.Buffer, linkLen int, proto tcpip.NetworkProtocolNumber, ip frame.IP, isIP bool, gso stack.GSO) {
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buf})
 	if linkLen > 0 {
 		pkt.LinkHeader().Consume(linkLen)
 	}
@@ -205,6 +297,6 @@ func (d *Device) splitUDP(b []byte, linkLen int, proto tcpip.NetworkProtocolNumb
 		copy(seg, b[:hl])
 		copy(seg[hl:], payload[off:off+n])
 		segment(seg[:hl], linkLen, ip.HdrLen, frame.ProtoUDP, idx, off, n, off+n >= len(payload), checksum.Checksum(seg[hl:], 0))
-		d.push(stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithView(v)}), linkLen, proto, ip, true, stack.GSO{})
+		d.push(buffer.MakeWithView(v), linkLen, proto, ip, true, stack.GSO{})
 	}
 }

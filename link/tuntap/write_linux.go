@@ -201,7 +201,8 @@ func (d *Device) writev() {
 func (d *Device) writeIovecs(fd uintptr) bool {
 	s := &d.sys
 	for {
-		_, _, e := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&s.iovecs[0])), uintptr(len(s.iovecs)))
+		// Non-blocking descriptor: RawSyscall (see mmsg.SendAll).
+		_, _, e := unix.RawSyscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&s.iovecs[0])), uintptr(len(s.iovecs)))
 		switch e {
 		case 0:
 			return true

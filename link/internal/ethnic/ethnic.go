@@ -202,12 +202,16 @@ func (n *NIC) receive(d stack.NetworkDispatcher, stop <-chan struct{}) {
 // DeliverFrame hands the received Ethernet frame in payload, which it takes
 // ownership of, to d: it consumes the Ethernet header, sets the packet type
 // from the destination MAC and puts the receive marks on the packet (see
-// link.SetReceiveMarks). It reports false, delivering nothing, if payload
-// is shorter than an Ethernet header.
-func DeliverFrame(d stack.NetworkDispatcher, payload buffer.Buffer, local bool, innerMSS uint16) bool {
+// link.SetReceiveMarks; udpSeg, if not zero, marks a UDP super-frame, see
+// link.SetReceiveUDPSegments). It reports false, delivering nothing, if
+// payload is shorter than an Ethernet header.
+func DeliverFrame(d stack.NetworkDispatcher, payload buffer.Buffer, local bool, innerMSS, udpSeg uint16) bool {
 	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: payload})
 	defer pkt.DecRef()
 	link.SetReceiveMarks(pkt, local, innerMSS)
+	if udpSeg != 0 {
+		link.SetReceiveUDPSegments(pkt, udpSeg)
+	}
 	hdr, ok := pkt.LinkHeader().Consume(header.EthernetMinimumSize)
 	if !ok {
 		return false

@@ -1,0 +1,108 @@
+//go:build linux
+
+package afpacket
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"testing"
+
+	"github.com/gnv-project/gnv/link"
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+)
+
+// afpTunnelJob builds a UDP-tunnel segmentation job as the Geneve endpoint
+// hands it down: a Geneve header, an inner Ethernet header and an IPv4 TCP
+// super-packet whose checksum is partial.
+func afpTunnelJob(payload []byte) []byte {
+	b := []byte{0, 0, 0x65, 0x58, 0, 0, 42, 0}
+	b = append(b, 2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00)
+	tcpLen := header.TCPMinimumSize + len(payload)
+	src, dst := tcpip.AddrFrom4([4]byte{10, 0, 0, 1}), tcpip.AddrFrom4([4]byte{10, 0, 0, 2})
+	ip := make([]byte, header.IPv4MinimumSize)
+	header.IPv4(ip).Encode(&header.IPv4Fields{TotalLength: uint16(20 + tcpLen), ID: 7, TTL: 64, Protocol: uint8(header.TCPProtocolNumber), SrcAddr: src, DstAddr: dst})
+	header.IPv4(ip).SetChecksum(^header.IPv4(ip).CalculateChecksum())
+	tcp := make([]byte, header.TCPMinimumSize)
+	header.TCP(tcp).Encode(&header.TCPFields{SrcPort: 1000, DstPort: 2000, SeqNum: 100, DataOffset: 20, Flags: header.TCPFlagAck | header.TCPFlagPsh, WindowSize: 100})
+	binary.BigEndian.PutUint16(tcp[16:], header.PseudoHeaderChecksum(header.TCPProtocolNumber, src, dst, uint16(tcpLen)))
+	b = append(append(b, ip...), tcp...)
+	return append(b, payload...)
+}
+
+// TestPacketEndpointTunnelJobs: a UDP-tunnel job leaves as its Geneve
+// datagrams (in UDP_L4 frames with GSO, one frame each without, outer
+// checksums by the kernel or computed here), and B's kernel receives every
+// one with good outer and inner checksums and the payload in order.
+func TestPacketEndpointTunnelJobs(t *testing.T) {
+	env := newAFPEnv(t, Options{}, false)
+	if _, ok := env.ep.TunnelSegmentation(); !ok {
+		t.Skip("no UDP GSO on AF_PACKET")
+	}
+	for _, c := range []struct{ gso, csum bool }{{true, true}, {false, true}, {false, false}} {
+		t.Run(fmt.Sprintf("gso=%v/csum=%v", c.gso, c.csum), func(t *testing.T) {
+			env.ep.udpGSO.Store(c.gso)
+			env.ep.txCsum.Store(c.csum)
+			defer env.ep.udpGSO.Store(true)
+			defer env.ep.txCsum.Store(true)
+			const mss = 1200
+			payload := afpPayload(5, 40*mss+77)
+			job := afpTunnelJob(payload)
+			b := buffer.MakeWithData(job[:8])
+			_ = b.Append(buffer.NewViewWithData(job[8:3000]))
+			_ = b.Append(buffer.NewViewWithData(job[3000:]))
+			pkts := []link.Packet{{Payload: b, Dst: netip.AddrPortFrom(env.b, afpPort), SrcPort: 50000, TTL: 64, InnerMSS: mss}}
+			jobs0, gso0 := env.ep.Stats().TxTunnelJobs, env.ep.Stats().TxGSOFrames
+			n, err := env.tr.WriteBatch(pkts)
+			releasePackets(pkts)
+			if n != 1 || err != nil {
+				t.Fatalf("WriteBatch: %d, %v", n, err)
+			}
+			nseg := (len(payload) + mss - 1) / mss
+			var data []byte
+			for i, d := range env.readB(t, nseg) {
+				if !bytes.Equal(d[:22], job[:22]) {
+					t.Fatalf("datagram %d: Geneve or inner Ethernet header %x", i, d[:22])
+				}
+				ip := header.IPv4(d[22:])
+				if int(ip.TotalLength()) != len(d)-22 || !ip.IsChecksumValid() || ip.ID() != uint16(7+i) {
+					t.Fatalf("datagram %d: inner IPv4 length %d of %d, checksum ok %v, ID %d", i, ip.TotalLength(), len(d)-22, ip.IsChecksumValid(), ip.ID())
+				}
+				tcp := header.TCP(ip.Payload())
+				sum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, ip.SourceAddress(), ip.DestinationAddress(), uint16(len(tcp)))
+				if checksum.Checksum(tcp, sum) != 0xffff || tcp.SequenceNumber() != uint32(100+i*mss) {
+					t.Fatalf("datagram %d: bad inner TCP checksum or seq %d", i, tcp.SequenceNumber())
+				}
+				data = append(data, tcp.Payload()...)
+			}
+			if !bytes.Equal(data, payload) {
+				t.Fatal("the datagrams' payload differs from the job's")
+			}
+			st := env.ep.Stats()
+			if st.TxTunnelJobs-jobs0 != 1 || c.gso != (st.TxGSOFrames > gso0) {
+				t.Errorf("stats: %d jobs, %d GSO frames", st.TxTunnelJobs-jobs0, st.TxGSOFrames-gso0)
+			}
+		})
+	}
+	if c := env.csumErrors(t); c != 0 {
+		t.Errorf("B counted %d UDP checksum errors", c)
+	}
+	if afpRaceEnabled() {
+		return // sync.Pool drops items under -race
+	}
+	job := afpTunnelJob(afpPayload(6, 20*1200))
+	// DF: without it gVisor draws the IPv4 ID from its RNG, which allocates.
+	pkts := []link.Packet{{Payload: buffer.MakeWithData(job), Dst: netip.AddrPortFrom(env.b, afpPort), SrcPort: 50000, TTL: 64, DF: true, InnerMSS: 1200}}
+	defer releasePackets(pkts)
+	if allocs := testing.AllocsPerRun(20, func() {
+		if n, err := env.tr.WriteBatch(pkts); n != 1 || err != nil {
+			panic(fmt.Sprint(n, err))
+		}
+	}); allocs != 0 {
+		t.Errorf("WriteBatch of a job: %v allocations, want 0", allocs)
+	}
+}
