@@ -275,15 +275,17 @@ func (s *Speaker) importer(r *route) *vni {
 
 // vni is the EVPN state of one attached tunnel.
 type vni struct {
-	s      *Speaker
-	t      *stack.Tunnel
-	ep     *endpoint.Endpoint
-	id     uint32
-	l3     bool
-	device bool
-	rtEC   bgp.ExtendedCommunityInterface
-	rt     uint64
-	rd     bgp.RouteDistinguisherInterface
+	s  *Speaker
+	t  *stack.Tunnel
+	ep *endpoint.Endpoint
+	id uint32
+	l3 bool
+	// learnLocal: an L2 tunnel with MACs behind it other than its own (a
+	// TAP device, or VMs on its switch), learned from what they send.
+	learnLocal bool
+	rtEC       bgp.ExtendedCommunityInterface
+	rt         uint64
+	rd         bgp.RouteDistinguisherInterface
 
 	// Remote state.
 	vteps map[netip.Addr]int
@@ -306,7 +308,7 @@ type localMAC struct {
 func newVNI(s *Speaker, t *stack.Tunnel) *vni {
 	ep := t.Endpoint()
 	cfg := ep.Config()
-	v := &vni{s: s, t: t, ep: ep, id: cfg.VNI, l3: cfg.Mode == endpoint.L3, device: t.Device() != nil,
+	v := &vni{s: s, t: t, ep: ep, id: cfg.VNI, l3: cfg.Mode == endpoint.L3, learnLocal: cfg.Mode == endpoint.L2 && (t.Device() != nil || t.Switch() != nil),
 		vteps: map[netip.Addr]int{}, macs: map[[6]byte][]*route{}, ips: map[netip.Addr][]*route{}, local: map[[6]byte]*localMAC{}}
 	v.rtEC, v.rt = autoRT(s.opts.ASN, v.id)
 	if s.rt != 0 {
@@ -364,7 +366,10 @@ func (v *vni) start() {
 		ips = append(ips, p.Addr().Unmap())
 	}
 	v.setLocal(v.ownMAC(), ips, true)
-	if v.device && !v.l3 {
+	// Behind a TAP device or the VM switch (Config.Switch) there are MACs
+	// other than the overlay's own: learn them from the frames they send
+	// and advertise them like it.
+	if v.learnLocal {
 		v.ep.SetLocalLearning(true)
 	}
 }
@@ -458,10 +463,10 @@ func (v *vni) dropLocal(mac [6]byte) {
 	}
 }
 
-// pollLocal compares the MACs learned behind a TAP overlay with what is
-// advertised.
+// pollLocal compares the MACs learned behind a TAP overlay or the VM
+// switch with what is advertised.
 func (v *vni) pollLocal() {
-	if !v.device || v.l3 {
+	if !v.learnLocal {
 		return
 	}
 	learned, _ := v.ep.LocalMACs()
