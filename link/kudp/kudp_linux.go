@@ -119,12 +119,7 @@ type Transport struct {
 		recv, bytesRecv, groSplits, trunc, recvErrs       atomic.Uint64
 	}
 
-	mu        sync.Mutex
-	started   bool
-	closed    atomic.Bool
-	closeOnce sync.Once
-	closeErr  error
-	done      chan struct{}
+	life
 }
 
 var (
@@ -147,7 +142,7 @@ func New(opts Options) (*Transport, error) {
 		senders:    make(chan *udpSender, senderPoolSize),
 		zoneIndex:  make(map[string]uint32),
 		zoneByName: make(map[uint32]string),
-		done:       make(chan struct{}),
+		life:       life{done: make(chan struct{})},
 	}
 	var dev *net.Interface
 	if cfg.Device != "" {
@@ -332,20 +327,13 @@ func (t *Transport) membership(group netip.Addr, join bool) error {
 // is safe to call more than once; later calls return the first result.
 // Close must not be called from Receiver.Receive.
 func (t *Transport) Close() error {
-	t.closeOnce.Do(func() {
-		t.mu.Lock()
-		t.closed.Store(true)
-		started := t.started
-		t.mu.Unlock()
-		t.closeErr = t.file.Close()
+	return t.close(func() error {
+		err := t.file.Close()
 		for _, f := range t.srcFiles {
-			if err := f.Close(); err != nil && t.closeErr == nil {
-				t.closeErr = err
+			if ferr := f.Close(); ferr != nil && err == nil {
+				err = ferr
 			}
 		}
-		if started {
-			<-t.done
-		}
+		return err
 	})
-	return t.closeErr
 }

@@ -4,7 +4,6 @@ package kudp
 
 import (
 	"encoding/binary"
-	"net"
 	"net/netip"
 	"syscall"
 	"unsafe"
@@ -16,21 +15,7 @@ import (
 // Start starts the receive goroutine, which delivers batches to r until
 // Close. It may be called once. r.Receive must not call Close.
 func (t *Transport) Start(r link.Receiver) error {
-	if r == nil {
-		return errNilReceiver
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.closed.Load() {
-		return net.ErrClosed
-	}
-	if t.started {
-		return errAlreadyStarted
-	}
-	t.started = true
-	rs := newUDPReceiver(t.cfg.BatchSize)
-	go t.recvLoop(rs, r)
-	return nil
+	return t.start(r, func(r link.Receiver) { t.recvLoop(newUDPReceiver(t.cfg.BatchSize), r) })
 }
 
 // udpReceiver holds the receive goroutine's preallocated state.

@@ -46,9 +46,7 @@ type HostPort struct {
 	gsoMax  uint32
 	promisc bool
 
-	mu      sync.RWMutex
-	d       stack.NetworkDispatcher
-	onClose func()
+	att ether.Attachment // the dispatcher and the on-close action
 
 	// unchecked counts deliveries in progress that the netstack must check
 	// (receive checksum offload withdrawn).
@@ -116,9 +114,7 @@ func (h *HostPort) Port() *Port { return h.port }
 // deliver hands a frame for the host to the netstack: its own unicast,
 // broadcast and multicast (any unicast if promiscuous). pkt is borrowed.
 func (h *HostPort) deliver(in *Port, pkt *stack.PacketBuffer) {
-	h.mu.RLock()
-	d := h.d
-	h.mu.RUnlock()
+	d := h.att.Dispatcher()
 	if d == nil {
 		return
 	}
@@ -172,46 +168,24 @@ func (h *HostPort) Capabilities() stack.LinkEndpointCapabilities {
 func (h *HostPort) GSOMaxSize() uint32 { return h.gsoMax }
 
 // SupportedGSO implements stack.GSOEndpoint.
-func (h *HostPort) SupportedGSO() stack.SupportedGSO {
-	if h.gsoMax == 0 {
-		return stack.GSONotSupported
-	}
-	return stack.HostGSOSupported
-}
+func (h *HostPort) SupportedGSO() stack.SupportedGSO { return ether.SupportedGSO(h.gsoMax) }
 
 // Attach implements stack.LinkEndpoint.
-func (h *HostPort) Attach(d stack.NetworkDispatcher) {
-	h.mu.Lock()
-	h.d = d
-	h.mu.Unlock()
-}
+func (h *HostPort) Attach(d stack.NetworkDispatcher) { h.att.SetDispatcher(d, nil) }
 
 // IsAttached implements stack.LinkEndpoint.
-func (h *HostPort) IsAttached() bool {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	return h.d != nil
-}
+func (h *HostPort) IsAttached() bool { return h.att.IsAttached() }
 
 // Wait implements stack.LinkEndpoint; the host port has no goroutines.
 func (h *HostPort) Wait() {}
 
 // SetOnCloseAction implements stack.LinkEndpoint.
-func (h *HostPort) SetOnCloseAction(f func()) {
-	h.mu.Lock()
-	h.onClose = f
-	h.mu.Unlock()
-}
+func (h *HostPort) SetOnCloseAction(f func()) { h.att.SetOnCloseAction(f) }
 
 // Close implements stack.LinkEndpoint: it runs the on-close action and
 // takes the host port out of the switch.
 func (h *HostPort) Close() {
-	h.mu.Lock()
-	action := h.onClose
-	h.onClose = nil
-	h.d = nil
-	h.mu.Unlock()
-	if action != nil {
+	if action := h.att.TakeOnClose(true); action != nil {
 		action()
 	}
 	h.port.Remove()

@@ -35,23 +35,31 @@ func requireTun(t *testing.T) {
 	}
 }
 
-// deviceGoroutines counts goroutines running a Device's read loop.
-func deviceGoroutines() int {
+// The read loops' functions, as a stack dump names them.
+const (
+	readLoopFunc      = "tuntap.(*Device).readLoop"      // the ioctl backend's
+	waterReadLoopFunc = "tuntap.(*Device).waterReadLoop" // the water backend's
+)
+
+// loopGoroutines counts goroutines running fn, one of the read loops'
+// functions.
+func loopGoroutines(fn string) int {
 	buf := make([]byte, 1<<20)
 	buf = buf[:runtime.Stack(buf, true)]
-	return strings.Count(string(buf), "tuntap.(*Device).readLoop")
+	return strings.Count(string(buf), fn)
 }
 
-// deviceGoroutinesSettled waits (boundedly) until the count of device
-// goroutines is want: Close waits for the read goroutine's WaitGroup,
-// which it signals from a deferred call, so the goroutine may still be
-// on its way out for a moment when Close returns; and a goroutine that
-// has not run yet does not show its function in a stack dump.
-func deviceGoroutinesSettled(want int) int {
-	n := deviceGoroutines()
+// loopGoroutinesSettled waits (boundedly) until the count of goroutines
+// running fn is want, whether it has to rise or fall, and returns it:
+// Close waits for the read goroutine's WaitGroup, which it signals from a
+// deferred call, so the goroutine may still be on its way out for a moment
+// when Close returns; and a goroutine that has not run yet does not show
+// its function in a stack dump.
+func loopGoroutinesSettled(fn string, want int) int {
+	n := loopGoroutines(fn)
 	for i := 0; i < 200 && n != want; i++ {
 		time.Sleep(5 * time.Millisecond)
-		n = deviceGoroutines()
+		n = loopGoroutines(fn)
 	}
 	return n
 }
@@ -410,7 +418,7 @@ func TestDeviceOverlay(t *testing.T) {
 			name += "/endpoint-gro=false"
 		}
 		t.Run(name, func(t *testing.T) {
-			before := deviceGoroutines()
+			before := loopGoroutines(readLoopFunc)
 			nsA, nsB := netns.New(t, "gnva"), netns.New(t, "gnvb")
 			netns.Veth(t, nsA, "ula", nsB, "ulb")
 			nsA.MustRun(t, "ip", "addr", "add", "192.168.77.1/24", "dev", "ula")
@@ -421,7 +429,7 @@ func TestDeviceOverlay(t *testing.T) {
 			t.Logf("device offloads: %s; mtu %d", a.dev.Offloads(), a.dev.MTU())
 			// Two devices up, two read loops: the count below must see them
 			// go, so it must see them here.
-			if n := deviceGoroutinesSettled(before + 2); n != before+2 {
+			if n := loopGoroutinesSettled(readLoopFunc, before+2); n != before+2 {
 				t.Fatalf("%d device read loops running, want %d", n, before+2)
 			}
 			if a.dev.MTU() != a.ep.MTU() {
@@ -477,7 +485,7 @@ func TestDeviceOverlay(t *testing.T) {
 
 			a.close()
 			b.close()
-			if n := deviceGoroutinesSettled(before); n != before {
+			if n := loopGoroutinesSettled(readLoopFunc, before); n != before {
 				t.Errorf("%d device goroutines after Close, want %d", n, before)
 			}
 			for _, ns := range []*netns.NS{nsA, nsB} {

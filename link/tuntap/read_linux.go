@@ -3,7 +3,6 @@
 package tuntap
 
 import (
-	"encoding/binary"
 	"errors"
 	"io"
 	"unsafe"
@@ -13,9 +12,7 @@ import (
 	"github.com/gnv-project/gnv/link/internal/vnet"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/buffer"
-	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
-	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
@@ -172,43 +169,12 @@ func (d *Device) readFrame(got int) {
 	st.readBytes.Add(uint64(n))
 	// b holds the headers (and all of an ordinary frame).
 	b := s.rsmall.AsSlice()[:min(n, s.rcap)]
-	linkLen := 0
-	var proto tcpip.NetworkProtocolNumber
-	if d.opts.Mode == ModeTAP {
-		if len(b) < header.EthernetMinimumSize {
-			st.readDrops.Add(1)
-			return
-		}
-		linkLen = header.EthernetMinimumSize
-		et := binary.BigEndian.Uint16(b[12:14])
-		if et == 0x8100 && len(b) >= linkLen+4 { // one 802.1Q tag
-			linkLen += 4
-			et = binary.BigEndian.Uint16(b[16:18])
-		}
-		proto = tcpip.NetworkProtocolNumber(et)
-	} else {
-		switch {
-		case len(b) > 0 && b[0]>>4 == 4:
-			proto = header.IPv4ProtocolNumber
-		case len(b) > 0 && b[0]>>4 == 6:
-			proto = header.IPv6ProtocolNumber
-		default:
-			st.readDrops.Add(1)
-			return
-		}
+	f, ok := parseRxFrame(b, n, d.opts.Mode == ModeTAP)
+	if !ok {
+		st.readDrops.Add(1)
+		return
 	}
-	var ip frame.IP
-	isIP := false
-	size := n
-	if proto == header.IPv4ProtocolNumber || proto == header.IPv6ProtocolNumber {
-		ip, isIP = frame.ParseIP(b[linkLen:], n-linkLen)
-		if isIP && (ip.Version == 4) != (proto == header.IPv4ProtocolNumber) {
-			isIP = false
-		}
-		if isIP {
-			size = linkLen + ip.TotalLen // drop Ethernet padding
-		}
-	}
+	ip, isIP, size := f.ip, f.isIP, f.size
 	switch vh.GSOType &^ vnet.GSOECN {
 	case vnet.GSONone:
 		if vh.Flags&vnet.FNeedsCsum != 0 {
@@ -221,7 +187,7 @@ func (d *Device) readFrame(got int) {
 					return
 				}
 				st.readChecksums.Add(1)
-				d.push(buffer.MakeWithData(fr), linkLen, proto, ip, isIP, stack.GSO{})
+				d.push(buffer.MakeWithData(fr), &f, stack.GSO{})
 				return
 			}
 			if !frame.FinishPartial(b[:size], int(vh.CsumStart), int(vh.CsumOffset)) {
@@ -230,7 +196,7 @@ func (d *Device) readFrame(got int) {
 			}
 			st.readChecksums.Add(1)
 		}
-		d.push(s.takeFrame(n, size), linkLen, proto, ip, isIP, stack.GSO{})
+		d.push(s.takeFrame(n, size), &f, stack.GSO{})
 	case vnet.GSOTCPv4, vnet.GSOTCPv6:
 		v := 4
 		typ := stack.GSOTCPv4
@@ -244,7 +210,7 @@ func (d *Device) readFrame(got int) {
 			return
 		}
 		st.readTSO.Add(1)
-		d.push(s.takeFrame(n, size), linkLen, proto, ip, true, stack.GSO{
+		d.push(s.takeFrame(n, size), &f, stack.GSO{
 			Type:       typ,
 			NeedsCsum:  true,
 			CsumOffset: link.TCPChecksumOffset,
@@ -258,36 +224,24 @@ func (d *Device) readFrame(got int) {
 			return
 		}
 		st.readUSO.Add(1)
-		d.splitUDP(s.flatFrame(n)[:size], linkLen, proto, ip, int(vh.GSOSize))
+		d.splitUDP(s.flatFrame(n)[:size], &f, int(vh.GSOSize))
 	default:
 		st.readDrops.Add(1)
 	}
 }
 
-// push makes buf a packet, sets its headers and metadata and appends it to
-// the batch.
-func (d *Device) push(buf buffer.Buffer, linkLen int, proto tcpip.NetworkProtocolNumber, ip frame.IP, isIP bool, gso stack.GSO) {
-	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buf})
-	if linkLen > 0 {
-		pkt.LinkHeader().Consume(linkLen)
-	}
-	if isIP {
-		pkt.NetworkHeader().Consume(ip.HdrLen)
-		if !ip.Fragment && ip.L4Len > 0 {
-			pkt.TransportHeader().Consume(ip.L4Len)
-			pkt.TransportProtocolNumber = tcpip.TransportProtocolNumber(ip.Proto)
-		}
-	}
-	pkt.NetworkProtocolNumber = proto
-	pkt.GSOOptions = gso
-	d.sys.batch.PushBack(pkt)
+// push makes buf, the frame f describes, a packet and appends it to the
+// batch.
+func (d *Device) push(buf buffer.Buffer, f *rxFrame, gso stack.GSO) {
+	d.sys.batch.PushBack(newRxPacket(buf, f, gso))
 	d.stats.readPackets.Add(1)
 }
 
 // splitUDP splits a UDP super-packet (USO) into datagrams of gsoSize bytes
 // of payload, each with complete headers and checksum: the endpoint only
 // segments TCP.
-func (d *Device) splitUDP(b []byte, linkLen int, proto tcpip.NetworkProtocolNumber, ip frame.IP, gsoSize int) {
+func (d *Device) splitUDP(b []byte, f *rxFrame, gsoSize int) {
+	linkLen, ip := f.linkLen, f.ip
 	hl := linkLen + ip.HdrLen + ip.L4Len
 	payload := b[hl:]
 	for idx, off := 0, 0; off < len(payload) || idx == 0; idx, off = idx+1, off+gsoSize {
@@ -297,6 +251,6 @@ func (d *Device) splitUDP(b []byte, linkLen int, proto tcpip.NetworkProtocolNumb
 		copy(seg, b[:hl])
 		copy(seg[hl:], payload[off:off+n])
 		segment(seg[:hl], linkLen, ip.HdrLen, frame.ProtoUDP, idx, off, n, off+n >= len(payload), checksum.Checksum(seg[hl:], 0))
-		d.push(buffer.MakeWithView(v), linkLen, proto, ip, true, stack.GSO{})
+		d.push(buffer.MakeWithView(v), f, stack.GSO{})
 	}
 }

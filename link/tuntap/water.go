@@ -1,7 +1,6 @@
 package tuntap
 
 import (
-	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -13,7 +12,6 @@ import (
 	"github.com/gnv-project/gnv/link"
 	"github.com/gnv-project/gnv/link/internal/frame"
 	"gvisor.dev/gvisor/pkg/buffer"
-	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -144,42 +142,12 @@ func (d *Device) waterReadFrame(b []byte) {
 	st := &d.stats
 	st.readFrames.Add(1)
 	st.readBytes.Add(uint64(len(b)))
-	linkLen := 0
-	var proto tcpip.NetworkProtocolNumber
-	if d.opts.Mode == ModeTAP {
-		if len(b) < header.EthernetMinimumSize {
-			st.readDrops.Add(1)
-			return
-		}
-		linkLen = header.EthernetMinimumSize
-		et := binary.BigEndian.Uint16(b[12:14])
-		if et == 0x8100 && len(b) >= linkLen+4 { // one 802.1Q tag
-			linkLen += 4
-			et = binary.BigEndian.Uint16(b[16:18])
-		}
-		proto = tcpip.NetworkProtocolNumber(et)
-	} else {
-		switch b[0] >> 4 {
-		case 4:
-			proto = header.IPv4ProtocolNumber
-		case 6:
-			proto = header.IPv6ProtocolNumber
-		default:
-			st.readDrops.Add(1)
-			return
-		}
+	f, ok := parseRxFrame(b, len(b), d.opts.Mode == ModeTAP)
+	if !ok {
+		st.readDrops.Add(1)
+		return
 	}
-	var ip frame.IP
-	isIP := false
-	if proto == header.IPv4ProtocolNumber || proto == header.IPv6ProtocolNumber {
-		ip, isIP = frame.ParseIP(b[linkLen:], len(b)-linkLen)
-		if isIP && (ip.Version == 4) != (proto == header.IPv4ProtocolNumber) {
-			isIP = false
-		}
-		if isIP {
-			b = b[:linkLen+ip.TotalLen] // drop Ethernet padding
-		}
-	}
+	b = b[:f.size]
 	var buf buffer.Buffer
 	if len(b) <= buffer.MaxChunkSize {
 		buf = buffer.MakeWithView(buffer.NewViewWithData(b))
@@ -187,19 +155,7 @@ func (d *Device) waterReadFrame(b []byte) {
 		buf = buffer.MakeWithView(buffer.NewViewWithData(b[:buffer.MaxChunkSize]))
 		_ = buf.Append(buffer.NewViewWithData(b[buffer.MaxChunkSize:]))
 	}
-	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buf})
-	if linkLen > 0 {
-		pkt.LinkHeader().Consume(linkLen)
-	}
-	if isIP {
-		pkt.NetworkHeader().Consume(ip.HdrLen)
-		if !ip.Fragment && ip.L4Len > 0 {
-			pkt.TransportHeader().Consume(ip.L4Len)
-			pkt.TransportProtocolNumber = tcpip.TransportProtocolNumber(ip.Proto)
-		}
-	}
-	pkt.NetworkProtocolNumber = proto
-	d.water.batch.PushBack(pkt)
+	d.water.batch.PushBack(newRxPacket(buf, &f, stack.GSO{}))
 	st.readPackets.Add(1)
 }
 
@@ -225,15 +181,7 @@ func (d *Device) waterWritePacket(pkt *stack.PacketBuffer) {
 	}
 	if pkt.RXChecksumValidated {
 		h := w.whdr[:w.wslices.CopyOut(w.whdr)]
-		isIP := true
-		if linkLen > 0 {
-			et := binary.BigEndian.Uint16(h[12:14])
-			isIP = et == uint16(header.IPv4ProtocolNumber) || et == uint16(header.IPv6ProtocolNumber)
-		}
-		var ip frame.IP
-		if isIP {
-			ip, isIP = frame.ParseIP(h[linkLen:], total-linkLen)
-		}
+		ip, isIP := parseTxIP(h, linkLen, total)
 		if isIP && !ip.Fragment && ip.Proto == frame.ProtoTCP && ip.L4Len > 0 && linkLen+ip.TotalLen == total {
 			d.waterWriteTCP(pkt, h[:linkLen+ip.HdrLen+ip.L4Len], linkLen, ip, total)
 			return

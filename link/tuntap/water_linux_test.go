@@ -7,10 +7,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"runtime"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/gnv-project/gnv/endpoint"
 	"github.com/gnv-project/gnv/link/kudp"
@@ -22,25 +20,6 @@ import (
 // The water backend on real devices. It is the code path macOS and
 // Windows use (only the opening and configuring differ), and this is
 // where it can run: as root, in network namespaces.
-
-// waterReadLoops counts goroutines running a water device's read loop.
-func waterReadLoops() int {
-	buf := make([]byte, 1<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	return strings.Count(string(buf), "tuntap.(*Device).waterReadLoop")
-}
-
-// waterReadLoopsSettled waits (boundedly) for the count of read loops to
-// become want (a goroutine just started or ending may not show yet or
-// still show) and returns it.
-func waterReadLoopsSettled(want int) int {
-	n := waterReadLoops()
-	for i := 0; i < 200 && n != want; i++ {
-		time.Sleep(5 * time.Millisecond)
-		n = waterReadLoops()
-	}
-	return n
-}
 
 func TestWaterLifecycle(t *testing.T) {
 	requireTun(t)
@@ -116,7 +95,7 @@ func TestWaterPersistent(t *testing.T) {
 
 func TestWaterDeleted(t *testing.T) {
 	requireTun(t)
-	before := waterReadLoops()
+	before := loopGoroutines(waterReadLoopFunc)
 	ns := netns.New(t, "gnvwdel")
 	var d *tuntap.Device
 	if err := ns.Do(func() (err error) {
@@ -131,13 +110,13 @@ func TestWaterDeleted(t *testing.T) {
 	if err := d.Attach(ep); err != nil {
 		t.Fatal(err)
 	}
-	if n := waterReadLoopsSettled(before + 1); n != before+1 {
+	if n := loopGoroutinesSettled(waterReadLoopFunc, before+1); n != before+1 {
 		t.Fatalf("%d read loops, want %d", n, before+1)
 	}
 	// The read loop ends when the interface is deleted under it, instead
 	// of failing every 10 ms until Close.
 	ns.MustRun(t, "ip", "link", "del", "gnv0")
-	if n := waterReadLoopsSettled(before); n != before {
+	if n := loopGoroutinesSettled(waterReadLoopFunc, before); n != before {
 		t.Errorf("%d read loops after the interface was deleted, want %d", n, before)
 	}
 	if st := d.Stats(); st.ReadErrors != 1 {
@@ -202,7 +181,7 @@ func TestWaterOverlay(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(fmt.Sprintf("%s/%s-water", tc.mode, tc.a), func(t *testing.T) {
-			before := waterReadLoops()
+			before := loopGoroutines(waterReadLoopFunc)
 			nsA, nsB := netns.New(t, "gnvwa"), netns.New(t, "gnvwb")
 			netns.Veth(t, nsA, "ula", nsB, "ulb")
 			nsA.MustRun(t, "ip", "addr", "add", "192.168.78.1/24", "dev", "ula")
@@ -238,7 +217,7 @@ func TestWaterOverlay(t *testing.T) {
 			}
 			a.Close()
 			b.Close()
-			if n := waterReadLoopsSettled(before); n != before {
+			if n := loopGoroutinesSettled(waterReadLoopFunc, before); n != before {
 				t.Errorf("%d water read goroutines after Close, want %d", n, before)
 			}
 		})

@@ -49,15 +49,7 @@ func (d *Device) writePacket(pkt *stack.PacketBuffer) {
 	hn := s.wslices.CopyOut(h)
 	var vh vnet.Hdr
 	if pkt.RXChecksumValidated {
-		isIP := true
-		if linkLen > 0 {
-			et := binary.BigEndian.Uint16(h[12:14])
-			isIP = et == uint16(header.IPv4ProtocolNumber) || et == uint16(header.IPv6ProtocolNumber)
-		}
-		var ip frame.IP
-		if isIP {
-			ip, isIP = frame.ParseIP(h[linkLen:hn], total-linkLen)
-		}
+		ip, isIP := parseTxIP(h[:hn], linkLen, total)
 		switch {
 		case !isIP || ip.Fragment:
 		case ip.Proto == frame.ProtoTCP && ip.L4Len > 0 && linkLen+ip.TotalLen == total:

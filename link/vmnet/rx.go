@@ -132,9 +132,7 @@ func (e *Endpoint) receive(frame []byte) {
 		e.stats.drop(DropRunt)
 		return
 	}
-	e.mu.RLock()
-	d := e.dispatcher
-	e.mu.RUnlock()
+	d := e.att.Dispatcher()
 	if d == nil {
 		e.stats.drop(DropNotAttached)
 		return

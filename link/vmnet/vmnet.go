@@ -274,11 +274,7 @@ type Endpoint struct {
 
 	mtu atomic.Uint32
 
-	mu         sync.RWMutex
-	dispatcher stack.NetworkDispatcher
-	onClose    func()
-	started    bool
-	closed     bool
+	att ether.Attachment // the dispatcher and the on-close action
 
 	// The transmit queue: WritePackets appends records (length prefix and
 	// frame) to fill; the writer goroutine swaps it for its own buffer and
@@ -444,36 +440,20 @@ func (e *Endpoint) GSOMaxSize() uint32 { return e.gsoMax }
 
 // SupportedGSO implements stack.GSOEndpoint: host GSO, segmented in
 // software before the frames are queued, unless Options.DisableGSO.
-func (e *Endpoint) SupportedGSO() stack.SupportedGSO {
-	if e.gsoMax == 0 {
-		return stack.GSONotSupported
-	}
-	return stack.HostGSOSupported
-}
+func (e *Endpoint) SupportedGSO() stack.SupportedGSO { return ether.SupportedGSO(e.gsoMax) }
 
 // Attach implements stack.LinkEndpoint. The first non-nil dispatcher
 // starts the endpoint's two goroutines; Attach(nil) only stops deliveries
 // (frames received meanwhile are dropped, DropNotAttached).
 func (e *Endpoint) Attach(d stack.NetworkDispatcher) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.closed {
-		return
-	}
-	e.dispatcher = d
-	if d != nil && !e.started {
-		e.started = true
+	e.att.SetDispatcher(d, func() {
 		go e.readLoop()
 		go e.writeLoop()
-	}
+	})
 }
 
 // IsAttached implements stack.LinkEndpoint.
-func (e *Endpoint) IsAttached() bool {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	return e.dispatcher != nil
-}
+func (e *Endpoint) IsAttached() bool { return e.att.IsAttached() }
 
 // Wait implements stack.LinkEndpoint. It returns at once: a stack calls it
 // holding a lock that a frame being delivered may need; Close waits for
@@ -483,30 +463,18 @@ func (e *Endpoint) Wait() {}
 // SetOnCloseAction implements stack.LinkEndpoint: f runs when the endpoint
 // closes, whether by Close or because the peer went away (a stack removes
 // its NIC, a switch its port).
-func (e *Endpoint) SetOnCloseAction(f func()) {
-	e.mu.Lock()
-	e.onClose = f
-	e.mu.Unlock()
-}
+func (e *Endpoint) SetOnCloseAction(f func()) { e.att.SetOnCloseAction(f) }
 
 // Close implements stack.LinkEndpoint. It runs the on-close action, closes
 // the socket, drops what is still queued and waits for the endpoint's
 // goroutines. It is safe to call more than once and from the on-close
 // action.
 func (e *Endpoint) Close() {
-	e.mu.Lock()
-	action := e.onClose
-	e.onClose = nil
-	e.mu.Unlock()
-	if action != nil {
+	if action := e.att.TakeOnClose(false); action != nil {
 		action() // may call Close: that call does the work below
 	}
 	e.closeOnce.Do(func() {
-		e.mu.Lock()
-		e.closed = true
-		e.dispatcher = nil
-		started := e.started
-		e.mu.Unlock()
+		started := e.att.Detach()
 		e.closeTx()
 		close(e.stop)
 		e.closeConn()

@@ -2,7 +2,8 @@
 // Ethernet endpoints share (vmnet's VM link, l2switch's host port, and
 // through ethnic the AF_PACKET and TAP underlay NICs): the NIC's own MAC
 // with the Ethernet header methods of stack.LinkEndpoint, MAC options, and
-// the classification of received frames.
+// the classification of received frames; and the endpoint's attachment to
+// its stack (attach.go).
 package ether
 
 import (
