@@ -90,6 +90,19 @@ func (e *Endpoint) receive(dg *link.Datagram, h geneve.Header, payload []byte) {
 		ip = payload
 	}
 
+	// Bytes past the inner IP packet's own length (Ethernet padding, or
+	// junk after an L3 packet) are not part of it: trimmed, as the kernel
+	// trims them, so that the overlay stack never holds a packet longer
+	// than its header says (gVisor's IPv6 forwarding then takes the whole
+	// excess for its header chain and panics above 1280 bytes).
+	front := len(dg.Payload) - len(payload) // where payload starts in the datagram
+	if ip != nil {
+		if n := innerIPLen(ip); n > 0 && n < len(ip) {
+			payload = payload[:len(payload)-(len(ip)-n)]
+			ip = ip[:n]
+		}
+	}
+
 	// Checks and the ECN / TTL decisions read the borrowed bytes only.
 	rewriteECN, newECN := false, uint8(0)
 	rewriteTTL, newTTL := false, uint8(0)
@@ -158,8 +171,9 @@ func (e *Endpoint) receive(dg *link.Datagram, h geneve.Header, payload []byte) {
 	data := buffer.MakeWithView(v)
 	if head < len(payload) {
 		rest := dg.Buffer.Clone()
-		rest.TrimFront(int64(len(dg.Payload) - len(payload) + head))
+		rest.TrimFront(int64(front + head))
 		data.Merge(&rest)
+		data.Truncate(int64(len(payload)))
 	}
 
 	e.mu.RLock()
@@ -353,4 +367,21 @@ func (e *Endpoint) acceptFrame(frame []byte) (tcpip.PacketType, bool) {
 	}
 	e.stats.drop(DropNotForUs)
 	return 0, false
+}
+
+// innerIPLen returns the length an inner IP packet declares (IPv4 total
+// length, IPv6 40 + payload length), or 0 when it declares none that can
+// be trusted (below the header, or an IPv6 jumbo payload length of 0).
+func innerIPLen(ip []byte) int {
+	switch ip[0] >> 4 {
+	case 4:
+		if n := int(binary.BigEndian.Uint16(ip[2:4])); n >= header.IPv4MinimumSize {
+			return n
+		}
+	case 6:
+		if n := int(binary.BigEndian.Uint16(ip[4:6])); n != 0 {
+			return header.IPv6MinimumSize + n
+		}
+	}
+	return 0
 }
