@@ -180,7 +180,7 @@ func (tx *afpTx) slot() []byte {
 	return tx.hdrs[tx.nm*afpHdrSlot : (tx.nm+1)*afpHdrSlot]
 }
 
-// headerLens returns the lengths of pkt's link and network headers.
+// afpHeaderLens returns the lengths of pkt's link and network headers.
 func afpHeaderLens(pkt *stack.PacketBuffer) (link, network int) {
 	return len(pkt.LinkHeader().Slice()), len(pkt.NetworkHeader().Slice())
 }
@@ -494,7 +494,7 @@ func (tx *afpTx) fail(m *afpMeta, errno syscall.Errno) {
 	}
 }
 
-// sendLoop sends msgs[tx.i:tx.n] (see sendmmsgAll), recording a failure
+// sendLoop sends msgs[tx.i:tx.n] (see mmsg.SendAll), recording a failure
 // in tx.errno and a full socket in tx.blocked.
 func (tx *afpTx) sendLoop(fd uintptr, canWait bool) bool {
 	done, blocked, errno := mmsg.SendAll(fd, tx.msgs[:tx.n], &tx.i, canWait)

@@ -24,17 +24,8 @@ func (d *Device) writePacket(pkt *stack.PacketBuffer) {
 
 	// The packet from its link header (consumed by the endpoint, still in
 	// the buffer) onwards, as the views that hold it.
-	s.wslices = s.wslices[:0]
 	vl, off := pkt.AsViewList()
-	for v := vl.Front(); v != nil; v = v.Next() {
-		b := v.AsSlice()
-		if off >= len(b) {
-			off -= len(b)
-			continue
-		}
-		s.wslices = append(s.wslices, b[off:])
-		off = 0
-	}
+	s.wslices = s.wslices[:0].AppendViews(vl, off)
 	total := s.wslices.Size()
 	linkLen := 0
 	if d.opts.Mode == ModeTAP {

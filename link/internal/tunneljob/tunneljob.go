@@ -1,7 +1,8 @@
 // Package tunneljob cuts UDP-tunnel segmentation jobs (link.Packet with
 // InnerMSS: a Geneve header and an inner TCP super-packet whose checksum is
 // partial) into the Geneve datagrams they stand for, for transports that
-// send the segments themselves (a kernel UDP socket with UDP GSO): every
+// send the segments themselves (a kernel UDP socket with UDP GSO, an
+// AF_PACKET socket with UDP_L4 virtio-net headers): every
 // segment's headers are a copy of the job's, rewritten by
 // link.SegmentHeader, and its TCP checksum is finished over its own
 // payload. The payload is never copied: transports gather it from the
