@@ -230,9 +230,12 @@ func TestARPNDSuppression(t *testing.T) {
 }
 
 // TestARPNotSuppressed: a request for an address the table does not hold
-// is flooded and counted as such.
+// (it holds another one) is flooded and counted as such.
 func TestARPNotSuppressed(t *testing.T) {
 	e, ft, _ := newTestEndpoint(t, Config{VNI: 1, Mode: L2, Remotes: threeRemotes()})
+	if err := e.FDB().AddNeighbor(netip.MustParseAddr("10.0.0.8"), net.HardwareAddr{2, 0, 0, 0, 0, 8}, "evpn"); err != nil {
+		t.Fatal(err)
+	}
 	req := make([]byte, arpLen)
 	binary.BigEndian.PutUint16(req[0:2], 1)
 	binary.BigEndian.PutUint16(req[2:4], etherTypeIPv4)
@@ -368,4 +371,25 @@ func BenchmarkFlood(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1000, "ns/copy")
+}
+
+// TestStaticReAddKeepsSource: adding a static entry again unchanged (a
+// control plane does so for every route naming the MAC) keeps its remote a
+// valid source after another entry for that remote goes.
+func TestStaticReAddKeepsSource(t *testing.T) {
+	e, _, _ := newTestEndpoint(t, Config{VNI: 1, Mode: L2})
+	f := e.FDB()
+	r := netip.MustParseAddrPort("192.0.2.9:6081")
+	a, b := net.HardwareAddr{2, 0, 0, 0, 0, 0xa}, net.HardwareAddr{2, 0, 0, 0, 0, 0xb}
+	for _, m := range []net.HardwareAddr{a, b, a} {
+		if err := f.AddStaticFrom(m, r, "evpn"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !f.RemoveFrom(b, "evpn") {
+		t.Fatalf("RemoveFrom %s", b)
+	}
+	if !f.isStaticRemote(r.Addr()) {
+		t.Fatalf("%s is no longer a static remote while %s still points to it", r.Addr(), a)
+	}
 }

@@ -55,6 +55,8 @@ type Endpoint struct {
 
 	// replies counts ARP/ND replies being injected (suppress.go).
 	replies atomic.Int32
+	// replyWG tracks those goroutines, for Wait.
+	replyWG sync.WaitGroup
 
 	// fdb is the L2 forwarding table (nil in L3 mode).
 	fdb *FDB
@@ -312,9 +314,10 @@ func (e *Endpoint) IsAttached() bool {
 	return e.dispatcher != nil
 }
 
-// Wait implements stack.LinkEndpoint. The endpoint has no goroutines of its
-// own; the socket's receive goroutine is stopped by Socket.Close.
-func (e *Endpoint) Wait() {}
+// Wait implements stack.LinkEndpoint: it returns once no ARP/ND reply the
+// endpoint injects (suppress.go) is still being delivered. The socket's
+// receive goroutine is stopped by Socket.Close.
+func (e *Endpoint) Wait() { e.replyWG.Wait() }
 
 // ARPHardwareType implements stack.LinkEndpoint.
 func (e *Endpoint) ARPHardwareType() header.ARPHardwareType {

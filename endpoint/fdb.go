@@ -243,11 +243,11 @@ func (f *FDB) AddStaticFrom(mac net.HardwareAddr, remote netip.AddrPort, origin 
 		f.nospace.Add(1)
 		return fmt.Errorf("forwarding table full (%d entries, max %d)", len(f.entries), f.max)
 	}
+	if old != nil && old.static && old.remote == remote && old.origin == origin {
+		return nil // unchanged: keep its age (and its count in staticRemotes)
+	}
 	if old != nil && old.static {
 		f.dropStaticRemoteLocked(old.remote.Addr())
-	}
-	if old != nil && old.static && old.remote == remote && old.origin == origin {
-		return nil // unchanged: keep its age
 	}
 	e := &fdbEntry{remote: remote, static: true, origin: origin}
 	e.seen.Store(f.now())

@@ -116,9 +116,11 @@ type Stats struct {
 	// PMTUReplies counts ICMP Fragmentation Needed / ICMPv6 Packet Too Big
 	// messages sent back into the overlay for packets above the MTU.
 	PMTUReplies uint64
-	// FloodBUM counts broadcast and multicast frames sent to the flood
-	// list, FloodUnknown unicast frames for a MAC the forwarding table does
-	// not know (L2; each frame once, however many copies it took).
+	// FloodBUM counts broadcast and multicast frames to be flooded,
+	// FloodUnknown unicast frames for a MAC the forwarding table does not
+	// know (L2; each frame once, however many copies it took; a frame
+	// with an empty flood list is counted here and dropped as
+	// DropTxNoRoute).
 	FloodBUM, FloodUnknown uint64
 	// ARPSuppressed and NDSuppressed count ARP requests and IPv6 neighbour
 	// solicitations answered locally from the suppression table

@@ -234,7 +234,9 @@ func (e *Endpoint) reply(frame *buffer.View, proto tcpip.NetworkProtocolNumber) 
 		frame.Release()
 		return false
 	}
+	e.replyWG.Add(1)
 	go func() {
+		defer e.replyWG.Done()
 		defer e.replies.Add(-1)
 		e.mu.RLock()
 		d := e.dispatcher

@@ -218,6 +218,7 @@ func (e *Endpoint) emit(b *txBatch, inner *buffer.Buffer, ip []byte, hash uint32
 	optLen := len(e.cfg.Options) + len(extra)
 	critical := e.optCritical || (len(extra) > 0 && hasCritical(extra))
 	e.room(b, len(dsts))
+	srcPort := e.srcPort(hash) // the same for every copy
 	for i, dst := range dsts {
 		v := buffer.NewViewSize(geneve.HeaderLen + optLen)
 		h := v.AsSlice()
@@ -237,7 +238,7 @@ func (e *Endpoint) emit(b *txBatch, inner *buffer.Buffer, ip []byte, hash uint32
 		b.pkts[b.n] = link.Packet{
 			Payload:  payload,
 			Dst:      dst,
-			SrcPort:  e.srcPort(hash),
+			SrcPort:  srcPort,
 			TOS:      tos,
 			TTL:      ttl,
 			DF:       df,
