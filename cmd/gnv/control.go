@@ -312,6 +312,8 @@ func ctlMain(cmd string, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprint(fs.Output(), "usage: gnv show [flags]\n\nThe configuration and state of a running gnv up's interfaces: mode, VNI,\naddresses, MTU, MAC, peers, outer header policy, forwarding table, offloads,\nforwards, the underlay socket and the control socket.\n\nflags:\n")
 		case "fdb":
 			fmt.Fprint(fs.Output(), "usage: gnv fdb show|flush|flushall [flags]\n       gnv fdb add MAC REMOTE[:PORT] [flags]\n       gnv fdb del MAC [flags]\n\nflush removes the learned entries, flushall the static ones too (vxlan(4)'s meanings).\nMAC is a unicast Ethernet address, REMOTE an underlay address of the interface's family.\n\nflags:\n")
+		case "evpn":
+			fmt.Fprint(fs.Output(), "usage: gnv evpn show [flags]\n\nThe BGP EVPN speaker of a running gnv up (--evpn-asn): its peers with state,\nuptime and routes in and out, and the routes of each VNI.\n\nflags:\n")
 		default:
 			fmt.Fprint(fs.Output(), "usage: gnv stats [flags]\n\nflags:\n")
 		}

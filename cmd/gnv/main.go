@@ -9,7 +9,6 @@
 //	gnv evpn show      the BGP EVPN peers and routes per VNI
 //	gnv forward ...    list, add or remove host-to-overlay port forwards
 //	gnv expose ...     list, add or remove overlay-to-host port forwards
-//	gnv evpn show      BGP EVPN peers and routes per VNI
 //
 // Run "gnv help" or "gnv COMMAND --help" for the flags.
 package main
@@ -89,6 +88,9 @@ commands:
            (like ip -d link show); --json for scripts
   stats    the counters of a running gnv up; --json for scripts
   fdb      show, add, delete or flush forwarding entries of a running gnv up
+  forward, expose
+           list, add or remove port forwards of a running gnv up (netstack
+           overlays): host to overlay (forward), overlay to host (expose)
   evpn     show the BGP EVPN peers and routes of a running gnv up
   version  print gnv's version and VCS revision (also --version)
   help     this text; "gnv help COMMAND" is "gnv COMMAND --help"
