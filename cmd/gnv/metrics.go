@@ -64,7 +64,22 @@ var (
 		{metricDesc("fdb_no_space_total", "MAC addresses not learned because the table was full.", "iface"), func(s *endpoint.FDBStats) uint64 { return s.NoSpace }},
 		{metricDesc("fdb_expired_total", "Dynamic forwarding entries removed by ageing.", "iface"), func(s *endpoint.FDBStats) uint64 { return s.Expired }},
 	}
-	deviceMetrics = []struct {
+	// switchMetrics are the overlay switch's (--vm-listen), with
+	// switchMACsDesc.
+	switchMetrics = []struct {
+		desc *prometheus.Desc
+		get  func(*switchCounters) uint64
+	}{
+		{metricDesc("switch_frames_total", "Frames the overlay switch received from its ports (the tunnel, the overlay, the VMs).", "iface"), func(c *switchCounters) uint64 { return c.Frames }},
+		{metricDesc("switch_forwarded_total", "Frames the switch sent to the one port their destination was learned on.", "iface"), func(c *switchCounters) uint64 { return c.Forwarded }},
+		{metricDesc("switch_flooded_total", "Frames the switch sent to every other port.", "iface"), func(c *switchCounters) uint64 { return c.Flooded }},
+		{metricDesc("switch_filtered_total", "Frames whose destination was learned on the port they came from.", "iface"), func(c *switchCounters) uint64 { return c.Filtered }},
+		{metricDesc("switch_learned_total", "MACs the switch learned or moved.", "iface"), func(c *switchCounters) uint64 { return c.Learned }},
+		{metricDesc("switch_learn_full_total", "Source MACs not learned because the switch's table was full.", "iface"), func(c *switchCounters) uint64 { return c.LearnFull }},
+		{metricDesc("switch_drops_total", "Frames the switch dropped.", "iface"), func(c *switchCounters) uint64 { return c.Drops }},
+	}
+	switchMACsDesc = metricDesc("switch_macs", "MAC entries in the overlay switch.", "iface")
+	deviceMetrics  = []struct {
 		desc *prometheus.Desc
 		get  func(*deviceCounters) uint64
 	}{
@@ -113,6 +128,10 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, m := range deviceMetrics {
 		ch <- m.desc
 	}
+	for _, m := range switchMetrics {
+		ch <- m.desc
+	}
+	ch <- switchMACsDesc
 	for _, d := range nicDescs {
 		ch <- d
 	}
@@ -152,6 +171,12 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			for _, m := range deviceMetrics {
 				counter(m.desc, m.get(&dc), name)
 			}
+		}
+		if sw := ri.switchStats(); sw != nil {
+			for _, m := range switchMetrics {
+				counter(m.desc, m.get(sw), name)
+			}
+			gauge(switchMACsDesc, float64(sw.MACs), name)
 		}
 	}
 	ss := c.inst.socketStats()

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // TestUpVMListen: gnv up --vm-listen opens the socket; a VM that connects
@@ -70,6 +72,22 @@ func TestUpVMListen(t *testing.T) {
 	}
 	if txt := cli("show"); !strings.Contains(txt, "vm sockets unix:"+sock+", 1 attached") {
 		t.Errorf("show:\n%s", txt)
+	}
+	// The switch's counters are metrics too.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collector{a})
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	frames := -1.0
+	for _, mf := range mfs {
+		if mf.GetName() == "gnv_switch_frames_total" {
+			frames = mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	if frames < 1 {
+		t.Errorf("gnv_switch_frames_total = %v, want the VM's frame counted", frames)
 	}
 }
 
