@@ -232,11 +232,13 @@ func (r *afpRx) frame(d stack.NetworkDispatcher, i int, mac tcpip.LinkAddress) {
 		return
 	}
 	small := n <= e.frameCap
-	if small {
+	// first holds the whole frame already when it is no longer than the
+	// prefix copied above: do not copy it again.
+	if small && len(first) < n {
 		first = r.prefix(i, n, n)
 	}
 	if e.vnetLen != 0 && vh.Flags&(vnet.FNeedsCsum|vnet.FDataValid) == 0 {
-		if !small {
+		if len(first) < n {
 			first = r.prefix(i, n, n)
 		}
 		if !frame.RxChecksumOK(first) {
