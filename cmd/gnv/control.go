@@ -443,3 +443,42 @@ func ctlRequest(out io.Writer, path string, req []string) error {
 	}
 	return errors.New("the connection closed before the reply ended")
 }
+
+// controlAliases makes the default control path of every interface after
+// the first (a --config file's sections) a symbolic link to p.control,
+// the socket named after the first, so that "gnv stats --name SECTION"
+// finds the process without --control. Only default paths get links; an
+// existing socket there (another gnv up) is left alone, an existing link
+// (left by a killed gnv up) replaced. It returns the links made.
+func controlAliases(p *upPlan, log *slog.Logger) []string {
+	if !p.controlDefault {
+		return nil
+	}
+	var made []string
+	for _, ip := range p.ifaces[1:] {
+		path := defaultControlPath(ip.name)
+		if fi, err := os.Lstat(path); err == nil {
+			if fi.Mode()&os.ModeSymlink == 0 {
+				log.Warn("control socket alias not made: the path is taken", "name", ip.name, "path", path)
+				continue
+			}
+			_ = os.Remove(path)
+		}
+		if err := os.Symlink(p.control, path); err != nil {
+			log.Warn("control socket alias not made", "name", ip.name, "path", path, "err", err)
+			continue
+		}
+		made = append(made, path)
+	}
+	return made
+}
+
+// removeControlAliases removes the links controlAliases made, if they
+// still point to target.
+func removeControlAliases(links []string, target string) {
+	for _, l := range links {
+		if t, err := os.Readlink(l); err == nil && t == target {
+			_ = os.Remove(l)
+		}
+	}
+}

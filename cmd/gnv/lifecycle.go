@@ -79,8 +79,10 @@ func runUp(ctx context.Context, p *upPlan, log *slog.Logger, out io.Writer, onUp
 			metrics.Close()
 		}
 	}
+	aliases := controlAliases(p, log)
 	defer func() {
 		ctl.Close()
+		removeControlAliases(aliases, p.control)
 		stopMetrics()
 		for i := len(inst.ifaces) - 1; i >= 0; i-- {
 			inst.ifaces[i].close()

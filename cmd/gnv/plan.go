@@ -22,28 +22,29 @@ import (
 
 // upPlan is a validated gnv up configuration.
 type upPlan struct {
-	underlay      string // udp, packet or tap
-	family        int
-	local         netip.Addr
-	port          uint16
-	localPort     uint16
-	dev           string
-	underlayAddr  netip.Prefix
-	gateway       netip.Addr
-	underlayMAC   net.HardwareAddr
-	underlayMTU   int
-	noOffloads    bool
-	noCsum4       bool
-	zeroCsum6Tx   bool
-	zeroCsum6Rx   bool
-	multicastTTL  uint8
-	pcap          string
-	logLevel      slog.Level
-	control       string
-	statsInterval time.Duration
-	metrics       string // --metrics listen address
-	ifaces        []ifacePlan
-	evpn          *evpn.Options // the BGP EVPN speaker, if --evpn-asn
+	underlay       string // udp, packet or tap
+	family         int
+	local          netip.Addr
+	port           uint16
+	localPort      uint16
+	dev            string
+	underlayAddr   netip.Prefix
+	gateway        netip.Addr
+	underlayMAC    net.HardwareAddr
+	underlayMTU    int
+	noOffloads     bool
+	noCsum4        bool
+	zeroCsum6Tx    bool
+	zeroCsum6Rx    bool
+	multicastTTL   uint8
+	pcap           string
+	logLevel       slog.Level
+	control        string
+	controlDefault bool // control is the default path, named after the first interface
+	statsInterval  time.Duration
+	metrics        string // --metrics listen address
+	ifaces         []ifacePlan
+	evpn           *evpn.Options // the BGP EVPN speaker, if --evpn-asn
 }
 
 // ifacePlan is one validated interface.
@@ -250,6 +251,7 @@ func (o *upOptions) plan() (*upPlan, error) {
 		return nil, err
 	}
 	p.control = s.control
+	p.controlDefault = s.control == ""
 	if p.control == "" {
 		p.control = defaultControlPath(p.ifaces[0].name)
 	}

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -131,5 +133,34 @@ func TestShowStatsFDBJSON(t *testing.T) {
 	}
 	if code, _, stderr := runCLI("show", "--name", "nosuch", "--control", a.control); code != 1 || !strings.Contains(stderr, `no interface "nosuch"`) {
 		t.Errorf("show --name nosuch: %d %s", code, stderr)
+	}
+}
+
+// TestControlAliasPerSection: gnv up --config without --control names its
+// socket after the first section; "gnv stats --name" of another section
+// finds it anyway, through a link that goes when gnv up stops.
+func TestControlAliasPerSection(t *testing.T) {
+	suffix := fmt.Sprintf("%d", os.Getpid()%100000)
+	a, b := "ca"+suffix, "cb"+suffix
+	conf := filepath.Join(t.TempDir(), "gnv.conf")
+	body := fmt.Sprintf("local = 127.0.0.1\nport = 16491\nlocal-port = 16490\n[%s]\nvni = 1\nremote = 127.0.0.2\noverlay = netstack\naddr = 10.31.0.1/24\n"+
+		"[%s]\nvni = 2\nremote = 127.0.0.2\noverlay = netstack\naddr = 10.32.0.1/24\n", a, b)
+	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, stop, err := runInstance(t, "--config", conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alias := defaultControlPath(b)
+	code, stdout, stderr := runCLI("stats", "--name", b)
+	if code != 0 || !strings.Contains(stdout, b+": ") {
+		t.Errorf("gnv stats --name %s: exit %d\nstdout: %s\nstderr: %s", b, code, stdout, stderr)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(alias); !os.IsNotExist(err) {
+		t.Errorf("the alias %s is still there after gnv up stopped: %v", alias, err)
 	}
 }
