@@ -35,10 +35,14 @@ type Endpoint struct {
 	sock   *Socket
 	family int // underlay family, 4 or 6
 
-	mtu      atomic.Uint32
-	linkAddr tcpip.LinkAddress
-	seed     uint32
-	critical map[OptionType]struct{}
+	mtu atomic.Uint32
+	// linkAddr and dispatcher are read for every packet, so they are
+	// atomic pointers: the reader count of an RWMutex is one cache line
+	// that the receive and send goroutines would both write.
+	linkAddr   atomic.Pointer[tcpip.LinkAddress]
+	dispatcher atomic.Pointer[stack.NetworkDispatcher]
+	seed       uint32
+	critical   map[OptionType]struct{}
 	// optCritical: the options this endpoint sends include a critical one,
 	// so the C bit is set on every packet.
 	optCritical bool
@@ -71,10 +75,9 @@ type Endpoint struct {
 	handlers  atomic.Pointer[map[OptionType]OptionHandler]
 	handlerMu sync.Mutex
 
-	mu         sync.RWMutex
-	dispatcher stack.NetworkDispatcher
-	onClose    func()
-	closed     bool
+	mu      sync.Mutex
+	onClose func()
+	closed  bool
 
 	// rxUnchecked withdraws receive checksum offload while a packet the
 	// endpoint could not check is being delivered (the NIC reads the
@@ -118,12 +121,12 @@ func New(sock *Socket, cfg Config) (*Endpoint, error) {
 		return nil, err
 	}
 	e := &Endpoint{
-		cfg:      cfg,
-		sock:     sock,
-		family:   fam,
-		linkAddr: cfg.MAC,
-		seed:     cfg.VNI*0x9e3779b9 + 0x7f4a7c15,
+		cfg:    cfg,
+		sock:   sock,
+		family: fam,
+		seed:   cfg.VNI*0x9e3779b9 + 0x7f4a7c15,
 	}
+	e.linkAddr.Store(&cfg.MAC)
 	e.optCritical = hasCritical(cfg.Options)
 	if len(cfg.KnownCritical) > 0 {
 		e.critical = make(map[OptionType]struct{}, len(cfg.KnownCritical))
@@ -260,17 +263,11 @@ func (e *Endpoint) MaxHeaderLength() uint16 {
 }
 
 // LinkAddress implements stack.LinkEndpoint.
-func (e *Endpoint) LinkAddress() tcpip.LinkAddress {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	return e.linkAddr
-}
+func (e *Endpoint) LinkAddress() tcpip.LinkAddress { return *e.linkAddr.Load() }
 
 // SetLinkAddress implements stack.LinkEndpoint.
 func (e *Endpoint) SetLinkAddress(addr tcpip.LinkAddress) {
-	e.mu.Lock()
-	e.linkAddr = addr
-	e.mu.Unlock()
+	e.linkAddr.Store(&addr)
 }
 
 // Capabilities implements stack.LinkEndpoint. L2 endpoints need neighbour
@@ -302,16 +299,24 @@ func (e *Endpoint) SupportedGSO() stack.SupportedGSO {
 
 // Attach implements stack.LinkEndpoint.
 func (e *Endpoint) Attach(d stack.NetworkDispatcher) {
-	e.mu.Lock()
-	e.dispatcher = d
-	e.mu.Unlock()
+	if d == nil {
+		e.dispatcher.Store(nil)
+		return
+	}
+	e.dispatcher.Store(&d)
+}
+
+// attached returns the dispatcher Attach gave, or nil.
+func (e *Endpoint) attached() stack.NetworkDispatcher {
+	if d := e.dispatcher.Load(); d != nil {
+		return *d
+	}
+	return nil
 }
 
 // IsAttached implements stack.LinkEndpoint.
 func (e *Endpoint) IsAttached() bool {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	return e.dispatcher != nil
+	return e.dispatcher.Load() != nil
 }
 
 // Wait implements stack.LinkEndpoint: it returns once no ARP/ND reply the
@@ -363,7 +368,7 @@ func (e *Endpoint) Close() {
 		return
 	}
 	e.closed = true
-	e.dispatcher = nil
+	e.dispatcher.Store(nil)
 	onClose := e.onClose
 	e.mu.Unlock()
 	e.sock.unregister(e)

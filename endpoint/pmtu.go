@@ -41,9 +41,7 @@ func (e *Endpoint) tooBig(pkt *stack.PacketBuffer, linkHdr, ip []byte) {
 	if reply == nil {
 		return
 	}
-	e.mu.RLock()
-	d := e.dispatcher
-	e.mu.RUnlock()
+	d := e.attached()
 	if d == nil {
 		return
 	}

@@ -176,9 +176,7 @@ func (e *Endpoint) receive(dg *link.Datagram, h geneve.Header, payload []byte) {
 		data.Truncate(int64(len(payload)))
 	}
 
-	e.mu.RLock()
-	d := e.dispatcher
-	e.mu.RUnlock()
+	d := e.attached()
 	if d == nil {
 		data.Release()
 		e.stats.drop(DropNotAttached)
@@ -346,9 +344,7 @@ func (e *Endpoint) sourceAllowed(src netip.Addr) bool {
 // loops, unicast frames for other MACs are not ours unless promiscuous. It
 // classifies accepted frames as an Ethernet NIC would.
 func (e *Endpoint) acceptFrame(frame []byte) (tcpip.PacketType, bool) {
-	e.mu.RLock()
-	own := e.linkAddr
-	e.mu.RUnlock()
+	own := e.LinkAddress()
 	dst := frame[0:6]
 	src := frame[6:12]
 	if string(src) == string(own) {

@@ -238,9 +238,7 @@ func (e *Endpoint) reply(frame *buffer.View, proto tcpip.NetworkProtocolNumber) 
 	go func() {
 		defer e.replyWG.Done()
 		defer e.replies.Add(-1)
-		e.mu.RLock()
-		d := e.dispatcher
-		e.mu.RUnlock()
+		d := e.attached()
 		if d == nil {
 			frame.Release()
 			e.stats.drop(DropNotAttached)
