@@ -63,6 +63,8 @@ type FDBStats struct {
 	Expired uint64 // dynamic entries removed by ageing
 }
 
+// fdbEntry is one entry; only seen changes once it is in the table, since
+// lookup reads entries without the lock.
 type fdbEntry struct {
 	remote netip.AddrPort
 	static bool
@@ -146,7 +148,9 @@ func (f *FDB) learnFrom(mac []byte, src netip.Addr, now int64) {
 	f.mu.RLock()
 	e := f.entries[k]
 	if e != nil && (e.static || e.remote == remote) {
-		if !e.static {
+		// Written only when it changes (once per receive batch): the
+		// send path reads the entry from another core.
+		if !e.static && e.seen.Load() != now {
 			e.seen.Store(now)
 		}
 		f.mu.RUnlock()
@@ -163,21 +167,22 @@ func (f *FDB) learnFrom(mac []byte, src netip.Addr, now int64) {
 		if e.static {
 			return
 		}
-		if e.remote != remote {
-			f.moved.Add(1)
-			e.remote = remote
+		if e.remote == remote {
+			e.seen.Store(now)
+			return
 		}
-		e.seen.Store(now)
-		return
-	}
-	if len(f.entries) >= f.max {
+		// A move replaces the entry: lookups read remote without
+		// the lock, so an entry's remote never changes.
+		f.moved.Add(1)
+	} else if len(f.entries) >= f.max {
 		f.nospace.Add(1)
 		return
+	} else {
+		f.learned.Add(1)
 	}
 	e = &fdbEntry{remote: remote}
 	e.seen.Store(now)
 	f.entries[k] = e
-	f.learned.Add(1)
 }
 
 // isStaticRemote reports whether a static entry points at addr.

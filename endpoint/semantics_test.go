@@ -459,3 +459,35 @@ func TestReceiveOffloadOnlyWhenChecked(t *testing.T) {
 		t.Error("receive offload not restored after the unchecked packet")
 	}
 }
+
+// TestFDBMoveWhileSending moves a MAC between two remotes on one goroutine
+// while another looks it up, as the receive and send paths do: under -race
+// this fails if a move rewrites an entry that a lookup reads.
+func TestFDBMoveWhileSending(t *testing.T) {
+	f := newFDB(faketime.NewManualClock(), true, 10, time.Minute, 6081)
+	defer f.close()
+	mac := []byte(macB)
+	a, b := netip.MustParseAddr("192.0.2.3"), netip.MustParseAddr("192.0.2.4")
+	f.learnFrom(mac, a, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 2000; i++ {
+			src := a
+			if i%2 == 1 {
+				src = b
+			}
+			f.learnFrom(mac, src, int64(i))
+		}
+	}()
+	for i := 0; i < 2000; i++ {
+		r, ok := f.lookup(mac)
+		if !ok || r.Addr() != a && r.Addr() != b || r.Port() != 6081 {
+			t.Fatalf("lookup during moves: %v %v", r, ok)
+		}
+	}
+	<-done
+	if st := f.Stats(); st.Moved != 1999 || st.Learned != 1 {
+		t.Errorf("stats %+v, want 1999 moves of 1 learned entry", st)
+	}
+}
