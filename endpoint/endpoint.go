@@ -92,6 +92,13 @@ type Endpoint struct {
 	gro     gro.GRO
 	touched bool
 	rxNow   int64 // the forwarding table's clock, read once per batch
+	// rxLearned is the last (inner source MAC, outer source) learned in
+	// this batch: a batch is mostly one flow, and learning it again would
+	// change nothing.
+	rxLearned struct {
+		mac [6]byte
+		src netip.Addr
+	}
 
 	txPool sync.Pool // *txBatch
 

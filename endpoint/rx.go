@@ -185,8 +185,13 @@ func (e *Endpoint) receive(dg *link.Datagram, h geneve.Header, payload []byte) {
 	if e.fdb != nil {
 		if e.rxNow == 0 {
 			e.rxNow = e.fdb.now()
+			e.rxLearned.src = netip.Addr{}
 		}
-		e.fdb.learnFrom(payload[6:12], dg.Src.Addr().Unmap(), e.rxNow)
+		if src := dg.Src.Addr().Unmap(); src != e.rxLearned.src || string(payload[6:12]) != string(e.rxLearned.mac[:]) {
+			e.fdb.learnFrom(payload[6:12], src, e.rxNow)
+			e.rxLearned.src = src
+			copy(e.rxLearned.mac[:], payload[6:12])
+		}
 	}
 	if len(h.Options) > 0 {
 		e.runHandlers(h.Options, dg.Src)
