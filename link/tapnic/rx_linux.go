@@ -23,10 +23,9 @@ import (
 // anywhere: gVisor's IP layer copies the chunk it reads the IP header from
 // (it holds a reference while parsing, and a shared chunk is copied when
 // read again), which is only the small head chunk, and the transport finds
-// the UDP payload contiguous. A frame of at most frameCap bytes (and
-// tapCopyBreak) is copied into a view of its own instead and the views
-// are kept for the next read, so that small frames do not pin (and clear)
-// 64 KiB each.
+// the UDP payload contiguous. A frame of at most tapCopyBreak bytes is
+// copied into a view of its own instead and the views are kept for the
+// next read, so that small frames do not pin (and clear) 64 KiB each.
 type tapRx struct {
 	e         *Endpoint
 	hdr       []byte
@@ -93,6 +92,19 @@ func (r *tapRx) prefix(n, size int) []byte {
 	return r.flat
 }
 
+// copyOut returns the frame just read, of n bytes, copied out of the two
+// views into a view of its own, which is cleared only up to the next
+// power of two of n.
+func (r *tapRx) copyOut(n int) *buffer.View {
+	v := buffer.NewView(n)
+	h := r.head.AsSlice()
+	v.Write(h[:min(n, len(h))])
+	if n > len(h) {
+		v.Write(r.big.AsSlice()[:n-len(h)])
+	}
+	return v
+}
+
 // take hands over the views holding the frame just read, of n bytes, and
 // puts fresh ones in their place; the head view is resized to the next
 // split.
@@ -144,13 +156,12 @@ func (r *tapRx) frame(d stack.NetworkDispatcher, got int) {
 		e.stats.rxMalformed.Add(1) // UDP segmentation was not negotiated
 		return
 	}
-	small := n <= min(e.frameCap, tapCopyBreak)
-	if vh.Flags&(vnet.FNeedsCsum|vnet.FDataValid) == 0 || small {
+	if vh.Flags&(vnet.FNeedsCsum|vnet.FDataValid) == 0 {
 		fr := first
 		if len(fr) < n {
 			fr = r.prefix(n, n)
 		}
-		if vh.Flags&(vnet.FNeedsCsum|vnet.FDataValid) == 0 && !frame.RxChecksumOK(fr) {
+		if !frame.RxChecksumOK(fr) {
 			e.stats.rxChecksumErrors.Add(1)
 			return
 		}
@@ -163,8 +174,8 @@ func (r *tapRx) frame(d stack.NetworkDispatcher, got int) {
 	}
 
 	var payload buffer.Buffer
-	if small {
-		payload = buffer.MakeWithView(buffer.NewViewWithData(first[:n]))
+	if n <= tapCopyBreak {
+		payload = buffer.MakeWithView(r.copyOut(n))
 		if next != split {
 			r.head.Release()
 			r.split = next

@@ -40,8 +40,10 @@ const (
 	tapMaxSplit = 128
 
 	// tapCopyBreak is the largest frame copied out of the big view into
-	// a view of its own (the frame capacity permitting): copying a small
-	// frame costs less than clearing a new 64 KiB view.
+	// a view of its own: copying it, and clearing a view of its size
+	// rounded up to a power of two, costs less than clearing a new 64 KiB
+	// view (gVisor clears every view it hands out), super-frames of a few
+	// segments included.
 	tapCopyBreak = 16 << 10
 
 	// tapHdrScratch is how many leading bytes of an outbound job are
@@ -96,10 +98,9 @@ type Endpoint struct {
 	ifindex int
 	nl      *netdev.Conn
 	ethnic.NIC
-	vnetLen  int // vnet.TunnelHdrLen or vnet.HdrLen
-	tunnel   atomic.Bool
-	mtu      atomic.Uint32
-	frameCap int // the largest ordinary frame: MTU + Ethernet + a VLAN tag, at least 2 KiB
+	vnetLen int // vnet.TunnelHdrLen or vnet.HdrLen
+	tunnel  atomic.Bool
+	mtu     atomic.Uint32
 
 	rx tapRx
 
@@ -201,7 +202,6 @@ func New(opts Options) (_ *Endpoint, err error) {
 		return nil, netdev.DeviceError("configuring", "TAP", e.name, err)
 	}
 	e.mtu.Store(uint32(mtu))
-	e.frameCap = max(2048, mtu+header.EthernetMinimumSize+4)
 	e.rx.init(e)
 	e.tx.init(e)
 	e.ReadSyscall = e.rx.readv
