@@ -43,12 +43,24 @@ func freePort(t testing.TB) int {
 
 // reflector is a GoBGP route reflector on 127.0.0.10 for the clients
 // 127.0.0.1..n; it also originates routes for the tests (inject).
+//
+// Several GoBGP servers in one process need an order. GoBGP (v4.8.0)
+// keeps its route selection options in package variables that every
+// server's StartBgp writes and every server's path selection reads, on its
+// session goroutines, under that server's lock. So every server starts
+// before the sessions that will read them, and the tests order the two
+// with the servers' locks: speaker starts a client's server before the
+// reflector creates the session for it, and waits for that session to be
+// established on both sides; a test that runs several speakers creates
+// them all, then calls settle, before it attaches any tunnel (which is when
+// routes begin to move).
 type reflector struct {
 	bgp  *server.BgpServer
 	port int
 }
 
-func newReflector(t testing.TB, clients int) *reflector {
+// newReflector starts a reflector with no clients; speaker adds them.
+func newReflector(t testing.TB) *reflector {
 	t.Helper()
 	r := &reflector{bgp: server.NewBgpServer(), port: freePort(t)}
 	go r.bgp.Serve()
@@ -58,21 +70,34 @@ func newReflector(t testing.TB, clients int) *reflector {
 		t.Fatal(err)
 	}
 	t.Cleanup(r.bgp.Stop)
-	for i := 1; i <= clients; i++ {
-		if err := r.bgp.AddPeer(context.Background(), &api.AddPeerRequest{Peer: &api.Peer{
-			Conf:           &api.PeerConf{NeighborAddress: fmt.Sprintf("127.0.0.%d", i), PeerAsn: testASN},
-			Transport:      &api.Transport{PassiveMode: true},
-			RouteReflector: &api.RouteReflector{RouteReflectorClient: true, RouteReflectorClusterId: "127.0.0.10"},
-			Timers:         &api.Timers{Config: &api.TimersConfig{HoldTime: 9, KeepaliveInterval: 3}},
-			AfiSafis:       []*api.AfiSafi{{Config: &api.AfiSafiConfig{Family: evpnFamily, Enabled: true}}},
-		}}); err != nil {
-			t.Fatal(err)
-		}
-	}
 	return r
 }
 
-// speaker starts client i (1..) of r.
+// addClient configures client i (127.0.0.i) on the reflector.
+func (r *reflector) addClient(t testing.TB, i int) {
+	t.Helper()
+	if err := r.bgp.AddPeer(context.Background(), &api.AddPeerRequest{Peer: &api.Peer{
+		Conf:           &api.PeerConf{NeighborAddress: fmt.Sprintf("127.0.0.%d", i), PeerAsn: testASN},
+		Transport:      &api.Transport{PassiveMode: true},
+		RouteReflector: &api.RouteReflector{RouteReflectorClient: true, RouteReflectorClusterId: "127.0.0.10"},
+		Timers:         &api.Timers{Config: &api.TimersConfig{HoldTime: 9, KeepaliveInterval: 3}},
+		AfiSafis:       []*api.AfiSafi{{Config: &api.AfiSafiConfig{Family: evpnFamily, Enabled: true}}},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// established reports whether the reflector's session with client i is up.
+func (r *reflector) established(i int) bool {
+	up := false
+	_ = r.bgp.ListPeer(context.Background(), &api.ListPeerRequest{Address: fmt.Sprintf("127.0.0.%d", i)}, func(p *api.Peer) {
+		up = p.State != nil && p.State.SessionState == api.PeerState_SESSION_STATE_ESTABLISHED
+	})
+	return up
+}
+
+// speaker starts client i (1..) of r, then adds it to the reflector, and
+// waits for their session (see reflector).
 func (r *reflector) speaker(t testing.TB, i int, nextHop netip.Addr) *Speaker {
 	t.Helper()
 	s, err := New(Options{
@@ -83,7 +108,29 @@ func (r *reflector) speaker(t testing.TB, i int, nextHop netip.Addr) *Speaker {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if r.bgp == nil {
+		return s // the reflector runs in another process
+	}
+	r.addClient(t, i)
+	waitFor(t, fmt.Sprintf("speaker %d's session", i), 15*time.Second, func() bool {
+		p := s.Show().Peers
+		return len(p) == 1 && p[0].State == "established" && r.established(i)
+	})
+	// The sessions' first work (sending what each side has) follows
+	// the state change at once; let it finish, then take every lock.
+	time.Sleep(50 * time.Millisecond)
+	r.settle(s)
 	return s
+}
+
+// settle runs an operation on the reflector and on each speaker: each
+// server's lock is then taken after everything done so far (see
+// reflector).
+func (r *reflector) settle(sps ...*Speaker) {
+	_ = r.bgp.ListPeer(context.Background(), &api.ListPeerRequest{}, func(*api.Peer) {})
+	for _, s := range sps {
+		s.Show()
+	}
 }
 
 // inject originates an EVPN route on the reflector.
@@ -150,19 +197,23 @@ func evpnEntries(tun *stack.Tunnel) int {
 // advertised by two VTEPs goes to the higher sequence number; a speaker
 // that closes takes its entries with it.
 func TestThreeVTEPs(t *testing.T) {
-	rr := newReflector(t, 3)
+	rr := newReflector(t)
 	f := testutil.NewFabric(testutil.FabricOptions{Seed: 1})
 	defer f.Close()
-	var tuns []*stack.Tunnel
-	var sps []*Speaker
+	var sps []*Speaker // all of them before any tunnel: see reflector
 	for i := 1; i <= 3; i++ {
-		tun := tunnel(t, f, i, endpoint.L2)
 		sp := rr.speaker(t, i, netip.Addr{}) // the VTEP address comes from the tunnel
 		defer sp.Close()
+		sps = append(sps, sp)
+	}
+	rr.settle(sps...)
+	var tuns []*stack.Tunnel
+	for i, sp := range sps {
+		tun := tunnel(t, f, i+1, endpoint.L2)
 		if err := sp.Attach(tun); err != nil {
 			t.Fatal(err)
 		}
-		tuns, sps = append(tuns, tun), append(sps, sp)
+		tuns = append(tuns, tun)
 	}
 	for i, tun := range tuns {
 		waitFor(t, fmt.Sprintf("EVPN state on host %d", i+1), 15*time.Second, func() bool {
@@ -261,14 +312,19 @@ func TestThreeVTEPs(t *testing.T) {
 
 // TestL3HostRoutes: L3 tunnels get host routes from MAC/IP routes.
 func TestL3HostRoutes(t *testing.T) {
-	rr := newReflector(t, 2)
+	rr := newReflector(t)
 	f := testutil.NewFabric(testutil.FabricOptions{Seed: 2})
 	defer f.Close()
-	var tuns []*stack.Tunnel
+	var sps []*Speaker // all of them before any tunnel: see reflector
 	for i := 1; i <= 2; i++ {
-		tun := tunnel(t, f, i, endpoint.L3)
 		sp := rr.speaker(t, i, netip.Addr{})
 		defer sp.Close()
+		sps = append(sps, sp)
+	}
+	rr.settle(sps...)
+	var tuns []*stack.Tunnel
+	for i, sp := range sps {
+		tun := tunnel(t, f, i+1, endpoint.L3)
 		if err := sp.Attach(tun); err != nil {
 			t.Fatal(err)
 		}
@@ -354,7 +410,7 @@ func TestType3WithoutPMSI(t *testing.T) {
 		}
 	}
 
-	rr := newReflector(t, 3)
+	rr := newReflector(t)
 	sp := rr.speaker(t, 1, netip.Addr{})
 	defer sp.Close()
 	if err := sp.Attach(tun); err != nil {

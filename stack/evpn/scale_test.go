@@ -54,7 +54,8 @@ func TestScaleInjector(t *testing.T) {
 	if os.Getenv("GNV_EVPN_INJECTOR") == "" {
 		t.Skip("the route injector of BenchmarkScale")
 	}
-	rr := newReflector(t, 1)
+	rr := newReflector(t)
+	rr.addClient(t, 1)
 	inject(t, rr)
 	fmt.Printf("port %d\n", rr.port)
 	_, _ = io.Copy(io.Discard, os.Stdin)

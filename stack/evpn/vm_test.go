@@ -18,9 +18,16 @@ import (
 // VTEP advertises it and the other VTEP gets an EVPN forwarding entry for
 // it, pointing back.
 func TestVMMACAdvertised(t *testing.T) {
-	rr := newReflector(t, 2)
+	rr := newReflector(t)
 	f := testutil.NewFabric(testutil.FabricOptions{Seed: 2})
 	defer f.Close()
+	var sps []*Speaker // all of them before any tunnel: see reflector
+	for i := 1; i <= 2; i++ {
+		sp := rr.speaker(t, i, netip.Addr{})
+		defer sp.Close()
+		sps = append(sps, sp)
+	}
+	rr.settle(sps...)
 	var tuns []*stack.Tunnel
 	for i := 1; i <= 2; i++ {
 		port, err := f.NewPort("", testutil.Faults{})
@@ -41,9 +48,7 @@ func TestVMMACAdvertised(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer tun.Close()
-		sp := rr.speaker(t, i, netip.Addr{})
-		defer sp.Close()
-		if err := sp.Attach(tun); err != nil {
+		if err := sps[i-1].Attach(tun); err != nil {
 			t.Fatal(err)
 		}
 		tuns = append(tuns, tun)
