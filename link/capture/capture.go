@@ -13,7 +13,9 @@ import (
 
 	"github.com/gnv-project/gnv/internal/pcap"
 	"github.com/gnv-project/gnv/link"
+	"github.com/gnv-project/gnv/link/internal/tunneljob"
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -22,12 +24,15 @@ import (
 // receives to a pcap file (link type RAW). A kernel socket never shows gnv
 // the outer IP and UDP headers, so they are synthesised from the datagram's
 // addresses, TOS and TTL; tshark decodes the file as Geneve on the port.
+// A UDP-tunnel segmentation job (link.Packet.InnerMSS) is written as the
+// datagrams it stands for, as they leave.
 type Transport struct {
 	link.Transport
 	w *pcap.Writer
 
 	mu  sync.Mutex
 	buf []byte
+	seg [tunneljob.MaxHdrLen]byte // one segment's headers
 	r   link.Receiver
 }
 
@@ -52,8 +57,11 @@ func (c *Transport) WriteBatch(pkts []link.Packet) (int, error) {
 		if ttl == 0 {
 			ttl = 64
 		}
-		hdr := c.header(src, p.Dst, int(p.Payload.Size()), p.TOS, ttl, p.DF)
 		data := p.Payload.Flatten()
+		if p.InnerMSS != 0 && c.writeJob(now, src, p, ttl, data) {
+			continue
+		}
+		hdr := c.header(src, p.Dst, data, p.TOS, ttl, p.DF)
 		_ = c.w.WritePacket(now, hdr, data)
 	}
 	c.mu.Unlock()
@@ -96,6 +104,22 @@ func (c *Transport) WireSourcePort(srcPort uint16) uint16 {
 	return srcPort
 }
 
+// writeJob writes the datagrams of the job p, whose payload is data, and
+// reports whether it could parse the job.
+func (c *Transport) writeJob(now time.Time, src netip.AddrPort, p *link.Packet, ttl uint8, data []byte) bool {
+	j, ok := tunneljob.Parse(data[:min(len(data), tunneljob.MaxHdrLen)], len(data), p.InnerMSS)
+	if !ok {
+		return false
+	}
+	whole := link.Slices{data}
+	for idx := range j.Segments() {
+		off, n := j.Segment(c.seg[:], data, whole, idx)
+		h, pl := c.seg[:j.HdrLen], data[off:off+n]
+		_ = c.w.WritePacket(now, c.header(src, p.Dst, nil, p.TOS, ttl, p.DF, h, pl), h, pl)
+	}
+	return true
+}
+
 // Unwrap returns the wrapped transport.
 func (c *Transport) Unwrap() link.Transport { return c.Transport }
 
@@ -116,16 +140,22 @@ func (c *Transport) Receive(batch []link.Datagram) {
 		if !dst.IsValid() {
 			dst = local.Addr()
 		}
-		hdr := c.header(d.Src, netip.AddrPortFrom(dst, local.Port()), len(d.Payload), d.TOS, d.TTL, false)
+		hdr := c.header(d.Src, netip.AddrPortFrom(dst, local.Port()), d.Payload, d.TOS, d.TTL, false)
 		_ = c.w.WritePacket(now, hdr, d.Payload)
 	}
 	c.mu.Unlock()
 	c.r.Receive(batch)
 }
 
-// header builds an IPv4 or IPv6 + UDP header into c.buf. The UDP checksum
-// is left zero (tshark then does not flag it).
-func (c *Transport) header(src, dst netip.AddrPort, n int, tos, ttl uint8, df bool) []byte {
+// header builds an IPv4 or IPv6 + UDP header into c.buf for the UDP
+// payload made of payload and more. Over IPv4 the UDP checksum is left
+// zero ("none", which tshark does not flag); IPv6 has no such value, so it
+// is computed.
+func (c *Transport) header(src, dst netip.AddrPort, payload []byte, tos, ttl uint8, df bool, more ...[]byte) []byte {
+	n := len(payload)
+	for _, m := range more {
+		n += len(m)
+	}
 	s, d := src.Addr().Unmap(), dst.Addr().Unmap()
 	if s.Is4() != d.Is4() {
 		if d.Is4() {
@@ -174,6 +204,20 @@ func (c *Transport) header(src, dst netip.AddrPort, n int, tos, ttl uint8, df bo
 	binary.BigEndian.PutUint16(udp[0:2], src.Port())
 	binary.BigEndian.PutUint16(udp[2:4], dst.Port())
 	binary.BigEndian.PutUint16(udp[4:6], uint16(8+n))
+	var cs checksum.Checksumer
+	cs.Add(h[8:40])
+	cs.Add([]byte{0, 17})
+	cs.Add(udp[4:6]) // the pseudo-header's length is the UDP length
+	cs.Add(udp[:8])
+	cs.Add(payload)
+	for _, m := range more {
+		cs.Add(m)
+	}
+	sum := ^cs.Checksum()
+	if sum == 0 {
+		sum = 0xffff
+	}
+	binary.BigEndian.PutUint16(udp[6:8], sum)
 	return h
 }
 
