@@ -36,6 +36,9 @@ func TestStaticFromOrigin(t *testing.T) {
 	if err := fdb.AddStatic(net.HardwareAddr(macC), netip.MustParseAddrPort("192.0.2.4:0")); err != nil {
 		t.Fatal(err)
 	}
+	if err := fdb.AddStatic(net.HardwareAddr(macC), netip.MustParseAddrPort("[2001:db8::4]:0")); err == nil || !strings.Contains(err.Error(), "the underlay is IPv4") {
+		t.Fatalf("an IPv6 remote on an IPv4 underlay: %v", err)
+	}
 	d := fdb.Dump()
 	if len(d) != 2 || d[0].Origin != "evpn" || d[1].Origin != "" || !strings.Contains(d[0].String(), "192.0.2.3:6081 static evpn") {
 		t.Fatalf("dump %v", d)
@@ -281,6 +284,9 @@ func TestHostRoutesL3(t *testing.T) {
 	}
 	if err := e.AddHostRoute(netip.MustParseAddr("10.0.0.9"), netip.MustParseAddrPort("192.0.2.4:0"), "evpn"); err != nil {
 		t.Fatal(err)
+	}
+	if err := e.AddHostRoute(netip.MustParseAddr("10.0.0.8"), netip.MustParseAddrPort("[2001:db8::4]:0"), "evpn"); err == nil || !strings.Contains(err.Error(), "the underlay is IPv4") {
+		t.Fatalf("an IPv6 remote on an IPv4 underlay: %v", err)
 	}
 	send := func(dst string) []netip.AddrPort {
 		write(t, e, outbound(e, ipv4UDP("10.0.0.1", dst, 1, 2, 0, []byte("x")), ""))

@@ -150,7 +150,7 @@ func New(sock *Socket, cfg Config) (*Endpoint, error) {
 	}
 	e.flood.Store(newFloodList(dsts, len(dsts)))
 	if cfg.Mode == L2 {
-		e.fdb = newFDB(cfg.Clock, !cfg.NoLearn, cfg.FDBMax, cfg.FDBTimeout, cfg.RemotePort)
+		e.fdb = newFDB(cfg.Clock, !cfg.NoLearn, cfg.FDBMax, cfg.FDBTimeout, cfg.RemotePort, fam)
 	}
 	mtu := cfg.MTU
 	if mtu == 0 {

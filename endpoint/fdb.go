@@ -83,6 +83,7 @@ type fdbEntry struct {
 type FDB struct {
 	clock   tcpip.Clock
 	port    uint16
+	family  int // the underlay's, 4 or 6
 	learn   bool
 	max     int
 	timeout time.Duration
@@ -103,10 +104,11 @@ type FDB struct {
 	learned, moved, nospace, expired atomic.Uint64
 }
 
-func newFDB(clock tcpip.Clock, learn bool, max int, timeout time.Duration, port uint16) *FDB {
+func newFDB(clock tcpip.Clock, learn bool, max int, timeout time.Duration, port uint16, family int) *FDB {
 	f := &FDB{
 		clock:         clock,
 		port:          port,
+		family:        family,
 		learn:         learn,
 		max:           max,
 		timeout:       timeout,
@@ -235,8 +237,9 @@ func (f *FDB) AddStaticFrom(mac net.HardwareAddr, remote netip.AddrPort, origin 
 	if err != nil {
 		return err
 	}
-	if !remote.Addr().IsValid() || remote.Addr().IsUnspecified() || remote.Addr().IsMulticast() {
-		return fmt.Errorf("remote %s: want a unicast address", remote.Addr())
+	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
+	if err := checkRemote(remote.Addr(), f.family); err != nil {
+		return fmt.Errorf("remote %s: %w", remote.Addr(), err)
 	}
 	if remote.Port() == 0 {
 		remote = netip.AddrPortFrom(remote.Addr(), f.port)

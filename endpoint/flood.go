@@ -58,11 +58,8 @@ func (l *floodList) has(addr netip.Addr) bool {
 // multicast group takes no remotes.
 func (e *Endpoint) AddFloodRemote(addr netip.Addr) error {
 	addr = addr.Unmap()
-	if !addr.IsValid() || addr.IsUnspecified() || addr.IsMulticast() {
-		return fmt.Errorf("flood remote %s: want a unicast address", addr)
-	}
-	if (e.family == 4) != addr.Is4() {
-		return fmt.Errorf("flood remote %s: the underlay is IPv%d", addr, e.family)
+	if err := checkRemote(addr, e.family); err != nil {
+		return fmt.Errorf("flood remote %s: %w", addr, err)
 	}
 	if e.cfg.Group.IsValid() {
 		return fmt.Errorf("flood remote %s: the endpoint floods to the group %s", addr, e.cfg.Group)
@@ -103,4 +100,17 @@ func (e *Endpoint) RemoveFloodRemote(addr netip.Addr) bool {
 // first, then those added at run time.
 func (e *Endpoint) FloodRemotes() []netip.AddrPort {
 	return slices.Clone(e.flood.Load().dsts)
+}
+
+// checkRemote checks that a, an outer destination given at run time, is a
+// unicast address of the underlay's family (4 or 6).
+func checkRemote(a netip.Addr, family int) error {
+	a = a.Unmap()
+	if !a.IsValid() || a.IsUnspecified() || a.IsMulticast() {
+		return fmt.Errorf("want a unicast address")
+	}
+	if (family == 4) != a.Is4() {
+		return fmt.Errorf("the underlay is IPv%d", family)
+	}
+	return nil
 }

@@ -78,8 +78,8 @@ func (e *Endpoint) AddHostRoute(ip netip.Addr, remote netip.AddrPort, origin str
 	if !ip.IsValid() || ip.IsUnspecified() || ip.IsMulticast() {
 		return fmt.Errorf("host route %s: want a unicast address", ip)
 	}
-	if !ra.IsValid() || ra.IsUnspecified() || ra.IsMulticast() {
-		return fmt.Errorf("host route %s: remote %s: want a unicast address", ip, ra)
+	if err := checkRemote(ra, e.family); err != nil {
+		return fmt.Errorf("host route %s: remote %s: %w", ip, ra, err)
 	}
 	port := remote.Port()
 	if port == 0 {

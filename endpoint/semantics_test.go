@@ -464,7 +464,7 @@ func TestReceiveOffloadOnlyWhenChecked(t *testing.T) {
 // while another looks it up, as the receive and send paths do: under -race
 // this fails if a move rewrites an entry that a lookup reads.
 func TestFDBMoveWhileSending(t *testing.T) {
-	f := newFDB(faketime.NewManualClock(), true, 10, time.Minute, 6081)
+	f := newFDB(faketime.NewManualClock(), true, 10, time.Minute, 6081, 4)
 	defer f.close()
 	mac := []byte(macB)
 	a, b := netip.MustParseAddr("192.0.2.3"), netip.MustParseAddr("192.0.2.4")
