@@ -1131,3 +1131,25 @@ func BenchmarkPacketEndpointRun(b *testing.B) {
 		})
 	}
 }
+
+// TestFailuresCountPackets: WritePackets reports how many packets went
+// out, so a packet whose several messages (the datagrams of a job) all
+// fail counts once, and the one after it, which went out, is not taken
+// off.
+func TestFailuresCountPackets(t *testing.T) {
+	tx := &afpTx{e: &Endpoint{}}
+	a := stack.NewPacketBuffer(stack.PacketBufferOptions{})
+	defer a.DecRef()
+	b := stack.NewPacketBuffer(stack.PacketBufferOptions{})
+	defer b.DecRef()
+	for i := 0; i < 3; i++ {
+		tx.fail(&afpMeta{pkt: a, kind: afpSeg}, unix.ENETDOWN)
+	}
+	tx.fail(&afpMeta{pkt: b, kind: afpSeg}, unix.EMSGSIZE)
+	if tx.failed != 2 || tx.firstErr != unix.ENETDOWN {
+		t.Errorf("failed %d (first %v), want 2 packets (ENETDOWN)", tx.failed, tx.firstErr)
+	}
+	if got := tx.e.stats.txErrors.Load(); got != 4 {
+		t.Errorf("txErrors %d, want one per message (4)", got)
+	}
+}

@@ -52,10 +52,14 @@ type afpTx struct {
 	jobHdrs   []byte
 	jobSlices link.Slices // the job being cut, from its Geneve header on
 
-	redo     []*stack.PacketBuffer
-	spare    []*stack.PacketBuffer
-	failed   int
-	firstErr syscall.Errno
+	redo  []*stack.PacketBuffer
+	spare []*stack.PacketBuffer
+	// failed counts the packets (not messages: a job or a software
+	// segmentation is several) that went out incompletely or not at all;
+	// lastFailed is the last one counted, whose other messages follow.
+	failed     int
+	lastFailed *stack.PacketBuffer
+	firstErr   syscall.Errno
 
 	// sendLoop state, shared with the RawConn callbacks.
 	i, n      int
@@ -98,7 +102,7 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 	}
 	tx := e.getTx()
 	defer e.putTx(tx)
-	tx.failed, tx.firstErr = 0, 0
+	tx.failed, tx.lastFailed, tx.firstErr = 0, nil, 0
 	for _, pkt := range pkts.AsSlice() {
 		tx.add(pkt)
 	}
@@ -116,9 +120,10 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 		tx.spare = redo[:0]
 	}
 	clear(tx.slices[:cap(tx.slices)]) // drop the references to the packets' memory
+	tx.lastFailed = nil
 	n := pkts.Len() - tx.failed
 	if tx.firstErr != 0 {
-		return max(n, 0), tcpip.TranslateErrno(tx.firstErr)
+		return n, tcpip.TranslateErrno(tx.firstErr)
 	}
 	return n, nil
 }
@@ -488,7 +493,10 @@ func (tx *afpTx) fail(m *afpMeta, errno syscall.Errno) {
 	}
 	m.failed = true
 	tx.e.stats.txErrors.Add(1)
-	tx.failed++
+	if m.pkt == nil || m.pkt != tx.lastFailed {
+		tx.failed++
+		tx.lastFailed = m.pkt
+	}
 	if tx.firstErr == 0 {
 		tx.firstErr = errno
 	}
