@@ -4,35 +4,16 @@ package afpacket
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"testing"
 
 	"github.com/gnv-project/gnv/link"
+	"github.com/gnv-project/gnv/link/internal/tunneljob/jobtest"
 	"gvisor.dev/gvisor/pkg/buffer"
-	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
-
-// afpTunnelJob builds a UDP-tunnel segmentation job as the Geneve endpoint
-// hands it down: a Geneve header, an inner Ethernet header and an IPv4 TCP
-// super-packet whose checksum is partial.
-func afpTunnelJob(payload []byte) []byte {
-	b := []byte{0, 0, 0x65, 0x58, 0, 0, 42, 0}
-	b = append(b, 2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00)
-	tcpLen := header.TCPMinimumSize + len(payload)
-	src, dst := tcpip.AddrFrom4([4]byte{10, 0, 0, 1}), tcpip.AddrFrom4([4]byte{10, 0, 0, 2})
-	ip := make([]byte, header.IPv4MinimumSize)
-	header.IPv4(ip).Encode(&header.IPv4Fields{TotalLength: uint16(20 + tcpLen), ID: 7, TTL: 64, Protocol: uint8(header.TCPProtocolNumber), SrcAddr: src, DstAddr: dst})
-	header.IPv4(ip).SetChecksum(^header.IPv4(ip).CalculateChecksum())
-	tcp := make([]byte, header.TCPMinimumSize)
-	header.TCP(tcp).Encode(&header.TCPFields{SrcPort: 1000, DstPort: 2000, SeqNum: 100, DataOffset: 20, Flags: header.TCPFlagAck | header.TCPFlagPsh, WindowSize: 100})
-	binary.BigEndian.PutUint16(tcp[16:], header.PseudoHeaderChecksum(header.TCPProtocolNumber, src, dst, uint16(tcpLen)))
-	b = append(append(b, ip...), tcp...)
-	return append(b, payload...)
-}
 
 // TestPacketEndpointTunnelJobs: a UDP-tunnel job leaves as its Geneve
 // datagrams (in UDP_L4 frames with GSO, one frame each without, outer
@@ -51,7 +32,7 @@ func TestPacketEndpointTunnelJobs(t *testing.T) {
 			defer env.ep.txCsum.Store(true)
 			const mss = 1200
 			payload := afpPayload(5, 40*mss+77)
-			job := afpTunnelJob(payload)
+			job := jobtest.IPv4TCP(true, payload)
 			b := buffer.MakeWithData(job[:8])
 			_ = b.Append(buffer.NewViewWithData(job[8:3000]))
 			_ = b.Append(buffer.NewViewWithData(job[3000:]))
@@ -94,7 +75,7 @@ func TestPacketEndpointTunnelJobs(t *testing.T) {
 	if afpRaceEnabled() {
 		return // sync.Pool drops items under -race
 	}
-	job := afpTunnelJob(afpPayload(6, 20*1200))
+	job := jobtest.IPv4TCP(true, afpPayload(6, 20*1200))
 	// DF: without it gVisor draws the IPv4 ID from its RNG, which allocates.
 	pkts := []link.Packet{{Payload: buffer.MakeWithData(job), Dst: netip.AddrPortFrom(env.b, afpPort), SrcPort: 50000, TTL: 64, DF: true, InnerMSS: 1200}}
 	defer releasePackets(pkts)

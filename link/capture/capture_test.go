@@ -2,15 +2,14 @@ package capture
 
 import (
 	"bytes"
-	"encoding/binary"
 	"net/netip"
 	"testing"
 
 	"github.com/gnv-project/gnv/internal/pcap"
 	"github.com/gnv-project/gnv/link"
+	"github.com/gnv-project/gnv/link/internal/tunneljob/jobtest"
 	"github.com/gnv-project/gnv/link/linktest"
 	"gvisor.dev/gvisor/pkg/buffer"
-	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
@@ -24,23 +23,6 @@ func (discard) Receive([]link.Datagram) {}
 type jobTransport struct{ *linktest.Transport }
 
 func (jobTransport) TunnelSegmentation() (int, bool) { return 64, true }
-
-// tunnelJob is a Geneve header for an inner IPv4 packet and a TCP
-// super-packet of payload bytes with a partial checksum, as the endpoint
-// hands a job down.
-func tunnelJob(payload []byte) []byte {
-	b := []byte{0, 0, 0x08, 0x00, 0, 0, 42, 0}
-	tcpLen := header.TCPMinimumSize + len(payload)
-	src, dst := tcpip.AddrFrom4([4]byte{10, 0, 0, 1}), tcpip.AddrFrom4([4]byte{10, 0, 0, 2})
-	ip := make([]byte, header.IPv4MinimumSize)
-	header.IPv4(ip).Encode(&header.IPv4Fields{TotalLength: uint16(20 + tcpLen), ID: 7, TTL: 64, Protocol: uint8(header.TCPProtocolNumber), SrcAddr: src, DstAddr: dst})
-	header.IPv4(ip).SetChecksum(^header.IPv4(ip).CalculateChecksum())
-	tcp := make([]byte, header.TCPMinimumSize)
-	header.TCP(tcp).Encode(&header.TCPFields{SrcPort: 1000, DstPort: 2000, SeqNum: 100, DataOffset: 20, Flags: header.TCPFlagAck | header.TCPFlagPsh, WindowSize: 100})
-	binary.BigEndian.PutUint16(tcp[16:], header.PseudoHeaderChecksum(header.TCPProtocolNumber, src, dst, uint16(tcpLen)))
-	b = append(append(b, ip...), tcp...)
-	return append(b, payload...)
-}
 
 // TestTransportJobsAndIPv6Checksums: a segmentation job is captured as the
 // datagrams that leave, each a whole, valid packet (lengths, inner IPv4
@@ -70,7 +52,7 @@ func TestTransportJobsAndIPv6Checksums(t *testing.T) {
 			for i := range payload {
 				payload[i] = byte(i * 7)
 			}
-			job := tunnelJob(payload)
+			job := jobtest.IPv4TCP(false, payload)
 			plain := []byte{0, 0, 0x65, 0x58, 0, 0, 42, 0, 1, 2, 3} // odd length
 			if _, err := c.WriteBatch([]link.Packet{
 				{Payload: buffer.MakeWithData(job), Dst: remote, InnerMSS: 1000},
