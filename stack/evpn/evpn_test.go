@@ -123,6 +123,21 @@ func (r *reflector) speaker(t testing.TB, i int, nextHop netip.Addr) *Speaker {
 	return s
 }
 
+// speakers starts clients 1..n of r (speaker) with no next hop of their
+// own (a tunnel's VTEP address is used), then settles them all: the way
+// to start several before attaching tunnels (see reflector).
+func (r *reflector) speakers(t testing.TB, n int) []*Speaker {
+	t.Helper()
+	var sps []*Speaker
+	for i := 1; i <= n; i++ {
+		sp := r.speaker(t, i, netip.Addr{})
+		t.Cleanup(func() { sp.Close() }) // if a later one fails; Close is idempotent
+		sps = append(sps, sp)
+	}
+	r.settle(sps...)
+	return sps
+}
+
 // settle runs an operation on the reflector and on each speaker: each
 // server's lock is then taken after everything done so far (see
 // reflector).
@@ -200,13 +215,10 @@ func TestThreeVTEPs(t *testing.T) {
 	rr := newReflector(t)
 	f := testutil.NewFabric(testutil.FabricOptions{Seed: 1})
 	defer f.Close()
-	var sps []*Speaker // all of them before any tunnel: see reflector
-	for i := 1; i <= 3; i++ {
-		sp := rr.speaker(t, i, netip.Addr{}) // the VTEP address comes from the tunnel
+	sps := rr.speakers(t, 3) // the VTEP addresses come from the tunnels
+	for _, sp := range sps {
 		defer sp.Close()
-		sps = append(sps, sp)
 	}
-	rr.settle(sps...)
 	var tuns []*stack.Tunnel
 	for i, sp := range sps {
 		tun := tunnel(t, f, i+1, endpoint.L2)
@@ -315,13 +327,10 @@ func TestL3HostRoutes(t *testing.T) {
 	rr := newReflector(t)
 	f := testutil.NewFabric(testutil.FabricOptions{Seed: 2})
 	defer f.Close()
-	var sps []*Speaker // all of them before any tunnel: see reflector
-	for i := 1; i <= 2; i++ {
-		sp := rr.speaker(t, i, netip.Addr{})
+	sps := rr.speakers(t, 2) // the VTEP addresses come from the tunnels
+	for _, sp := range sps {
 		defer sp.Close()
-		sps = append(sps, sp)
 	}
-	rr.settle(sps...)
 	var tuns []*stack.Tunnel
 	for i, sp := range sps {
 		tun := tunnel(t, f, i+1, endpoint.L3)

@@ -21,13 +21,10 @@ func TestVMMACAdvertised(t *testing.T) {
 	rr := newReflector(t)
 	f := testutil.NewFabric(testutil.FabricOptions{Seed: 2})
 	defer f.Close()
-	var sps []*Speaker // all of them before any tunnel: see reflector
-	for i := 1; i <= 2; i++ {
-		sp := rr.speaker(t, i, netip.Addr{})
+	sps := rr.speakers(t, 2) // the VTEP addresses come from the tunnels
+	for _, sp := range sps {
 		defer sp.Close()
-		sps = append(sps, sp)
 	}
-	rr.settle(sps...)
 	var tuns []*stack.Tunnel
 	for i := 1; i <= 2; i++ {
 		port, err := f.NewPort("", testutil.Faults{})
