@@ -165,6 +165,14 @@ type Speaker struct {
 
 // New validates o, starts the BGP speaker and adds its peers. Errors name
 // the field (Options.ASN, Options.Peers, ...) and its valid range.
+//
+// One Speaker per process is the safe use. GoBGP (v4.8.0) keeps its route
+// selection options in package variables that every server's start
+// writes and every server's sessions read, so starting a second Speaker
+// while the first one's sessions exchange routes is a data race inside
+// GoBGP (benign, as both write the same values, but -race reports it).
+// A process that needs several should start them all before any of their
+// peers can connect.
 func New(o Options) (*Speaker, error) {
 	if err := o.validate(); err != nil {
 		return nil, err
