@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"sync/atomic"
+
+	"github.com/gnv-project/gnv/link"
 )
 
 // DropReason says why a packet was dropped. Every drop in gnv's data path is
@@ -132,13 +134,7 @@ type Stats struct {
 }
 
 // TotalDrops is the sum of all drop counters.
-func (s Stats) TotalDrops() uint64 {
-	var n uint64
-	for _, d := range s.Drops {
-		n += d
-	}
-	return n
-}
+func (s Stats) TotalDrops() uint64 { return link.SumDrops(s.Drops[:]) }
 
 // Add adds o's counters to s.
 func (s *Stats) Add(o *Stats) {
@@ -224,8 +220,6 @@ func (c *counters) snapshot() Stats {
 		NDSuppressed:  c.ndSuppressed.Load(),
 		NDFlooded:     c.ndFlooded.Load(),
 	}
-	for i := range c.drops {
-		s.Drops[i] = c.drops[i].Load()
-	}
+	link.LoadDrops(s.Drops[:], c.drops[:])
 	return s
 }

@@ -53,6 +53,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gnv-project/gnv/link"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -144,13 +145,7 @@ type Stats struct {
 }
 
 // TotalDrops returns the sum of Drops.
-func (s Stats) TotalDrops() uint64 {
-	var n uint64
-	for _, d := range s.Drops {
-		n += d
-	}
-	return n
-}
+func (s Stats) TotalDrops() uint64 { return link.SumDrops(s.Drops[:]) }
 
 // String formats the counters on one line.
 func (s Stats) String() string {
@@ -446,9 +441,7 @@ func (s *Switch) Stats() Stats {
 	s.macMu.RLock()
 	st.MACs = len(s.macs)
 	s.macMu.RUnlock()
-	for i := range c.drops {
-		st.Drops[i] = c.drops[i].Load()
-	}
+	link.LoadDrops(st.Drops[:], c.drops[:])
 	return st
 }
 

@@ -61,6 +61,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/gnv-project/gnv/link"
 	"github.com/gnv-project/gnv/link/internal/ether"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -197,13 +198,7 @@ type Stats struct {
 }
 
 // TotalDrops returns the sum of Drops.
-func (s Stats) TotalDrops() uint64 {
-	var n uint64
-	for _, d := range s.Drops {
-		n += d
-	}
-	return n
-}
+func (s Stats) TotalDrops() uint64 { return link.SumDrops(s.Drops[:]) }
 
 // String formats the non-zero counters on one line.
 func (s Stats) String() string {
@@ -243,9 +238,7 @@ func (c *counters) snapshot() Stats {
 		TxChecksums: c.txChecksums.Load(),
 		PeerChanges: c.peerChanges.Load(),
 	}
-	for i := range c.drops {
-		s.Drops[i] = c.drops[i].Load()
-	}
+	link.LoadDrops(s.Drops[:], c.drops[:])
 	return s
 }
 
