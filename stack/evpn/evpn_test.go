@@ -138,6 +138,30 @@ func (r *reflector) speakers(t testing.TB, n int) []*Speaker {
 	return sps
 }
 
+// hosts starts n speakers (speakers), then attaches to each a new tunnel
+// of mode on f, whose address is the speaker's VTEP address. The caller
+// closes the speakers (closeAll) before the fabric.
+func (r *reflector) hosts(t testing.TB, f *testutil.Fabric, n int, mode endpoint.Mode) ([]*Speaker, []*stack.Tunnel) {
+	t.Helper()
+	sps := r.speakers(t, n)
+	var tuns []*stack.Tunnel
+	for i, sp := range sps {
+		tun := tunnel(t, f, i+1, mode)
+		if err := sp.Attach(tun); err != nil {
+			t.Fatal(err)
+		}
+		tuns = append(tuns, tun)
+	}
+	return sps, tuns
+}
+
+// closeAll closes the speakers, the last started first.
+func closeAll(sps []*Speaker) {
+	for i := len(sps) - 1; i >= 0; i-- {
+		sps[i].Close()
+	}
+}
+
 // settle runs an operation on the reflector and on each speaker: each
 // server's lock is then taken after everything done so far (see
 // reflector).
@@ -215,18 +239,8 @@ func TestThreeVTEPs(t *testing.T) {
 	rr := newReflector(t)
 	f := testutil.NewFabric(testutil.FabricOptions{Seed: 1})
 	defer f.Close()
-	sps := rr.speakers(t, 3) // the VTEP addresses come from the tunnels
-	for _, sp := range sps {
-		defer sp.Close()
-	}
-	var tuns []*stack.Tunnel
-	for i, sp := range sps {
-		tun := tunnel(t, f, i+1, endpoint.L2)
-		if err := sp.Attach(tun); err != nil {
-			t.Fatal(err)
-		}
-		tuns = append(tuns, tun)
-	}
+	sps, tuns := rr.hosts(t, f, 3, endpoint.L2)
+	defer closeAll(sps)
 	for i, tun := range tuns {
 		waitFor(t, fmt.Sprintf("EVPN state on host %d", i+1), 15*time.Second, func() bool {
 			return len(tun.Endpoint().FloodRemotes()) == 2 && evpnEntries(tun) == 2 && len(tun.Endpoint().FDB().Neighbors()) == 4
@@ -327,18 +341,8 @@ func TestL3HostRoutes(t *testing.T) {
 	rr := newReflector(t)
 	f := testutil.NewFabric(testutil.FabricOptions{Seed: 2})
 	defer f.Close()
-	sps := rr.speakers(t, 2) // the VTEP addresses come from the tunnels
-	for _, sp := range sps {
-		defer sp.Close()
-	}
-	var tuns []*stack.Tunnel
-	for i, sp := range sps {
-		tun := tunnel(t, f, i+1, endpoint.L3)
-		if err := sp.Attach(tun); err != nil {
-			t.Fatal(err)
-		}
-		tuns = append(tuns, tun)
-	}
+	sps, tuns := rr.hosts(t, f, 2, endpoint.L3)
+	defer closeAll(sps)
 	for i, tun := range tuns {
 		waitFor(t, fmt.Sprintf("host routes on host %d", i+1), 15*time.Second, func() bool {
 			return len(tun.Endpoint().HostRoutes()) == 2 && len(tun.Endpoint().FloodRemotes()) == 1

@@ -22,9 +22,7 @@ func TestVMMACAdvertised(t *testing.T) {
 	f := testutil.NewFabric(testutil.FabricOptions{Seed: 2})
 	defer f.Close()
 	sps := rr.speakers(t, 2) // the VTEP addresses come from the tunnels
-	for _, sp := range sps {
-		defer sp.Close()
-	}
+	defer closeAll(sps)
 	var tuns []*stack.Tunnel
 	for i := 1; i <= 2; i++ {
 		port, err := f.NewPort("", testutil.Faults{})
