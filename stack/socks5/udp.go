@@ -58,8 +58,9 @@ func (s *Server) associate(c net.Conn, br *bufio.Reader, req Request) {
 		return
 	}
 	s.associations.Add(1)
-	a.wg.Add(1)
-	go a.fromClient()
+	if !a.start(a.fromClient) {
+		return
+	}
 	// The association lasts as long as the control connection.
 	_, _ = io.Copy(io.Discard, br)
 }
@@ -172,9 +173,24 @@ func (a *association) out(v4 bool) (net.PacketConn, error) {
 		return nil, err
 	}
 	*slot = pc
-	a.wg.Add(1)
+	a.wg.Add(1) // a.mu is held and a.closed is false: see start
 	go a.toClient(pc)
 	return pc, nil
+}
+
+// start runs f on a goroutine that Close waits for, unless the association
+// is already closed. The WaitGroup's Add happens under a.mu before Close
+// marks the association closed, so it never races with Close's Wait (an
+// Add from zero concurrent with Wait is a data race).
+func (a *association) start(f func()) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return false
+	}
+	a.wg.Add(1)
+	go f()
+	return true
 }
 
 // toClient relays replies arriving on pc to the client, each with the
