@@ -88,7 +88,9 @@ type Endpoint struct {
 	// its checksums may be partial and cannot be checked.
 	rxLocal atomic.Bool
 
-	// gro and touched belong to the socket's receive goroutine.
+	// run, gro and touched belong to the socket's receive goroutine.
+	run     rxRun
+	noRun   bool // benchmarks compare with gVisor's GRO alone
 	gro     gro.GRO
 	touched bool
 	rxNow   int64 // the forwarding table's clock, read once per batch

@@ -6,7 +6,6 @@ import (
 
 	"github.com/gnv-project/gnv/endpoint/geneve"
 	"github.com/gnv-project/gnv/link"
-	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -152,33 +151,8 @@ func (e *Endpoint) receive(dg *link.Datagram, h geneve.Header, payload []byte) {
 			}
 		}
 	}
-	// The headers go into a view of their own, which the packet owns; the
-	// rest stays in the transport's buffer, by reference, when it offers
-	// one. gVisor copies a whole shared chunk when a header is consumed
-	// from it (Buffer.PullUp), so sharing the headers would copy every
-	// frame once more.
-	head := len(payload)
-	if dg.Buffer.Size() != 0 {
-		head = headLen(payload, ip, &l4)
-	}
-	v := buffer.NewViewWithData(payload[:head])
-	if rewriteECN {
-		setInnerECN(v.AsSlice()[len(payload)-len(ip):], newECN)
-	}
-	if rewriteTTL {
-		setInnerTTL(v.AsSlice()[len(payload)-len(ip):], newTTL)
-	}
-	data := buffer.MakeWithView(v)
-	if head < len(payload) {
-		rest := dg.Buffer.Clone()
-		rest.TrimFront(int64(front + head))
-		data.Merge(&rest)
-		data.Truncate(int64(len(payload)))
-	}
-
 	d := e.attached()
 	if d == nil {
-		data.Release()
 		e.stats.drop(DropNotAttached)
 		return
 	}
@@ -196,14 +170,22 @@ func (e *Endpoint) receive(dg *link.Datagram, h geneve.Header, payload []byte) {
 	if len(h.Options) > 0 {
 		e.runHandlers(h.Options, dg.Src)
 	}
-	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: data})
-	if e.cfg.Mode == L2 {
-		pkt.LinkHeader().Consume(header.EthernetMinimumSize)
-	}
-	pkt.PktType = pktType
-	pkt.NetworkProtocolNumber = proto
 	e.stats.rxPackets.Add(1)
 	e.stats.rxBytes.Add(uint64(len(payload)))
+	if !e.cfg.DisableGRO && !local && !unchecked && !rewriteECN && !rewriteTTL && !e.noRun && coalescable(ip, &l4) {
+		e.coalesce(d, dg, payload, ip, &l4, proto, pktType)
+		return
+	}
+	// Anything else goes after the run, to keep each flow in order.
+	e.flushRun()
+	data, head := rxData(payload, ip, &l4, dg.Buffer, front)
+	if rewriteECN {
+		setInnerECN(head[len(payload)-len(ip):], newECN)
+	}
+	if rewriteTTL {
+		setInnerTTL(head[len(payload)-len(ip):], newTTL)
+	}
+	pkt := e.rxPacket(data, pktType, proto)
 	switch {
 	case local && ip != nil && (dg.InnerMSS != 0 || len(ip) > int(e.mtu.Load()) || e.cfg.DisableGRO):
 		// A super-packet the kernel did not segment (a UDP-tunnel job
@@ -281,6 +263,7 @@ func (e *Endpoint) flushGRO() {
 	e.touched = false
 	e.rxNow = 0
 	if !e.cfg.DisableGRO {
+		e.flushRun()
 		e.gro.Flush()
 	}
 }

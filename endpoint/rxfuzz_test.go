@@ -14,6 +14,9 @@ import (
 	"github.com/gnv-project/gnv/link/linktest"
 	"github.com/gnv-project/gnv/testutil/leakcheck"
 	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
 // sharedDir is the project's shared reference folder: ../shared from the
@@ -188,54 +191,167 @@ func FuzzReceive(f *testing.F) {
 		peers[s.Addr()] = true
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
-		var flags byte
-		if len(in) > 0 {
-			flags, in = in[0], in[1:]
+		fuzzDeliver(t, o, peers, base, in, false)
+	})
+}
+
+// FuzzReceiveRun is FuzzReceive with a batch of three datagrams: the
+// input's, and twice the datagram that continues its inner TCP segment
+// (see continuation), or the input three times when it holds none. It
+// exercises the endpoint's own receive coalescing (runs) with the same
+// checks; each datagram is accounted for once.
+func FuzzReceiveRun(f *testing.F) {
+	for _, s := range receiveSeeds() {
+		f.Add(s)
+	}
+	for _, s := range captureSeeds(f) {
+		f.Add(s)
+	}
+	o := newOverlay(f)
+	f.Cleanup(o.close)
+	base := leakcheck.Live()
+	peers := map[netip.Addr]bool{}
+	for _, s := range fuzzSources {
+		peers[s.Addr()] = true
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		fuzzDeliver(t, o, peers, base, in, true)
+	})
+}
+
+// fuzzDeliver runs one FuzzReceive (run false) or FuzzReceiveRun input.
+func fuzzDeliver(t *testing.T, o *overlay, peers map[netip.Addr]bool, base leakcheck.Snapshot, in []byte, run bool) {
+	var flags byte
+	if len(in) > 0 {
+		flags, in = in[0], in[1:]
+	}
+	dg := link.Datagram{
+		Payload: in,
+		Src:     fuzzSources[flags&fuzzSrc>>4],
+		Dst:     netip.MustParseAddr("192.0.2.1"),
+		TOS:     flags & fuzzECN >> 2,
+		TTL:     64,
+		Local:   flags&fuzzLocal != 0,
+	}
+	if flags&fuzzMSS != 0 {
+		dg.InnerMSS = 1200
+	}
+	if flags&fuzzTTL1 != 0 {
+		dg.TTL = 1
+	}
+	batch := []link.Datagram{dg}
+	if run {
+		next := continuation(in)
+		if next == nil {
+			next = in
 		}
-		dg := link.Datagram{
-			Payload: in,
-			Src:     fuzzSources[flags&fuzzSrc>>4],
-			Dst:     netip.MustParseAddr("192.0.2.1"),
-			TOS:     flags & fuzzECN >> 2,
-			TTL:     64,
-			Local:   flags&fuzzLocal != 0,
+		next2 := continuation(next)
+		if next2 == nil {
+			next2 = in
 		}
-		if flags&fuzzMSS != 0 {
-			dg.InnerMSS = 1200
-		}
-		if flags&fuzzTTL1 != 0 {
-			dg.TTL = 1
-		}
-		orig := bytes.Clone(in)
+		batch = append(batch, dg, dg)
+		batch[1].Payload, batch[2].Payload = next, next2
+	}
+	var origs [][]byte
+	for i := range batch {
+		origs = append(origs, bytes.Clone(batch[i].Payload))
 		if flags&fuzzBuffer != 0 {
-			dg.Buffer = buffer.MakeWithData(in)
+			batch[i].Buffer = buffer.MakeWithData(batch[i].Payload)
 		}
-		before := rxAccounted(o.sock.Stats()) + rxAccounted(o.l2.Stats()) + rxAccounted(o.l3.Stats())
+	}
+	before := rxAccounted(o.sock.Stats()) + rxAccounted(o.l2.Stats()) + rxAccounted(o.l3.Stats())
 
-		o.ft.Deliver([]link.Datagram{dg})
+	o.ft.Deliver(batch)
 
-		after := rxAccounted(o.sock.Stats()) + rxAccounted(o.l2.Stats()) + rxAccounted(o.l3.Stats())
-		if after-before != 1 {
-			t.Errorf("one datagram accounted for %d times (socket %v; l2 %v; l3 %v)", after-before, o.sock.Stats(), o.l2.Stats(), o.l3.Stats())
-		}
-		if !bytes.Equal(in, orig) {
+	after := rxAccounted(o.sock.Stats()) + rxAccounted(o.l2.Stats()) + rxAccounted(o.l3.Stats())
+	if after-before != uint64(len(batch)) {
+		t.Errorf("%d datagrams accounted for %d times (socket %v; l2 %v; l3 %v)", len(batch), after-before, o.sock.Stats(), o.l2.Stats(), o.l3.Stats())
+	}
+	for i := range batch {
+		if !bytes.Equal(batch[i].Payload, origs[i]) {
 			t.Errorf("the borrowed payload changed")
 		}
-		o.settle()
-		if flags&fuzzBuffer != 0 {
-			if got := dg.Buffer.Flatten(); !bytes.Equal(got, orig) {
+	}
+	o.settle()
+	if flags&fuzzBuffer != 0 {
+		for i := range batch {
+			if got := batch[i].Buffer.Flatten(); !bytes.Equal(got, origs[i]) {
 				t.Errorf("the borrowed buffer changed")
 			}
-			dg.Buffer.Release()
+			batch[i].Buffer.Release()
 		}
-		for _, s := range o.ft.Take() {
-			checkSent(t, s, peers)
+	}
+	for _, s := range o.ft.Take() {
+		checkSent(t, s, peers)
+	}
+	if n := o.l2.FDB().Stats().Count; n > ovlFDBMax {
+		t.Errorf("forwarding table has %d entries, max %d", n, ovlFDBMax)
+	}
+	leakcheck.CheckSince(t, base)
+}
+
+// continuation returns a copy of the Geneve datagram p whose inner TCP
+// segment's sequence number is advanced by its payload length, its TCP
+// checksum kept valid if it was; nil if p holds no TCP segment (after a
+// plain IPv4 or IPv6 header) that parses.
+func continuation(p []byte) []byte {
+	h, off, err := geneve.Decode(p)
+	if err != nil {
+		return nil
+	}
+	inner := p[off:]
+	if h.Protocol == geneve.ProtoEthernet {
+		if len(inner) < 14 {
+			return nil
 		}
-		if n := o.l2.FDB().Stats().Count; n > ovlFDBMax {
-			t.Errorf("forwarding table has %d entries, max %d", n, ovlFDBMax)
-		}
-		leakcheck.CheckSince(t, base)
-	})
+		inner = inner[14:]
+	}
+	if len(inner) < 20 || (inner[0]>>4 != 4 && inner[0]>>4 != 6) || (inner[0]>>4 == 6 && len(inner) < 40) {
+		return nil
+	}
+	if n := innerIPLen(inner); n > 0 && n < len(inner) {
+		inner = inner[:n]
+	}
+	l4 := parseInner(inner)
+	if !l4.groable() || !l4.transportOK(inner) {
+		return nil
+	}
+	q := bytes.Clone(p)
+	start := off // where the inner IP packet starts
+	if h.Protocol == geneve.ProtoEthernet {
+		start += 14
+	}
+	ipq := q[start : start+len(inner)]
+	seg := ipq[l4.off:l4.end]
+	doff := int(seg[12]>>4) * 4
+	valid := tcpChecksumValid(ipq, seg)
+	binary.BigEndian.PutUint32(seg[4:], binary.BigEndian.Uint32(seg[4:])+uint32(len(seg)-doff))
+	if valid {
+		setTCPChecksum(ipq, seg)
+	}
+	return q
+}
+
+// tcpSum returns the checksum over seg, a TCP segment inside the IP packet
+// ip, and its pseudo-header.
+func tcpSum(ip, seg []byte) uint16 {
+	var src, dst []byte
+	if ip[0]>>4 == 4 {
+		src, dst = ip[12:16], ip[16:20]
+	} else {
+		src, dst = ip[8:24], ip[24:40]
+	}
+	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, tcpip.AddrFromSlice(src), tcpip.AddrFromSlice(dst), uint16(len(seg)))
+	return checksum.Checksum(seg, xsum)
+}
+
+// tcpChecksumValid reports whether seg's TCP checksum is right.
+func tcpChecksumValid(ip, seg []byte) bool { return tcpSum(ip, seg) == 0xffff }
+
+// setTCPChecksum makes seg's TCP checksum right.
+func setTCPChecksum(ip, seg []byte) {
+	seg[16], seg[17] = 0, 0
+	binary.BigEndian.PutUint16(seg[16:], ^tcpSum(ip, seg))
 }
 
 // checkSent checks one datagram the overlay sent.

@@ -113,6 +113,10 @@ type Stats struct {
 	// for the kernel to segment after encapsulation (link.Packet.InnerMSS);
 	// RxTunnelJobs counts such super-packets received whole.
 	TxTunnelJobs, RxTunnelJobs uint64
+	// RxCoalesced counts received TCP segments that the endpoint's own
+	// receive coalescing delivered merged with others of their flow, in
+	// runs of two or more (each also counts in RxPackets).
+	RxCoalesced uint64
 	// RxControl counts O-bit control packets (also counted in Drops[DropControl]).
 	RxControl uint64
 	// PMTUReplies counts ICMP Fragmentation Needed / ICMPv6 Packet Too Big
@@ -145,6 +149,7 @@ func (s *Stats) Add(o *Stats) {
 	s.TxGSOSegments += o.TxGSOSegments
 	s.TxTunnelJobs += o.TxTunnelJobs
 	s.RxTunnelJobs += o.RxTunnelJobs
+	s.RxCoalesced += o.RxCoalesced
 	s.RxControl += o.RxControl
 	s.PMTUReplies += o.PMTUReplies
 	s.FloodBUM += o.FloodBUM
@@ -164,6 +169,9 @@ func (s Stats) String() string {
 	fmt.Fprintf(&b, "rx %d pkts %d B, tx %d pkts %d B", s.RxPackets, s.RxBytes, s.TxPackets, s.TxBytes)
 	if s.TxGSOSegments != 0 {
 		fmt.Fprintf(&b, " (%d GSO segments)", s.TxGSOSegments)
+	}
+	if s.RxCoalesced != 0 {
+		fmt.Fprintf(&b, " (%d coalesced)", s.RxCoalesced)
 	}
 	if s.TxTunnelJobs != 0 || s.RxTunnelJobs != 0 {
 		fmt.Fprintf(&b, ", tunnel GSO tx %d rx %d", s.TxTunnelJobs, s.RxTunnelJobs)
@@ -194,6 +202,7 @@ type counters struct {
 	txGSOSegments, rxControl   atomic.Uint64
 	pmtuReplies                atomic.Uint64
 	txTunnelJobs, rxTunnelJobs atomic.Uint64
+	rxCoalesced                atomic.Uint64
 	floodBUM, floodUnknown     atomic.Uint64
 	arpSuppressed, arpFlooded  atomic.Uint64
 	ndSuppressed, ndFlooded    atomic.Uint64
@@ -213,6 +222,7 @@ func (c *counters) snapshot() Stats {
 		PMTUReplies:   c.pmtuReplies.Load(),
 		TxTunnelJobs:  c.txTunnelJobs.Load(),
 		RxTunnelJobs:  c.rxTunnelJobs.Load(),
+		RxCoalesced:   c.rxCoalesced.Load(),
 		FloodBUM:      c.floodBUM.Load(),
 		FloodUnknown:  c.floodUnknown.Load(),
 		ARPSuppressed: c.arpSuppressed.Load(),

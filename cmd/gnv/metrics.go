@@ -41,6 +41,7 @@ var (
 		{metricDesc("tx_gso_segments_total", "Segments made from TCP super-packets.", "iface"), func(s *endpoint.Stats) uint64 { return s.TxGSOSegments }},
 		{metricDesc("tx_tunnel_jobs_total", "TCP super-packets handed to the underlay whole (UDP-tunnel GSO).", "iface"), func(s *endpoint.Stats) uint64 { return s.TxTunnelJobs }},
 		{metricDesc("rx_tunnel_jobs_total", "TCP super-packets received whole.", "iface"), func(s *endpoint.Stats) uint64 { return s.RxTunnelJobs }},
+		{metricDesc("rx_coalesced_total", "TCP segments received that the endpoint delivered merged with others of their flow.", "iface"), func(s *endpoint.Stats) uint64 { return s.RxCoalesced }},
 		{metricDesc("rx_control_total", "O-bit control packets received (also counted as drops, reason control).", "iface"), func(s *endpoint.Stats) uint64 { return s.RxControl }},
 		{metricDesc("pmtu_replies_total", "ICMP Fragmentation Needed / Packet Too Big messages sent into the overlay.", "iface"), func(s *endpoint.Stats) uint64 { return s.PMTUReplies }},
 		{metricDesc("flood_bum_total", "Broadcast and multicast frames replicated to the flood list.", "iface"), func(s *endpoint.Stats) uint64 { return s.FloodBUM }},

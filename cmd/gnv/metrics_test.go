@@ -71,7 +71,7 @@ func TestMetrics(t *testing.T) {
 	before := scrape(t, a)
 	iface := []string{"iface", "gnva"}
 	for _, name := range []string{"gnv_rx_packets_total", "gnv_rx_bytes_total", "gnv_tx_packets_total", "gnv_tx_bytes_total",
-		"gnv_tx_gso_segments_total", "gnv_tx_tunnel_jobs_total", "gnv_rx_tunnel_jobs_total", "gnv_rx_control_total", "gnv_pmtu_replies_total",
+		"gnv_tx_gso_segments_total", "gnv_tx_tunnel_jobs_total", "gnv_rx_tunnel_jobs_total", "gnv_rx_coalesced_total", "gnv_rx_control_total", "gnv_pmtu_replies_total",
 		"gnv_fdb_entries", "gnv_fdb_max_entries", "gnv_fdb_learned_total", "gnv_fdb_moved_total", "gnv_fdb_no_space_total", "gnv_fdb_expired_total",
 		"gnv_mtu_bytes"} {
 		if _, ok := value(before, name, iface...); !ok {

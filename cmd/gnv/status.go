@@ -112,6 +112,7 @@ type tunnelCounters struct {
 	TxGSOSegments uint64            `json:"tx_gso_segments"`
 	TxTunnelJobs  uint64            `json:"tx_tunnel_jobs"`
 	RxTunnelJobs  uint64            `json:"rx_tunnel_jobs"`
+	RxCoalesced   uint64            `json:"rx_coalesced"`
 	RxControl     uint64            `json:"rx_control"`
 	PMTUReplies   uint64            `json:"pmtu_replies"`
 	FloodBUM      uint64            `json:"flood_bum"`
@@ -212,7 +213,7 @@ func drops(s *endpoint.Stats) map[string]uint64 {
 func counters(s endpoint.Stats) tunnelCounters {
 	return tunnelCounters{
 		RxPackets: s.RxPackets, RxBytes: s.RxBytes, TxPackets: s.TxPackets, TxBytes: s.TxBytes,
-		TxGSOSegments: s.TxGSOSegments, TxTunnelJobs: s.TxTunnelJobs, RxTunnelJobs: s.RxTunnelJobs,
+		TxGSOSegments: s.TxGSOSegments, TxTunnelJobs: s.TxTunnelJobs, RxTunnelJobs: s.RxTunnelJobs, RxCoalesced: s.RxCoalesced,
 		RxControl: s.RxControl, PMTUReplies: s.PMTUReplies, Drops: drops(&s),
 		FloodBUM: s.FloodBUM, FloodUnknown: s.FloodUnknown, ARPSuppressed: s.ARPSuppressed, ARPFlooded: s.ARPFlooded,
 		NDSuppressed: s.NDSuppressed, NDFlooded: s.NDFlooded,
@@ -487,7 +488,7 @@ func (r *showReply) text(w io.Writer) {
 // stats turns the counters back into endpoint.Stats, for its String.
 func (c *tunnelCounters) stats() endpoint.Stats {
 	s := endpoint.Stats{RxPackets: c.RxPackets, RxBytes: c.RxBytes, TxPackets: c.TxPackets, TxBytes: c.TxBytes,
-		TxGSOSegments: c.TxGSOSegments, TxTunnelJobs: c.TxTunnelJobs, RxTunnelJobs: c.RxTunnelJobs,
+		TxGSOSegments: c.TxGSOSegments, TxTunnelJobs: c.TxTunnelJobs, RxTunnelJobs: c.RxTunnelJobs, RxCoalesced: c.RxCoalesced,
 		RxControl: c.RxControl, PMTUReplies: c.PMTUReplies,
 		FloodBUM: c.FloodBUM, FloodUnknown: c.FloodUnknown, ARPSuppressed: c.ARPSuppressed, ARPFlooded: c.ARPFlooded,
 		NDSuppressed: c.NDSuppressed, NDFlooded: c.NDFlooded}
