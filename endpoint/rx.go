@@ -172,7 +172,10 @@ func (e *Endpoint) receive(dg *link.Datagram, h geneve.Header, payload []byte) {
 	}
 	e.stats.rxPackets.Add(1)
 	e.stats.rxBytes.Add(uint64(len(payload)))
-	if !e.cfg.DisableGRO && !local && !unchecked && !rewriteECN && !rewriteTTL && !e.noRun && coalescable(ip, &l4) {
+	// Runs take what gVisor's GRO would (checked or local segments of
+	// one MTU at most) but rewritten ones.
+	if !e.cfg.DisableGRO && !unchecked && !rewriteECN && !rewriteTTL && !e.noRun &&
+		dg.InnerMSS == 0 && len(ip) <= int(e.mtu.Load()) && coalescable(ip, &l4) {
 		e.coalesce(d, dg, payload, ip, &l4, proto, pktType)
 		return
 	}
