@@ -64,7 +64,6 @@ type rxRun struct {
 	next   uint32 // the sequence number that continues the run
 	ipLen  int    // the coalesced IP packet's length so far
 	flags  uint8  // PSH and FIN of the segments
-	ended  bool   // a segment ended the run
 	bufs   bool   // every segment has a buffer
 }
 

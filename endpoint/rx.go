@@ -180,7 +180,9 @@ func (e *Endpoint) receive(dg *link.Datagram, h geneve.Header, payload []byte) {
 		return
 	}
 	// Anything else goes after the run, to keep each flow in order.
-	e.flushRun()
+	if e.run.n > 0 {
+		e.flushRun()
+	}
 	data, head := rxData(payload, ip, &l4, dg.Buffer, front)
 	if rewriteECN {
 		setInnerECN(head[len(payload)-len(ip):], newECN)
@@ -266,7 +268,9 @@ func (e *Endpoint) flushGRO() {
 	e.touched = false
 	e.rxNow = 0
 	if !e.cfg.DisableGRO {
-		e.flushRun()
+		if e.run.n > 0 {
+			e.flushRun()
+		}
 		e.gro.Flush()
 	}
 }
