@@ -2,6 +2,8 @@ package stack
 
 import (
 	"net/netip"
+	"sync"
+	"time"
 
 	"github.com/gnv-project/gnv/endpoint"
 	"gvisor.dev/gvisor/pkg/buffer"
@@ -10,24 +12,78 @@ import (
 	tcpipstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
+// AnnounceInterval is the time between the two announcements Announce
+// sends (RFC 5227 §1.1: ANNOUNCE_NUM 2, ANNOUNCE_INTERVAL 2 seconds).
+const AnnounceInterval = 2 * time.Second
+
+// announcer holds the second announcement's timer.
+type announcer struct {
+	mu     sync.Mutex
+	timer  tcpip.Timer
+	closed bool
+}
+
 // Announce tells the peers of an L2 tunnel its MAC address: a gratuitous
 // ARP request (an ARP announcement, RFC 5227 §2.3) for every IPv4 address
 // of Config.Addresses and an unsolicited Neighbor Advertisement with the
 // override flag (RFC 4861 §7.2.6) for every IPv6 one, sent to all
-// remotes or the group. Peers update the neighbour entries they have for
-// those addresses (Linux does for both), and their Geneve forwarding
-// tables learn where the MAC is, so a restarted host is reachable at
-// once. gVisor has no helper for either message, so the frames are built
-// here and written through the tunnel's Geneve endpoint, the same for a
-// netstack overlay and a TAP device. An L3 tunnel has no link layer:
-// Announce does nothing.
+// remotes or the group, now and again AnnounceInterval later (on
+// Config.Clock), unless the tunnel has closed: one lost datagram, or a
+// peer still coming up, should not leave a stale entry behind. Peers
+// update the neighbour entries they have for those addresses (Linux does
+// for both), and their Geneve forwarding tables learn where the MAC is,
+// so a restarted host is reachable at once. gVisor has no helper for
+// either message, so the frames are built here and written through the
+// tunnel's Geneve endpoint, the same for a netstack overlay and a TAP
+// device. An L3 tunnel has no link layer: Announce does nothing.
 func (t *Tunnel) Announce() {
-	if t.cfg.Mode != endpoint.L2 || t.ep == nil {
+	if !t.announce() {
 		return
+	}
+	a := &t.ann
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return
+	}
+	if a.timer != nil {
+		a.timer.Stop()
+	}
+	clock := t.cfg.Clock
+	if clock == nil {
+		clock = tcpip.NewStdClock()
+	}
+	a.timer = clock.AfterFunc(AnnounceInterval, func() {
+		// Under the lock, so that Close waits for a write in progress
+		// before it closes the endpoint.
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if !a.closed {
+			t.announce()
+		}
+	})
+}
+
+// stopAnnouncing cancels a pending announcement; later ones do nothing.
+func (t *Tunnel) stopAnnouncing() {
+	a := &t.ann
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.closed = true
+	if a.timer != nil {
+		a.timer.Stop()
+	}
+}
+
+// announce sends the announcements once and reports whether the tunnel
+// has any to send.
+func (t *Tunnel) announce() bool {
+	if t.cfg.Mode != endpoint.L2 || t.ep == nil || len(t.cfg.Addresses) == 0 {
+		return false
 	}
 	mac := t.ep.LinkAddress()
 	if len(mac) != header.EthernetAddressSize {
-		return
+		return false
 	}
 	for _, p := range t.cfg.Addresses {
 		a := p.Addr().Unmap()
@@ -37,6 +93,7 @@ func (t *Tunnel) Announce() {
 			t.writeFrame(unsolicitedNA(mac, a), header.IPv6ProtocolNumber, header.IPv6MinimumSize)
 		}
 	}
+	return true
 }
 
 // writeFrame hands an Ethernet frame, whose network header is netLen

@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/gnv-project/gnv/endpoint"
 	"github.com/gnv-project/gnv/endpoint/geneve"
@@ -11,6 +12,7 @@ import (
 	"github.com/gnv-project/gnv/stack"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/faketime"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
@@ -98,5 +100,60 @@ func TestAnnounce(t *testing.T) {
 	l3.Announce()
 	if n := len(tr3.Take()); n != 0 {
 		t.Errorf("an l3 tunnel sent %d datagrams", n)
+	}
+}
+
+// TestAnnounceTwice: as RFC 5227 asks, the announcement goes out again
+// AnnounceInterval later, once; a tunnel closed before then sends no
+// second one.
+func TestAnnounceTwice(t *testing.T) {
+	for _, closeFirst := range []bool{false, true} {
+		clock := faketime.NewManualClock()
+		tr := linktest.New(netip.MustParseAddrPort("192.0.2.1:6081"))
+		tun, err := stack.New(stack.Config{
+			VNI:       42,
+			Remotes:   []netip.Addr{netip.MustParseAddr("192.0.2.2")},
+			Underlay:  stack.TransportUnderlay{Transport: tr},
+			Addresses: []netip.Prefix{netip.MustParsePrefix("10.4.0.1/24")},
+			Clock:     clock,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		arps := func() int {
+			n := 0
+			for _, s := range tr.Take() {
+				_, off, err := geneve.Decode(s.Data)
+				if err == nil && header.Ethernet(s.Data[off:]).Type() == header.ARPProtocolNumber {
+					n++
+				}
+			}
+			return n
+		}
+		arps()
+		tun.Announce()
+		if n := arps(); n != 1 {
+			t.Fatalf("%d ARP announcements at once, want 1", n)
+		}
+		clock.Advance(stack.AnnounceInterval - time.Millisecond)
+		if n := arps(); n != 0 {
+			t.Errorf("%d ARP announcements before the interval, want 0", n)
+		}
+		if closeFirst {
+			tun.Close()
+		}
+		clock.Advance(time.Millisecond)
+		want := 1
+		if closeFirst {
+			want = 0
+		}
+		if n := arps(); n != want {
+			t.Errorf("closed first %v: %d ARP announcements after the interval, want %d", closeFirst, n, want)
+		}
+		clock.Advance(10 * stack.AnnounceInterval)
+		if n := arps(); n != 0 {
+			t.Errorf("%d more ARP announcements later, want none", n)
+		}
+		tun.Close()
 	}
 }

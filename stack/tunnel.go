@@ -54,6 +54,8 @@ type Tunnel struct {
 	sw  *l2switch.Switch // the overlay switch (Config.Switch), if any
 	vms vmState          // VMs attached to the switch
 
+	ann announcer // the second announcement (Announce)
+
 	closeOnce sync.Once
 }
 
@@ -348,6 +350,7 @@ func (t *Tunnel) Stats() endpoint.Stats {
 func (t *Tunnel) Close() error {
 	var err error
 	t.closeOnce.Do(func() {
+		t.stopAnnouncing()
 		if t.Net != nil {
 			_ = t.Net.Close()
 		}
