@@ -191,7 +191,12 @@ func (e *Endpoint) flushRun() {
 
 // packet builds the coalesced packet of a run of two or more segments: the
 // first segment's headers with the coalesced length (and PSH or FIN of
-// the last segment), then every segment's payload.
+// the last segment), then every segment's payload. It is marked as a TCP
+// segmentation job (stack.GSO with NeedsCsum), so its TCP checksum field
+// holds what that promises: the pseudo-header sum over the whole TCP
+// length, as a packet from a host-GSO stack carries it. Whoever segments
+// it (a TAP device, the kernel's UDP-tunnel GSO after the overlay stack
+// forwarded it, vmnet) then computes every segment's checksum from there.
 func (r *rxRun) packet(e *Endpoint) *stack.PacketBuffer {
 	var data buffer.Buffer
 	var hdr []byte
@@ -218,18 +223,20 @@ func (r *rxRun) packet(e *Endpoint) *stack.PacketBuffer {
 		hdr = v.AsSlice()[:r.hdrLen]
 		data = buffer.MakeWithView(v)
 	}
-	ip := hdr[r.ipOff:]
-	if ip[0]>>4 == 4 {
-		binary.BigEndian.PutUint16(ip[2:4], uint16(r.ipLen))
-		link.SetIPv4Checksum(ip[:r.tcpOff-r.ipOff])
+	ipHdr := hdr[r.ipOff:r.tcpOff]
+	if ipHdr[0]>>4 == 4 {
+		binary.BigEndian.PutUint16(ipHdr[2:4], uint16(r.ipLen))
+		link.SetIPv4Checksum(ipHdr)
 	} else {
-		binary.BigEndian.PutUint16(ip[4:6], uint16(r.ipLen-header.IPv6MinimumSize))
+		binary.BigEndian.PutUint16(ipHdr[4:6], uint16(r.ipLen-header.IPv6MinimumSize))
 	}
-	hdr[r.tcpOff+13] |= r.flags
+	tcp := hdr[r.tcpOff:]
+	tcp[13] |= r.flags
+	binary.BigEndian.PutUint16(tcp[link.TCPChecksumOffset:], link.PseudoHeaderSum(ipHdr, protoTCP, r.ipLen-len(ipHdr)))
 	pkt := e.rxPacket(data, r.pktType, r.proto)
 	pkt.RXChecksumValidated = true
 	pkt.GSOOptions = stack.GSO{Type: stack.GSOTCPv4, NeedsCsum: true, CsumOffset: link.TCPChecksumOffset, MSS: uint16(r.mss)}
-	if ip[0]>>4 == 6 {
+	if ipHdr[0]>>4 == 6 {
 		pkt.GSOOptions.Type = stack.GSOTCPv6
 	}
 	return pkt

@@ -25,6 +25,7 @@ type flowSeg struct {
 	window uint16
 	tsval  uint32 // the timestamp option's value, 0 for no options
 	src    string // another source address, for a second flow
+	dst    string // another destination address
 }
 
 // build returns the segment's IP packet with valid checksums. Its payload
@@ -65,6 +66,9 @@ func (f flowSeg) build(v6 bool) []byte {
 	}
 	if f.src != "" {
 		src = f.src
+	}
+	if f.dst != "" {
+		dst = f.dst
 	}
 	return withTransport(netip.MustParseAddr(src), netip.MustParseAddr(dst), protoTCP, seg, 16)
 }
@@ -157,6 +161,21 @@ func (r *coalesceRig) checkCoalesced(t *testing.T, i int, segs ...flowSeg) {
 		binary.BigEndian.PutUint16(want[2:], uint16(len(want)))
 		binary.BigEndian.PutUint16(want[10:], 0)
 		binary.BigEndian.PutUint16(want[10:], ^checksum.Checksum(want[:20], 0))
+	}
+	if len(segs) > 1 {
+		// A segmentation job's TCP checksum field holds the
+		// pseudo-header sum: completing it over the segment must give
+		// the segment's real checksum.
+		tcp := got[ipHL:min(len(got), len(want))]
+		if len(got) == len(want) {
+			full := ^checksum.Checksum(tcp, 0)
+			tcp = bytes.Clone(tcp)
+			binary.BigEndian.PutUint16(tcp[16:], full)
+			if !tcpChecksumValid(got[:ipHL], tcp) {
+				t.Errorf("packet %d: the TCP checksum field is not the pseudo-header sum", i)
+			}
+		}
+		copy(want[ipHL+16:ipHL+18], got[ipHL+16:ipHL+18])
 	}
 	if !bytes.Equal(got, want) {
 		t.Errorf("packet %d: %d bytes, want %d (first %d header bytes: got %x want %x)", i, len(got), len(want), hl, got[:min(hl, len(got))], want[:hl])

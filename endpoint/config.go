@@ -215,7 +215,11 @@ type Config struct {
 	// DisableGRO turns off receive coalescing and receive checksum offload:
 	// the overlay stack then validates every inner checksum itself, except
 	// those of datagrams built on this host, which may be partial
-	// (link.Datagram.Local).
+	// (link.Datagram.Local). Set it on the endpoints of an overlay stack
+	// that forwards IP between its NICs: gVisor's forwarding copies a
+	// packet without its segmentation offload (stack.GSO), so a coalesced
+	// TCP packet larger than the MTU would leave fragmented (IPv4 without
+	// DF) or be answered with Fragmentation Needed / Packet Too Big.
 	DisableGRO bool
 }
 
