@@ -25,7 +25,6 @@ type flowSeg struct {
 	window uint16
 	tsval  uint32 // the timestamp option's value, 0 for no options
 	src    string // another source address, for a second flow
-	dst    string // another destination address
 }
 
 // build returns the segment's IP packet with valid checksums. Its payload
@@ -66,9 +65,6 @@ func (f flowSeg) build(v6 bool) []byte {
 	}
 	if f.src != "" {
 		src = f.src
-	}
-	if f.dst != "" {
-		dst = f.dst
 	}
 	return withTransport(netip.MustParseAddr(src), netip.MustParseAddr(dst), protoTCP, seg, 16)
 }
