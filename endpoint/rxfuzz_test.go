@@ -176,7 +176,18 @@ func rxAccounted(s Stats) uint64 {
 //
 // The overlay is built once per fuzzing process; the counters are compared
 // as deltas.
-func FuzzReceive(f *testing.F) {
+func FuzzReceive(f *testing.F) { fuzzReceive(f, false) }
+
+// FuzzReceiveRun is FuzzReceive with a batch of three datagrams: the
+// input's, and twice the datagram that continues its inner TCP segment
+// (see continuation), or the input three times when it holds none. It
+// exercises the endpoint's own receive coalescing (runs) with the same
+// checks; each datagram is accounted for once.
+func FuzzReceiveRun(f *testing.F) { fuzzReceive(f, true) }
+
+// fuzzReceive seeds f and builds the overlay, then runs FuzzReceive (run
+// false) or FuzzReceiveRun.
+func fuzzReceive(f *testing.F, run bool) {
 	for _, s := range receiveSeeds() {
 		f.Add(s)
 	}
@@ -191,31 +202,7 @@ func FuzzReceive(f *testing.F) {
 		peers[s.Addr()] = true
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
-		fuzzDeliver(t, o, peers, base, in, false)
-	})
-}
-
-// FuzzReceiveRun is FuzzReceive with a batch of three datagrams: the
-// input's, and twice the datagram that continues its inner TCP segment
-// (see continuation), or the input three times when it holds none. It
-// exercises the endpoint's own receive coalescing (runs) with the same
-// checks; each datagram is accounted for once.
-func FuzzReceiveRun(f *testing.F) {
-	for _, s := range receiveSeeds() {
-		f.Add(s)
-	}
-	for _, s := range captureSeeds(f) {
-		f.Add(s)
-	}
-	o := newOverlay(f)
-	f.Cleanup(o.close)
-	base := leakcheck.Live()
-	peers := map[netip.Addr]bool{}
-	for _, s := range fuzzSources {
-		peers[s.Addr()] = true
-	}
-	f.Fuzz(func(t *testing.T, in []byte) {
-		fuzzDeliver(t, o, peers, base, in, true)
+		fuzzDeliver(t, o, peers, base, in, run)
 	})
 }
 
