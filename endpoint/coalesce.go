@@ -91,12 +91,12 @@ func (e *Endpoint) coalesce(d stack.NetworkDispatcher, dg *link.Datagram, frame,
 	pay := len(ip) - l4.off - doff
 	seq := binary.BigEndian.Uint32(tcp[4:8])
 	if r.n == 0 {
+		// Field by field: the segments (cleared by flushRun) are 3.5 KiB
+		// that a composite literal would clear again.
 		ipOff := len(frame) - len(ip)
-		*r = rxRun{
-			d: d, proto: proto, pktType: pktType, l4: *l4,
-			ipOff: ipOff, tcpOff: ipOff + l4.off, hdrLen: ipOff + l4.off + doff,
-			mss: pay, bufs: true,
-		}
+		r.d, r.proto, r.pktType, r.l4 = d, proto, pktType, *l4
+		r.ipOff, r.tcpOff, r.hdrLen = ipOff, ipOff+l4.off, ipOff+l4.off+doff
+		r.mss, r.flags, r.bufs = pay, 0, true
 	}
 	r.segs[r.n] = rxSegment{frame: frame, buf: dg.Buffer, front: len(dg.Payload) - len(frame)}
 	r.n++

@@ -333,35 +333,43 @@ func TestCoalesceBadSegment(t *testing.T) {
 }
 
 // BenchmarkReceiveFlow measures the receive path for a batch of 64
-// full-sized segments of one TCP flow (a kernel UDP GRO message) from
-// memory the transport reuses, into a dispatcher that keeps nothing: with
-// the endpoint's own coalescing ("run") and with gVisor's GRO alone
-// ("gvisor-gro"), in the same run. An op is a batch; ns/segment divides.
+// full-sized TCP segments (1400-byte L2 frames) from memory the transport
+// reuses, into a dispatcher that keeps nothing: with the endpoint's own
+// coalescing ("run") and with gVisor's GRO alone ("gvisor-gro"), in the
+// same run. The batch is one flow (a kernel UDP GRO message), or two flows
+// whose segments alternate, so that every run is one segment long and
+// gVisor's GRO does the merging. An op is a batch; ns/segment divides.
 func BenchmarkReceiveFlow(b *testing.B) {
-	const segs, mss = 64, 1348 // 1400-byte L2 frames
+	const segs, mss = 64, 1348
 	for _, mode := range []Mode{L2, L3} {
-		for _, how := range []string{"gvisor-gro", "run"} {
-			b.Run(fmt.Sprintf("%s/%s", mode, how), func(b *testing.B) {
-				e, ft, d := newTestEndpoint(b, Config{VNI: 1, Mode: mode})
-				d.keep = false
-				e.noRun = how == "gvisor-gro"
-				r := &coalesceRig{e: e, ft: ft, mode: mode}
-				batch := make([]link.Datagram, segs)
-				for i := range batch {
-					batch[i] = r.datagram(flowSeg{seq: uint32(1 + i*mss), n: mss}.build(false))
-				}
-				b.SetBytes(int64(segs * (len(batch[0].Payload) - 8)))
-				b.ReportAllocs()
-				b.ResetTimer()
-				for range b.N {
-					ft.Deliver(batch)
-				}
-				b.StopTimer()
-				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*segs), "ns/segment")
-				if s := e.Stats(); s.TotalDrops() != 0 || s.RxPackets != uint64(b.N*segs) || d.count == 0 {
-					b.Fatalf("stats %v, %d delivered", s, d.count)
-				}
-			})
+		for _, flows := range []int{1, 2} {
+			for _, how := range []string{"gvisor-gro", "run"} {
+				b.Run(fmt.Sprintf("%s/flows=%d/%s", mode, flows, how), func(b *testing.B) {
+					e, ft, d := newTestEndpoint(b, Config{VNI: 1, Mode: mode})
+					d.keep = false
+					e.noRun = how == "gvisor-gro"
+					r := &coalesceRig{e: e, ft: ft, mode: mode}
+					batch := make([]link.Datagram, segs)
+					for i := range batch {
+						s := flowSeg{seq: uint32(1 + i/flows*mss), n: mss}
+						if i%flows == 1 {
+							s.src = "10.0.0.3"
+						}
+						batch[i] = r.datagram(s.build(false))
+					}
+					b.SetBytes(int64(segs * (len(batch[0].Payload) - 8)))
+					b.ReportAllocs()
+					b.ResetTimer()
+					for range b.N {
+						ft.Deliver(batch)
+					}
+					b.StopTimer()
+					b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*segs), "ns/segment")
+					if s := e.Stats(); s.TotalDrops() != 0 || s.RxPackets != uint64(b.N*segs) || d.count == 0 {
+						b.Fatalf("stats %v, %d delivered", s, d.count)
+					}
+				})
+			}
 		}
 	}
 }
