@@ -28,6 +28,10 @@ import (
 // segments.
 const maxRunSegments = 64
 
+// maxRunHeader is the longest header a run has: Ethernet, an IPv6 header
+// (IPv4 is shorter: runs take no IPv4 options), TCP with options.
+const maxRunHeader = header.EthernetMinimumSize + header.IPv6MinimumSize + header.TCPHeaderMaximumSize
+
 // maxRunIPLen bounds a run's coalesced IP packet: the IPv4 total length
 // and IPv6 payload length fields are 16 bits.
 const maxRunIPLen = 0xffff
@@ -51,6 +55,10 @@ type rxSegment struct {
 type rxRun struct {
 	n    int
 	segs [maxRunSegments]rxSegment
+	// hdr and pays are the coalesced headers and the payloads handed to
+	// a link.SegmentWriter.
+	hdr  [maxRunHeader]byte
+	pays [maxRunSegments][]byte
 
 	d       stack.NetworkDispatcher
 	proto   tcpip.NetworkProtocolNumber
@@ -178,15 +186,52 @@ func (e *Endpoint) flushRun() {
 		e.gro.Enqueue(pkt)
 		pkt.DecRef()
 	default:
-		pkt := r.packet(e)
 		e.stats.rxCoalesced.Add(uint64(r.n))
 		e.gro.Flush()
-		r.d.DeliverNetworkPacket(r.proto, pkt)
-		pkt.DecRef()
+		if !r.write() {
+			pkt := r.packet(e)
+			r.d.DeliverNetworkPacket(r.proto, pkt)
+			pkt.DecRef()
+		}
 	}
 	clear(r.segs[:r.n]) // keep no transport memory
+	clear(r.pays[:r.n])
 	r.n = 0
 	r.d = nil
+}
+
+// write hands a run of two or more segments to a dispatcher that writes
+// it out at once (link.SegmentWriter: a TAP or TUN device) straight from
+// the transport's memory, and reports whether it took it.
+func (r *rxRun) write() bool {
+	sw, ok := r.d.(link.SegmentWriter)
+	if !ok {
+		return false
+	}
+	hdr := r.hdr[:copy(r.hdr[:], r.segs[0].frame[:r.hdrLen])]
+	r.fixHeader(hdr)
+	for i := range r.segs[:r.n] {
+		r.pays[i] = r.segs[i].frame[r.hdrLen:]
+	}
+	return sw.WriteSegments(hdr, r.pays[:r.n], r.mss)
+}
+
+// fixHeader turns hdr, a copy of the first segment's headers, into the
+// coalesced packet's: the IP length of the whole run (and the IPv4 header
+// checksum), PSH or FIN of the last segment, and in the TCP checksum field
+// the pseudo-header sum over the whole TCP length, which the packet's
+// segmentation offload promises.
+func (r *rxRun) fixHeader(hdr []byte) {
+	ipHdr := hdr[r.ipOff:r.tcpOff]
+	if ipHdr[0]>>4 == 4 {
+		binary.BigEndian.PutUint16(ipHdr[2:4], uint16(r.ipLen))
+		link.SetIPv4Checksum(ipHdr)
+	} else {
+		binary.BigEndian.PutUint16(ipHdr[4:6], uint16(r.ipLen-header.IPv6MinimumSize))
+	}
+	tcp := hdr[r.tcpOff:]
+	tcp[13] |= r.flags
+	binary.BigEndian.PutUint16(tcp[link.TCPChecksumOffset:], link.PseudoHeaderSum(ipHdr, protoTCP, r.ipLen-len(ipHdr)))
 }
 
 // packet builds the coalesced packet of a run of two or more segments: the
@@ -223,20 +268,11 @@ func (r *rxRun) packet(e *Endpoint) *stack.PacketBuffer {
 		hdr = v.AsSlice()[:r.hdrLen]
 		data = buffer.MakeWithView(v)
 	}
-	ipHdr := hdr[r.ipOff:r.tcpOff]
-	if ipHdr[0]>>4 == 4 {
-		binary.BigEndian.PutUint16(ipHdr[2:4], uint16(r.ipLen))
-		link.SetIPv4Checksum(ipHdr)
-	} else {
-		binary.BigEndian.PutUint16(ipHdr[4:6], uint16(r.ipLen-header.IPv6MinimumSize))
-	}
-	tcp := hdr[r.tcpOff:]
-	tcp[13] |= r.flags
-	binary.BigEndian.PutUint16(tcp[link.TCPChecksumOffset:], link.PseudoHeaderSum(ipHdr, protoTCP, r.ipLen-len(ipHdr)))
+	r.fixHeader(hdr)
 	pkt := e.rxPacket(data, r.pktType, r.proto)
 	pkt.RXChecksumValidated = true
 	pkt.GSOOptions = stack.GSO{Type: stack.GSOTCPv4, NeedsCsum: true, CsumOffset: link.TCPChecksumOffset, MSS: uint16(r.mss)}
-	if ipHdr[0]>>4 == 6 {
+	if hdr[r.ipOff]>>4 == 6 {
 		pkt.GSOOptions.Type = stack.GSOTCPv6
 	}
 	return pkt

@@ -86,6 +86,41 @@ func newCoalesceRig(t *testing.T, mode Mode, v6 bool) *coalesceRig {
 	return &coalesceRig{e: e, ft: ft, d: d, mode: mode, v6: v6}
 }
 
+// segmentSink is a gsoSink that also takes runs as a link.SegmentWriter
+// (as a TAP device does), recording them as the packets they stand for.
+type segmentSink struct {
+	gsoSink
+	linkLen int
+	writes  int
+}
+
+func (s *segmentSink) WriteSegments(hdr []byte, payloads [][]byte, mss int) bool {
+	s.writes++
+	p := append([]byte{}, hdr[s.linkLen:]...)
+	for _, b := range payloads {
+		p = append(p, b...)
+	}
+	s.pkts = append(s.pkts, p)
+	typ := stack.GSOTCPv4
+	if p[0]>>4 == 6 {
+		typ = stack.GSOTCPv6
+	}
+	s.gso = append(s.gso, stack.GSO{Type: typ, NeedsCsum: true, CsumOffset: link.TCPChecksumOffset, MSS: uint16(mss)})
+	s.validated = append(s.validated, true)
+	return true
+}
+
+// withSegmentWriter makes r's sink a segmentSink.
+func (r *coalesceRig) withSegmentWriter() *segmentSink {
+	d := &segmentSink{gsoSink: gsoSink{sink: sink{keep: true}}}
+	if r.mode == L2 {
+		d.linkLen = header.EthernetMinimumSize
+	}
+	r.e.Attach(d)
+	r.d = &d.gsoSink
+	return d
+}
+
 // datagram encapsulates an inner IP packet as the peer would.
 func (r *coalesceRig) datagram(ip []byte) link.Datagram {
 	h := geneve.Header{VNI: 1, Protocol: geneve.ProtoIPv4}
@@ -190,23 +225,33 @@ func (r *coalesceRig) checkCoalesced(t *testing.T, i int, segs ...flowSeg) {
 
 // TestCoalesceRun: consecutive segments of one flow in a batch become one
 // packet, in both modes, both families, from reused memory and from lent
-// buffers; the counters count each segment.
+// buffers, delivered as a PacketBuffer or written to a link.SegmentWriter;
+// the counters count each segment.
 func TestCoalesceRun(t *testing.T) {
 	for _, mode := range []Mode{L2, L3} {
 		for _, v6 := range []bool{false, true} {
 			for _, lend := range []bool{false, true} {
-				t.Run(fmt.Sprintf("%s/v6=%v/lend=%v", mode, v6, lend), func(t *testing.T) {
-					r := newCoalesceRig(t, mode, v6)
-					segs := stream(1000, 40, 1348)
-					r.deliver(t, lend, segs...)
-					if len(r.d.pkts) != 1 {
-						t.Fatalf("%d packets delivered, want 1 (stats %v)", len(r.d.pkts), r.e.Stats())
-					}
-					r.checkCoalesced(t, 0, segs...)
-					if s := r.e.Stats(); s.RxPackets != 40 || s.RxCoalesced != 40 || s.TotalDrops() != 0 {
-						t.Errorf("stats %v", s)
-					}
-				})
+				for _, writer := range []bool{false, true} {
+					t.Run(fmt.Sprintf("%s/v6=%v/lend=%v/writer=%v", mode, v6, lend, writer), func(t *testing.T) {
+						r := newCoalesceRig(t, mode, v6)
+						var w *segmentSink
+						if writer {
+							w = r.withSegmentWriter()
+						}
+						segs := stream(1000, 40, 1348)
+						r.deliver(t, lend, segs...)
+						if len(r.d.pkts) != 1 {
+							t.Fatalf("%d packets delivered, want 1 (stats %v)", len(r.d.pkts), r.e.Stats())
+						}
+						r.checkCoalesced(t, 0, segs...)
+						if w != nil && w.writes != 1 {
+							t.Errorf("%d runs written, want 1", w.writes)
+						}
+						if s := r.e.Stats(); s.RxPackets != 40 || s.RxCoalesced != 40 || s.TotalDrops() != 0 {
+							t.Errorf("stats %v", s)
+						}
+					})
+				}
 			}
 		}
 	}

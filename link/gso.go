@@ -280,3 +280,25 @@ func (s Slices) Checksum(off, n int) uint16 {
 	s.Each(off, n, c.Add)
 	return c.Checksum()
 }
+
+// SegmentWriter is implemented by a stack.NetworkDispatcher that writes
+// what it is given out at once and keeps nothing: a host TAP or TUN
+// device. The Geneve endpoint hands it a run of TCP segments it coalesced
+// on receive as slices of the underlay's receive memory, with no
+// PacketBuffer and no copy, so that the bytes are copied by the underlay
+// read and the device write only.
+type SegmentWriter interface {
+	// WriteSegments writes one TCP packet as a segmentation job (a GSO
+	// frame) of segments with mss payload bytes each, the last one
+	// possibly shorter: hdr holds its link header (for a TAP device), IP
+	// and TCP headers, with the IP length of the whole packet, a valid
+	// IPv4 header checksum and, in the TCP checksum field, the
+	// pseudo-header sum over the whole TCP length; payloads are its
+	// payload bytes, in order. Both are only valid during the call. It
+	// reports false, having written nothing, when it cannot write the
+	// packet so (no virtio-net header, an mss above what the device's MTU
+	// allows, headers it does not parse); the caller then delivers it as a
+	// PacketBuffer. A write that fails is counted by the writer and
+	// reported as true.
+	WriteSegments(hdr []byte, payloads [][]byte, mss int) bool
+}

@@ -427,7 +427,10 @@ func (d *Device) Close() error {
 // separate type keeps DeliverNetworkPacket out of Device's API.
 type devDispatcher Device
 
-var _ stack.NetworkDispatcher = (*devDispatcher)(nil)
+var (
+	_ stack.NetworkDispatcher = (*devDispatcher)(nil)
+	_ link.SegmentWriter      = (*devDispatcher)(nil)
+)
 
 // DeliverNetworkPacket implements stack.NetworkDispatcher: it writes a
 // packet the endpoint received to the device. The packet is borrowed.
@@ -442,6 +445,21 @@ func (p *devDispatcher) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, pkt 
 		return
 	}
 	d.writePacket(pkt)
+}
+
+// WriteSegments implements link.SegmentWriter: the endpoint's coalesced
+// runs go to the device as one GSO frame, written from the underlay's
+// receive memory. Only devices with a virtio-net header take them.
+func (p *devDispatcher) WriteSegments(hdr []byte, payloads [][]byte, mss int) bool {
+	d := (*Device)(p)
+	if d.water != nil || !d.offloads.Has(link.OffloadVnetHdr) {
+		return false
+	}
+	if d.closed.Load() {
+		d.stats.writeDrops.Add(1)
+		return true
+	}
+	return d.writeSegments(hdr, payloads, mss)
 }
 
 // DeliverLinkPacket implements stack.NetworkDispatcher. There are no

@@ -19,7 +19,8 @@ func openDevice(opts Options) (*Device, error) {
 
 // The ioctl backend's methods, never called: New only makes water devices
 // here.
-func (d *Device) setMTU(uint32) error                 { return fmt.Errorf("not supported") }
-func (d *Device) start()                              {}
-func (d *Device) close() error                        { return nil }
-func (d *Device) writePacket(pkt *stack.PacketBuffer) {}
+func (d *Device) setMTU(uint32) error                      { return fmt.Errorf("not supported") }
+func (d *Device) start()                                   {}
+func (d *Device) close() error                             { return nil }
+func (d *Device) writePacket(pkt *stack.PacketBuffer)      {}
+func (d *Device) writeSegments([]byte, [][]byte, int) bool { return false }

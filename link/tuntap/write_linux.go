@@ -132,6 +132,57 @@ func (d *Device) writeTCP(pkt *stack.PacketBuffer, linkLen int, ip frame.IP, tot
 	}
 }
 
+// writeSegments writes a TCP packet given as its headers and payload
+// slices (see link.SegmentWriter) as one GSO frame, or reports false.
+func (d *Device) writeSegments(hdr []byte, payloads [][]byte, mss int) bool {
+	linkLen := 0
+	if d.opts.Mode == ModeTAP {
+		linkLen = header.EthernetMinimumSize
+	}
+	total := len(hdr)
+	for _, p := range payloads {
+		total += len(p)
+	}
+	if len(hdr) > devHdrScratch || len(hdr) <= linkLen || len(payloads) >= devMaxIovecs {
+		return false
+	}
+	ip, isIP := parseTxIP(hdr, linkLen, total)
+	if !isIP || ip.Fragment || ip.Proto != frame.ProtoTCP || ip.L4Len == 0 ||
+		linkLen+ip.TotalLen != total || linkLen+ip.HdrLen+ip.L4Len != len(hdr) {
+		return false
+	}
+	if mss <= 0 || mss > int(d.mtu.Load())-ip.HdrLen-ip.L4Len {
+		return false
+	}
+	vh := vnet.Hdr{
+		Flags:      vnet.FNeedsCsum,
+		HdrLen:     uint16(len(hdr)),
+		CsumStart:  uint16(linkLen + ip.HdrLen),
+		CsumOffset: link.TCPChecksumOffset,
+	}
+	if total-len(hdr) > mss {
+		vh.GSOType = vnet.GSOTCPv4
+		if ip.Version == 6 {
+			vh.GSOType = vnet.GSOTCPv6
+		}
+		if hdr[linkLen+ip.HdrLen+13]&byte(header.TCPFlagCwr) != 0 {
+			vh.GSOType |= vnet.GSOECN
+		}
+		vh.GSOSize = uint16(mss)
+	}
+	s := &d.sys
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	vh.Encode(s.whdr)
+	n := copy(s.whdr[vnet.HdrLen:], hdr)
+	s.wiov = append(append(s.wiov[:0], s.whdr[:vnet.HdrLen+n]), payloads...)
+	if vh.GSOType != vnet.GSONone {
+		d.stats.writtenGSO.Add(1)
+	}
+	d.writev()
+	return true
+}
+
 // writev writes s.wiov to the device as one packet.
 func (d *Device) writev() {
 	s := &d.sys
