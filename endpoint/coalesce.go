@@ -259,14 +259,18 @@ func (r *rxRun) packet(e *Endpoint) *stack.PacketBuffer {
 			data.Merge(&rest)
 		}
 	} else {
-		// Memory that the transport reuses: one copy, into one view.
-		v := buffer.NewView(r.ipOff + r.ipLen)
-		v.Write(r.segs[0].frame[:r.hdrLen])
+		// Memory that the transport reuses: the headers copied into a
+		// view of their own, the payloads into one view after it. gVisor
+		// copies a whole chunk when it reads a header from a shared one
+		// (Buffer.PullUp, see rxData), which would be 64 KiB here.
+		hv := buffer.NewViewWithData(r.segs[0].frame[:r.hdrLen])
+		hdr = hv.AsSlice()
+		data = buffer.MakeWithView(hv)
+		pv := buffer.NewView(r.ipOff + r.ipLen - r.hdrLen)
 		for i := range r.segs[:r.n] {
-			v.Write(r.segs[i].frame[r.hdrLen:])
+			pv.Write(r.segs[i].frame[r.hdrLen:])
 		}
-		hdr = v.AsSlice()[:r.hdrLen]
-		data = buffer.MakeWithView(v)
+		data.Append(pv)
 	}
 	r.fixHeader(hdr)
 	pkt := e.rxPacket(data, r.pktType, r.proto)

@@ -107,6 +107,7 @@ func (s *segmentSink) WriteSegments(hdr []byte, payloads [][]byte, mss int) bool
 	}
 	s.gso = append(s.gso, stack.GSO{Type: typ, NeedsCsum: true, CsumOffset: link.TCPChecksumOffset, MSS: uint16(mss)})
 	s.validated = append(s.validated, true)
+	s.firstView = append(s.firstView, len(hdr))
 	return true
 }
 
@@ -220,6 +221,13 @@ func (r *coalesceRig) checkCoalesced(t *testing.T, i int, segs ...flowSeg) {
 	}
 	if !r.d.validated[i] {
 		t.Errorf("packet %d: checksums not claimed validated", i)
+	}
+	// The headers sit in a small view of their own (gVisor fills its
+	// spare room from the next one), not in the payload's: gVisor
+	// copies the whole chunk it reads a header from when that chunk is
+	// shared.
+	if len(segs) > 1 && len(r.d.firstView) > i && r.d.firstView[i] > 256 {
+		t.Errorf("packet %d: the first view holds %d bytes, want the headers' small view", i, r.d.firstView[i])
 	}
 }
 

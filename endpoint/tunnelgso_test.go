@@ -92,16 +92,20 @@ func partialTCPPacket(n int) []byte {
 	return b
 }
 
-// gsoSink records the GSO options and checksum claim of what it gets.
+// gsoSink records the GSO options and checksum claim of what it gets, and
+// how many bytes of it (from the link header on) its first view holds.
 type gsoSink struct {
 	sink
 	gso       []stack.GSO
 	validated []bool
+	firstView []int
 }
 
 func (s *gsoSink) DeliverNetworkPacket(p tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
 	s.gso = append(s.gso, pkt.GSOOptions)
 	s.validated = append(s.validated, pkt.RXChecksumValidated)
+	vl, off := pkt.AsViewList()
+	s.firstView = append(s.firstView, vl.Front().Size()-off)
 	s.sink.DeliverNetworkPacket(p, pkt)
 }
 
