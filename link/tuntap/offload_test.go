@@ -581,6 +581,20 @@ func devGROSegments(t *testing.T, d *Device, v6 bool, segSize, n, last int) []by
 	return payload
 }
 
+// devLayout returns the link and IP header lengths of the test frames for
+// mode and family, and the TCP segment size (32-byte TCP headers) that the
+// MTU allows.
+func devLayout(mode Mode, v6 bool, mtu int) (ll, ipLen, seg int) {
+	ll, ipLen = 0, 20
+	if mode == ModeTAP {
+		ll = 14
+	}
+	if v6 {
+		ipLen = 40
+	}
+	return ll, ipLen, mtu - ipLen - 32
+}
+
 func TestDeviceWritePath(t *testing.T) {
 	for _, mode := range []Mode{ModeTUN, ModeTAP} {
 		for _, withVnet := range []bool{true, false} {
@@ -589,14 +603,7 @@ func TestDeviceWritePath(t *testing.T) {
 				t.Run(name, func(t *testing.T) {
 					const mtu = 1500
 					td := devNewTestDevice(t, mode, withVnet, mtu)
-					ll, ipLen := 0, 20
-					if mode == ModeTAP {
-						ll = 14
-					}
-					if v6 {
-						ipLen = 40
-					}
-					seg := mtu - ipLen - 32
+					ll, ipLen, seg := devLayout(mode, v6, mtu)
 					payload := devGROSegments(t, td.d, v6, seg, 6, 100)
 					var got []byte
 					if withVnet {
@@ -766,14 +773,7 @@ func TestDeviceWriteSegments(t *testing.T) {
 		for _, v6 := range []bool{false, true} {
 			t.Run(mode.String()+map[bool]string{false: "/ipv4", true: "/ipv6"}[v6], func(t *testing.T) {
 				const mtu = 1500
-				ll, ipLen := 0, 20
-				if mode == ModeTAP {
-					ll = 14
-				}
-				if v6 {
-					ipLen = 40
-				}
-				seg := mtu - ipLen - 32
+				ll, ipLen, seg := devLayout(mode, v6, mtu)
 				payload := devRand(seg*5+77, 9)
 				fr := devMkIP(v6, frame.ProtoTCP, devMkTCP(5000, header.TCPFlagAck|header.TCPFlagPsh, payload), true, nil)
 				if mode == ModeTAP {
