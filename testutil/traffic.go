@@ -170,18 +170,7 @@ func ExchangeUDP(ctx context.Context, client Dialer, server Listener, addr netip
 		return fmt.Errorf("listen %s: %w", addr, err)
 	}
 	defer pc.Close()
-	go func() {
-		buf := make([]byte, 65536)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			if _, err := pc.WriteTo(buf[:n], from); err != nil {
-				return
-			}
-		}
-	}()
+	go EchoPackets(pc)
 	c, err := client.DialContext(ctx, network, addr.String())
 	if err != nil {
 		return fmt.Errorf("dial %s: %w", addr, err)
@@ -216,4 +205,18 @@ func ExchangeUDP(ctx context.Context, client Dialer, server Listener, addr netip
 		}
 	}
 	return nil
+}
+
+// EchoPackets sends every datagram pc receives back to its sender until a
+// read fails (pc is closed). A failed write (the sender is gone, a buffer
+// is full) loses that echo only, as the network would.
+func EchoPackets(pc net.PacketConn) {
+	buf := make([]byte, 65536)
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		_, _ = pc.WriteTo(buf[:n], from)
+	}
 }

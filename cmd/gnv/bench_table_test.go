@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/gnv-project/gnv/stack"
+	"github.com/gnv-project/gnv/testutil"
 	"github.com/gnv-project/gnv/testutil/netns"
 	"golang.org/x/sys/unix"
 )
@@ -588,18 +589,7 @@ func udpRTT(client, server *stack.Tunnel, stop <-chan struct{}) ([]float64, erro
 		return nil, err
 	}
 	defer pc.Close()
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			if _, err := pc.WriteTo(buf[:n], from); err != nil {
-				return
-			}
-		}
-	}()
+	go testutil.EchoPackets(pc)
 	c, err := client.DialContext(context.Background(), "udp4", "10.9.0.2:7")
 	if err != nil {
 		return nil, err

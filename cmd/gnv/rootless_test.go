@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/gnv-project/gnv/stack/socks5"
+	"github.com/gnv-project/gnv/testutil"
 	"github.com/gnv-project/gnv/testutil/netns"
 )
 
@@ -141,16 +142,7 @@ func serveHost(t *testing.T, ns *netns.NS, payload []byte) {
 		_, _ = w.Write(payload)
 	})}
 	go func() { _ = srv.Serve(ln) }()
-	go func() {
-		buf := make([]byte, 65536)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			_, _ = pc.WriteTo(buf[:n], from)
-		}
-	}()
+	go testutil.EchoPackets(pc)
 	t.Cleanup(func() { srv.Close(); pc.Close() })
 }
 

@@ -167,14 +167,7 @@ func ServeUDPEcho(t testing.TB, pc net.PacketConn) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		buf := make([]byte, 65535)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			_, _ = pc.WriteTo(buf[:n], from)
-		}
+		testutil.EchoPackets(pc)
 	}()
 	t.Cleanup(func() {
 		pc.Close()
