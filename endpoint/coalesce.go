@@ -253,9 +253,7 @@ func (r *rxRun) packet(e *Endpoint) *stack.PacketBuffer {
 		data = buffer.MakeWithView(v)
 		for i := range r.segs[:r.n] {
 			s := &r.segs[i]
-			rest := s.buf.Clone()
-			rest.TrimFront(int64(s.front + r.hdrLen))
-			rest.Truncate(int64(len(s.frame) - r.hdrLen))
+			rest := lentRange(s.buf, s.front+r.hdrLen, len(s.frame)-r.hdrLen)
 			data.Merge(&rest)
 		}
 	} else {
@@ -297,12 +295,19 @@ func rxData(frame, ip []byte, l4 *innerL4, buf buffer.Buffer, front int) (buffer
 	v := buffer.NewViewWithData(frame[:head])
 	data := buffer.MakeWithView(v)
 	if head < len(frame) {
-		rest := buf.Clone()
-		rest.TrimFront(int64(front + head))
+		rest := lentRange(buf, front+head, len(frame)-head)
 		data.Merge(&rest)
-		data.Truncate(int64(len(frame)))
 	}
 	return data, v.AsSlice()
+}
+
+// lentRange returns n bytes of buf, a transport's lent buffer, from off
+// on: a reference of the caller's own, with no copy.
+func lentRange(buf buffer.Buffer, off, n int) buffer.Buffer {
+	b := buf.Clone()
+	b.TrimFront(int64(off))
+	b.Truncate(int64(n))
+	return b
 }
 
 // rxPacket makes the PacketBuffer that carries data, a received inner

@@ -90,23 +90,7 @@ func (d *Device) writeTCP(pkt *stack.PacketBuffer, linkLen int, ip frame.IP, tot
 			link.SetIPv4Checksum(ipb)
 		}
 		binary.BigEndian.PutUint16(tcp[link.TCPChecksumOffset:], link.PseudoHeaderSum(ipb, frame.ProtoTCP, ip.TotalLen-ip.HdrLen))
-		vh := vnet.Hdr{
-			Flags:      vnet.FNeedsCsum,
-			HdrLen:     uint16(hl),
-			CsumStart:  uint16(linkLen + ip.HdrLen),
-			CsumOffset: link.TCPChecksumOffset,
-		}
-		if segSize > 0 && payLen > segSize {
-			vh.GSOType = vnet.GSOTCPv4
-			if ip.Version == 6 {
-				vh.GSOType = vnet.GSOTCPv6
-			}
-			if tcp[13]&byte(header.TCPFlagCwr) != 0 {
-				vh.GSOType |= vnet.GSOECN
-			}
-			vh.GSOSize = uint16(segSize)
-			d.stats.writtenGSO.Add(1)
-		}
+		vh := d.tcpVnetHdr(hdr, linkLen, ip, payLen, segSize)
 		vh.Encode(s.whdr)
 		s.wiov = append(s.wiov[:0], s.whdr[:vnet.HdrLen+hl])
 		s.wiov = s.wslices.AppendRange(s.wiov, hl, payLen)
@@ -154,13 +138,29 @@ func (d *Device) writeSegments(hdr []byte, payloads [][]byte, mss int) bool {
 	if mss <= 0 || mss > int(d.mtu.Load())-ip.HdrLen-ip.L4Len {
 		return false
 	}
+	s := &d.sys
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	vh := d.tcpVnetHdr(hdr, linkLen, ip, total-len(hdr), mss)
+	vh.Encode(s.whdr)
+	n := copy(s.whdr[vnet.HdrLen:], hdr)
+	s.wiov = append(append(s.wiov[:0], s.whdr[:vnet.HdrLen+n]), payloads...)
+	d.writev()
+	return true
+}
+
+// tcpVnetHdr returns the virtio-net header of a TCP packet with a partial
+// checksum whose headers are hdr (link, IP and TCP) and which carries
+// payLen payload bytes: a segmentation job of segSize segments (counted
+// in WrittenGSO) when the payload exceeds one.
+func (d *Device) tcpVnetHdr(hdr []byte, linkLen int, ip frame.IP, payLen, segSize int) vnet.Hdr {
 	vh := vnet.Hdr{
 		Flags:      vnet.FNeedsCsum,
 		HdrLen:     uint16(len(hdr)),
 		CsumStart:  uint16(linkLen + ip.HdrLen),
 		CsumOffset: link.TCPChecksumOffset,
 	}
-	if total-len(hdr) > mss {
+	if segSize > 0 && payLen > segSize {
 		vh.GSOType = vnet.GSOTCPv4
 		if ip.Version == 6 {
 			vh.GSOType = vnet.GSOTCPv6
@@ -168,19 +168,10 @@ func (d *Device) writeSegments(hdr []byte, payloads [][]byte, mss int) bool {
 		if hdr[linkLen+ip.HdrLen+13]&byte(header.TCPFlagCwr) != 0 {
 			vh.GSOType |= vnet.GSOECN
 		}
-		vh.GSOSize = uint16(mss)
-	}
-	s := &d.sys
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	vh.Encode(s.whdr)
-	n := copy(s.whdr[vnet.HdrLen:], hdr)
-	s.wiov = append(append(s.wiov[:0], s.whdr[:vnet.HdrLen+n]), payloads...)
-	if vh.GSOType != vnet.GSONone {
+		vh.GSOSize = uint16(segSize)
 		d.stats.writtenGSO.Add(1)
 	}
-	d.writev()
-	return true
+	return vh
 }
 
 // writev writes s.wiov to the device as one packet.
