@@ -88,8 +88,8 @@ type Endpoint struct {
 	// its checksums may be partial and cannot be checked.
 	rxLocal atomic.Bool
 
-	// gro, touched, run and noRun belong to the socket's receive
-	// goroutine.
+	// gro and touched, like run and noRun at the end, belong to the
+	// socket's receive goroutine.
 	gro     gro.GRO
 	touched bool
 	rxNow   int64 // the forwarding table's clock, read once per batch
