@@ -3,10 +3,12 @@
 // partial) into the Geneve datagrams they stand for, for transports that
 // send the segments themselves (a kernel UDP socket with UDP GSO, an
 // AF_PACKET socket with UDP_L4 virtio-net headers): every
-// segment's headers are a copy of the job's, rewritten by
-// link.SegmentHeader, and its TCP checksum is finished over its own
-// payload. The payload is never copied: transports gather it from the
-// job's views.
+// segment's headers are a copy of the job's with the fields that differ
+// rewritten, and its TCP checksum is finished over its own payload. The
+// sums of the header bytes that every segment shares are taken once per
+// job, so a segment's IPv4 header checksum, pseudo-header sum and TCP
+// header sum are a few additions (RFC 1624). The payload is never copied:
+// transports gather it from the job's views.
 package tunneljob
 
 import (
@@ -14,6 +16,7 @@ import (
 
 	"github.com/gnv-project/gnv/link"
 	"github.com/gnv-project/gnv/link/internal/frame"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 )
 
 // MaxHdrLen bounds the headers copied in front of every segment: Geneve
@@ -42,6 +45,17 @@ type Job struct {
 	MSS int
 	// DataLen is the TCP payload of the whole job.
 	DataLen int
+
+	// The job's header fields that segments change, and the sums of the
+	// header bytes they share (see sums).
+	v4      bool
+	id      uint16 // IPv4 identification
+	seq     uint32 // TCP sequence number
+	flags   uint16 // TCP data offset and flags
+	ipSum   uint16 // IPv4 header without length, ID and checksum
+	pseudo  uint16 // pseudo-header without the TCP length
+	tcpSum  uint16 // TCP header without sequence number, flags and checksum
+	ipExtra int    // IPv6: extension header bytes before TCP
 }
 
 // Parse finds the layout of a job of size bytes whose first bytes are hdr
@@ -87,7 +101,28 @@ func Parse(hdr []byte, size int, mss uint16) (Job, bool) {
 	if j.HdrLen > MaxHdrLen || j.DataLen <= 0 {
 		return Job{}, false
 	}
+	j.sums(hdr)
 	return j, true
+}
+
+// sums takes, from the job's headers hdr, the fields that differ between
+// segments and the ones' complement sums of the bytes that do not. Zeroed
+// fields add nothing to a sum, and the order of the additions does not
+// change it, so a segment's sums are these plus its own fields.
+func (j *Job) sums(hdr []byte) {
+	ip, th := hdr[j.L3:j.L4], hdr[j.L4:j.HdrLen]
+	j.v4 = ip[0]>>4 == 4
+	if j.v4 {
+		j.id = binary.BigEndian.Uint16(ip[4:6])
+		j.ipSum = checksum.Checksum(ip[12:], checksum.Checksum(ip[6:10], checksum.Checksum(ip[0:2], 0)))
+		j.pseudo = checksum.Checksum(ip[12:20], link.ProtoTCP)
+	} else {
+		j.ipExtra = len(ip) - 40
+		j.pseudo = checksum.Checksum(ip[8:40], link.ProtoTCP)
+	}
+	j.seq = binary.BigEndian.Uint32(th[4:8])
+	j.flags = binary.BigEndian.Uint16(th[12:14])
+	j.tcpSum = checksum.Checksum(th[18:], checksum.Checksum(th[14:16], checksum.Checksum(th[0:4], checksum.Checksum(th[8:12], 0))))
 }
 
 // Segments returns how many segments the job is cut into.
@@ -100,8 +135,36 @@ func (j *Job) Segment(dst, tmpl []byte, pkt link.Slices, idx int) (off, n int) {
 	off = idx * j.MSS
 	n = min(j.MSS, j.DataLen-off)
 	copy(dst[:j.HdrLen], tmpl[:j.HdrLen])
-	h := dst[:j.HdrLen]
-	pseudo := link.SegmentHeader(h, j.L3, j.L4, link.ProtoTCP, idx, off, n, off+n == j.DataLen)
-	link.FinishChecksum(h[j.L4:], link.ProtoTCP, pseudo, pkt.Checksum(j.HdrLen+off, n))
+	ip, th := dst[j.L3:j.L4], dst[j.L4:j.HdrLen]
+	tcpLen := uint16(len(th) + n)
+	if j.v4 {
+		// Each segment takes the next IPv4 ID, as Linux's GSO does.
+		total, id := uint16(len(ip))+tcpLen, j.id+uint16(idx)
+		binary.BigEndian.PutUint16(ip[2:4], total)
+		binary.BigEndian.PutUint16(ip[4:6], id)
+		binary.BigEndian.PutUint16(ip[10:12], ^checksum.Combine(checksum.Combine(j.ipSum, total), id))
+	} else {
+		binary.BigEndian.PutUint16(ip[4:6], uint16(j.ipExtra)+tcpLen)
+	}
+	seq, flags := j.seq+uint32(off), j.flags
+	if off+n < j.DataLen {
+		flags &^= tcpFlagFIN | tcpFlagPSH // only the last segment
+	}
+	if idx > 0 {
+		flags &^= tcpFlagCWR // only the first segment
+	}
+	binary.BigEndian.PutUint32(th[4:8], seq)
+	binary.BigEndian.PutUint16(th[12:14], flags)
+	sum := checksum.Combine(checksum.Combine(j.tcpSum, checksum.Combine(j.pseudo, tcpLen)),
+		checksum.Combine(checksum.Combine(uint16(seq>>16), uint16(seq)), flags))
+	sum = checksum.Combine(sum, pkt.Checksum(j.HdrLen+off, n))
+	binary.BigEndian.PutUint16(th[link.TCPChecksumOffset:], ^sum)
 	return j.HdrLen + off, n
 }
+
+// TCP flags that not every segment keeps.
+const (
+	tcpFlagFIN = 0x01
+	tcpFlagPSH = 0x08
+	tcpFlagCWR = 0x80
+)
