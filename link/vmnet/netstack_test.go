@@ -95,7 +95,7 @@ func transfer(t *testing.T, a, b *stack.Stack, addr tcpip.Address, proto tcpip.N
 // TestNetstackPair runs two netstacks, each on a vmnet endpoint, over a
 // unix stream socket and over a pair of unix datagram sockets: TCP both
 // ways over IPv4 and IPv6 with host GSO on one side and not on the other,
-// content checked, and no drops.
+// content checked, and no drops but those of a full transmit queue.
 func TestNetstackPair(t *testing.T) {
 	for _, kind := range []string{"stream", "datagram"} {
 		t.Run(kind, func(t *testing.T) {
@@ -140,7 +140,12 @@ func TestNetstackPair(t *testing.T) {
 			if sa.TxSegments == 0 {
 				t.Errorf("the GSO side cut no segments: %v", sa)
 			}
-			if sa.TotalDrops()+sb.TotalDrops() != 0 {
+			// A full transmit queue drops by design (a switch port's
+			// behaviour, checked by TestTxQueueFull), and does when the
+			// writer goroutine gets less CPU than the stack filling the
+			// queue: TCP recovers. Any other drop is a bug.
+			queueFull := sa.Drops[vmnet.DropTxQueueFull] + sb.Drops[vmnet.DropTxQueueFull]
+			if sa.TotalDrops()+sb.TotalDrops() != queueFull {
 				t.Errorf("drops: a %v, b %v", sa, sb)
 			}
 			a.Destroy()
