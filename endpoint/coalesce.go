@@ -46,7 +46,7 @@ type rxSegment struct {
 	frame []byte
 	// buf is the datagram's gVisor buffer, when the transport lends one
 	// (also borrowed), and front where frame starts in it.
-	buf   buffer.Buffer
+	buf   *buffer.Buffer
 	front int
 }
 
@@ -106,9 +106,9 @@ func (e *Endpoint) coalesce(d stack.NetworkDispatcher, dg *link.Datagram, frame,
 		r.ipOff, r.tcpOff, r.hdrLen = ipOff, ipOff+l4.off, ipOff+l4.off+doff
 		r.mss, r.flags, r.bufs = pay, 0, true
 	}
-	r.segs[r.n] = rxSegment{frame: frame, buf: dg.Buffer, front: len(dg.Payload) - len(frame)}
+	r.segs[r.n] = rxSegment{frame: frame, buf: dg.Buffer, front: dg.BufferOff + len(dg.Payload) - len(frame)}
 	r.n++
-	r.bufs = r.bufs && dg.Buffer.Size() != 0
+	r.bufs = r.bufs && dg.Buffer != nil
 	if r.n == 1 {
 		r.ipLen = len(ip)
 	} else {
@@ -287,9 +287,9 @@ func (r *rxRun) packet(e *Endpoint) *stack.PacketBuffer {
 // the caller may rewrite. gVisor copies a whole shared chunk when a header
 // is consumed from it (Buffer.PullUp), so sharing the headers would copy
 // every frame once more.
-func rxData(frame, ip []byte, l4 *innerL4, buf buffer.Buffer, front int) (buffer.Buffer, []byte) {
+func rxData(frame, ip []byte, l4 *innerL4, buf *buffer.Buffer, front int) (buffer.Buffer, []byte) {
 	head := len(frame)
-	if buf.Size() != 0 {
+	if buf != nil {
 		head = headLen(frame, ip, l4)
 	}
 	v := buffer.NewViewWithData(frame[:head])
@@ -303,7 +303,7 @@ func rxData(frame, ip []byte, l4 *innerL4, buf buffer.Buffer, front int) (buffer
 
 // lentRange returns n bytes of buf, a transport's lent buffer, from off
 // on: a reference of the caller's own, with no copy.
-func lentRange(buf buffer.Buffer, off, n int) buffer.Buffer {
+func lentRange(buf *buffer.Buffer, off, n int) buffer.Buffer {
 	b := buf.Clone()
 	b.TrimFront(int64(off))
 	b.Truncate(int64(n))

@@ -140,21 +140,37 @@ func (r *coalesceRig) datagram(ip []byte) link.Datagram {
 	return link.Datagram{Payload: datagram(h, inner), Src: peerAddr}
 }
 
-// deliver hands segs to the endpoint as one batch, with the payloads in
-// gVisor buffers when lend is set (as the netstack underlay lends them).
+// deliver hands segs to the endpoint as one batch, with the payloads also
+// in one gVisor buffer when lend is set, as the netstack underlay lends a
+// super-frame's datagrams.
 func (r *coalesceRig) deliver(t *testing.T, lend bool, segs ...flowSeg) {
 	t.Helper()
 	batch := make([]link.Datagram, len(segs))
 	for i, s := range segs {
 		batch[i] = r.datagram(s.build(r.v6))
-		if lend {
-			batch[i].Buffer = buffer.MakeWithData(batch[i].Payload)
-		}
+	}
+	if lend {
+		shared := lendTogether(batch)
+		defer shared.Release()
 	}
 	r.ft.Deliver(batch)
+}
+
+// lendTogether copies the payloads of batch, after a few bytes of
+// something else, into one gVisor buffer that every datagram lends from
+// its own offset. The caller releases it after the delivery.
+func lendTogether(batch []link.Datagram) *buffer.Buffer {
+	all := []byte{0xde, 0xad, 0xbe}
+	offs := make([]int, len(batch))
 	for i := range batch {
-		batch[i].Buffer.Release()
+		offs[i] = len(all)
+		all = append(all, batch[i].Payload...)
 	}
+	shared := buffer.MakeWithData(all)
+	for i := range batch {
+		batch[i].Buffer, batch[i].BufferOff = &shared, offs[i]
+	}
+	return &shared
 }
 
 // stream returns n full segments of mss bytes from seq.
@@ -261,6 +277,44 @@ func TestCoalesceRun(t *testing.T) {
 					})
 				}
 			}
+		}
+	}
+}
+
+// TestLentFrames: frames that are delivered alone (a UDP datagram, a TCP
+// segment that ends its run at once) reference their payload in the
+// transport's lent buffer, from each datagram's own offset in it, and
+// arrive intact.
+func TestLentFrames(t *testing.T) {
+	for _, mode := range []Mode{L2, L3} {
+		for _, v6 := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/v6=%v", mode, v6), func(t *testing.T) {
+				r := newCoalesceRig(t, mode, v6)
+				src, dst := netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("10.0.0.1")
+				if v6 {
+					src, dst = netip.MustParseAddr("fd00::2"), netip.MustParseAddr("fd00::1")
+				}
+				inner := [][]byte{
+					udpDatagram(src, dst, 8+1200, 1200),
+					flowSeg{seq: 1, n: 900, flags: header.TCPFlagAck | header.TCPFlagPsh}.build(v6),
+					udpDatagram(src, dst, 8+333, 333),
+				}
+				batch := make([]link.Datagram, len(inner))
+				for i, ip := range inner {
+					batch[i] = r.datagram(ip)
+				}
+				shared := lendTogether(batch)
+				r.ft.Deliver(batch)
+				shared.Release()
+				if len(r.d.pkts) != len(inner) {
+					t.Fatalf("%d packets delivered, want %d (stats %v)", len(r.d.pkts), len(inner), r.e.Stats())
+				}
+				for i, want := range inner {
+					if !bytes.Equal(r.d.pkts[i], want) {
+						t.Errorf("packet %d:\n%x, want\n%x", i, r.d.pkts[i], want)
+					}
+				}
+			})
 		}
 	}
 }

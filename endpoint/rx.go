@@ -94,7 +94,7 @@ func (e *Endpoint) receive(dg *link.Datagram, h geneve.Header, payload []byte) {
 	// trims them, so that the overlay stack never holds a packet longer
 	// than its header says (gVisor's IPv6 forwarding then takes the whole
 	// excess for its header chain and panics above 1280 bytes).
-	front := len(dg.Payload) - len(payload) // where payload starts in the datagram
+	front := dg.BufferOff + len(dg.Payload) - len(payload) // where payload starts in dg.Buffer
 	if ip != nil {
 		if n := innerIPLen(ip); n > 0 && n < len(ip) {
 			payload = payload[:len(payload)-(len(ip)-n)]

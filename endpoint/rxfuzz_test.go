@@ -242,9 +242,10 @@ func fuzzDeliver(t *testing.T, o *overlay, peers map[netip.Addr]bool, base leakc
 	var origs [][]byte
 	for i := range batch {
 		origs = append(origs, bytes.Clone(batch[i].Payload))
-		if flags&fuzzBuffer != 0 {
-			batch[i].Buffer = buffer.MakeWithData(batch[i].Payload)
-		}
+	}
+	var shared *buffer.Buffer
+	if flags&fuzzBuffer != 0 {
+		shared = lendTogether(batch)
 	}
 	before := rxAccounted(o.sock.Stats()) + rxAccounted(o.l2.Stats()) + rxAccounted(o.l3.Stats())
 
@@ -260,13 +261,13 @@ func fuzzDeliver(t *testing.T, o *overlay, peers map[netip.Addr]bool, base leakc
 		}
 	}
 	o.settle()
-	if flags&fuzzBuffer != 0 {
+	if shared != nil {
 		for i := range batch {
-			if got := batch[i].Buffer.Flatten(); !bytes.Equal(got, origs[i]) {
+			if got := shared.Flatten()[batch[i].BufferOff:][:len(origs[i])]; !bytes.Equal(got, origs[i]) {
 				t.Errorf("the borrowed buffer changed")
 			}
-			batch[i].Buffer.Release()
 		}
+		shared.Release()
 	}
 	for _, s := range o.ft.Take() {
 		checkSent(t, s, peers)

@@ -67,12 +67,19 @@ type Datagram struct {
 	// Payload is the UDP payload. It is valid only until Receive returns.
 	Payload []byte
 
-	// Buffer, when not empty, holds the same bytes as Payload in a gVisor
-	// buffer that the receiver may keep, without copying, by cloning it
-	// (buffer.Buffer.Clone). Transports that reuse their receive memory
-	// leave it empty, and the receiver copies Payload instead. Like
-	// Payload it is borrowed: the receiver must not modify its bytes.
-	Buffer buffer.Buffer
+	// Buffer, when not nil, is a gVisor buffer that holds the bytes of
+	// Payload from byte BufferOff on. The receiver may keep a range of
+	// them without copying, by taking its own reference (cloning Buffer,
+	// then trimming the clone). Transports that reuse their receive
+	// memory leave it nil, and the receiver copies Payload instead. Like
+	// Payload it is borrowed: the receiver must not modify, release or
+	// keep it. The datagrams cut from one received super-frame share
+	// one Buffer, so that lending costs a reference per super-frame, not
+	// per datagram.
+	Buffer *buffer.Buffer
+
+	// BufferOff is where Payload starts in Buffer.
+	BufferOff int
 
 	// Src is the outer source address and UDP port.
 	Src netip.AddrPort

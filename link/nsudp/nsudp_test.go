@@ -34,7 +34,7 @@ func (r *recorder) Receive(batch []link.Datagram) {
 	for _, d := range batch {
 		c := d
 		c.Payload = append([]byte(nil), d.Payload...)
-		c.Buffer = buffer.Buffer{}
+		c.Buffer = nil
 		r.got = append(r.got, c)
 	}
 	r.mu.Unlock()

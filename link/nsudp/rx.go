@@ -5,6 +5,7 @@ import (
 	"net/netip"
 
 	"github.com/gnv-project/gnv/link"
+	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
@@ -77,28 +78,28 @@ func (t *Transport) HandleError(stack.TransportError, *stack.PacketBuffer) {
 
 // receiveLoop hands queued datagrams to r in batches. A UDP super-frame
 // (link.SetReceiveUDPSegments) becomes its datagrams, which share its
-// memory.
+// memory and one lent buffer.
 func (t *Transport) receiveLoop(r link.Receiver) {
 	n := t.opts.BatchSize
 	batch := make([]link.Datagram, n)
-	var work, done []*stack.PacketBuffer
+	var work []*stack.PacketBuffer
+	// Packets whose datagrams are in the batch, and the free ones for
+	// reuse, so that nothing is allocated per packet.
+	var held, free []*heldPacket
 	nd := 0
 	flush := func() {
 		if nd > 0 {
 			t.stats.rxDatagrams.Add(uint64(nd))
 			r.Receive(batch[:nd])
 		}
-		for i := range batch[:nd] {
-			batch[i].Buffer.Release()
-			batch[i] = link.Datagram{}
-		}
+		clear(batch[:nd])
 		nd = 0
-		// Packets whose datagrams have all been delivered.
-		for i, pkt := range done {
-			pkt.DecRef()
-			done[i] = nil
+		for i, h := range held {
+			h.release()
+			free = append(free, h)
+			held[i] = nil
 		}
-		done = done[:0]
+		held = held[:0]
 	}
 	for {
 		select {
@@ -116,43 +117,64 @@ func (t *Transport) receiveLoop(r link.Receiver) {
 			// Index instead of reslicing, so that work keeps its capacity
 			// for the next swap and nothing is allocated.
 			for k, pkt := range work {
+				work[k] = nil
 				payload, src, dst, tos, ttl, ok := t.payload(pkt)
 				if !ok {
 					t.stats.rxMalformed.Add(1)
+					pkt.DecRef()
+					continue
 				}
+				var h *heldPacket
+				if len(free) > 0 {
+					h, free = free[len(free)-1], free[:len(free)-1]
+				} else {
+					h = new(heldPacket)
+				}
+				h.pkt, h.buf = pkt, pkt.Data().ToBuffer()
 				seg := max(len(payload), 1)
 				if s := int(link.ReceiveUDPSegments(pkt)); s > 0 && s < len(payload) {
 					seg = s
 					t.stats.rxSuperFrames.Add(1)
 				}
-				for off := 0; ok && (off < len(payload) || off == 0); off += seg {
+				// The NIC's receive marks (see link.GSOUDPTunnel).
+				local, innerMSS := link.ReceiveMarks(pkt)
+				for off := 0; off < len(payload) || off == 0; off += seg {
 					if nd == n {
 						flush()
 					}
-					d := &batch[nd]
-					end := min(off+seg, len(payload))
-					*d = link.Datagram{
-						Payload: payload[off:end],
-						Buffer:  pkt.Data().ToBuffer(),
-						Src:     src,
-						Dst:     dst,
-						TOS:     tos,
-						TTL:     ttl,
-					}
-					// The NIC's receive marks (see link.GSOUDPTunnel).
-					d.Local, d.InnerMSS = link.ReceiveMarks(pkt)
-					if end-off != len(payload) {
-						d.Buffer.TrimFront(int64(off))
-						d.Buffer.Truncate(int64(end - off))
+					batch[nd] = link.Datagram{
+						Payload:   payload[off:min(off+seg, len(payload))],
+						Buffer:    &h.buf,
+						BufferOff: off,
+						Src:       src,
+						Dst:       dst,
+						TOS:       tos,
+						TTL:       ttl,
+						Local:     local,
+						InnerMSS:  innerMSS,
 					}
 					nd++
 				}
-				done = append(done, pkt)
-				work[k] = nil
+				// After its datagrams: a flush in their midst must not
+				// release it.
+				held = append(held, h)
 			}
 			flush()
 		}
 	}
+}
+
+// heldPacket is a received packet whose datagrams are being delivered, and
+// the buffer of its payload they lend.
+type heldPacket struct {
+	pkt *stack.PacketBuffer
+	buf buffer.Buffer
+}
+
+func (h *heldPacket) release() {
+	h.buf.Release()
+	h.pkt.DecRef()
+	*h = heldPacket{}
 }
 
 // payload returns the UDP payload of a queued packet as one slice, and its
