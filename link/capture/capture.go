@@ -14,6 +14,7 @@ import (
 	"github.com/gnv-project/gnv/internal/pcap"
 	"github.com/gnv-project/gnv/link"
 	"github.com/gnv-project/gnv/link/internal/tunneljob"
+	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
@@ -30,10 +31,11 @@ type Transport struct {
 	link.Transport
 	w *pcap.Writer
 
-	mu  sync.Mutex
-	buf []byte
-	seg [tunneljob.MaxHdrLen]byte // one segment's headers
-	r   link.Receiver
+	mu   sync.Mutex
+	buf  []byte
+	flat []byte                    // a sent payload made contiguous
+	seg  [tunneljob.MaxHdrLen]byte // one segment's headers
+	r    link.Receiver
 }
 
 // NewTransport writes the pcap header to w and wraps t.
@@ -57,7 +59,7 @@ func (c *Transport) WriteBatch(pkts []link.Packet) (int, error) {
 		if ttl == 0 {
 			ttl = 64
 		}
-		data := p.Payload.Flatten()
+		data := c.flatten(&p.Payload)
 		if p.InnerMSS != 0 && c.writeJob(now, src, p, ttl, data) {
 			continue
 		}
@@ -118,6 +120,20 @@ func (c *Transport) writeJob(now time.Time, src netip.AddrPort, p *link.Packet, 
 		_ = c.w.WritePacket(now, c.header(src, p.Dst, nil, p.TOS, ttl, p.DF, h, pl), h, pl)
 	}
 	return true
+}
+
+// flatten returns the bytes of b in one slice: its only view, or else a
+// copy in c.flat, which is reused. c.mu is held.
+func (c *Transport) flatten(b *buffer.Buffer) []byte {
+	vl := b.AsViewList()
+	if v := vl.Front(); v != nil && v.Next() == nil {
+		return v.AsSlice()
+	}
+	c.flat = c.flat[:0]
+	for v := vl.Front(); v != nil; v = v.Next() {
+		c.flat = append(c.flat, v.AsSlice()...)
+	}
+	return c.flat
 }
 
 // Unwrap returns the wrapped transport.

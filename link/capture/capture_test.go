@@ -2,6 +2,7 @@ package capture
 
 import (
 	"bytes"
+	"io"
 	"net/netip"
 	"testing"
 
@@ -132,5 +133,35 @@ func checkUDPChecksum(t *testing.T, i int, p []byte, v6 bool) {
 	pseudo := header.PseudoHeaderChecksum(header.UDPProtocolNumber, ip.SourceAddress(), ip.DestinationAddress(), uint16(len(udp)))
 	if got := checksum.Checksum(udp, pseudo); got != 0xffff {
 		t.Errorf("record %d: UDP checksum does not verify (%#x)", i, got)
+	}
+}
+
+// TestTransportNoAllocs: once warm, capturing a sent datagram made of two
+// views, a sent segmentation job and a received datagram allocates
+// nothing.
+func TestTransportNoAllocs(t *testing.T) {
+	local, remote := netip.MustParseAddrPort("192.0.2.1:6081"), netip.MustParseAddrPort("192.0.2.2:6081")
+	lt := linktest.New(local)
+	lt.Record = false
+	c, err := NewTransport(jobTransport{lt}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(discard{}); err != nil {
+		t.Fatal(err)
+	}
+	plain := buffer.MakeWithData([]byte{0, 0, 0x65, 0x58, 0, 0, 42, 0})
+	rest := buffer.MakeWithData(make([]byte, 1400))
+	plain.Merge(&rest)
+	job := buffer.MakeWithData(jobtest.IPv4TCP(true, make([]byte, 5000)))
+	defer plain.Release()
+	defer job.Release()
+	pkts := []link.Packet{{Payload: plain, Dst: remote}, {Payload: job, Dst: remote, InnerMSS: 1400}}
+	batch := []link.Datagram{{Payload: make([]byte, 1000), Src: remote}}
+	if n := testing.AllocsPerRun(100, func() {
+		c.WriteBatch(pkts)
+		c.Receive(batch)
+	}); n != 0 {
+		t.Errorf("%.1f allocations per batch, want 0", n)
 	}
 }
