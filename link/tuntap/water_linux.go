@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
+	"sync"
 	"syscall"
 
 	"github.com/gnv-project/gnv/link/internal/netdev"
@@ -63,18 +65,8 @@ func openWater(opts Options) (_ *Device, err error) {
 	cfg.Name = opts.Name
 	// water sets TUNSETPERSIST to this: keep a persistent device so.
 	cfg.Persist = existed
-	// water opens /dev/net/tun without O_CLOEXEC: hold fork off until the
-	// flag is set, or a child could keep the device alive.
-	syscall.ForkLock.RLock()
-	ifce, err := water.New(cfg)
-	if err == nil {
-		err = setCloexec(ifce)
-	}
-	syscall.ForkLock.RUnlock()
+	ifce, err := newWater(cfg)
 	if err != nil {
-		if ifce != nil {
-			ifce.Close()
-		}
 		switch {
 		case existed && errors.Is(err, unix.EINVAL):
 			return nil, fmt.Errorf("%s %s device %s: an interface of that name exists and is not a %s device", op, kind, opts.Name, kind)
@@ -129,6 +121,56 @@ func openWater(opts Options) (_ *Device, err error) {
 // waterDeleted reports whether a read error says that the interface was
 // deleted under the device (EBADFD).
 func waterDeleted(err error) bool { return errors.Is(err, unix.EBADFD) }
+
+// waterMu serialises newWater, so that a descriptor water leaks is the
+// only descriptor of /dev/net/tun without FD_CLOEXEC that appears during
+// the call: gnv's own backends open theirs with O_CLOEXEC.
+var waterMu sync.Mutex
+
+// newWater is water.New without its two descriptor leaks. water opens
+// /dev/net/tun without O_CLOEXEC, so fork is held off until the flag is
+// set, or a child could keep the device alive; and it does not close the
+// descriptor when setting up the device fails (an interface of that name
+// of the other kind, one in use, no permission), so that one is closed
+// here.
+func newWater(cfg water.Config) (*water.Interface, error) {
+	waterMu.Lock()
+	defer waterMu.Unlock()
+	syscall.ForkLock.RLock()
+	defer syscall.ForkLock.RUnlock()
+	before := tunDescriptors()
+	ifce, err := water.New(cfg)
+	if err != nil {
+		for fd := range tunDescriptors() {
+			if flags, ferr := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); !before[fd] && ferr == nil && flags&unix.FD_CLOEXEC == 0 {
+				unix.Close(fd)
+			}
+		}
+		return nil, err
+	}
+	if err := setCloexec(ifce); err != nil {
+		ifce.Close()
+		return nil, err
+	}
+	return ifce, nil
+}
+
+// tunDescriptors returns this process's open descriptors of /dev/net/tun.
+func tunDescriptors() map[int]bool {
+	fds := map[int]bool{}
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return fds
+	}
+	for _, e := range entries {
+		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && target == "/dev/net/tun" {
+			if fd, err := strconv.Atoi(e.Name()); err == nil {
+				fds[fd] = true
+			}
+		}
+	}
+	return fds
+}
 
 // setCloexec sets FD_CLOEXEC on the descriptor of a water device.
 func setCloexec(ifce *water.Interface) error {

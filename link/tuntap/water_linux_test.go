@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 
@@ -70,9 +71,15 @@ func TestWaterPersistent(t *testing.T) {
 	ns := netns.New(t, "gnvwpers")
 	ns.MustRun(t, "ip", "tuntap", "add", "dev", "gnvp0", "mode", "tun")
 	err := ns.Do(func() error {
+		fds := tunFds(t)
 		_, err := tuntap.New(tuntap.Options{Name: "gnvp0", Mode: tuntap.ModeTAP, Backend: tuntap.BackendWater})
 		if err == nil || !strings.Contains(err.Error(), "is not a TAP device") {
 			return fmt.Errorf("opening a TUN device as TAP: %v", err)
+		}
+		// water does not close /dev/net/tun when the device's setup
+		// fails; New must.
+		if n := tunFds(t); n != fds {
+			return fmt.Errorf("the failed open left %d descriptors of /dev/net/tun open, %d before it", n, fds)
 		}
 		d, err := tuntap.New(tuntap.Options{Name: "gnvp0", Mode: tuntap.ModeTUN, MTU: 1300, Backend: tuntap.BackendWater,
 			Addresses: []netip.Prefix{netip.MustParsePrefix("10.9.9.1/24")}})
@@ -91,6 +98,22 @@ func TestWaterPersistent(t *testing.T) {
 	if strings.Contains(out, "10.9.9.1") || !strings.Contains(out, "persist on") {
 		t.Errorf("after Close the persistent device should stay, persistent, without the address:\n%s", out)
 	}
+}
+
+// tunFds counts this process's open descriptors of /dev/net/tun.
+func tunFds(t *testing.T) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range entries {
+		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && target == "/dev/net/tun" {
+			n++
+		}
+	}
+	return n
 }
 
 func TestWaterDeleted(t *testing.T) {
