@@ -129,8 +129,9 @@ func (j *Job) sums(hdr []byte) {
 func (j *Job) Segments() int { return (j.DataLen + j.MSS - 1) / j.MSS }
 
 // Segment writes the headers of segment idx into dst (HdrLen bytes) from
-// tmpl (the job's first HdrLen bytes) and finishes its TCP checksum; pkt is
-// the whole job. It returns where the segment's payload lies in the job.
+// tmpl (the job's first HdrLen bytes, the same as given to Parse, whose
+// sums it uses) and finishes its TCP checksum; pkt is the whole job. It
+// returns where the segment's payload lies in the job.
 func (j *Job) Segment(dst, tmpl []byte, pkt link.Slices, idx int) (off, n int) {
 	off = idx * j.MSS
 	n = min(j.MSS, j.DataLen-off)
