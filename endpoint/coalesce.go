@@ -243,27 +243,22 @@ func (r *rxRun) fixHeader(hdr []byte) {
 // it (a TAP device, the kernel's UDP-tunnel GSO after the overlay stack
 // forwarded it, vmnet) then computes every segment's checksum from there.
 func (r *rxRun) packet(e *Endpoint) *stack.PacketBuffer {
-	var data buffer.Buffer
-	var hdr []byte
+	// The headers are copied into a view of their own: gVisor copies a
+	// whole chunk when it reads a header from a shared one (Buffer.PullUp,
+	// see rxData), which would be 64 KiB here.
+	hv := buffer.NewViewWithData(r.segs[0].frame[:r.hdrLen])
+	hdr := hv.AsSlice()
+	data := buffer.MakeWithView(hv)
 	if r.bufs {
-		// The transport lends its buffers: headers copied, payloads
-		// referenced.
-		v := buffer.NewViewWithData(r.segs[0].frame[:r.hdrLen])
-		hdr = v.AsSlice()
-		data = buffer.MakeWithView(v)
+		// The transport lends its buffers: payloads referenced.
 		for i := range r.segs[:r.n] {
 			s := &r.segs[i]
 			rest := lentRange(s.buf, s.front+r.hdrLen, len(s.frame)-r.hdrLen)
 			data.Merge(&rest)
 		}
 	} else {
-		// Memory that the transport reuses: the headers copied into a
-		// view of their own, the payloads into one view after it. gVisor
-		// copies a whole chunk when it reads a header from a shared one
-		// (Buffer.PullUp, see rxData), which would be 64 KiB here.
-		hv := buffer.NewViewWithData(r.segs[0].frame[:r.hdrLen])
-		hdr = hv.AsSlice()
-		data = buffer.MakeWithView(hv)
+		// Memory that the transport reuses: the payloads copied into one
+		// view after the headers'.
 		pv := buffer.NewView(r.ipOff + r.ipLen - r.hdrLen)
 		for i := range r.segs[:r.n] {
 			pv.Write(r.segs[i].frame[r.hdrLen:])

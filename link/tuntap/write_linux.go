@@ -123,12 +123,12 @@ func (d *Device) writeSegments(hdr []byte, payloads [][]byte, mss int) bool {
 	if d.opts.Mode == ModeTAP {
 		linkLen = header.EthernetMinimumSize
 	}
+	if len(hdr) > devHdrScratch || len(hdr) <= linkLen || len(payloads) >= devMaxIovecs {
+		return false
+	}
 	total := len(hdr)
 	for _, p := range payloads {
 		total += len(p)
-	}
-	if len(hdr) > devHdrScratch || len(hdr) <= linkLen || len(payloads) >= devMaxIovecs {
-		return false
 	}
 	ip, isIP := parseTxIP(hdr, linkLen, total)
 	if !isIP || ip.Fragment || ip.Proto != frame.ProtoTCP || ip.L4Len == 0 ||

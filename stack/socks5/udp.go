@@ -173,24 +173,29 @@ func (a *association) out(v4 bool) (net.PacketConn, error) {
 		return nil, err
 	}
 	*slot = pc
-	a.wg.Add(1) // a.mu is held and a.closed is false: see start
-	go a.toClient(pc)
+	a.startLocked(func() { a.toClient(pc) })
 	return pc, nil
 }
 
 // start runs f on a goroutine that Close waits for, unless the association
-// is already closed. The WaitGroup's Add happens under a.mu before Close
-// marks the association closed, so it never races with Close's Wait (an
-// Add from zero concurrent with Wait is a data race).
+// is already closed.
 func (a *association) start(f func()) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.closed {
 		return false
 	}
+	a.startLocked(f)
+	return true
+}
+
+// startLocked is start with a.mu held and the association open. The
+// WaitGroup's Add happens under a.mu before Close marks the association
+// closed, so it never races with Close's Wait (an Add from zero
+// concurrent with Wait is a data race).
+func (a *association) startLocked(f func()) {
 	a.wg.Add(1)
 	go f()
-	return true
 }
 
 // toClient relays replies arriving on pc to the client, each with the
