@@ -3,7 +3,7 @@ package endpoint
 import (
 	"encoding/binary"
 
-	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"github.com/gnv-project/gnv/internal/csum"
 )
 
 // Helpers that look at the inner (tenant) IP packet. They work on plain byte
@@ -335,7 +335,7 @@ func checkInner(ip []byte, r *innerL4) int {
 		if ihl < 20 || tot < ihl || tot > len(ip) {
 			return innerUnchecked
 		}
-		if checksum.Checksum(ip[:ihl], 0) != 0xffff {
+		if csum.Checksum(ip[:ihl], 0) != 0xffff {
 			return innerInvalid
 		}
 	}
@@ -360,7 +360,7 @@ func checkInner(ip []byte, r *innerL4) int {
 		if !v4 || len(l4) < 4 {
 			return innerUnchecked
 		}
-		if checksum.Checksum(l4, 0) != 0xffff {
+		if csum.Checksum(l4, 0) != 0xffff {
 			return innerInvalid
 		}
 		return innerValid
@@ -373,12 +373,12 @@ func checkInner(ip []byte, r *innerL4) int {
 	}
 	var pseudo uint16
 	if v4 {
-		pseudo = checksum.Checksum(ip[12:20], uint16(r.proto))
+		pseudo = csum.Checksum(ip[12:20], uint16(r.proto))
 	} else {
-		pseudo = checksum.Checksum(ip[8:40], uint16(r.proto))
+		pseudo = csum.Checksum(ip[8:40], uint16(r.proto))
 	}
-	pseudo = checksum.Combine(pseudo, uint16(len(l4)))
-	if checksum.Checksum(l4, pseudo) != 0xffff {
+	pseudo = csum.Combine(pseudo, uint16(len(l4)))
+	if csum.Checksum(l4, pseudo) != 0xffff {
 		return innerInvalid
 	}
 	return innerValid
@@ -399,20 +399,20 @@ func partialTCP(ip []byte) bool {
 			return false
 		}
 		l4 = ip[ihl:tot]
-		pseudo = checksum.Checksum(ip[12:20], protoTCP)
+		pseudo = csum.Checksum(ip[12:20], protoTCP)
 	case len(ip) >= 40 && ip[0]>>4 == 6:
 		pl := int(binary.BigEndian.Uint16(ip[4:6]))
 		if ip[6] != protoTCP || 40+pl > len(ip) {
 			return false
 		}
 		l4 = ip[40 : 40+pl]
-		pseudo = checksum.Checksum(ip[8:40], protoTCP)
+		pseudo = csum.Checksum(ip[8:40], protoTCP)
 	default:
 		return false
 	}
 	if len(l4) < 20 {
 		return false
 	}
-	pseudo = checksum.Combine(pseudo, uint16(len(l4)))
+	pseudo = csum.Combine(pseudo, uint16(len(l4)))
 	return binary.BigEndian.Uint16(l4[16:18]) == pseudo
 }

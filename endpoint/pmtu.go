@@ -3,9 +3,9 @@ package endpoint
 import (
 	"encoding/binary"
 
+	"github.com/gnv-project/gnv/internal/csum"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -98,7 +98,7 @@ func fragNeeded(orig []byte, mtu uint32) []byte {
 	icmp[0], icmp[1] = 3, 4
 	binary.BigEndian.PutUint16(icmp[6:8], uint16(min(mtu, 0xffff)))
 	copy(icmp[8:], orig[:quote])
-	binary.BigEndian.PutUint16(icmp[2:4], ^checksum.Checksum(icmp, 0))
+	binary.BigEndian.PutUint16(icmp[2:4], ^csum.Checksum(icmp, 0))
 	return b
 }
 
@@ -124,6 +124,6 @@ func packetTooBig(orig []byte, mtu uint32) []byte {
 	binary.BigEndian.PutUint32(icmp[4:8], mtu)
 	copy(icmp[8:], orig[:quote])
 	xsum := header.PseudoHeaderChecksum(protoICMPv6, src, dst, uint16(len(icmp)))
-	binary.BigEndian.PutUint16(icmp[2:4], ^checksum.Checksum(icmp, xsum))
+	binary.BigEndian.PutUint16(icmp[2:4], ^csum.Checksum(icmp, xsum))
 	return b
 }

@@ -7,9 +7,9 @@ import (
 	"net/netip"
 	"sort"
 
+	"github.com/gnv-project/gnv/internal/csum"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -220,7 +220,7 @@ func neighborAdvert(linkHdr []byte, src, target netip.Addr, mac [6]byte) *buffer
 	icmp[24], icmp[25] = 2, 1 // target link-layer address, 8 bytes
 	copy(icmp[26:32], mac[:])
 	xsum := header.PseudoHeaderChecksum(header.ICMPv6ProtocolNumber, from, to, icmpLen)
-	binary.BigEndian.PutUint16(icmp[2:4], ^checksum.Checksum(icmp, xsum))
+	binary.BigEndian.PutUint16(icmp[2:4], ^csum.Checksum(icmp, xsum))
 	return v
 }
 

@@ -3,8 +3,8 @@ package link
 import (
 	"encoding/binary"
 
+	"github.com/gnv-project/gnv/internal/csum"
 	"gvisor.dev/gvisor/pkg/buffer"
-	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
@@ -169,7 +169,7 @@ func SegmentHeader(hdr []byte, l3, l4 int, proto uint8, idx, off, n int, last bo
 
 // FinishChecksum writes the checksum of a TCP or UDP segment whose
 // transport header is th (its checksum field is ignored), given the
-// pseudo-header sum and the checksum of its payload (checksum.Checksum of
+// pseudo-header sum and the checksum of its payload (csum.Checksum of
 // the payload bytes). A UDP result of zero is sent as 0xffff (RFC 768:
 // zero means no checksum).
 func FinishChecksum(th []byte, proto uint8, pseudo, payload uint16) {
@@ -178,7 +178,7 @@ func FinishChecksum(th []byte, proto uint8, pseudo, payload uint16) {
 		at = TCPChecksumOffset
 	}
 	th[at], th[at+1] = 0, 0
-	s := ^checksum.Combine(checksum.Checksum(th, pseudo), payload)
+	s := ^csum.Combine(csum.Checksum(th, pseudo), payload)
 	if s == 0 && proto == ProtoUDP {
 		s = 0xffff
 	}
@@ -191,18 +191,18 @@ func FinishChecksum(th []byte, proto uint8, pseudo, payload uint16) {
 func PseudoHeaderSum(ip []byte, proto uint8, l4Len int) uint16 {
 	var s uint16
 	if ip[0]>>4 == 4 {
-		s = checksum.Checksum(ip[12:20], uint16(proto))
+		s = csum.Checksum(ip[12:20], uint16(proto))
 	} else {
-		s = checksum.Checksum(ip[8:40], uint16(proto))
+		s = csum.Checksum(ip[8:40], uint16(proto))
 	}
-	return checksum.Combine(s, uint16(l4Len))
+	return csum.Combine(s, uint16(l4Len))
 }
 
 // SetIPv4Checksum recomputes the header checksum of the IPv4 header ip
 // (exactly the header, options included).
 func SetIPv4Checksum(ip []byte) {
 	ip[10], ip[11] = 0, 0
-	binary.BigEndian.PutUint16(ip[10:12], ^checksum.Checksum(ip, 0))
+	binary.BigEndian.PutUint16(ip[10:12], ^csum.Checksum(ip, 0))
 }
 
 // Slices is a packet held as a list of byte slices (the views of a
@@ -274,9 +274,9 @@ func (s Slices) AppendRange(dst [][]byte, off, n int) [][]byte {
 	return dst
 }
 
-// Checksum returns the checksum (checksum.Checksum) of [off, off+n).
+// Checksum returns the checksum (csum.Checksum) of [off, off+n).
 func (s Slices) Checksum(off, n int) uint16 {
-	var c checksum.Checksumer
+	var c csum.Checksumer
 	s.Each(off, n, c.Add)
 	return c.Checksum()
 }

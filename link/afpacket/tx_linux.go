@@ -5,13 +5,13 @@ package afpacket
 import (
 	"syscall"
 
+	"github.com/gnv-project/gnv/internal/csum"
 	"github.com/gnv-project/gnv/link"
 	"github.com/gnv-project/gnv/link/internal/mmsg"
 	"github.com/gnv-project/gnv/link/internal/tunneljob"
 	"github.com/gnv-project/gnv/link/internal/vnet"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -355,7 +355,7 @@ func (tx *afpTx) addTunnelJob(pkt *stack.PacketBuffer) {
 			vh.Encode(s)
 		}
 		tx.iov(s[:e.vnetLen+hl])
-		var c checksum.Checksumer
+		var c csum.Checksumer
 		for idx := first; idx < last; idx++ {
 			sh := tx.jobHdrs[at+(idx-first)*j.HdrLen : at+(idx-first+1)*j.HdrLen]
 			tx.iov(sh)

@@ -11,12 +11,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gnv-project/gnv/internal/csum"
 	"github.com/gnv-project/gnv/internal/pcap"
 	"github.com/gnv-project/gnv/link"
 	"github.com/gnv-project/gnv/link/internal/tunneljob"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -220,7 +220,7 @@ func (c *Transport) header(src, dst netip.AddrPort, payload []byte, tos, ttl uin
 	binary.BigEndian.PutUint16(udp[0:2], src.Port())
 	binary.BigEndian.PutUint16(udp[2:4], dst.Port())
 	binary.BigEndian.PutUint16(udp[4:6], uint16(8+n))
-	var cs checksum.Checksumer
+	var cs csum.Checksumer
 	cs.Add(h[8:40])
 	cs.Add([]byte{0, 17})
 	cs.Add(udp[4:6]) // the pseudo-header's length is the UDP length

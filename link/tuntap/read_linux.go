@@ -7,12 +7,12 @@ import (
 	"io"
 	"unsafe"
 
+	"github.com/gnv-project/gnv/internal/csum"
 	"github.com/gnv-project/gnv/link"
 	"github.com/gnv-project/gnv/link/internal/frame"
 	"github.com/gnv-project/gnv/link/internal/vnet"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/buffer"
-	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
@@ -250,7 +250,7 @@ func (d *Device) splitUDP(b []byte, f *rxFrame, gsoSize int) {
 		seg := v.AsSlice()
 		copy(seg, b[:hl])
 		copy(seg[hl:], payload[off:off+n])
-		segment(seg[:hl], linkLen, ip.HdrLen, frame.ProtoUDP, idx, off, n, off+n >= len(payload), checksum.Checksum(seg[hl:], 0))
+		segment(seg[:hl], linkLen, ip.HdrLen, frame.ProtoUDP, idx, off, n, off+n >= len(payload), csum.Checksum(seg[hl:], 0))
 		d.push(buffer.MakeWithView(v), f, stack.GSO{})
 	}
 }

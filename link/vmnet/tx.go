@@ -6,10 +6,10 @@ import (
 	"net"
 	"slices"
 
+	"github.com/gnv-project/gnv/internal/csum"
 	"github.com/gnv-project/gnv/link"
 	"github.com/gnv-project/gnv/link/internal/frame"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -124,7 +124,7 @@ func (e *Endpoint) queueFixed(s link.Slices, total int, gsoMSS uint16, gso bool)
 		copy(rec, h[:hl])
 		copyRange(s, rec[hl:], hl+off)
 		pseudo := link.SegmentHeader(rec[:hl], l3, l4, ip.Proto, nseg, off, n, off+n >= payload)
-		link.FinishChecksum(rec[l4:hl], ip.Proto, pseudo, checksum.Checksum(rec[hl:], 0))
+		link.FinishChecksum(rec[l4:hl], ip.Proto, pseudo, csum.Checksum(rec[hl:], 0))
 		nseg++
 	}
 	e.stats.txChecksums.Add(uint64(nseg))

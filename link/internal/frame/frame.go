@@ -9,8 +9,8 @@ package frame
 import (
 	"encoding/binary"
 
+	"github.com/gnv-project/gnv/internal/csum"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
@@ -123,7 +123,7 @@ func FinishPartial(b []byte, start, off int) bool {
 	if start < 0 || off < 0 || at+2 > len(b) {
 		return false
 	}
-	s := ^checksum.Checksum(b[start:], 0)
+	s := ^csum.Checksum(b[start:], 0)
 	if s == 0 {
 		s = 0xffff
 	}
@@ -175,7 +175,7 @@ func RxChecksumOK(frame []byte) bool {
 	var end int
 	if ip[0]>>4 == 4 {
 		h := header.IPv4(ip)
-		if checksum.Checksum(ip[:l4-l3], 0) != 0xffff {
+		if csum.Checksum(ip[:l4-l3], 0) != 0xffff {
 			return false
 		}
 		end = l3 + int(h.TotalLength())
@@ -199,5 +199,5 @@ func RxChecksumOK(frame []byte) bool {
 		src, dst = header.IPv6(ip).SourceAddress(), header.IPv6(ip).DestinationAddress()
 	}
 	sum := header.PseudoHeaderChecksum(header.UDPProtocolNumber, src, dst, uint16(len(u)))
-	return checksum.Checksum(u, sum) == 0xffff
+	return csum.Checksum(u, sum) == 0xffff
 }

@@ -14,9 +14,9 @@ package tunneljob
 import (
 	"encoding/binary"
 
+	"github.com/gnv-project/gnv/internal/csum"
 	"github.com/gnv-project/gnv/link"
 	"github.com/gnv-project/gnv/link/internal/frame"
-	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 )
 
 // MaxHdrLen bounds the headers copied in front of every segment: Geneve
@@ -114,15 +114,15 @@ func (j *Job) sums(hdr []byte) {
 	j.v4 = ip[0]>>4 == 4
 	if j.v4 {
 		j.id = binary.BigEndian.Uint16(ip[4:6])
-		j.ipSum = checksum.Checksum(ip[12:], checksum.Checksum(ip[6:10], checksum.Checksum(ip[0:2], 0)))
-		j.pseudo = checksum.Checksum(ip[12:20], link.ProtoTCP)
+		j.ipSum = csum.Checksum(ip[12:], csum.Checksum(ip[6:10], csum.Checksum(ip[0:2], 0)))
+		j.pseudo = csum.Checksum(ip[12:20], link.ProtoTCP)
 	} else {
 		j.ipExtra = len(ip) - 40
-		j.pseudo = checksum.Checksum(ip[8:40], link.ProtoTCP)
+		j.pseudo = csum.Checksum(ip[8:40], link.ProtoTCP)
 	}
 	j.seq = binary.BigEndian.Uint32(th[4:8])
 	j.flags = binary.BigEndian.Uint16(th[12:14])
-	j.tcpSum = checksum.Checksum(th[18:], checksum.Checksum(th[14:16], checksum.Checksum(th[0:4], checksum.Checksum(th[8:12], 0))))
+	j.tcpSum = csum.Checksum(th[18:], csum.Checksum(th[14:16], csum.Checksum(th[0:4], csum.Checksum(th[8:12], 0))))
 }
 
 // Segments returns how many segments the job is cut into.
@@ -143,7 +143,7 @@ func (j *Job) Segment(dst, tmpl []byte, pkt link.Slices, idx int) (off, n int) {
 		total, id := uint16(len(ip))+tcpLen, j.id+uint16(idx)
 		binary.BigEndian.PutUint16(ip[2:4], total)
 		binary.BigEndian.PutUint16(ip[4:6], id)
-		binary.BigEndian.PutUint16(ip[10:12], ^checksum.Combine(checksum.Combine(j.ipSum, total), id))
+		binary.BigEndian.PutUint16(ip[10:12], ^csum.Combine(csum.Combine(j.ipSum, total), id))
 	} else {
 		binary.BigEndian.PutUint16(ip[4:6], uint16(j.ipExtra)+tcpLen)
 	}
@@ -156,9 +156,9 @@ func (j *Job) Segment(dst, tmpl []byte, pkt link.Slices, idx int) (off, n int) {
 	}
 	binary.BigEndian.PutUint32(th[4:8], seq)
 	binary.BigEndian.PutUint16(th[12:14], flags)
-	sum := checksum.Combine(checksum.Combine(j.tcpSum, checksum.Combine(j.pseudo, tcpLen)),
-		checksum.Combine(checksum.Combine(uint16(seq>>16), uint16(seq)), flags))
-	sum = checksum.Combine(sum, pkt.Checksum(j.HdrLen+off, n))
+	sum := csum.Combine(csum.Combine(j.tcpSum, csum.Combine(j.pseudo, tcpLen)),
+		csum.Combine(csum.Combine(uint16(seq>>16), uint16(seq)), flags))
+	sum = csum.Combine(sum, pkt.Checksum(j.HdrLen+off, n))
 	binary.BigEndian.PutUint16(th[link.TCPChecksumOffset:], ^sum)
 	return j.HdrLen + off, n
 }
