@@ -1,14 +1,16 @@
 // Package csum computes the Internet checksum (RFC 1071) of the payloads
 // gnv checks and fills in itself: the inner TCP and UDP segments it
-// decapsulates, and the segments it cuts from UDP-tunnel jobs. Every byte
-// of a bulk transfer passes through it once on each side.
+// decapsulates, and the segments it cuts from UDP-tunnel jobs. Over a
+// kernel UDP underlay, every byte of a bulk transfer passes through it once
+// on each side.
 //
 // The results are bit-identical to gVisor's checksum package (the tests
 // and the fuzzer compare them): Checksum(b, initial) is
 // checksum.Checksum(b, initial), and a Checksumer is a
 // checksum.Checksumer. On amd64 with AVX2 it sums 64 bytes per loop
-// iteration in vector registers, 2-3x gVisor's speed on packet-sized
-// buffers; elsewhere, and with the purego build tag, it is gVisor's code.
+// iteration in vector registers, 1.8x gVisor's speed on a 1448-byte
+// segment and 2.4-2.7x on 9000 bytes and more; below 256 bytes, elsewhere,
+// and with the purego build tag, it is gVisor's code.
 package csum
 
 import (
