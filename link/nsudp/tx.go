@@ -4,10 +4,10 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/gnv-project/gnv/internal/csum"
 	"github.com/gnv-project/gnv/link"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
@@ -270,7 +270,7 @@ func (t *Transport) write(p *link.Packet) error {
 	case t.zeroChecksum():
 	case r.RequiresTXTransportChecksum() || uint32(length) > r.MTU():
 		xsum := r.PseudoHeaderChecksum(udp.ProtocolNumber, length)
-		xsum = checksum.Combine(xsum, pkt.Data().Checksum())
+		xsum = csum.Combine(xsum, payloadSum(&p.Payload))
 		u.SetChecksum(^u.CalculateChecksum(xsum))
 		if u.Checksum() == 0 {
 			u.SetChecksum(0xffff) // RFC 768: zero means "no checksum"
@@ -345,7 +345,7 @@ func (t *Transport) writeFlowLabel(p *link.Packet, r *stack.Route, dst netip.Add
 	u.Encode(&header.UDPFields{SrcPort: t.srcPort(p), DstPort: p.Dst.Port(), Length: length})
 	if !t.zeroChecksum() {
 		xsum := header.PseudoHeaderChecksum(udp.ProtocolNumber, t.local, dstAddr, length)
-		xsum = checksum.Combine(xsum, p.Payload.Checksum(0))
+		xsum = csum.Combine(xsum, payloadSum(&p.Payload))
 		u.SetChecksum(^u.CalculateChecksum(xsum))
 		if u.Checksum() == 0 {
 			u.SetChecksum(0xffff)
@@ -361,4 +361,15 @@ func (t *Transport) writeFlowLabel(p *link.Packet, r *stack.Route, dst netip.Add
 		return fmt.Errorf("send to %s: %s", p.Dst, terr)
 	}
 	return nil
+}
+
+// payloadSum returns the checksum of a datagram's payload, for a UDP
+// checksum computed in software.
+func payloadSum(b *buffer.Buffer) uint16 {
+	var c csum.Checksumer
+	vl := b.AsViewList()
+	for v := vl.Front(); v != nil; v = v.Next() {
+		c.Add(v.AsSlice())
+	}
+	return c.Checksum()
 }
