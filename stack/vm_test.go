@@ -22,6 +22,15 @@ import (
 	tcpipstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
+// unexpectedVMDrops returns a VM port's drops other than those of a full
+// transmit queue. A switch port drops those by design (vmnet's
+// TestTxQueueFull) when its guest reads more slowly than the stack fills
+// the queue, as on a loaded machine; TCP recovers, and the tests check the
+// content. Any other drop is a bug.
+func unexpectedVMDrops(st vmnet.Stats) uint64 {
+	return st.TotalDrops() - st.Drops[vmnet.DropTxQueueFull]
+}
+
 // guest is a stand-in VM: a netstack whose NIC speaks a VM socket framing.
 type guest struct {
 	*stack.Net
@@ -160,7 +169,7 @@ func TestVMAttach(t *testing.T) {
 	for _, vm := range a.Tunnel.VMs() {
 		vs := vm.Stats()
 		t.Logf("%s: %v", vm.Port(), vs)
-		if vs.TotalDrops() != 0 {
+		if unexpectedVMDrops(vs) != 0 {
 			t.Errorf("%s drops: %v", vm.Port(), vs)
 		}
 		if len(vm.MACs()) != 1 {
