@@ -247,7 +247,7 @@ func TestLossAndReordering(t *testing.T) {
 	a, b := hs.Hosts[0], hs.Hosts[1]
 	res, err := testutil.TransferTCP(ctx, a.Tunnel, b.Tunnel, netip.AddrPortFrom(b.Overlay4, 80), transferSize(), 3)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v\nfabric: %+v\nsender tunnel: %v\nreceiver tunnel: %v", err, hs.Fabric.Stats(), a.Tunnel.Stats(), b.Tunnel.Stats())
 	}
 	st := hs.Fabric.Stats()
 	t.Logf("%d bytes at %.0f Mbit/s; fabric: %+v", res.Bytes, res.Mbps(), st)

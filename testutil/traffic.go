@@ -148,7 +148,7 @@ func TransferTCP(ctx context.Context, client Dialer, server Listener, addr netip
 		return TCPResult{}, fmt.Errorf("send: %w", werr)
 	}
 	if r.err != nil {
-		return TCPResult{}, fmt.Errorf("receive: %w", r.err)
+		return TCPResult{}, fmt.Errorf("receive: %d of %d bytes in %v: %w", r.n, size, elapsed.Round(time.Millisecond), r.err)
 	}
 	if r.n != size {
 		return TCPResult{}, fmt.Errorf("received %d bytes, sent %d", r.n, size)
