@@ -155,16 +155,24 @@ func SegmentHeader(hdr []byte, l3, l4 int, proto uint8, idx, off, n int, last bo
 	}
 	if proto == ProtoTCP {
 		binary.BigEndian.PutUint32(th[4:8], binary.BigEndian.Uint32(th[4:8])+uint32(off))
-		if !last {
-			th[13] &^= tcpFlagFIN | tcpFlagPSH
-		}
-		if idx > 0 {
-			th[13] &^= tcpFlagCWR
-		}
+		th[13] = SegmentTCPFlags(th[13], idx, last)
 	} else {
 		binary.BigEndian.PutUint16(th[4:6], uint16(l4Len))
 	}
 	return PseudoHeaderSum(ip, proto, l4Len)
+}
+
+// SegmentTCPFlags returns the TCP flags of segment idx of a super-packet
+// whose flags are flags, as Linux GSO sets them: FIN and PSH stay only on
+// the last segment, CWR only on the first.
+func SegmentTCPFlags(flags uint8, idx int, last bool) uint8 {
+	if !last {
+		flags &^= tcpFlagFIN | tcpFlagPSH
+	}
+	if idx > 0 {
+		flags &^= tcpFlagCWR
+	}
+	return flags
 }
 
 // FinishChecksum writes the checksum of a TCP or UDP segment whose

@@ -147,13 +147,8 @@ func (j *Job) Segment(dst, tmpl []byte, pkt link.Slices, idx int) (off, n int) {
 	} else {
 		binary.BigEndian.PutUint16(ip[4:6], uint16(j.ipExtra)+tcpLen)
 	}
-	seq, flags := j.seq+uint32(off), j.flags
-	if off+n < j.DataLen {
-		flags &^= tcpFlagFIN | tcpFlagPSH // only the last segment
-	}
-	if idx > 0 {
-		flags &^= tcpFlagCWR // only the first segment
-	}
+	seq := j.seq + uint32(off)
+	flags := j.flags&0xff00 | uint16(link.SegmentTCPFlags(uint8(j.flags), idx, off+n == j.DataLen))
 	binary.BigEndian.PutUint32(th[4:8], seq)
 	binary.BigEndian.PutUint16(th[12:14], flags)
 	sum := csum.Combine(csum.Combine(j.tcpSum, csum.Combine(j.pseudo, tcpLen)),
@@ -162,10 +157,3 @@ func (j *Job) Segment(dst, tmpl []byte, pkt link.Slices, idx int) (off, n int) {
 	binary.BigEndian.PutUint16(th[link.TCPChecksumOffset:], ^sum)
 	return j.HdrLen + off, n
 }
-
-// TCP flags that not every segment keeps.
-const (
-	tcpFlagFIN = 0x01
-	tcpFlagPSH = 0x08
-	tcpFlagCWR = 0x80
-)

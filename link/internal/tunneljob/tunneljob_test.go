@@ -114,6 +114,19 @@ func TestSegmentSums(t *testing.T) {
 						t.Fatalf("segment %d: payload at %d+%d", idx, off, m)
 					}
 					checkSegment(t, idx, got[j.L3:], tc.job[off:off+m], tc.v6)
+					// The flags, independently of the code under test:
+					// FIN and PSH on the last segment only, CWR on the
+					// first only, the rest everywhere.
+					flags := header.TCP(tc.job[j.L4:]).Flags()
+					if idx != j.Segments()-1 {
+						flags &^= header.TCPFlagFin | header.TCPFlagPsh
+					}
+					if idx > 0 {
+						flags &^= header.TCPFlagCwr
+					}
+					if f := header.TCP(got[j.L4:]).Flags(); f != flags {
+						t.Fatalf("segment %d: flags %v, want %v", idx, f, flags)
+					}
 				}
 			})
 		}
