@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/gnv-project/gnv/link"
 	"github.com/gnv-project/gnv/link/internal/ethnic"
@@ -66,9 +67,19 @@ const (
 //
 // # Datapath
 //
+// Sending: writers send batches of frames with sendmmsg(2) on a socket of
+// their own, bound to the interface for no protocol (it receives nothing)
+// and kept out of the runtime poller. A socket in the poller is watched
+// for writability too, and the kernel signals write space each time a
+// frame the socket sent is freed: on a veth that happens for every frame,
+// in the peer's namespace, and each signal could wake a thread of this
+// process for nothing. When the send buffer is full, a writer polls the
+// socket itself.
+//
 // Receiving: one goroutine reads batches of frames with recvmmsg(2)
-// through the runtime poller, each frame into a pooled buffer sized to the
-// MTU that becomes the packet without a copy. The host's own outgoing
+// through the runtime poller, each frame into views that become the packet
+// without a copy (frames of at most 16 KiB are copied out instead: see
+// afpRx). The host's own outgoing
 // frames are not seen (PACKET_IGNORE_OUTGOING, and frames marked outgoing
 // are dropped), nor unicast frames to other MACs. Socket buffers are 8 MiB
 // (receive) and 4 MiB (send) when CAP_NET_ADMIN allows (SO_RCVBUFFORCE,
@@ -134,6 +145,10 @@ type Endpoint struct {
 
 	rx      *afpRx
 	senders chan *afpTx
+	// The send socket (see Datapath). txFile is not in the runtime
+	// poller; txConn runs sends with the descriptor held open.
+	txFile *os.File
+	txConn syscall.RawConn
 
 	stats counters
 }
@@ -215,16 +230,24 @@ func New(opts Options) (*Endpoint, error) {
 		unix.Close(fd)
 		return nil, err
 	}
+	if e.txFile, e.txConn, err = e.openTx(); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
 	e.File = os.NewFile(uintptr(fd), "gnv-packet:"+opts.Device)
 	if e.Conn, err = e.File.SyscallConn(); err != nil {
 		e.File.Close()
+		e.txFile.Close()
 		return nil, fmt.Errorf("AF_PACKET: %w", err)
 	}
 	e.rx = newAFPRx(e)
 	e.ReadSyscall = e.rx.recvmmsg
 	e.Deliver = e.deliverBatch
 	e.RxErrors = &e.stats.rxErrors
-	e.Release = e.rx.release
+	e.Release = func() {
+		e.rx.release()
+		e.txFile.Close() // once the writers polling it saw Closed
+	}
 	return e, nil
 }
 

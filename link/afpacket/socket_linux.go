@@ -5,6 +5,8 @@ package afpacket
 import (
 	"bytes"
 	"fmt"
+	"os"
+	"syscall"
 	"time"
 
 	"github.com/gnv-project/gnv/link"
@@ -62,6 +64,44 @@ func (e *Endpoint) setup(fd int) error {
 		e.udpGSO.Store(ok)
 	}
 	return nil
+}
+
+// openTx opens the send socket (see Endpoint, Datapath): bound to the
+// interface for protocol 0, so that the kernel queues nothing to it, with
+// the receive socket's virtio_net_hdr and send buffer. It is created
+// blocking, so that os.NewFile leaves it out of the runtime poller, and
+// made non-blocking after (mmsg.SendAll needs that).
+func (e *Endpoint) openTx() (*os.File, syscall.RawConn, error) {
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("AF_PACKET: send socket: %w", err)
+	}
+	fail := func(err error) (*os.File, syscall.RawConn, error) {
+		unix.Close(fd)
+		return nil, nil, fmt.Errorf("AF_PACKET: send socket on %s: %w", e.cfg.Device, err)
+	}
+	if e.vnetLen != 0 {
+		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1); err != nil {
+			return fail(fmt.Errorf("virtio_net_hdr: %w", err))
+		}
+	}
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, e.cfg.WriteBuffer) != nil {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, e.cfg.WriteBuffer)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Ifindex: e.ifIndex}); err != nil {
+		return fail(fmt.Errorf("bind: %w", err))
+	}
+	f := os.NewFile(uintptr(fd), "gnv-packet-tx:"+e.cfg.Device)
+	if err := unix.SetNonblock(fd, true); err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("AF_PACKET: send socket: %w", err)
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("AF_PACKET: send socket: %w", err)
+	}
+	return f, rc, nil
 }
 
 func afpMembership(fd, ifIndex int, typ uint16) error {

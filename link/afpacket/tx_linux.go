@@ -66,7 +66,7 @@ type afpTx struct {
 	errno     syscall.Errno
 	blocked   bool
 	controlFn func(fd uintptr)
-	writeFn   func(fd uintptr) bool
+	waitFn    func(fd uintptr)
 }
 
 func (e *Endpoint) getTx() *afpTx {
@@ -81,8 +81,9 @@ func (e *Endpoint) getTx() *afpTx {
 		redo:  make([]*stack.PacketBuffer, 0, afpTxBatch),
 		spare: make([]*stack.PacketBuffer, 0, afpTxBatch),
 	}
-	tx.controlFn = func(fd uintptr) { tx.sendLoop(fd, false) }
-	tx.writeFn = func(fd uintptr) bool { return tx.sendLoop(fd, true) }
+	tx.controlFn = func(fd uintptr) { tx.sendLoop(fd) }
+	// The send socket is not in the runtime poller (see Endpoint).
+	tx.waitFn = func(fd uintptr) { mmsg.WaitWritable(fd, e.Closed) }
 	return tx
 }
 
@@ -415,9 +416,9 @@ func (tx *afpTx) flush() {
 	tx.i, tx.n = 0, tx.nm
 	for tx.i < tx.n {
 		tx.errno, tx.blocked = 0, false
-		err := e.Conn.Control(tx.controlFn)
+		err := e.txConn.Control(tx.controlFn)
 		if err == nil && tx.blocked {
-			err = e.Conn.Write(tx.writeFn)
+			err = e.txConn.Control(tx.waitFn)
 		}
 		if err != nil { // closed
 			for k := tx.i; k < tx.n; k++ {
@@ -504,11 +505,10 @@ func (tx *afpTx) fail(m *afpMeta, errno syscall.Errno) {
 
 // sendLoop sends msgs[tx.i:tx.n] (see mmsg.SendAll), recording a failure
 // in tx.errno and a full socket in tx.blocked.
-func (tx *afpTx) sendLoop(fd uintptr, canWait bool) bool {
-	done, blocked, errno := mmsg.SendAll(fd, tx.msgs[:tx.n], &tx.i, canWait)
+func (tx *afpTx) sendLoop(fd uintptr) {
+	_, blocked, errno := mmsg.SendAll(fd, tx.msgs[:tx.n], &tx.i, false)
 	tx.blocked = tx.blocked || blocked
 	if errno != 0 {
 		tx.errno = errno
 	}
-	return done
 }

@@ -43,3 +43,20 @@ func SendAll(fd uintptr, msgs []unix.Mmsghdr, i *int, canWait bool) (done, block
 	}
 	return true, false, 0
 }
+
+// WaitWritable waits until the non-blocking descriptor fd, which is not in
+// the runtime poller, has room to send, or stop reports true: it polls fd
+// with poll(2) in steps of 10 ms, so that a closing owner is noticed. A
+// sender whose socket is kept out of the poller (see the AF_PACKET
+// endpoint's send socket and the kernel UDP transport's source-port
+// sockets) calls it when SendAll reports the socket full, then sends
+// again.
+func WaitWritable(fd uintptr, stop func() bool) {
+	pfd := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+	for !stop() {
+		n, err := unix.Poll(pfd[:], 10)
+		if n > 0 || err != nil && err != unix.EINTR {
+			return
+		}
+	}
+}
