@@ -179,6 +179,15 @@ func (t *Transport) setup(fd int, extra bool) (netip.AddrPort, error) {
 // openSourcePorts creates the cfg.SourcePorts extra send-only sockets. On
 // any failure (EMFILE, no ephemeral port left, …) it closes those it made
 // and leaves the pool empty: the main socket then sends everything.
+//
+// The sockets are kept out of the runtime poller: they are created
+// blocking, so that os.NewFile does not add them, and made non-blocking
+// after (mmsg.SendAll needs that). A socket in the poller is watched for
+// writability too, and the kernel signals write space each time a
+// datagram it sent is freed (on a veth, when the peer's IP layer takes
+// it), which could wake a thread of this process for every datagram with
+// nothing to do. The senders poll a full socket themselves
+// (mmsg.WaitWritable).
 func (t *Transport) openSourcePorts(domain int) {
 	n := t.cfg.SourcePorts
 	if n <= 0 {
@@ -193,7 +202,7 @@ func (t *Transport) openSourcePorts(domain int) {
 		}
 	}
 	for range n {
-		fd, err := unix.Socket(domain, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+		fd, err := unix.Socket(domain, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
 		if err != nil {
 			fail()
 			return
@@ -206,6 +215,10 @@ func (t *Transport) openSourcePorts(domain int) {
 		}
 		f := os.NewFile(uintptr(fd), "gnv-udp-src")
 		files = append(files, f)
+		if unix.SetNonblock(fd, true) != nil {
+			fail()
+			return
+		}
 		rc, err := f.SyscallConn()
 		if err != nil {
 			fail()

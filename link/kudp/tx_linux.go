@@ -71,6 +71,7 @@ type udpSender struct {
 
 	controlFn func(fd uintptr)
 	writeFn   func(fd uintptr) bool
+	waitFn    func(fd uintptr)
 }
 
 func newUDPSender(t *Transport) *udpSender {
@@ -85,6 +86,9 @@ func newUDPSender(t *Transport) *udpSender {
 	s.ctrl = alignedBytes(b * sendCtrlSize)
 	s.controlFn = func(fd uintptr) { s.sendLoop(fd, false) }
 	s.writeFn = func(fd uintptr) bool { return s.sendLoop(fd, true) }
+	// For the source-port sockets, which are not in the runtime poller
+	// (see openSourcePorts).
+	s.waitFn = func(fd uintptr) { mmsg.WaitWritable(fd, t.closed.Load) }
 	return s
 }
 
@@ -125,7 +129,7 @@ func (t *Transport) WriteBatch(pkts []link.Packet) (int, error) {
 	s.resetResult()
 	n := len(t.srcRCs)
 	if n == 0 {
-		t.writeRun(s, t.rc, pkts)
+		t.writeRun(s, t.rc, true, pkts)
 		return t.finishWrite(s)
 	}
 	for p := 0; p < len(pkts); {
@@ -134,11 +138,11 @@ func (t *Transport) WriteBatch(pkts []link.Packet) (int, error) {
 		for q < len(pkts) && srcSockIndex(pkts[q].SrcPort, n) == k {
 			q++
 		}
-		rc := t.rc
+		rc, polled := t.rc, true
 		if k >= 0 {
-			rc = t.srcRCs[k]
+			rc, polled = t.srcRCs[k], false
 		}
-		if !t.writeRun(s, rc, pkts[p:q]) {
+		if !t.writeRun(s, rc, polled, pkts[p:q]) {
 			break
 		}
 		p = q
@@ -170,10 +174,11 @@ func (s *udpSender) fail(err error, dst netip.AddrPort, n int) {
 	s.errs += n
 }
 
-// writeRun sends pkts on the socket rc, adding to the results in s. It
-// returns false if the socket is closed or broken (s.stopErr): the rest of
-// the batch is not attempted.
-func (t *Transport) writeRun(s *udpSender, rc syscall.RawConn, pkts []link.Packet) bool {
+// writeRun sends pkts on the socket rc, adding to the results in s; polled
+// says whether rc is in the runtime poller (the source-port sockets are
+// not: see openSourcePorts). It returns false if the socket is closed or
+// broken (s.stopErr): the rest of the batch is not attempted.
+func (t *Transport) writeRun(s *udpSender, rc syscall.RawConn, polled bool, pkts []link.Packet) bool {
 	s.scanned = 0
 	noGSOUntil := 0
 	p := 0
@@ -184,10 +189,15 @@ func (t *Transport) writeRun(s *udpSender, rc syscall.RawConn, pkts []link.Packe
 			s.i, s.n, s.errno, s.blocked = i, nm, 0, false
 			// Try without holding the fd's write lock, so concurrent
 			// WriteBatch calls overlap; if the socket buffer is full,
-			// retry under RawConn.Write, which waits for writability.
+			// retry under RawConn.Write, which waits for writability, or
+			// wait with poll(2) and go round again.
 			werr := rc.Control(s.controlFn)
 			if werr == nil && s.blocked {
-				werr = rc.Write(s.writeFn)
+				if polled {
+					werr = rc.Write(s.writeFn)
+				} else {
+					werr = rc.Control(s.waitFn)
+				}
 			}
 			for k := i; k < s.i; k++ {
 				m := &s.meta[k]
