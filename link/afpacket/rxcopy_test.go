@@ -28,28 +28,6 @@ func (f *frameRecorder) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, pkt 
 
 func (f *frameRecorder) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {}
 
-// superFrame returns an Ethernet frame to mac holding an IPv4 UDP datagram
-// of n bytes in all, with random payload bytes.
-func superFrame(mac tcpip.LinkAddress, n int, rng *rand.Rand) []byte {
-	f := make([]byte, n)
-	for i := range f {
-		f[i] = byte(rng.Uint32())
-	}
-	eth := header.Ethernet(f)
-	eth.Encode(&header.EthernetFields{DstAddr: mac, SrcAddr: "\x02\x00\x00\x00\x00\x02", Type: header.IPv4ProtocolNumber})
-	ip := header.IPv4(f[header.EthernetMinimumSize:])
-	ip.Encode(&header.IPv4Fields{
-		TotalLength: uint16(n - header.EthernetMinimumSize),
-		TTL:         64,
-		Protocol:    uint8(header.UDPProtocolNumber),
-		SrcAddr:     tcpip.AddrFrom4([4]byte{192, 0, 2, 2}),
-		DstAddr:     tcpip.AddrFrom4([4]byte{192, 0, 2, 1}),
-	})
-	header.UDP(f[header.EthernetMinimumSize+header.IPv4MinimumSize:]).Encode(&header.UDPFields{
-		SrcPort: 50000, DstPort: 6081, Length: uint16(n - header.EthernetMinimumSize - header.IPv4MinimumSize)})
-	return f
-}
-
 // TestAFPRxHandover checks how a UDP super-frame leaves its receive slot:
 // up to afpCopyBreak bytes, its bytes after the head view are copied and
 // the slot keeps its big view (no 64 KiB view is cleared for it); longer,
@@ -60,10 +38,14 @@ func TestAFPRxHandover(t *testing.T) {
 	e.cfg.BatchSize = 1
 	r := newAFPRx(e)
 	defer r.release()
-	mac := tcpip.LinkAddress("\x02\x00\x00\x00\x00\x01")
+	mac := tcpip.LinkAddress("\x02\x00\x00\x00\x00\x02") // afpTestFrame's destination
 	rng := rand.New(rand.NewPCG(1, 2))
 	for _, n := range []int{e.frameCap + 1, 2 * 1472, afpCopyBreak, afpCopyBreak + 1, 44 * 1472} {
-		f := superFrame(mac, n, rng)
+		payload := make([]byte, n-header.EthernetMinimumSize-header.IPv4MinimumSize-header.UDPMinimumSize)
+		for i := range payload {
+			payload[i] = byte(rng.Uint32())
+		}
+		f := afpTestFrame(false, payload)
 		vh := vnet.Hdr{Flags: vnet.FNeedsCsum, GSOType: vnet.GSOUDPL4, GSOSize: 1472}
 		vh.Encode(r.vnet)
 		split := r.heads[0].Size()

@@ -3,7 +3,6 @@
 package mmsg
 
 import (
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,8 +24,10 @@ func fill(t *testing.T, fd int) {
 	}
 }
 
-// TestWaitWritable checks that WaitWritable returns once a full socket has
-// room again, and once stop reports true while it is still full.
+// TestWaitWritable checks that WaitWritable keeps waiting on a full socket
+// (it asks stop again after a poll that found no room), returns once the
+// socket has room, and returns once stop reports true while it is still
+// full.
 func TestWaitWritable(t *testing.T) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -34,20 +35,39 @@ func TestWaitWritable(t *testing.T) {
 	}
 	defer unix.Close(fds[0])
 	defer unix.Close(fds[1])
-	var stop atomic.Bool
-	wait := func() <-chan struct{} {
+	// Only a hang turns into a failure; no duration is asserted.
+	const timeout = 20 * time.Second
+	// wait runs WaitWritable with a stop that reports each call on asked
+	// and answers what the test sends on answer.
+	wait := func(asked chan<- struct{}, answer <-chan bool) <-chan struct{} {
 		done := make(chan struct{})
 		go func() {
-			WaitWritable(uintptr(fds[0]), stop.Load)
+			WaitWritable(uintptr(fds[0]), func() bool {
+				asked <- struct{}{}
+				return <-answer
+			})
 			close(done)
 		}()
 		return done
 	}
-	// Only a hang turns into a failure; no duration is asserted.
-	const timeout = 20 * time.Second
+	recv := func(ch <-chan struct{}, what string) {
+		t.Helper()
+		select {
+		case <-ch:
+		case <-time.After(timeout):
+			t.Fatal(what)
+		}
+	}
+	pfd := []unix.PollFd{{Fd: int32(fds[0]), Events: unix.POLLOUT}}
 
 	fill(t, fds[0])
-	done := wait()
+	asked, answer := make(chan struct{}), make(chan bool)
+	done := wait(asked, answer)
+	// Two questions: the second comes only after a poll found no room.
+	for range 2 {
+		recv(asked, "WaitWritable did not ask stop")
+		answer <- false
+	}
 	// The peer reads until the socket has room.
 	buf := make([]byte, 2048)
 	for {
@@ -55,24 +75,29 @@ func TestWaitWritable(t *testing.T) {
 			break
 		}
 	}
-	select {
-	case <-done:
-	case <-time.After(timeout):
-		t.Fatal("WaitWritable did not return when the socket had room")
+	// It may ask again before its poll sees the room.
+	for {
+		select {
+		case <-asked:
+			answer <- false
+			continue
+		case <-done:
+		case <-time.After(timeout):
+			t.Fatal("WaitWritable did not return when the socket had room")
+		}
+		break
 	}
-	var pfd = []unix.PollFd{{Fd: int32(fds[0]), Events: unix.POLLOUT}}
 	if n, _ := unix.Poll(pfd, 0); n != 1 {
 		t.Fatal("WaitWritable returned, but the socket is not writable")
 	}
 
 	fill(t, fds[0])
-	done = wait()
-	stop.Store(true)
-	select {
-	case <-done:
-	case <-time.After(timeout):
-		t.Fatal("WaitWritable did not return once stop was true")
-	}
+	done = wait(asked, answer)
+	recv(asked, "WaitWritable did not ask stop")
+	answer <- false
+	recv(asked, "WaitWritable did not ask stop after a poll that found no room")
+	answer <- true
+	recv(done, "WaitWritable did not return once stop was true")
 	if n, _ := unix.Poll(pfd, 0); n != 0 {
 		t.Fatal("the socket has room: the stop case was not tested")
 	}
