@@ -79,11 +79,12 @@ const (
 // Receiving: one goroutine reads batches of frames with recvmmsg(2)
 // through the runtime poller, each frame into views that become the packet
 // without a copy (frames of at most 16 KiB are copied out instead: see
-// afpRx). The host's own outgoing
-// frames are not seen (PACKET_IGNORE_OUTGOING, and frames marked outgoing
-// are dropped), nor unicast frames to other MACs. Socket buffers are 8 MiB
-// (receive) and 4 MiB (send) when CAP_NET_ADMIN allows (SO_RCVBUFFORCE,
-// SO_SNDBUFFORCE), else as large as net.core.[rw]mem_max allow.
+// afpRx). The host's own outgoing frames are not seen
+// (PACKET_IGNORE_OUTGOING, and frames marked outgoing are dropped), nor
+// unicast frames to other MACs. The socket buffers are 8 MiB (the receive
+// socket's) and 4 MiB (the send socket's) when CAP_NET_ADMIN allows
+// (SO_RCVBUFFORCE, SO_SNDBUFFORCE), else as large as net.core.[rw]mem_max
+// allow.
 //
 // Checksums: frames that the local kernel hands over (veth) carry partial
 // checksums (CHECKSUM_PARTIAL), so the endpoint advertises

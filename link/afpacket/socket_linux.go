@@ -16,7 +16,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
-// setup configures and binds the socket, then probes the offloads.
+// setup configures and binds the receive socket, then probes the offloads
+// (the send socket, openTx, takes what the probes find).
 func (e *Endpoint) setup(fd int) error {
 	opts := &e.cfg
 	if !opts.NoVnetHdr {
@@ -30,9 +31,6 @@ func (e *Endpoint) setup(fd int) error {
 	_ = unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1)
 	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, opts.ReadBuffer) != nil {
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, opts.ReadBuffer)
-	}
-	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, opts.WriteBuffer) != nil {
-		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, opts.WriteBuffer)
 	}
 	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: afpHtons(unix.ETH_P_ALL), Ifindex: e.ifIndex}); err != nil {
 		return fmt.Errorf("AF_PACKET: bind %s: %w", opts.Device, err)
@@ -68,7 +66,7 @@ func (e *Endpoint) setup(fd int) error {
 
 // openTx opens the send socket (see Endpoint, Datapath): bound to the
 // interface for protocol 0, so that the kernel queues nothing to it, with
-// the receive socket's virtio_net_hdr and send buffer. It is created
+// the receive socket's virtio_net_hdr and Options.WriteBuffer. It is created
 // blocking, so that os.NewFile leaves it out of the runtime poller, and
 // made non-blocking after (mmsg.SendAll needs that).
 func (e *Endpoint) openTx() (*os.File, syscall.RawConn, error) {

@@ -129,7 +129,7 @@ func (t *Transport) WriteBatch(pkts []link.Packet) (int, error) {
 	s.resetResult()
 	n := len(t.srcRCs)
 	if n == 0 {
-		t.writeRun(s, t.rc, true, pkts)
+		t.writeRun(s, t.rc, pkts)
 		return t.finishWrite(s)
 	}
 	for p := 0; p < len(pkts); {
@@ -138,11 +138,11 @@ func (t *Transport) WriteBatch(pkts []link.Packet) (int, error) {
 		for q < len(pkts) && srcSockIndex(pkts[q].SrcPort, n) == k {
 			q++
 		}
-		rc, polled := t.rc, true
+		rc := t.rc
 		if k >= 0 {
-			rc, polled = t.srcRCs[k], false
+			rc = t.srcRCs[k]
 		}
-		if !t.writeRun(s, rc, polled, pkts[p:q]) {
+		if !t.writeRun(s, rc, pkts[p:q]) {
 			break
 		}
 		p = q
@@ -174,11 +174,10 @@ func (s *udpSender) fail(err error, dst netip.AddrPort, n int) {
 	s.errs += n
 }
 
-// writeRun sends pkts on the socket rc, adding to the results in s; polled
-// says whether rc is in the runtime poller (the source-port sockets are
-// not: see openSourcePorts). It returns false if the socket is closed or
-// broken (s.stopErr): the rest of the batch is not attempted.
-func (t *Transport) writeRun(s *udpSender, rc syscall.RawConn, polled bool, pkts []link.Packet) bool {
+// writeRun sends pkts on the socket rc, adding to the results in s. It
+// returns false if the socket is closed or broken (s.stopErr): the rest of
+// the batch is not attempted.
+func (t *Transport) writeRun(s *udpSender, rc syscall.RawConn, pkts []link.Packet) bool {
 	s.scanned = 0
 	noGSOUntil := 0
 	p := 0
@@ -189,11 +188,12 @@ func (t *Transport) writeRun(s *udpSender, rc syscall.RawConn, polled bool, pkts
 			s.i, s.n, s.errno, s.blocked = i, nm, 0, false
 			// Try without holding the fd's write lock, so concurrent
 			// WriteBatch calls overlap; if the socket buffer is full,
-			// retry under RawConn.Write, which waits for writability, or
-			// wait with poll(2) and go round again.
+			// retry under RawConn.Write, which waits for writability;
+			// a source-port socket is not in the runtime poller (see
+			// openSourcePorts): wait with poll(2) and go round again.
 			werr := rc.Control(s.controlFn)
 			if werr == nil && s.blocked {
-				if polled {
+				if rc == t.rc {
 					werr = rc.Write(s.writeFn)
 				} else {
 					werr = rc.Control(s.waitFn)
