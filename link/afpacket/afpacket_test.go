@@ -380,6 +380,32 @@ func (env *afpEnv) readB(tb testing.TB, n int) [][]byte {
 	return got
 }
 
+// warmUp sends B one datagram and reads it, so that B's address is
+// resolved before a test counts frames. That datagram waited for ARP and
+// left from the goroutine that handled the reply, which counts it only after
+// sendmmsg returns, possibly after B has read it. warmUp therefore also waits
+// until it is counted, so that its count cannot fall into the test's. Only a
+// frame sent with NEEDS_CSUM can be told apart (TxFrames also counts ARP and
+// the stack's own reports), so without tx-csum there is nothing to wait for,
+// and no test counts such frames then.
+func (env *afpEnv) warmUp(tb testing.TB) {
+	tb.Helper()
+	csum, off0 := env.ep.txCsum.Load(), env.ep.Stats().TxChecksumOffloaded
+	warm := env.packets([][]byte{afpPayload(999, 64)})
+	if n, err := env.tr.WriteBatch(warm); n != 1 || err != nil {
+		tb.Fatalf("WriteBatch: %d, %v", n, err)
+	}
+	releasePackets(warm)
+	env.readB(tb, 1)
+	deadline := time.Now().Add(10 * time.Second)
+	for csum && env.ep.Stats().TxChecksumOffloaded == off0 {
+		if time.Now().After(deadline) {
+			tb.Fatal("the warm-up datagram reached B but was never counted as sent with NEEDS_CSUM")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // csumErrors returns B's UDP InCsumErrors counter (IPv4 and IPv6).
 func (env *afpEnv) csumErrors(tb testing.TB) int {
 	tb.Helper()
@@ -410,13 +436,7 @@ func (env *afpEnv) csumErrors(tb testing.TB) int {
 // one by one (sizes differ), a run of equal ones as one job, and kernel →
 // netstack.
 func (env *afpEnv) exchange(t *testing.T, wantGSO bool) {
-	// Resolve B first, so that counters below count only the test traffic.
-	warm := env.packets([][]byte{afpPayload(999, 64)})
-	if n, err := env.tr.WriteBatch(warm); n != 1 || err != nil {
-		t.Fatalf("WriteBatch: %d, %v", n, err)
-	}
-	releasePackets(warm)
-	env.readB(t, 1)
+	env.warmUp(t)
 
 	// Datagrams of different sizes: one by one, checksum offloaded if
 	// the endpoint can.
@@ -559,12 +579,7 @@ func (afpForceJobs) UDPSegmentation() (int, bool) { return 64, true }
 func TestPacketEndpointSoftwareSegmentation(t *testing.T) {
 	env := newAFPEnvSegmenter(t, Options{}, false, afpForceJobs{})
 	env.ep.udpGSO.Store(false)
-	warm := env.packets([][]byte{afpPayload(999, 64)})
-	if _, err := env.tr.WriteBatch(warm); err != nil {
-		t.Fatal(err)
-	}
-	releasePackets(warm)
-	env.readB(t, 1)
+	env.warmUp(t)
 	for _, csum := range []bool{true, false} {
 		if csum && !env.ep.txCsum.Load() {
 			continue
@@ -614,12 +629,7 @@ func TestPacketEndpointGSORefused(t *testing.T) {
 	if !env.ep.Offloads().Has(link.OffloadUDPGSO) {
 		t.Skip("udp-gso not accepted by this kernel")
 	}
-	warm := env.packets([][]byte{afpPayload(999, 64)})
-	if _, err := env.tr.WriteBatch(warm); err != nil {
-		t.Fatal(err)
-	}
-	releasePackets(warm)
-	env.readB(t, 1)
+	env.warmUp(t)
 	var payloads [][]byte
 	for i := 0; i < 300; i++ {
 		payloads = append(payloads, afpPayload(i, 16))

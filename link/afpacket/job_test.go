@@ -24,6 +24,7 @@ func TestPacketEndpointTunnelJobs(t *testing.T) {
 	if _, ok := env.ep.TunnelSegmentation(); !ok {
 		t.Skip("no UDP GSO on AF_PACKET")
 	}
+	env.warmUp(t)
 	for _, c := range []struct{ gso, csum bool }{{true, true}, {false, true}, {false, false}} {
 		t.Run(fmt.Sprintf("gso=%v/csum=%v", c.gso, c.csum), func(t *testing.T) {
 			env.ep.udpGSO.Store(c.gso)
