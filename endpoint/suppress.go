@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"sort"
+	"sync/atomic"
 
 	"github.com/gnv-project/gnv/internal/csum"
 	"gvisor.dev/gvisor/pkg/buffer"
@@ -129,8 +130,7 @@ func (e *Endpoint) suppress(pkt *stack.PacketBuffer, linkHdr []byte) bool {
 			return false // gratuitous ARP
 		}
 		if e.fdb.nneigh.Load() != 0 {
-			if mac, ok := e.fdb.neighbor(target); ok && e.reply(arpReply(a[:], mac), header.ARPProtocolNumber) {
-				e.stats.arpSuppressed.Add(1)
+			if mac, ok := e.fdb.neighbor(target); ok && e.reply(arpReply(a[:], mac), header.ARPProtocolNumber, &e.stats.arpSuppressed) {
 				return true
 			}
 		}
@@ -146,8 +146,7 @@ func (e *Endpoint) suppress(pkt *stack.PacketBuffer, linkHdr []byte) bool {
 			return false // duplicate address detection
 		}
 		if e.fdb.nneigh.Load() != 0 {
-			if mac, ok := e.fdb.neighbor(target); ok && e.reply(neighborAdvert(linkHdr, src, target, mac), header.IPv6ProtocolNumber) {
-				e.stats.ndSuppressed.Add(1)
+			if mac, ok := e.fdb.neighbor(target); ok && e.reply(neighborAdvert(linkHdr, src, target, mac), header.IPv6ProtocolNumber, &e.stats.ndSuppressed) {
 				return true
 			}
 		}
@@ -225,15 +224,18 @@ func neighborAdvert(linkHdr []byte, src, target netip.Addr, mac [6]byte) *buffer
 }
 
 // reply injects frame (whose view it takes) into the overlay, as if
-// received, and reports whether it will. The delivery runs on a goroutine
-// of its own: the request may have been sent with locks of the overlay
-// stack's neighbour cache held, which the reply needs.
-func (e *Endpoint) reply(frame *buffer.View, proto tcpip.NetworkProtocolNumber) bool {
+// received, and reports whether it will; if it will, it adds one to
+// counter first, so that nobody sees the answer before its count. The
+// delivery runs on a goroutine of its own: the request may have been sent
+// with locks of the overlay stack's neighbour cache held, which the reply
+// needs.
+func (e *Endpoint) reply(frame *buffer.View, proto tcpip.NetworkProtocolNumber, counter *atomic.Uint64) bool {
 	if e.replies.Add(1) > maxReplies {
 		e.replies.Add(-1)
 		frame.Release()
 		return false
 	}
+	counter.Add(1)
 	e.replyWG.Add(1)
 	go func() {
 		defer e.replyWG.Done()
