@@ -167,6 +167,12 @@ func TestConnect(t *testing.T) {
 			t.Errorf("CONNECT %s: %d bytes, %v: content differs", dst, len(body), err)
 		}
 	}
+	// The relay counts a chunk after writing it, so the last one may still
+	// be uncounted when the client has it; a connection stops being
+	// active only after its relay has counted everything.
+	if !proxytest.Wait(5*time.Second, func() bool { return f.srv.Stats().Active == 0 }) {
+		t.Fatalf("connections still active: %+v", f.srv.Stats())
+	}
 	st := f.srv.Stats()
 	if st.Replies[socks5.Succeeded] != 3 || st.FromTarget < 3000000 {
 		t.Errorf("stats %+v", st)
