@@ -349,7 +349,13 @@ func TestManualClock(t *testing.T) {
 		_, err := hs.Hosts[0].Tunnel.Ping(ctx, hs.Hosts[1].Overlay4, 1, 8)
 		done <- err
 	}()
-	// Without advancing the clock, nothing crosses the fabric.
+	// Without advancing the clock, nothing crosses the fabric: the request
+	// waits in it (however long the ping takes to send it), and no reply
+	// comes.
+	deadline := time.Now().Add(10 * time.Second)
+	for hs.Fabric.Stats().Delayed == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
 	select {
 	case err := <-done:
 		t.Fatalf("ping finished without the clock advancing: %v", err)
