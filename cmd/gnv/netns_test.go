@@ -199,7 +199,12 @@ func TestNetnsVLANAndTwoVNIs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dump.Process.Kill()
-	time.Sleep(500 * time.Millisecond)
+	// The frame is sent once: wait until tcpdump says it is capturing.
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(dumpOut.String(), "listening on"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("tcpdump did not start capturing; it said:\n%s", dumpOut.String())
+		}
+	}
 	frame := append([]byte{}, dstMAC...)
 	frame = append(frame, 0x02, 0, 0, 0, 0x42, 0x42, 0x81, 0x00, 0x00, 42, 0x88, 0xb5) // src, 802.1Q, VLAN 42, local experimental type
 	frame = append(frame, []byte("vlan pass-through test payload, padded to the minimum")...)
@@ -260,7 +265,9 @@ func TestNetnsRestartKeepsMAC(t *testing.T) {
 	upA.stop()
 	gnvUp(t, a, 1, append(argsA, "--mac", other)...)
 	var neigh string
-	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	// Nothing else makes the peer look again within this time: its entry
+	// stays reachable for 15 to 45 s unless the gratuitous ARP moves it.
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if neigh = b.MustRun(t, "ip", "neigh", "show", "10.9.0.1", "dev", "gnv0"); strings.Contains(neigh, other) {
 			break
 		}

@@ -17,9 +17,19 @@ import (
 // record, and counts the Geneve datagrams of vni in it.
 func geneveRecords(t *testing.T, path string, vni uint32) int {
 	t.Helper()
-	lt, pkts, err := pcap.ReadFile(path)
+	n, err := countGeneveRecords(path, vni)
 	if err != nil {
 		t.Fatalf("reading the capture: %v", err)
+	}
+	return n
+}
+
+// countGeneveRecords counts the Geneve datagrams of VNI vni in the capture
+// at path.
+func countGeneveRecords(path string, vni uint32) (int, error) {
+	lt, pkts, err := pcap.ReadFile(path)
+	if err != nil {
+		return 0, err
 	}
 	n := 0
 	for _, p := range pkts {
@@ -29,7 +39,7 @@ func geneveRecords(t *testing.T, path string, vni uint32) int {
 			}
 		}
 	}
-	return n
+	return n, nil
 }
 
 // TestPcapWhileRunning runs gnv up --pcap as a process: its capture can be
@@ -90,14 +100,31 @@ func TestPcapWhileRunning(t *testing.T) {
 		}
 	}
 
+	// The capture is flushed every pcapFlushInterval; wait for the records
+	// rather than for a time, so a loaded machine cannot fail the test.
+	// A read may also meet a flush half written: that is retried too.
+	waitRecords := func(want int) int {
+		var n int
+		var err error
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			if n, err = countGeneveRecords(path, 7); err == nil && n >= want {
+				break
+			}
+		}
+		if err != nil {
+			t.Fatalf("reading the capture while gnv runs: %v", err)
+		}
+		return n
+	}
 	pings(1)
-	time.Sleep(pcapFlushInterval + 700*time.Millisecond)
-	if n := geneveRecords(t, path, 7); n < 10 {
+	if n := waitRecords(10); n < 10 {
 		t.Errorf("while running: %d Geneve datagrams in the capture, want the 5 echo requests and 5 replies at least", n)
 	}
 
 	pings(6)
-	time.Sleep(pcapFlushInterval + 700*time.Millisecond)
+	if n := waitRecords(20); n < 20 {
+		t.Errorf("while running: %d Geneve datagrams in the capture, want 20", n)
+	}
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
