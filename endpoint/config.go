@@ -214,8 +214,10 @@ type Config struct {
 
 	// DisableGRO turns off receive coalescing and receive checksum offload:
 	// the overlay stack then validates every inner checksum itself, except
-	// those of datagrams built on this host, which may be partial
-	// (link.Datagram.Local). Set it on the endpoints of an overlay stack
+	// those of datagrams built on this host, which may be partial: marked
+	// by the transport (link.Datagram.Local), or, from a kernel socket
+	// that cannot mark them, a TCP checksum field holding exactly the
+	// pseudo-header sum that is not the right checksum. Set it on the endpoints of an overlay stack
 	// that forwards IP between its NICs: gVisor's forwarding copies a
 	// packet without its segmentation offload (stack.GSO), so a coalesced
 	// TCP packet larger than the MTU would leave fragmented (IPv4 without

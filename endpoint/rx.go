@@ -135,7 +135,17 @@ func (e *Endpoint) receive(dg *link.Datagram, h geneve.Header, payload []byte) {
 		// A datagram built on this host may carry partial inner
 		// checksums (see link.Datagram.Local): trusted, as the kernel
 		// trusts them, never checked.
-		if !e.cfg.DisableGRO && !local {
+		switch {
+		case local:
+		case e.cfg.DisableGRO:
+			// The overlay stack checks checksums itself, but it would
+			// drop a partial one that a kernel socket could not mark:
+			// a TCP checksum holding exactly the pseudo-header sum is
+			// checked here, and trusted as local if it is not right.
+			if partialTCP(ip) && checkInner(ip, &l4) == innerInvalid {
+				local = true
+			}
+		default:
 			switch checkInner(ip, &l4) {
 			case innerInvalid:
 				// A transport that cannot tell (a kernel socket) may

@@ -8,6 +8,7 @@ import (
 	"github.com/gnv-project/gnv/endpoint/geneve"
 	"github.com/gnv-project/gnv/link"
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -146,6 +147,55 @@ func TestLocalPartialChecksums(t *testing.T) {
 	}
 	s := e.Stats()
 	if s.RxTunnelJobs != 2 || s.Drops[DropInnerChecksum] != 1 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+// TestLocalPartialChecksumsNoGRO: with GRO off the overlay stack checks
+// inner checksums itself, yet a partial one from this host that a kernel
+// socket could not mark must still arrive trusted (the stack would drop
+// it), whole if it is a super-packet; a bad checksum is left to the stack.
+func TestLocalPartialChecksumsNoGRO(t *testing.T) {
+	e, st, _ := newJobEndpoint(t, Config{VNI: 9, Mode: L3, DisableGRO: true})
+	d := &gsoSink{sink: sink{keep: true}}
+	e.Attach(d)
+	hdr := make([]byte, 8)
+	h := geneve.Header{Protocol: geneve.ProtoIPv4, VNI: 9}
+	if _, err := h.Encode(hdr); err != nil {
+		t.Fatal(err)
+	}
+	src := netip.MustParseAddrPort("192.0.2.2:50000")
+	recv := func(inner []byte) {
+		p := append(append([]byte{}, hdr...), inner...)
+		st.Deliver([]link.Datagram{{Payload: p, Src: src}})
+	}
+	super := partialTCPPacket(30000)
+	small := partialTCPPacket(100)
+	good := partialTCPPacket(100)
+	tcp := header.TCP(good[20:])
+	tcp.SetChecksum(0)
+	tcp.SetChecksum(^checksum.Checksum(good[20:], header.PseudoHeaderChecksum(header.TCPProtocolNumber,
+		header.IPv4(good).SourceAddress(), header.IPv4(good).DestinationAddress(), uint16(len(good)-20))))
+	bad := partialTCPPacket(100)
+	bad[37] ^= 0x40
+	for _, p := range [][]byte{super, small, good, bad} {
+		recv(p)
+	}
+	if len(d.pkts) != 4 {
+		t.Fatalf("%d packets delivered, want 4", len(d.pkts))
+	}
+	if !bytes.Equal(d.pkts[0], super) || d.gso[0].Type != stack.GSOTCPv4 || !d.validated[0] {
+		t.Errorf("kernel-socket super-packet: gso %+v validated %v", d.gso[0], d.validated[0])
+	}
+	if !bytes.Equal(d.pkts[1], small) || d.gso[1].Type != stack.GSONone || !d.validated[1] {
+		t.Errorf("partial packet: gso %+v validated %v", d.gso[1], d.validated[1])
+	}
+	for i := 2; i < 4; i++ {
+		if d.validated[i] {
+			t.Errorf("packet %d: checksum claimed valid, want it left to the overlay stack", i)
+		}
+	}
+	if s := e.Stats(); s.RxTunnelJobs != 1 || s.Drops[DropInnerChecksum] != 0 {
 		t.Errorf("stats %+v", s)
 	}
 }
