@@ -58,7 +58,11 @@ type overlay struct {
 func tcpipAddr(a netip.Addr) tcpip.Address { return tcpip.AddrFromSlice(a.AsSlice()) }
 
 // newOverlay builds the forwarding overlay. The caller must call close.
-func newOverlay(t testing.TB) *overlay {
+func newOverlay(t testing.TB) *overlay { t.Helper(); return newOverlayGRO(t, true) }
+
+// newOverlayGRO is newOverlay with the endpoints' receive coalescing on or
+// off (Config.DisableGRO).
+func newOverlayGRO(t testing.TB, gro bool) *overlay {
 	t.Helper()
 	o := &overlay{clock: faketime.NewManualClock(), fdbClock: faketime.NewManualClock(), ft: newFakeTransport("192.0.2.1:6081")}
 	var err error
@@ -67,11 +71,11 @@ func newOverlay(t testing.TB) *overlay {
 	}
 	remotes := []netip.Addr{ovlRemote}
 	if o.l2, err = New(o.sock, Config{VNI: ovlL2VNI, Mode: L2, MAC: ovlMAC, Remotes: remotes,
-		FDBMax: ovlFDBMax, AcceptAnySource: true, Clock: o.fdbClock}); err != nil {
+		FDBMax: ovlFDBMax, AcceptAnySource: true, Clock: o.fdbClock, DisableGRO: !gro}); err != nil {
 		t.Fatal(err)
 	}
 	if o.l3, err = New(o.sock, Config{VNI: ovlL3VNI, Mode: L3, Remotes: remotes, AcceptAnySource: true,
-		TTLInherit: true, Clock: o.fdbClock}); err != nil {
+		TTLInherit: true, Clock: o.fdbClock, DisableGRO: !gro}); err != nil {
 		t.Fatal(err)
 	}
 	o.s = stack.New(stack.Options{

@@ -185,16 +185,25 @@ func FuzzReceive(f *testing.F) { fuzzReceive(f, false) }
 // checks; each datagram is accounted for once.
 func FuzzReceiveRun(f *testing.F) { fuzzReceive(f, true) }
 
+// FuzzReceiveNoGRO is FuzzReceiveRun into the same overlay with
+// Config.DisableGRO set on both endpoints, as a forwarding overlay should
+// be: inner checksums are left to the stack, except the partial ones that
+// the endpoint recognises as local.
+func FuzzReceiveNoGRO(f *testing.F) { fuzzReceiveIn(f, true, true) }
+
 // fuzzReceive seeds f and builds the overlay, then runs FuzzReceive (run
 // false) or FuzzReceiveRun.
-func fuzzReceive(f *testing.F, run bool) {
+func fuzzReceive(f *testing.F, run bool) { fuzzReceiveIn(f, run, false) }
+
+// fuzzReceiveIn is fuzzReceive, into an overlay with GRO off if noGRO.
+func fuzzReceiveIn(f *testing.F, run, noGRO bool) {
 	for _, s := range receiveSeeds() {
 		f.Add(s)
 	}
 	for _, s := range captureSeeds(f) {
 		f.Add(s)
 	}
-	o := newOverlay(f)
+	o := newOverlayGRO(f, !noGRO)
 	f.Cleanup(o.close)
 	base := leakcheck.Live() // the stack's own objects (its addresses)
 	peers := map[netip.Addr]bool{}
