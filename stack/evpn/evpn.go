@@ -29,6 +29,10 @@
 //     resolution for remote hosts is answered locally;
 //   - for L3 tunnels, host routes (Type-2 with an address → VTEP).
 //
+// A MAC that moves between this VTEP and others too often (on two hosts at
+// once, or in an L2 loop) is frozen as a duplicate (RFC 7432 §15.1; see
+// Options.DupMACMoves and Speaker.ClearDuplicates).
+//
 // Routes with another encapsulation (VXLAN, MPLS, or none, which means
 // MPLS), with route targets of no attached VNI, or of other route types are
 // ignored and counted. When a peer goes down GoBGP withdraws its routes and
@@ -125,6 +129,15 @@ type Options struct {
 	// LocalInterval is how often the MACs learned behind TAP overlays are
 	// compared with what is advertised; 0 means 1 s.
 	LocalInterval time.Duration
+
+	// Duplicate MAC detection (RFC 7432 §15.1): a MAC that moves between
+	// this VTEP and others DupMACMoves times within DupMACWindow is a
+	// duplicate, and its state is frozen for DupMACFreeze, or until
+	// Speaker.ClearDuplicates when that is 0. DupMACMoves is 2..1000, 0
+	// means 5 and -1 turns detection off; DupMACWindow is 1 s..1 h, 0
+	// means 180 s; DupMACFreeze is 0 or 1 s..24 h.
+	DupMACMoves                int
+	DupMACWindow, DupMACFreeze time.Duration
 
 	// Logger receives the speaker's and GoBGP's messages; nil discards
 	// them.
@@ -302,6 +315,21 @@ func (o *Options) validate() error {
 	if o.LocalInterval == 0 {
 		o.LocalInterval = DefaultLocalInterval
 	}
+	if o.DupMACMoves == 0 {
+		o.DupMACMoves = DefaultDupMACMoves
+	}
+	if o.DupMACMoves != -1 && (o.DupMACMoves < 2 || o.DupMACMoves > 1000) {
+		return fmt.Errorf("evpn: Options.DupMACMoves %d out of range: valid counts are 2..1000 (0: %d, -1: no duplicate detection)", o.DupMACMoves, DefaultDupMACMoves)
+	}
+	if o.DupMACWindow == 0 {
+		o.DupMACWindow = DefaultDupMACWindow
+	}
+	if o.DupMACWindow < time.Second || o.DupMACWindow > time.Hour {
+		return fmt.Errorf("evpn: Options.DupMACWindow %v out of range: valid windows are 1 s..1 h (0: %v)", o.DupMACWindow, DefaultDupMACWindow)
+	}
+	if o.DupMACFreeze != 0 && (o.DupMACFreeze < time.Second || o.DupMACFreeze > 24*time.Hour) {
+		return fmt.Errorf("evpn: Options.DupMACFreeze %v out of range: valid freezes are 1 s..24 h (0: until Speaker.ClearDuplicates)", o.DupMACFreeze)
+	}
 	if nh := o.NextHop.Unmap(); nh.IsValid() && (nh.IsUnspecified() || nh.IsMulticast()) {
 		return fmt.Errorf("evpn: Options.NextHop %v: want this VTEP's unicast underlay address", nh)
 	}
@@ -435,7 +463,8 @@ func (s *Speaker) advertisedSomewhere() bool {
 	return any
 }
 
-// localLoop re-advertises the MACs learned behind TAP overlays.
+// localLoop re-advertises the MACs learned behind TAP overlays, and ends
+// the freezes of duplicate MACs that have run out.
 func (s *Speaker) localLoop(ctx context.Context) {
 	defer close(s.done)
 	t := time.NewTicker(s.opts.LocalInterval)
@@ -444,9 +473,10 @@ func (s *Speaker) localLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case now := <-t.C:
 			s.mu.Lock()
 			for _, v := range s.vnis {
+				v.expireMoves(now)
 				v.pollLocal()
 			}
 			s.mu.Unlock()

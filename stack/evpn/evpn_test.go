@@ -98,13 +98,18 @@ func (r *reflector) established(i int) bool {
 
 // speaker starts client i (1..) of r, then adds it to the reflector, and
 // waits for their session (see reflector).
-func (r *reflector) speaker(t testing.TB, i int, nextHop netip.Addr) *Speaker {
+// Each tune function may change the speaker's options first.
+func (r *reflector) speaker(t testing.TB, i int, nextHop netip.Addr, tune ...func(*Options)) *Speaker {
 	t.Helper()
-	s, err := New(Options{
+	o := Options{
 		ASN: testASN, RouterID: netip.AddrFrom4([4]byte{10, 255, 0, byte(i)}), NextHop: nextHop,
 		Peers:    []Peer{{Address: netip.MustParseAddr("127.0.0.10"), Port: uint16(r.port), LocalAddress: netip.AddrFrom4([4]byte{127, 0, 0, byte(i)})}},
 		HoldTime: 9 * time.Second, KeepaliveInterval: 3 * time.Second, ConnectRetry: time.Second,
-	})
+	}
+	for _, f := range tune {
+		f(&o)
+	}
+	s, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,11 +131,11 @@ func (r *reflector) speaker(t testing.TB, i int, nextHop netip.Addr) *Speaker {
 // speakers starts clients 1..n of r (speaker) with no next hop of their
 // own (a tunnel's VTEP address is used), then settles them all: the way
 // to start several before attaching tunnels (see reflector).
-func (r *reflector) speakers(t testing.TB, n int) []*Speaker {
+func (r *reflector) speakers(t testing.TB, n int, tune ...func(*Options)) []*Speaker {
 	t.Helper()
 	var sps []*Speaker
 	for i := 1; i <= n; i++ {
-		sp := r.speaker(t, i, netip.Addr{})
+		sp := r.speaker(t, i, netip.Addr{}, tune...)
 		t.Cleanup(func() { sp.Close() }) // if a later one fails; Close is idempotent
 		sps = append(sps, sp)
 	}
@@ -368,6 +373,10 @@ func TestOptionsErrors(t *testing.T) {
 		{Options{ASN: 1, RouterID: rid, Peers: peer, HoldTime: time.Second}, "valid hold times are 3..65535 s"},
 		{Options{ASN: 1, RouterID: rid, Peers: peer, HoldTime: 9 * time.Second, KeepaliveInterval: 5 * time.Second}, "valid intervals are 1 s..HoldTime/3"},
 		{Options{ASN: 1, RouterID: rid, Peers: peer, RouteTarget: "nonsense"}, "RouteTarget"},
+		{Options{ASN: 1, RouterID: rid, Peers: peer, DupMACMoves: 1}, "Options.DupMACMoves 1 out of range: valid counts are 2..1000 (0: 5, -1: no duplicate detection)"},
+		{Options{ASN: 1, RouterID: rid, Peers: peer, DupMACMoves: -2}, "Options.DupMACMoves -2 out of range"},
+		{Options{ASN: 1, RouterID: rid, Peers: peer, DupMACWindow: time.Millisecond}, "Options.DupMACWindow 1ms out of range: valid windows are 1 s..1 h (0: 3m0s)"},
+		{Options{ASN: 1, RouterID: rid, Peers: peer, DupMACFreeze: 25 * time.Hour}, "Options.DupMACFreeze 25h0m0s out of range: valid freezes are 1 s..24 h (0: until Speaker.ClearDuplicates)"},
 	} {
 		s, err := New(c.o)
 		if err == nil {

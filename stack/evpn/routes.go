@@ -295,6 +295,10 @@ type vni struct {
 	// Local state.
 	imet  *apiutil.Path
 	local map[[6]byte]*localMAC
+
+	// moves holds the MACs that moved recently, and the duplicates (see
+	// dup.go).
+	moves map[[6]byte]*macMoves
 }
 
 // localMAC is a MAC this VTEP advertises.
@@ -309,7 +313,7 @@ func newVNI(s *Speaker, t *stack.Tunnel) *vni {
 	ep := t.Endpoint()
 	cfg := ep.Config()
 	v := &vni{s: s, t: t, ep: ep, id: cfg.VNI, l3: cfg.Mode == endpoint.L3, learnLocal: cfg.Mode == endpoint.L2 && (t.Device() != nil || t.Switch() != nil),
-		vteps: map[netip.Addr]int{}, macs: map[[6]byte][]*route{}, ips: map[netip.Addr][]*route{}, local: map[[6]byte]*localMAC{}}
+		vteps: map[netip.Addr]int{}, macs: map[[6]byte][]*route{}, ips: map[netip.Addr][]*route{}, local: map[[6]byte]*localMAC{}, moves: map[[6]byte]*macMoves{}}
 	v.rtEC, v.rt = autoRT(s.opts.ASN, v.id)
 	if s.rt != 0 {
 		ec, _ := bgp.ParseRouteTarget(s.opts.RouteTarget)
@@ -423,13 +427,17 @@ func (v *vni) macPaths(mac [6]byte, l *localMAC) []*apiutil.Path {
 
 // setLocal advertises mac (with ips) as behind this VTEP. A MAC that other
 // VTEPs advertise has moved here: its sequence number is one above theirs.
+// A duplicate MAC's advertisement stays as it is while it is frozen.
 func (v *vni) setLocal(mac [6]byte, ips []netip.Addr, fixed bool) {
+	if !fixed && v.frozen(mac) {
+		return
+	}
 	l := v.local[mac]
 	if l == nil {
 		l = &localMAC{fixed: fixed}
 		if rs := v.macs[mac]; len(rs) > 0 && !fixed {
 			l.seq = winner(rs).seq + 1
-			v.s.stats.Moves++
+			defer v.moved(mac) // once its state is set: it may freeze it
 		}
 		v.local[mac] = l
 	} else if slices.Equal(l.ips, ips) {
@@ -537,15 +545,19 @@ func (v *vni) apply(r *route, add bool) {
 
 // resolveMAC sets mac's forwarding entry from the routes for it: none
 // while it is local, else the winning route's VTEP. A local MAC whose
-// remote route beats it has moved away.
+// remote route beats it has moved away. A duplicate MAC's state stays as it
+// is while it is frozen.
 func (v *vni) resolveMAC(mac [6]byte) {
+	if v.frozen(mac) {
+		return
+	}
 	best := winner(v.macs[mac])
 	if l := v.local[mac]; l != nil && best != nil && !l.fixed &&
 		(best.seq > l.seq || best.seq == l.seq && best.vtep.Less(v.s.nextHop)) {
 		delete(v.local, mac)
 		v.withdraw(l.paths...)
 		v.ep.ForgetLocal(net.HardwareAddr(mac[:]))
-		v.s.stats.Moves++
+		defer v.moved(mac) // once its state is set: it may freeze it
 	}
 	if v.l3 {
 		return

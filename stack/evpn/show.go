@@ -25,6 +25,9 @@ type Stats struct {
 	// Moves counts MAC mobility events: a MAC that moved here from another
 	// VTEP, or away from here.
 	Moves uint64
+	// DuplicateMACs counts the MACs found to be duplicates (moving too
+	// often: Options.DupMACMoves).
+	DuplicateMACs uint64
 }
 
 // PeerInfo is a BGP neighbour as Show reports it.
@@ -52,6 +55,17 @@ type VNIInfo struct {
 	VTEPs []netip.Addr
 	// Remote are the MACs other VTEPs advertise (the winning route each).
 	Remote []MACInfo
+	// Duplicates are the MACs frozen as duplicates (see
+	// Speaker.ClearDuplicates).
+	Duplicates []DuplicateInfo
+}
+
+// DuplicateInfo is a MAC frozen as a duplicate.
+type DuplicateInfo struct {
+	MAC   net.HardwareAddr
+	Since time.Time
+	// Until is when the freeze ends; zero means when it is cleared.
+	Until time.Time
 }
 
 // MACInfo is one MAC of a VNI.
@@ -126,9 +140,19 @@ func (s *Speaker) Show() Snapshot {
 			slices.SortFunc(mi.IPs, netip.Addr.Compare)
 			vi.Remote = append(vi.Remote, mi)
 		}
+		for mac, m := range v.moves {
+			if !m.dupSince.IsZero() {
+				d := DuplicateInfo{MAC: net.HardwareAddr(slices.Clone(mac[:])), Since: m.dupSince}
+				if s.opts.DupMACFreeze > 0 {
+					d.Until = m.dupSince.Add(s.opts.DupMACFreeze)
+				}
+				vi.Duplicates = append(vi.Duplicates, d)
+			}
+		}
 		byMAC := func(a, b MACInfo) int { return strings.Compare(string(a.MAC), string(b.MAC)) }
 		slices.SortFunc(vi.Local, byMAC)
 		slices.SortFunc(vi.Remote, byMAC)
+		slices.SortFunc(vi.Duplicates, func(a, b DuplicateInfo) int { return strings.Compare(string(a.MAC), string(b.MAC)) })
 		slices.SortFunc(vi.VTEPs, netip.Addr.Compare)
 		snap.VNIs = append(snap.VNIs, vi)
 	}
@@ -154,10 +178,17 @@ func (sn Snapshot) String() string {
 		for _, m := range v.Remote {
 			fmt.Fprintf(&b, "  remote %s%s via %s seq %d\n", m.MAC, ipList(m.IPs), m.VTEP, m.Seq)
 		}
+		for _, d := range v.Duplicates {
+			until := "until cleared"
+			if !d.Until.IsZero() {
+				until = "until " + d.Until.Format(time.RFC3339)
+			}
+			fmt.Fprintf(&b, "  duplicate %s frozen since %s, %s\n", d.MAC, d.Since.Format(time.RFC3339), until)
+		}
 	}
 	st := sn.Stats
-	fmt.Fprintf(&b, "routes received %d withdrawn %d, ignored: encapsulation %d route-target %d type %d, mac moves %d\n",
-		st.Received, st.Withdrawn, st.IgnoredEncap, st.IgnoredRT, st.IgnoredType, st.Moves)
+	fmt.Fprintf(&b, "routes received %d withdrawn %d, ignored: encapsulation %d route-target %d type %d, mac moves %d, duplicate macs %d\n",
+		st.Received, st.Withdrawn, st.IgnoredEncap, st.IgnoredRT, st.IgnoredType, st.Moves, st.DuplicateMACs)
 	return b.String()
 }
 
