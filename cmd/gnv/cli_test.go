@@ -84,6 +84,11 @@ func TestCLIConventions(t *testing.T) {
 		{args: []string{"fdb", "add", "nomac", "192.0.2.9"}, code: 2, stderr: []string{`MAC "nomac"`}},
 		{args: []string{"fdb", "add", "02:00:00:00:00:01", "nowhere"}, code: 2, stderr: []string{`REMOTE "nowhere"`}},
 		{args: []string{"fdb", "del", "00:00:00:00:00:00"}, code: 2, stderr: []string{"MAC 00:00:00:00:00:00 is the zero address"}},
+		{args: []string{"evpn", "--help"}, stdout: []string{"usage: gnv evpn show", "gnv evpn clear-duplicates [MAC]", "--evpn-dup-moves"}},
+		{args: []string{"evpn", "frob"}, code: 2, stderr: []string{"the commands are: gnv evpn show", "gnv evpn clear-duplicates [MAC]"}},
+		{args: []string{"evpn", "clear-duplicates", "nomac"}, code: 2, stderr: []string{`MAC "nomac"`}},
+		{args: []string{"evpn", "clear-duplicates", "02:00:00:00:00:01", "extra"}, code: 2, stderr: []string{"the commands are"}},
+		{args: up("--evpn-dup-moves", "3"), code: 2, stderr: []string{"--evpn-dup-moves, --evpn-dup-window and --evpn-dup-freeze need --evpn-asn"}},
 
 		{args: []string{"up", "--bogus"}, code: 2, stderr: []string{"gnv up: unknown flag: --bogus", "gnv up --help"}},
 		{args: []string{"up", "--remote", "192.0.2.2"}, code: 2, stderr: []string{"--vni is required"}},

@@ -255,7 +255,11 @@ func handleControl(w io.Writer, f []string, inst *instance) error {
 		}
 		return fmt.Errorf("fdb %q: valid commands are show, add, del, flush and flushall", arg(1))
 	case "evpn":
-		return handleEVPNControl(w, arg(1), inst.ifaces)
+		var rest []string
+		if len(f) > 3 {
+			rest = f[3:]
+		}
+		return handleEVPNControl(w, arg(1), rest, inst.ifaces)
 	case "forward", "expose":
 		name := arg(2)
 		if name == "-" {
@@ -313,7 +317,7 @@ func ctlMain(cmd string, args []string, stdout, stderr io.Writer) int {
 		case "fdb":
 			fmt.Fprint(fs.Output(), "usage: gnv fdb show|flush|flushall [flags]\n       gnv fdb add MAC REMOTE[:PORT] [flags]\n       gnv fdb del MAC [flags]\n\nflush removes the learned entries, flushall the static ones too (vxlan(4)'s meanings).\nMAC is a unicast Ethernet address, REMOTE an underlay address of the interface's family.\n\nflags:\n")
 		case "evpn":
-			fmt.Fprint(fs.Output(), "usage: gnv evpn show [flags]\n\nThe BGP EVPN speaker of a running gnv up (--evpn-asn): its peers with state,\nuptime and routes in and out, and the routes of each VNI.\n\nflags:\n")
+			fmt.Fprint(fs.Output(), "usage: gnv evpn show [flags]\n       gnv evpn clear-duplicates [MAC] [flags]\n\nThe BGP EVPN speaker of a running gnv up (--evpn-asn). show: its peers with\nstate, uptime and routes in and out, the routes of each VNI, and the MACs\nfrozen as duplicates (moving between VTEPs too often: --evpn-dup-moves).\nclear-duplicates ends the freeze of MAC, or of every duplicate.\n\nflags:\n")
 		default:
 			fmt.Fprint(fs.Output(), "usage: gnv stats [flags]\n\nflags:\n")
 		}
@@ -382,10 +386,19 @@ func ctlMain(cmd string, args []string, stdout, stderr io.Writer) int {
 		if *asJSON {
 			return fail(fmt.Errorf("--json goes with show, stats and fdb show"))
 		}
-		if fs.NArg() != 1 || fs.Arg(0) != "show" {
-			return fail(errors.New("the command is: gnv evpn show [--name NAME] [--control PATH] (BGP peers and EVPN routes per VNI)"))
+		switch {
+		case fs.NArg() == 1 && fs.Arg(0) == "show":
+			req = []string{"evpn", "show", iface}
+		case fs.NArg() >= 1 && fs.NArg() <= 2 && fs.Arg(0) == "clear-duplicates":
+			req = append([]string{"evpn", "clear-duplicates", iface}, fs.Args()[1:]...)
+			if fs.NArg() == 2 {
+				if _, err := parseUnicastMAC("MAC", fs.Arg(1)); err != nil {
+					return fail(err)
+				}
+			}
+		default:
+			return fail(errors.New("the commands are: gnv evpn show (BGP peers and EVPN routes per VNI) and gnv evpn clear-duplicates [MAC] (end the freeze of duplicate MACs), with [--name NAME] [--control PATH]"))
 		}
-		req = []string{"evpn", "show", iface}
 	case "forward", "expose":
 		if *asJSON {
 			return fail(fmt.Errorf("--json goes with show, stats and fdb show"))

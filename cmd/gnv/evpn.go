@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net"
 	"net/netip"
 	"strings"
 	"time"
@@ -27,6 +28,9 @@ type evpnFlags struct {
 	hold      int
 	keepalive int
 	strictV6  bool
+	dupMoves  int
+	dupWindow int
+	dupFreeze int
 }
 
 func addEVPNFlags(fs *pflag.FlagSet, e *evpnFlags) {
@@ -37,6 +41,9 @@ func addEVPNFlags(fs *pflag.FlagSet, e *evpnFlags) {
 	fs.IntVar(&e.hold, "evpn-hold", 90, "BGP hold time in seconds, 3..65535: a peer silent this long is down and its routes go")
 	fs.BoolVar(&e.strictV6, "evpn-strict-ipv6", false, "with an IPv6 VTEP address, send the Type-3 route as the RFCs have it (IPv6 originating router and PMSI tunnel identifier); by default it names the router ID and has no PMSI tunnel attribute, which FRR 8.4 needs")
 	fs.IntVar(&e.keepalive, "evpn-keepalive", 0, "BGP keepalive interval in seconds, 1..hold/3 (default: hold/3, at most 30)")
+	fs.IntVar(&e.dupMoves, "evpn-dup-moves", evpn.DefaultDupMACMoves, "duplicate MAC detection (RFC 7432 15.1): a MAC that moves between this VTEP and others this many times within --evpn-dup-window is frozen as a duplicate, 2..1000; 0 turns detection off")
+	fs.IntVar(&e.dupWindow, "evpn-dup-window", int(evpn.DefaultDupMACWindow/time.Second), "duplicate MAC detection window in seconds, 1..3600")
+	fs.IntVar(&e.dupFreeze, "evpn-dup-freeze", 0, "how long a duplicate MAC stays frozen, in seconds, 1..86400; 0: until gnv evpn clear-duplicates")
 }
 
 // evpnPlan validates the flags into the speaker's options; nil when
@@ -46,6 +53,9 @@ func (e *evpnFlags) plan(local netip.Addr) (*evpn.Options, error) {
 	if e.asn == 0 {
 		if len(e.peers) > 0 || e.routerID != "" || e.rt != "" || e.strictV6 {
 			return nil, fmt.Errorf("--evpn-peer, --evpn-router-id, --evpn-rt and --evpn-strict-ipv6 need --evpn-asn: the AS the BGP EVPN speaker runs in")
+		}
+		if e.dupMoves != evpn.DefaultDupMACMoves || e.dupWindow != int(evpn.DefaultDupMACWindow/time.Second) || e.dupFreeze != 0 {
+			return nil, fmt.Errorf("--evpn-dup-moves, --evpn-dup-window and --evpn-dup-freeze need --evpn-asn: the AS the BGP EVPN speaker runs in")
 		}
 		return nil, nil
 	}
@@ -100,6 +110,22 @@ func (e *evpnFlags) plan(local netip.Addr) (*evpn.Options, error) {
 		}
 		o.KeepaliveInterval = time.Duration(e.keepalive) * time.Second
 	}
+	switch {
+	case e.dupMoves == 0:
+		o.DupMACMoves = -1
+	case e.dupMoves < 2 || e.dupMoves > 1000:
+		return nil, fmt.Errorf("--evpn-dup-moves %d out of range: valid counts are 2..1000 (0: no duplicate MAC detection)", e.dupMoves)
+	default:
+		o.DupMACMoves = e.dupMoves
+	}
+	if e.dupWindow < 1 || e.dupWindow > 3600 {
+		return nil, fmt.Errorf("--evpn-dup-window %d out of range: valid windows are 1..3600 seconds", e.dupWindow)
+	}
+	o.DupMACWindow = time.Duration(e.dupWindow) * time.Second
+	if e.dupFreeze < 0 || e.dupFreeze > 86400 {
+		return nil, fmt.Errorf("--evpn-dup-freeze %d out of range: valid freezes are 1..86400 seconds (0: until gnv evpn clear-duplicates)", e.dupFreeze)
+	}
+	o.DupMACFreeze = time.Duration(e.dupFreeze) * time.Second
 	return o, nil
 }
 
@@ -126,16 +152,38 @@ func startEVPN(o *evpn.Options, ifaces []*runningIface, log *slog.Logger) (*evpn
 	return sp, nil
 }
 
-// handleEVPNControl answers "evpn show NAME".
-func handleEVPNControl(w io.Writer, op string, ifaces []*runningIface) error {
-	if op != "show" {
-		return fmt.Errorf("evpn %q: the command is show", op)
-	}
+// handleEVPNControl answers "evpn show NAME" and "evpn clear-duplicates
+// NAME [MAC]".
+func handleEVPNControl(w io.Writer, op string, args []string, ifaces []*runningIface) error {
+	var sp *evpn.Speaker
 	for _, ri := range ifaces {
 		if ri.evpn != nil {
-			fmt.Fprint(w, ri.evpn.Show())
-			return nil
+			sp = ri.evpn
+			break
 		}
+	}
+	switch op {
+	case "show":
+		if sp == nil {
+			break
+		}
+		fmt.Fprint(w, sp.Show())
+		return nil
+	case "clear-duplicates":
+		var mac net.HardwareAddr
+		if len(args) > 0 {
+			var err error
+			if mac, err = parseUnicastMAC("MAC", args[0]); err != nil {
+				return err
+			}
+		}
+		if sp == nil {
+			break
+		}
+		fmt.Fprintf(w, "cleared %d duplicate MAC(s)\n", sp.ClearDuplicates(mac))
+		return nil
+	default:
+		return fmt.Errorf("evpn %q: the commands are show and clear-duplicates", op)
 	}
 	return fmt.Errorf("this gnv up runs no BGP EVPN control plane (see --evpn-asn)")
 }

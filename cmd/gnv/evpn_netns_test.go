@@ -296,7 +296,15 @@ addr = 10.200.0.%[1]d/24
 		})
 	}
 	t.Logf("converged in %v", time.Since(start))
-	t.Logf("gnv evpn show on host 1:\n%s", ctl(t, procs[0], "evpn", "show"))
+	show := ctl(t, procs[0], "evpn", "show")
+	t.Logf("gnv evpn show on host 1:\n%s", show)
+	// No MAC moves here, so nothing is a duplicate and nothing to clear.
+	if !strings.Contains(show, "duplicate macs 0") {
+		t.Errorf("gnv evpn show: no duplicate MAC count")
+	}
+	if out := ctl(t, procs[0], "evpn", "clear-duplicates"); out != "cleared 0 duplicate MAC(s)\n" {
+		t.Errorf("gnv evpn clear-duplicates: %q", out)
+	}
 
 	// FRR holds every gnv's Type-2 and Type-3 routes.
 	routes := rr.vtysh(t, "show bgp l2vpn evpn")

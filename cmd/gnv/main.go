@@ -6,7 +6,7 @@
 //	gnv stats          print a running interface's counters
 //	gnv fdb ...        show or change a running interface's forwarding table
 //	gnv version        print the version
-//	gnv evpn show      the BGP EVPN peers and routes per VNI
+//	gnv evpn ...       the BGP EVPN peers and routes per VNI; clear duplicate MACs
 //	gnv forward ...    list, add or remove host-to-overlay port forwards
 //	gnv expose ...     list, add or remove overlay-to-host port forwards
 //
@@ -91,7 +91,8 @@ commands:
   forward, expose
            list, add or remove port forwards of a running gnv up (netstack
            overlays): host to overlay (forward), overlay to host (expose)
-  evpn     show the BGP EVPN peers and routes of a running gnv up
+  evpn     show the BGP EVPN peers and routes of a running gnv up, or end the
+           freeze of MACs it found to be duplicates (clear-duplicates)
   version  print gnv's version and VCS revision (also --version)
   help     this text; "gnv help COMMAND" is "gnv COMMAND --help"
 
