@@ -262,6 +262,9 @@ func evpnWithFRR(t *testing.T, u evpnUnderlay) {
 		if u.v6 {
 			rid = fmt.Sprintf("evpn-router-id = 10.255.0.%d\n", i)
 		}
+		if i == 1 {
+			rid += "metrics = 127.0.0.1:9464\n" // in host 1's namespace
+		}
 		conf := filepath.Join(t.TempDir(), "gnv.conf")
 		os.WriteFile(conf, []byte(fmt.Sprintf(`underlay = udp
 local = %[2]s
@@ -304,6 +307,33 @@ addr = 10.200.0.%[1]d/24
 	}
 	if out := ctl(t, procs[0], "evpn", "clear-duplicates"); out != "cleared 0 duplicate MAC(s)\n" {
 		t.Errorf("gnv evpn clear-duplicates: %q", out)
+	}
+	// The speaker's metrics: the session, the routes of the l2 VNI, the
+	// counters.
+	mfs := parseMetrics(t, strings.NewReader(hosts[0].MustRun(t, "curl", "-sf", "http://127.0.0.1:9464/metrics")))
+	for _, c := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"gnv_evpn_peer_up", []string{"peer", u.rr}, 1},
+		{"gnv_evpn_vteps", []string{"vni", "100"}, 2},
+		{"gnv_evpn_macs", []string{"vni", "100", "kind", "remote"}, 2},
+		{"gnv_evpn_macs", []string{"vni", "100", "kind", "local"}, 1},
+		{"gnv_evpn_macs", []string{"vni", "100", "kind", "duplicate"}, 0},
+		{"gnv_evpn_duplicate_macs_total", nil, 0},
+	} {
+		if v, ok := value(mfs, c.name, c.labels...); !ok || v != c.want {
+			t.Errorf("%s%v = %v (present %v), want %v", c.name, c.labels, v, ok, c.want)
+		}
+	}
+	if v, ok := value(mfs, "gnv_evpn_routes_received_total"); !ok || v == 0 {
+		t.Errorf("gnv_evpn_routes_received_total = %v (present %v), want some", v, ok)
+	}
+	for _, reason := range []string{"encapsulation", "route_target", "type"} {
+		if _, ok := value(mfs, "gnv_evpn_routes_ignored_total", "reason", reason); !ok {
+			t.Errorf("no gnv_evpn_routes_ignored_total{reason=%q}", reason)
+		}
 	}
 
 	// FRR holds every gnv's Type-2 and Type-3 routes.

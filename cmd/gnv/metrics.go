@@ -136,6 +136,7 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range nicDescs {
 		ch <- d
 	}
+	describeEVPN(ch)
 }
 
 // Collect implements prometheus.Collector: a snapshot of every counter.
@@ -202,6 +203,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		for i, v := range [4]uint64{n.RxFrames, n.RxBytes, n.TxFrames, n.TxBytes} {
 			counter(nicDescs[i], v)
 		}
+	}
+	if len(c.inst.ifaces) > 0 && c.inst.ifaces[0].evpn != nil {
+		collectEVPN(c.inst.ifaces[0].evpn, counter, gauge)
 	}
 }
 

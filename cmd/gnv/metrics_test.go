@@ -25,8 +25,14 @@ func scrape(t *testing.T, inst *instance) map[string]*dto.MetricFamily {
 		b, _ := io.ReadAll(resp.Body)
 		t.Fatalf("GET /metrics: %s\n%s", resp.Status, b)
 	}
+	return parseMetrics(t, resp.Body)
+}
+
+// parseMetrics parses a /metrics page.
+func parseMetrics(t *testing.T, r io.Reader) map[string]*dto.MetricFamily {
+	t.Helper()
 	p := expfmt.NewTextParser(model.UTF8Validation)
-	mfs, err := p.TextToMetricFamilies(resp.Body)
+	mfs, err := p.TextToMetricFamilies(r)
 	if err != nil {
 		t.Fatalf("parsing /metrics: %v", err)
 	}
