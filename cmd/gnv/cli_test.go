@@ -87,6 +87,7 @@ func TestCLIConventions(t *testing.T) {
 		{args: []string{"evpn", "--help"}, stdout: []string{"usage: gnv evpn show", "gnv evpn clear-duplicates [MAC]", "--evpn-dup-moves"}},
 		{args: []string{"evpn", "frob"}, code: 2, stderr: []string{"the commands are: gnv evpn show", "gnv evpn clear-duplicates [MAC]"}},
 		{args: []string{"evpn", "clear-duplicates", "nomac"}, code: 2, stderr: []string{`MAC "nomac"`}},
+		{args: []string{"evpn", "clear-duplicates", "--json"}, code: 2, stderr: []string{"--json goes with show, stats, fdb show and evpn show"}},
 		{args: []string{"evpn", "clear-duplicates", "02:00:00:00:00:01", "extra"}, code: 2, stderr: []string{"the commands are"}},
 		{args: up("--evpn-dup-moves", "3"), code: 2, stderr: []string{"--evpn-dup-moves, --evpn-dup-window and --evpn-dup-freeze need --evpn-asn"}},
 

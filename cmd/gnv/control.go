@@ -304,8 +304,8 @@ func ctlMain(cmd string, args []string, stdout, stderr io.Writer) int {
 	name := fs.String("name", "", nameHelp)
 	control := fs.String("control", "", controlFlagHelp("--name, else gnv0"))
 	asJSON := fs.Bool("json", false, "print JSON (stable snake_case field names; see README) instead of text")
-	if cmd == "fdb" {
-		fs.Lookup("json").Usage = "fdb show: print JSON (stable snake_case field names; see README) instead of text"
+	if cmd == "fdb" || cmd == "evpn" {
+		fs.Lookup("json").Usage = cmd + " show: print JSON (stable snake_case field names; see README) instead of text"
 	}
 	fs.Usage = func() {
 		switch cmd {
@@ -383,12 +383,14 @@ func ctlMain(cmd string, args []string, stdout, stderr io.Writer) int {
 			req = append(req, "json")
 		}
 	case "evpn":
-		if *asJSON {
-			return fail(fmt.Errorf("--json goes with show, stats and fdb show"))
-		}
 		switch {
 		case fs.NArg() == 1 && fs.Arg(0) == "show":
 			req = []string{"evpn", "show", iface}
+			if *asJSON {
+				req = append(req, "json")
+			}
+		case *asJSON:
+			return fail(fmt.Errorf("--json goes with show, stats, fdb show and evpn show"))
 		case fs.NArg() >= 1 && fs.NArg() <= 2 && fs.Arg(0) == "clear-duplicates":
 			req = append([]string{"evpn", "clear-duplicates", iface}, fs.Args()[1:]...)
 			if fs.NArg() == 2 {
@@ -401,7 +403,7 @@ func ctlMain(cmd string, args []string, stdout, stderr io.Writer) int {
 		}
 	case "forward", "expose":
 		if *asJSON {
-			return fail(fmt.Errorf("--json goes with show, stats and fdb show"))
+			return fail(fmt.Errorf("--json goes with show, stats, fdb show and evpn show"))
 		}
 		op := fs.Arg(0)
 		want, ok := map[string]int{"list": 1, "add": 2, "del": 2}[op]

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -167,7 +168,13 @@ func handleEVPNControl(w io.Writer, op string, args []string, ifaces []*runningI
 		if sp == nil {
 			break
 		}
-		fmt.Fprint(w, sp.Show())
+		sn := sp.Show()
+		if len(args) > 0 && args[0] == "json" {
+			enc := json.NewEncoder(w)
+			enc.SetIndent("", "  ")
+			return enc.Encode(evpnJSON(sn))
+		}
+		fmt.Fprint(w, sn)
 		return nil
 	case "clear-duplicates":
 		var mac net.HardwareAddr
@@ -186,4 +193,98 @@ func handleEVPNControl(w io.Writer, op string, args []string, ifaces []*runningI
 		return fmt.Errorf("evpn %q: the commands are show and clear-duplicates", op)
 	}
 	return fmt.Errorf("this gnv up runs no BGP EVPN control plane (see --evpn-asn)")
+}
+
+// evpnShow is gnv evpn show --json: evpn.Snapshot with stable snake_case
+// names (see the README).
+type evpnShow struct {
+	ASN      uint32         `json:"asn"`
+	RouterID string         `json:"router_id"`
+	VTEP     string         `json:"vtep"`
+	Peers    []evpnPeerShow `json:"peers"`
+	VNIs     []evpnVNIShow  `json:"vnis"`
+	Stats    evpnStatsShow  `json:"stats"`
+}
+
+type evpnPeerShow struct {
+	Address          string `json:"address"`
+	ASN              uint32 `json:"asn"`
+	State            string `json:"state"`
+	UptimeSeconds    int64  `json:"uptime_seconds"`
+	RoutesReceived   uint64 `json:"routes_received"`
+	RoutesAccepted   uint64 `json:"routes_accepted"`
+	RoutesAdvertised uint64 `json:"routes_advertised"`
+}
+
+type evpnVNIShow struct {
+	VNI         uint32        `json:"vni"`
+	RD          string        `json:"rd"`
+	RouteTarget string        `json:"route_target"`
+	Local       []evpnMACShow `json:"local"`
+	VTEPs       []string      `json:"vteps"`
+	Remote      []evpnMACShow `json:"remote"`
+	Duplicates  []evpnDupShow `json:"duplicates"`
+}
+
+type evpnMACShow struct {
+	MAC  string   `json:"mac"`
+	IPs  []string `json:"ips"`
+	VTEP string   `json:"vtep,omitempty"` // remote MACs
+	Seq  uint32   `json:"seq"`
+}
+
+type evpnDupShow struct {
+	MAC   string     `json:"mac"`
+	Since time.Time  `json:"since"`
+	Until *time.Time `json:"until,omitempty"` // absent: until cleared
+}
+
+type evpnStatsShow struct {
+	RoutesReceived     uint64 `json:"routes_received"`
+	RoutesWithdrawn    uint64 `json:"routes_withdrawn"`
+	IgnoredEncap       uint64 `json:"ignored_encapsulation"`
+	IgnoredRouteTarget uint64 `json:"ignored_route_target"`
+	IgnoredType        uint64 `json:"ignored_type"`
+	MACMoves           uint64 `json:"mac_moves"`
+	DuplicateMACs      uint64 `json:"duplicate_macs"`
+}
+
+func evpnJSON(sn evpn.Snapshot) evpnShow {
+	out := evpnShow{ASN: sn.ASN, RouterID: sn.RouterID.String(), VTEP: sn.NextHop.String(), Peers: []evpnPeerShow{}, VNIs: []evpnVNIShow{},
+		Stats: evpnStatsShow{RoutesReceived: sn.Stats.Received, RoutesWithdrawn: sn.Stats.Withdrawn, IgnoredEncap: sn.Stats.IgnoredEncap,
+			IgnoredRouteTarget: sn.Stats.IgnoredRT, IgnoredType: sn.Stats.IgnoredType, MACMoves: sn.Stats.Moves, DuplicateMACs: sn.Stats.DuplicateMACs}}
+	for _, p := range sn.Peers {
+		out.Peers = append(out.Peers, evpnPeerShow{Address: p.Address.String(), ASN: p.ASN, State: p.State, UptimeSeconds: int64(p.Uptime / time.Second),
+			RoutesReceived: p.Received, RoutesAccepted: p.Accepted, RoutesAdvertised: p.Advertised})
+	}
+	macs := func(ms []evpn.MACInfo) []evpnMACShow {
+		out := []evpnMACShow{}
+		for _, m := range ms {
+			e := evpnMACShow{MAC: m.MAC.String(), IPs: []string{}, Seq: m.Seq}
+			if m.VTEP.IsValid() {
+				e.VTEP = m.VTEP.String()
+			}
+			for _, ip := range m.IPs {
+				e.IPs = append(e.IPs, ip.String())
+			}
+			out = append(out, e)
+		}
+		return out
+	}
+	for _, v := range sn.VNIs {
+		vs := evpnVNIShow{VNI: v.VNI, RD: v.RD, RouteTarget: strings.TrimPrefix(v.RouteTarget, "rt:"), Local: macs(v.Local), VTEPs: []string{},
+			Remote: macs(v.Remote), Duplicates: []evpnDupShow{}}
+		for _, a := range v.VTEPs {
+			vs.VTEPs = append(vs.VTEPs, a.String())
+		}
+		for _, d := range v.Duplicates {
+			e := evpnDupShow{MAC: d.MAC.String(), Since: d.Since}
+			if !d.Until.IsZero() {
+				e.Until = &d.Until
+			}
+			vs.Duplicates = append(vs.Duplicates, e)
+		}
+		out.VNIs = append(out.VNIs, vs)
+	}
+	return out
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -304,6 +305,32 @@ addr = 10.200.0.%[1]d/24
 	// No MAC moves here, so nothing is a duplicate and nothing to clear.
 	if !strings.Contains(show, "duplicate macs 0") {
 		t.Errorf("gnv evpn show: no duplicate MAC count")
+	}
+	var js struct {
+		Peers []struct {
+			Address string `json:"address"`
+			State   string `json:"state"`
+		} `json:"peers"`
+		VNIs []struct {
+			VNI    uint32   `json:"vni"`
+			VTEPs  []string `json:"vteps"`
+			Remote []struct {
+				MAC  string `json:"mac"`
+				VTEP string `json:"vtep"`
+			} `json:"remote"`
+			Duplicates []any `json:"duplicates"`
+		} `json:"vnis"`
+		Stats struct {
+			DuplicateMACs *uint64 `json:"duplicate_macs"`
+		} `json:"stats"`
+	}
+	if err := json.Unmarshal([]byte(ctl(t, procs[0], "evpn", "show", "--json")), &js); err != nil {
+		t.Fatalf("gnv evpn show --json: %v", err)
+	}
+	if len(js.Peers) != 1 || js.Peers[0].Address != u.rr || js.Peers[0].State != "established" || len(js.VNIs) != 2 ||
+		js.VNIs[0].VNI != 100 || len(js.VNIs[0].VTEPs) != 2 || len(js.VNIs[0].Remote) != 2 || js.VNIs[0].Remote[0].VTEP == "" ||
+		js.VNIs[0].Duplicates == nil || js.Stats.DuplicateMACs == nil {
+		t.Errorf("gnv evpn show --json: %+v", js)
 	}
 	if out := ctl(t, procs[0], "evpn", "clear-duplicates"); out != "cleared 0 duplicate MAC(s)\n" {
 		t.Errorf("gnv evpn clear-duplicates: %q", out)
