@@ -60,7 +60,7 @@ func (v *vni) moved(mac [6]byte) {
 		hold = s.opts.DupMACFreeze.String()
 	}
 	s.log.Warn("evpn: duplicate MAC: it moves between VTEPs too often (on two hosts at once, or an L2 loop); its routes are frozen",
-		"vni", v.id, "mac", net.HardwareAddr(mac[:]), "moves", len(m.times), "window", s.opts.DupMACWindow, "frozen for", hold)
+		"vni", v.id, "mac", net.HardwareAddr(mac[:]), "moves", len(m.times), "window", s.opts.DupMACWindow, "freeze", hold)
 }
 
 // recent returns the moves within window of now (reusing m.times).
