@@ -4,6 +4,7 @@ package tuntap_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -171,32 +173,75 @@ func TestDeviceLifecycle(t *testing.T) {
 	}
 }
 
+// TestDevicePersistent attaches to devices made by `ip tuntap add`: a TUN
+// device is refused as TAP; each is left in place by Close, without the
+// addresses New added, with its MTU and MAC back and down as it was found.
 func TestDevicePersistent(t *testing.T) {
 	requireTun(t)
 	ns := netns.New(t, "gnvpers")
 	ns.MustRun(t, "ip", "tuntap", "add", "dev", "gnvp0", "mode", "tun")
+	ns.MustRun(t, "ip", "tuntap", "add", "dev", "gnvp1", "mode", "tap")
+	ns.MustRun(t, "ip", "link", "set", "gnvp1", "address", "02:00:00:00:0a:01", "mtu", "1400")
+	before := map[string]string{}
+	for _, dev := range []string{"gnvp0", "gnvp1"} {
+		before[dev] = linkSummary(t, ns, dev)
+	}
 	err := ns.Do(func() error {
 		_, err := tuntap.New(tuntap.Options{Name: "gnvp0", Mode: tuntap.ModeTAP})
 		if err == nil || !strings.Contains(err.Error(), "is not a TAP device") {
 			return fmt.Errorf("opening a TUN device as TAP: %v", err)
 		}
-		d, err := tuntap.New(tuntap.Options{Name: "gnvp0", Mode: tuntap.ModeTUN, MTU: 1300,
-			Addresses: []netip.Prefix{netip.MustParsePrefix("10.9.9.1/24")}})
-		if err != nil {
-			return err
+		for _, o := range []tuntap.Options{
+			{Name: "gnvp0", Mode: tuntap.ModeTUN, MTU: 1300, Addresses: []netip.Prefix{netip.MustParsePrefix("10.9.9.1/24")}},
+			{Name: "gnvp1", Mode: tuntap.ModeTAP, MTU: 1280, MAC: net.HardwareAddr{2, 0, 0, 0, 0x0a, 0x02},
+				Addresses: []netip.Prefix{netip.MustParsePrefix("10.9.8.1/24")}},
+		} {
+			d, err := tuntap.New(o)
+			if err != nil {
+				return err
+			}
+			if d.Created() {
+				return fmt.Errorf("%s: Created() = true for a persistent device", o.Name)
+			}
+			if got := linkSummary(t, ns, o.Name); got == before[o.Name] || !strings.Contains(got, fmt.Sprintf("mtu %d up", o.MTU)) {
+				return fmt.Errorf("%s while attached: %s", o.Name, got)
+			}
+			if err := d.Close(); err != nil {
+				return err
+			}
 		}
-		if d.Created() {
-			return errors.New("Created() = true for a persistent device")
-		}
-		return d.Close()
+		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := ns.MustRun(t, "ip", "addr", "show", "dev", "gnvp0")
-	if strings.Contains(out, "10.9.9.1") {
-		t.Errorf("Close left the address on the persistent device:\n%s", out)
+	for _, dev := range []string{"gnvp0", "gnvp1"} {
+		if after := linkSummary(t, ns, dev); after != before[dev] {
+			t.Errorf("%s after Close: %s, want it as found: %s", dev, after, before[dev])
+		}
+		if out := ns.MustRun(t, "ip", "addr", "show", "dev", dev); strings.Contains(out, "10.9.") {
+			t.Errorf("Close left the address on the persistent device:\n%s", out)
+		}
 	}
+}
+
+// linkSummary is "mtu N up|down MAC" of the interface dev in ns, from
+// ip -j link.
+func linkSummary(t *testing.T, ns *netns.NS, dev string) string {
+	t.Helper()
+	var links []struct {
+		MTU     int      `json:"mtu"`
+		Flags   []string `json:"flags"`
+		Address string   `json:"address"`
+	}
+	if err := json.Unmarshal([]byte(ns.MustRun(t, "ip", "-j", "link", "show", "dev", dev)), &links); err != nil || len(links) != 1 {
+		t.Fatalf("ip -j link show dev %s: %v", dev, err)
+	}
+	state := "down"
+	if slices.Contains(links[0].Flags, "UP") {
+		state = "up"
+	}
+	return fmt.Sprintf("mtu %d %s %s", links[0].MTU, state, links[0].Address)
 }
 
 // overlaySide is one namespace's half of an overlay: a Geneve endpoint on

@@ -121,8 +121,9 @@ type Options struct {
 	// Name is the interface name, at most 15 bytes. Empty lets the kernel
 	// choose (tap0, tun0, ...). If an interface of that name and kind
 	// exists (a persistent device, e.g. from `ip tuntap add`), it is
-	// attached to and left in place by Close; otherwise it is created and
-	// removed by Close.
+	// attached to and left in place by Close as it was found (on Linux:
+	// its MTU, MAC and up/down state put back, the addresses New added
+	// removed); otherwise it is created and removed by Close.
 	Name string
 
 	// Mode is ModeTAP (for an L2 endpoint) or ModeTUN (for L3).
@@ -402,8 +403,8 @@ func (d *Device) Stats() Stats {
 }
 
 // Close detaches the endpoint, stops the read goroutine and waits for it,
-// and closes the device, which removes it if New created it. For a
-// persistent device it removes the addresses New added instead. It
+// and closes the device, which removes it if New created it. A persistent
+// device it leaves as New found it (see Options.Name). It
 // is safe to call more than once.
 func (d *Device) Close() error {
 	d.once.Do(func() {

@@ -6,8 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net"
-	"net/netip"
 	"os"
 	"sync"
 	"syscall"
@@ -60,7 +58,7 @@ type devSys struct {
 	rc      syscall.RawConn
 	nl      *netdev.Conn // route socket in the device's namespace
 	ifindex int
-	added   []netip.Prefix // addresses New added
+	link    *linkConfig // what New configured, and Close undoes
 
 	wg sync.WaitGroup
 
@@ -167,39 +165,11 @@ func openDevice(opts Options) (_ *Device, err error) {
 	if s.ifindex, err = s.nl.Ifindex(d.name); err != nil {
 		return nil, fmt.Errorf("%s device %s: interface index: %w", mode.kind(), d.name, err)
 	}
-	if mode == ModeTAP {
-		if d.mac, err = s.nl.HWAddr(d.name); err != nil {
-			return nil, fmt.Errorf("%s device %s: hardware address: %w", mode.kind(), d.name, err)
-		}
-		if opts.MAC != nil {
-			d.mac = append(net.HardwareAddr(nil), opts.MAC...)
-		}
+	if s.link, err = configureLink(s.nl, d.name, s.ifindex, opts, existed); err != nil {
+		return nil, err
 	}
-	mtu, err := s.nl.MTU(d.name)
-	if err != nil {
-		return nil, fmt.Errorf("%s device %s: mtu: %w", mode.kind(), d.name, err)
-	}
-	if opts.MTU != 0 {
-		mtu = int(opts.MTU)
-	}
-	var setMAC net.HardwareAddr
-	if mode == ModeTAP {
-		setMAC = opts.MAC
-	}
-	if err := s.nl.SetLink(s.ifindex, uint32(mtu), setMAC, true); err != nil {
-		return nil, netdev.DeviceError("configuring", mode.kind(), d.name, err)
-	}
-	d.mtu.Store(uint32(mtu))
-	for _, p := range opts.Addresses {
-		added, err := s.nl.Addr(unix.RTM_NEWADDR, s.ifindex, p, opts.NoDAD)
-		if err != nil {
-			d.removeAddresses()
-			return nil, netdev.DeviceError("configuring", mode.kind(), d.name, fmt.Errorf("address %s: %w", p, err))
-		}
-		if added {
-			s.added = append(s.added, p)
-		}
-	}
+	d.mac = s.link.mac
+	d.mtu.Store(uint32(s.link.mtu))
 	return d, nil
 }
 
@@ -264,18 +234,6 @@ func (d *Device) setMTU(mtu uint32) error {
 	return nil
 }
 
-// removeAddresses deletes the addresses New added.
-func (d *Device) removeAddresses() error {
-	var errs []error
-	for _, p := range d.sys.added {
-		if _, err := d.sys.nl.Addr(unix.RTM_DELADDR, d.sys.ifindex, p, false); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
-			errs = append(errs, fmt.Errorf("removing address %s from %s: %w", p, d.name, err))
-		}
-	}
-	d.sys.added = nil
-	return errors.Join(errs...)
-}
-
 // start allocates the per-direction buffers and starts the read goroutine.
 func (d *Device) start() {
 	s := &d.sys
@@ -310,7 +268,7 @@ func (d *Device) close() error {
 		s.releaseRead()
 	}
 	if !d.created {
-		err = errors.Join(err, d.removeAddresses())
+		err = errors.Join(err, s.link.undo())
 	}
 	s.nl.Close()
 	return err

@@ -5,8 +5,6 @@ package tuntap
 import (
 	"errors"
 	"fmt"
-	"net"
-	"net/netip"
 	"os"
 	"strconv"
 	"sync"
@@ -33,7 +31,7 @@ type waterLinux struct {
 	kind    string
 	name    string
 	created bool
-	added   []netip.Prefix // addresses New added
+	link    *linkConfig // what New configured, and Close undoes
 }
 
 // openWater is New for BackendWater after validation.
@@ -86,36 +84,10 @@ func openWater(opts Options) (_ *Device, err error) {
 	if h.ifindex, err = h.nl.Ifindex(h.name); err != nil {
 		return nil, fmt.Errorf("%s device %s: interface index: %w", kind, h.name, err)
 	}
-	var mac net.HardwareAddr
-	if opts.Mode == ModeTAP {
-		if mac, err = h.nl.HWAddr(h.name); err != nil {
-			return nil, fmt.Errorf("%s device %s: hardware address: %w", kind, h.name, err)
-		}
-		if opts.MAC != nil {
-			mac = append(net.HardwareAddr(nil), opts.MAC...)
-		}
+	if h.link, err = configureLink(h.nl, h.name, h.ifindex, opts, existed); err != nil {
+		return nil, err
 	}
-	mtu, err := h.nl.MTU(h.name)
-	if err != nil {
-		return nil, fmt.Errorf("%s device %s: mtu: %w", kind, h.name, err)
-	}
-	if opts.MTU != 0 {
-		mtu = int(opts.MTU)
-	}
-	if err := h.nl.SetLink(h.ifindex, uint32(mtu), mac, true); err != nil {
-		return nil, netdev.DeviceError("configuring", kind, h.name, err)
-	}
-	for _, p := range opts.Addresses {
-		added, err := h.nl.Addr(unix.RTM_NEWADDR, h.ifindex, p, opts.NoDAD)
-		if err != nil {
-			h.removeAddresses()
-			return nil, netdev.DeviceError("configuring", kind, h.name, fmt.Errorf("address %s: %w", p, err))
-		}
-		if added {
-			h.added = append(h.added, p)
-		}
-	}
-	return newWaterDevice(opts, ifce, h, h.name, mac, uint32(mtu), h.created), nil
+	return newWaterDevice(opts, ifce, h, h.name, h.link.mac, uint32(h.link.mtu), h.created), nil
 }
 
 // waterDeleted reports whether a read error says that the interface was
@@ -195,20 +167,8 @@ func (h *waterLinux) setMTU(mtu uint32) error {
 func (h *waterLinux) close() error {
 	var err error
 	if !h.created {
-		err = h.removeAddresses()
+		err = h.link.undo()
 	}
 	h.nl.Close()
 	return err
-}
-
-// removeAddresses deletes the addresses New added.
-func (h *waterLinux) removeAddresses() error {
-	var errs []error
-	for _, p := range h.added {
-		if _, err := h.nl.Addr(unix.RTM_DELADDR, h.ifindex, p, false); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
-			errs = append(errs, fmt.Errorf("removing address %s from %s: %w", p, h.name, err))
-		}
-	}
-	h.added = nil
-	return errors.Join(errs...)
 }

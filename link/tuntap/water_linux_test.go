@@ -70,6 +70,7 @@ func TestWaterPersistent(t *testing.T) {
 	requireTun(t)
 	ns := netns.New(t, "gnvwpers")
 	ns.MustRun(t, "ip", "tuntap", "add", "dev", "gnvp0", "mode", "tun")
+	before := linkSummary(t, ns, "gnvp0")
 	err := ns.Do(func() error {
 		fds := tunFds(t)
 		_, err := tuntap.New(tuntap.Options{Name: "gnvp0", Mode: tuntap.ModeTAP, Backend: tuntap.BackendWater})
@@ -97,6 +98,9 @@ func TestWaterPersistent(t *testing.T) {
 	out := ns.MustRun(t, "ip", "-d", "addr", "show", "dev", "gnvp0")
 	if strings.Contains(out, "10.9.9.1") || !strings.Contains(out, "persist on") {
 		t.Errorf("after Close the persistent device should stay, persistent, without the address:\n%s", out)
+	}
+	if after := linkSummary(t, ns, "gnvp0"); after != before {
+		t.Errorf("after Close: %s, want it as found: %s", after, before)
 	}
 }
 

@@ -118,6 +118,15 @@ func (n *Conn) SetLink(index int, mtu uint32, mac net.HardwareAddr, up bool) err
 	return n.request(unix.RTM_NEWLINK, 0, msg)
 }
 
+// SetDown takes interface index down (RTM_NEWLINK clearing IFF_UP).
+func (n *Conn) SetDown(index int) error {
+	msg := make([]byte, unix.SizeofIfInfomsg)
+	ne := binary.NativeEndian
+	ne.PutUint32(msg[4:8], uint32(index))
+	ne.PutUint32(msg[12:16], unix.IFF_UP) // change IFF_UP, to 0
+	return n.request(unix.RTM_NEWLINK, 0, msg)
+}
+
 // SetMaster makes interface index a port of master (a bridge), like
 // `ip link set DEV master BRIDGE`.
 func (n *Conn) SetMaster(index, master int) error {
