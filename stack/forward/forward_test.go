@@ -373,6 +373,91 @@ func TestUDPSessionLimit(t *testing.T) {
 	}
 }
 
+// slowFirstDial is the host network with a first dial that waits for
+// release: a target whose name takes long to resolve, say.
+type slowFirstDial struct {
+	forward.Host
+	once    sync.Once
+	release chan struct{}
+}
+
+func (d *slowFirstDial) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	first := false
+	d.once.Do(func() { first = true })
+	if first {
+		select {
+		case <-d.release:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return d.Host.DialContext(ctx, network, address)
+}
+
+// failingDial is a network whose dials all fail.
+type failingDial struct{ forward.Host }
+
+func (failingDial) DialContext(context.Context, string, string) (net.Conn, error) {
+	return nil, errors.New("no route to the target")
+}
+
+// TestUDPSlowDial: a new UDP client's dial runs on its own, so one that
+// takes long holds up no other client; the datagrams its client sent
+// meanwhile reach the target, in order, once it is done. A dial that
+// fails ends the session and counts what waited as dropped.
+func TestUDPSlowDial(t *testing.T) {
+	pc := proxytest.ListenPacket(t, nil, "127.0.0.1:0")
+	proxytest.ServeUDPEcho(t, pc)
+	dial := &slowFirstDial{release: make(chan struct{})}
+	m := forward.NewManager(forward.Host{}, dial, forward.Options{DialTimeout: 30 * time.Second})
+	defer m.Close()
+	r := addLoopback(t, m, "udp", pc.LocalAddr().String())
+	slow, err := net.Dial("udp", r.Listen.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	for i := range 3 {
+		fmt.Fprintf(slow, "queued %d", i)
+	}
+	waitStats(t, m, r.Key(), "the first client's session dialling", func(s forward.Stats) bool { return s.Active == 1 })
+	fast, err := net.Dial("udp", r.Listen.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fast.Close()
+	if err := proxytest.EchoUDP(fast, "fast", 3); err != nil {
+		t.Fatalf("a client behind a slow dial: %v", err)
+	}
+	close(dial.release)
+	buf := make([]byte, 100)
+	for i := range 3 {
+		_ = slow.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := slow.Read(buf)
+		if want := fmt.Sprintf("queued %d", i); err != nil || string(buf[:n]) != want {
+			t.Fatalf("the slow client's echo %d: %q, %v; want %q", i, buf[:n], err, want)
+		}
+	}
+	if err := proxytest.EchoUDP(slow, "slow", 2); err != nil {
+		t.Fatal(err)
+	}
+	waitStats(t, m, r.Key(), "two sessions", func(s forward.Stats) bool { return s.Connections == 2 && s.Active == 2 && s.DialErrors == 0 })
+
+	// A target nobody can dial: the session ends, its datagrams dropped.
+	bad := forward.NewManager(forward.Host{}, failingDial{}, forward.Options{})
+	defer bad.Close()
+	rb := addLoopback(t, bad, "udp", "192.0.2.1:9")
+	c, err := net.Dial("udp", rb.Listen.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("lost"))
+	waitStats(t, bad, rb.Key(), "the failed dial", func(s forward.Stats) bool {
+		return s.DialErrors == 1 && s.Dropped == 1 && s.Active == 0 && s.Connections == 0
+	})
+}
+
 // TestRemoveClosesConnections: removing a rule closes its listener and
 // the connections it carries, and its goroutines end.
 func TestRemoveClosesConnections(t *testing.T) {

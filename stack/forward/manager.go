@@ -59,7 +59,8 @@ type Stats struct {
 	// DialErrors counts failed dials to the target.
 	DialErrors uint64
 	// Dropped counts UDP datagrams dropped: over the session limit, for
-	// a session whose dial failed, or that could not be sent on.
+	// a session whose dial failed, past the 32 that wait while a new
+	// session's target is dialled, or that could not be sent on.
 	Dropped uint64
 }
 

@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -97,12 +98,20 @@ func (r *rule) handleTCP(c net.Conn) {
 type session struct {
 	key    string
 	client net.Addr
-	conn   net.Conn
 	last   atomic.Int64 // time of the last datagram either way, Unix ns
+
+	// Under the rule's mu: conn is set once the target is dialled and
+	// pending sent; until then the client's datagrams wait in pending.
+	conn    net.Conn
+	pending [][]byte
 }
 
 // maxDatagram is the largest UDP payload.
 const maxDatagram = 65535
+
+// maxPending is how many datagrams of a new client wait while its target
+// is dialled; further ones are dropped and counted.
+const maxPending = 32
 
 // serveUDP reads the clients' datagrams until the socket is closed.
 func (r *rule) serveUDP() {
@@ -120,74 +129,121 @@ func (r *rule) serveUDP() {
 			}
 			return
 		}
-		s := r.session(from)
-		if s == nil {
-			r.stats.dropped.Add(1)
-			continue
-		}
-		if _, err := s.conn.Write(buf[:n]); err != nil {
-			r.stats.dropped.Add(1)
-			r.m.log.Debug("forward: send failed", "rule", r.rule.String(), "target", r.rule.Target, "from", from.String(), "err", err)
-			continue
-		}
-		r.stats.toTarget.Add(uint64(n))
+		r.relay(from, buf[:n])
 	}
 }
 
-// session returns from's session, marked active now, opening one if there
-// is room; nil if there is not, or the dial failed. Marking it under the
-// lock keeps replies from reaping it as idle in between.
-func (r *rule) session(from net.Addr) *session {
+// relay sends a client's datagram p to the target on the client's
+// session. A new client's session dials the target on a goroutine of its
+// own, so that a slow dial (a name to resolve, say) holds up no other
+// client; its datagrams wait in order meanwhile.
+func (r *rule) relay(from net.Addr, p []byte) {
 	key := from.String()
 	r.mu.Lock()
 	s := r.sessions[key]
-	if s != nil {
-		s.last.Store(time.Now().UnixNano())
+	if s == nil {
+		if len(r.sessions) >= r.m.opts.MaxUDPSessions {
+			r.mu.Unlock()
+			r.stats.dropped.Add(1)
+			r.m.log.Debug("forward: too many UDP sessions; datagram dropped", "rule", r.rule.String(), "from", key, "max", r.m.opts.MaxUDPSessions)
+			return
+		}
+		if !r.g.Track(true) { // closing
+			r.mu.Unlock()
+			r.stats.dropped.Add(1)
+			return
+		}
+		s = &session{key: key, client: from}
+		r.sessions[key] = s
+		r.stats.active.Add(1)
+		go r.runSession(s)
 	}
-	full := len(r.sessions) >= r.m.opts.MaxUDPSessions
+	s.last.Store(time.Now().UnixNano())
+	c := s.conn
+	if c == nil {
+		if len(s.pending) < maxPending {
+			s.pending = append(s.pending, bytes.Clone(p))
+		} else {
+			r.stats.dropped.Add(1)
+		}
+		r.mu.Unlock()
+		return
+	}
 	r.mu.Unlock()
-	if s != nil {
-		return s
+	r.send(s, c, p)
+}
+
+// send writes a client's datagram to the target.
+func (r *rule) send(s *session, c net.Conn, p []byte) {
+	if _, err := c.Write(p); err != nil {
+		r.stats.dropped.Add(1)
+		r.m.log.Debug("forward: send failed", "rule", r.rule.String(), "target", r.rule.Target, "from", s.key, "err", err)
+		return
 	}
-	if full {
-		r.m.log.Debug("forward: too many UDP sessions; datagram dropped", "rule", r.rule.String(), "from", key, "max", r.m.opts.MaxUDPSessions)
-		return nil
-	}
+	r.stats.toTarget.Add(uint64(len(p)))
+}
+
+// runSession dials the target for s, sends what its client sent
+// meanwhile, then relays the replies (replies). If the dial fails, the
+// session ends and its datagrams are counted as dropped.
+func (r *rule) runSession(s *session) {
+	defer r.g.Done()
+	defer r.stats.active.Add(^uint64(0))
 	ctx, cancel := context.WithTimeout(r.g.Context(), r.m.opts.DialTimeout)
 	c, err := r.m.dial.DialContext(ctx, "udp", r.rule.Target)
 	cancel()
+	if err == nil && !r.g.Track(false, c) {
+		c.Close()
+		err = errors.New("the rule is closed")
+	}
 	if err != nil {
 		r.stats.dialErrors.Add(1)
-		r.m.log.Debug("forward: dial failed", "rule", r.rule.String(), "target", r.rule.Target, "from", key, "err", err)
-		return nil
+		r.m.log.Debug("forward: dial failed", "rule", r.rule.String(), "target", r.rule.Target, "from", s.key, "err", err)
+		r.mu.Lock()
+		r.forgetLocked(s)
+		r.stats.dropped.Add(uint64(len(s.pending)))
+		s.pending = nil
+		r.mu.Unlock()
+		return
 	}
-	s = &session{key: key, client: from, conn: c}
-	s.last.Store(time.Now().UnixNano())
-	if !r.g.Track(true, c) {
-		c.Close()
-		return nil
-	}
-	r.mu.Lock()
-	r.sessions[key] = s
-	r.mu.Unlock()
 	r.stats.connections.Add(1)
-	r.stats.active.Add(1)
-	go r.replies(s)
-	return s
-}
-
-// replies relays s's replies to its client until s has been idle for the
-// idle timeout, or its socket fails or is closed.
-func (r *rule) replies(s *session) {
-	defer r.g.Done()
-	defer r.stats.active.Add(^uint64(0))
 	defer func() {
 		r.mu.Lock()
-		delete(r.sessions, s.key)
+		r.forgetLocked(s)
 		r.mu.Unlock()
-		r.g.Untrack(s.conn)
-		s.conn.Close()
+		r.g.Untrack(c)
+		c.Close()
 	}()
+	// Send what waited, in order: datagrams that arrive meanwhile join
+	// pending until it is found empty and conn is set.
+	for {
+		r.mu.Lock()
+		batch := s.pending
+		s.pending = nil
+		if len(batch) == 0 {
+			s.conn = c
+			r.mu.Unlock()
+			break
+		}
+		r.mu.Unlock()
+		for _, p := range batch {
+			r.send(s, c, p)
+		}
+	}
+	r.replies(s, c)
+}
+
+// forgetLocked removes s from the sessions, unless its client has a newer
+// one already. r.mu is held.
+func (r *rule) forgetLocked(s *session) {
+	if r.sessions[s.key] == s {
+		delete(r.sessions, s.key)
+	}
+}
+
+// replies relays s's replies from c to its client until s has been idle
+// for the idle timeout, or c fails or is closed.
+func (r *rule) replies(s *session, c net.Conn) {
 	idle := r.m.opts.UDPIdleTimeout
 	buf := make([]byte, maxDatagram)
 	for {
@@ -198,15 +254,15 @@ func (r *rule) replies(s *session) {
 			r.mu.Lock()
 			deadline = time.Unix(0, s.last.Load()).Add(idle)
 			if !time.Now().Before(deadline) {
-				delete(r.sessions, s.key)
+				r.forgetLocked(s)
 				r.mu.Unlock()
 				r.m.log.Debug("forward: UDP session idle", "rule", r.rule.String(), "client", s.key)
 				return
 			}
 			r.mu.Unlock()
 		}
-		_ = s.conn.SetReadDeadline(deadline)
-		n, err := s.conn.Read(buf)
+		_ = c.SetReadDeadline(deadline)
+		n, err := c.Read(buf)
 		if err != nil {
 			if proxyutil.IsTimeout(err) {
 				continue
