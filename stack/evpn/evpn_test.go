@@ -57,15 +57,19 @@ func freePort(t testing.TB) int {
 type reflector struct {
 	bgp  *server.BgpServer
 	port int
+	addr string
 }
 
 // newReflector starts a reflector with no clients; speaker adds them.
-func newReflector(t testing.TB) *reflector {
+func newReflector(t testing.TB) *reflector { t.Helper(); return newReflectorAt(t, "127.0.0.10") }
+
+// newReflectorAt is newReflector on another loopback address.
+func newReflectorAt(t testing.TB, addr string) *reflector {
 	t.Helper()
-	r := &reflector{bgp: server.NewBgpServer(), port: freePort(t)}
+	r := &reflector{bgp: server.NewBgpServer(), port: freePort(t), addr: addr}
 	go r.bgp.Serve()
 	if err := r.bgp.StartBgp(context.Background(), &api.StartBgpRequest{Global: &api.Global{
-		Asn: testASN, RouterId: "127.0.0.10", ListenPort: int32(r.port), ListenAddresses: []string{"127.0.0.10"},
+		Asn: testASN, RouterId: addr, ListenPort: int32(r.port), ListenAddresses: []string{addr},
 	}}); err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +83,7 @@ func (r *reflector) addClient(t testing.TB, i int) {
 	if err := r.bgp.AddPeer(context.Background(), &api.AddPeerRequest{Peer: &api.Peer{
 		Conf:           &api.PeerConf{NeighborAddress: fmt.Sprintf("127.0.0.%d", i), PeerAsn: testASN},
 		Transport:      &api.Transport{PassiveMode: true},
-		RouteReflector: &api.RouteReflector{RouteReflectorClient: true, RouteReflectorClusterId: "127.0.0.10"},
+		RouteReflector: &api.RouteReflector{RouteReflectorClient: true, RouteReflectorClusterId: r.addr},
 		Timers:         &api.Timers{Config: &api.TimersConfig{HoldTime: 9, KeepaliveInterval: 3}},
 		AfiSafis:       []*api.AfiSafi{{Config: &api.AfiSafiConfig{Family: evpnFamily, Enabled: true}}},
 	}}); err != nil {
@@ -103,7 +107,7 @@ func (r *reflector) speaker(t testing.TB, i int, nextHop netip.Addr, tune ...fun
 	t.Helper()
 	o := Options{
 		ASN: testASN, RouterID: netip.AddrFrom4([4]byte{10, 255, 0, byte(i)}), NextHop: nextHop,
-		Peers:    []Peer{{Address: netip.MustParseAddr("127.0.0.10"), Port: uint16(r.port), LocalAddress: netip.AddrFrom4([4]byte{127, 0, 0, byte(i)})}},
+		Peers:    []Peer{{Address: netip.MustParseAddr(r.addr), Port: uint16(r.port), LocalAddress: netip.AddrFrom4([4]byte{127, 0, 0, byte(i)})}},
 		HoldTime: 9 * time.Second, KeepaliveInterval: 3 * time.Second, ConnectRetry: time.Second,
 	}
 	for _, f := range tune {
