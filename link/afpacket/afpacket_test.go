@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,6 +24,7 @@ import (
 	"github.com/gnv-project/gnv/link/qdisc"
 	"github.com/gnv-project/gnv/testutil/leakcheck"
 	"github.com/gnv-project/gnv/testutil/netns"
+	"github.com/gnv-project/gnv/testutil/race"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -952,7 +952,7 @@ func (env *afpEnv) exchangeBrief(tb testing.TB) {
 // TestPacketEndpointAllocs checks that sending a datagram and a job, and
 // receiving, allocate nothing per packet in the steady state.
 func TestPacketEndpointAllocs(t *testing.T) {
-	if afpRaceEnabled() {
+	if race.Enabled {
 		t.Skip("the race detector makes sync.Pool drop items: allocation counts are meaningless")
 	}
 	env := newAFPEnv(t, Options{}, false)
@@ -1066,20 +1066,6 @@ func (env *afpEnv) frameFromB(tb testing.TB, payload []byte) []byte {
 	u := header.UDP(f[l4:])
 	link.FinishChecksum(u[:header.UDPMinimumSize], link.ProtoUDP, header.PseudoHeaderChecksum(udp.ProtocolNumber, src, dst, u.Length()), checksum.Checksum(u.Payload(), 0))
 	return f
-}
-
-// afpRaceEnabled reports whether the test binary was built with -race.
-func afpRaceEnabled() bool {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return false
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "-race" {
-			return s.Value == "true"
-		}
-	}
-	return false
 }
 
 // BenchmarkPacketEndpointRun measures netstack → kernel throughput over the

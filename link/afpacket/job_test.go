@@ -10,6 +10,7 @@ import (
 
 	"github.com/gnv-project/gnv/link"
 	"github.com/gnv-project/gnv/link/internal/tunneljob/jobtest"
+	"github.com/gnv-project/gnv/testutil/race"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -73,7 +74,7 @@ func TestPacketEndpointTunnelJobs(t *testing.T) {
 	if c := env.csumErrors(t); c != 0 {
 		t.Errorf("B counted %d UDP checksum errors", c)
 	}
-	if afpRaceEnabled() {
+	if race.Enabled {
 		return // sync.Pool drops items under -race
 	}
 	job := jobtest.IPv4TCP(true, afpPayload(6, 20*1200))

@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
-	"runtime/debug"
 	"strings"
 	"syscall"
 	"testing"
@@ -20,6 +19,7 @@ import (
 	"github.com/gnv-project/gnv/link/internal/frame"
 	"github.com/gnv-project/gnv/link/internal/netdev"
 	"github.com/gnv-project/gnv/link/internal/vnet"
+	"github.com/gnv-project/gnv/testutil/race"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -316,21 +316,6 @@ func TestDeviceOffloadsString(t *testing.T) {
 	if s := o.String(); s != "vnet-hdr tso4 tso6 csum" {
 		t.Errorf("%+v: %q", o, s)
 	}
-}
-
-// devRaceEnabled reports whether the test binary was built with -race, under
-// which sync.Pool drops items at random and allocation counts are noise.
-func devRaceEnabled() bool {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return false
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "-race" {
-			return s.Value == "true"
-		}
-	}
-	return false
 }
 
 // The tests below drive a Device's data path without /dev/net/tun or
@@ -696,7 +681,7 @@ func TestDeviceWritePath(t *testing.T) {
 }
 
 func TestDeviceZeroAlloc(t *testing.T) {
-	if devRaceEnabled() {
+	if race.Enabled {
 		t.Skip("allocation counts are meaningless under -race (sync.Pool drops items)")
 	}
 	for _, withVnet := range []bool{true, false} {
