@@ -82,14 +82,26 @@ func (e *Endpoint) readStream() error {
 func (e *Endpoint) readDatagrams() error {
 	buf := make([]byte, e.maxFrame+1)
 	for {
-		n, from, err := e.pconn.ReadFrom(buf)
+		var n int
+		var err error
+		var accept bool
+		if e.raw != nil {
+			if n, err = e.raw.recv(buf); err == nil {
+				accept = e.acceptRawPeer(&e.raw.from)
+			}
+		} else {
+			var from net.Addr
+			if n, from, err = e.pconn.ReadFrom(buf); err == nil {
+				accept = e.connected || e.acceptPeer(from)
+			}
+		}
 		if err != nil {
 			if ne, ok := err.(net.Error); ok && ne.Timeout() {
 				continue
 			}
 			return err
 		}
-		if !e.connected && !e.acceptPeer(from) {
+		if !accept {
 			e.stats.drop(DropForeignPeer)
 			continue
 		}
@@ -104,9 +116,25 @@ func (e *Endpoint) readDatagrams() error {
 	}
 }
 
+// acceptRawPeer is acceptPeer for a raw source address: the peer's is
+// compared without allocating; a new one is learned as acceptPeer does.
+func (e *Endpoint) acceptRawPeer(from *rawAddr) bool {
+	if !from.named() {
+		return e.acceptPeer(nil)
+	}
+	if cur := e.peer.Load(); cur != nil && cur.raw.equal(from) {
+		return true
+	}
+	return e.acceptPeerRaw(from.addr(), from)
+}
+
 // acceptPeer checks a datagram's source against the configured peer, or
 // learns it.
-func (e *Endpoint) acceptPeer(from net.Addr) bool {
+func (e *Endpoint) acceptPeer(from net.Addr) bool { return e.acceptPeerRaw(from, nil) }
+
+// acceptPeerRaw is acceptPeer with the source's raw form, if known, kept
+// with a learned peer.
+func (e *Endpoint) acceptPeerRaw(from net.Addr, raw *rawAddr) bool {
 	if from == nil {
 		return !e.fixedPeer // unnamed sender: nothing to learn, nowhere to reply
 	}
@@ -121,7 +149,11 @@ func (e *Endpoint) acceptPeer(from net.Addr) bool {
 	if key == "" {
 		return true
 	}
-	e.peer.Store(&peer{addr: from, key: key})
+	p := &peer{addr: from, key: key}
+	if raw != nil {
+		p.raw = *raw
+	}
+	e.peer.Store(p)
 	e.stats.peerChanges.Add(1)
 	return true
 }

@@ -250,7 +250,11 @@ func (e *Endpoint) writeDatagrams(out []byte) bool {
 				e.stats.drop(DropTxNoPeer)
 				continue
 			}
-			_, err = e.pconn.WriteTo(f, p.addr)
+			if e.raw != nil && p.raw.named() {
+				err = e.raw.send(f, &p.raw)
+			} else {
+				_, err = e.pconn.WriteTo(f, p.addr)
+			}
 		}
 		if err != nil {
 			e.stats.drop(DropTxError)

@@ -49,9 +49,9 @@
 //
 // Other frames (from another VM, say) are written as they are.
 //
-// Nothing is allocated per frame once the queues have grown, except on the
-// datagram path, where the Go net package allocates a socket address per
-// ReadFrom and WriteTo.
+// Nothing is allocated per frame once the queues have grown. (Off Linux,
+// the datagram path uses the Go net package, which allocates a socket
+// address per ReadFrom and WriteTo.)
 package vmnet
 
 import (
@@ -243,10 +243,11 @@ func (c *counters) snapshot() Stats {
 }
 
 // peer is a datagram peer address with its string form, which is what
-// addresses are compared by.
+// addresses are compared by, and (with rawDgram) its raw form.
 type peer struct {
 	addr net.Addr
 	key  string
+	raw  rawAddr
 }
 
 // Endpoint is an Ethernet link endpoint on a socket to a VM. It is safe for
@@ -261,6 +262,7 @@ type Endpoint struct {
 
 	conn      net.Conn       // stream
 	pconn     net.PacketConn // datagram
+	raw       *rawDgram      // pconn driven directly (Linux, unconnected unix sockets)
 	connected bool           // datagram socket with a fixed remote: Write
 	fixedPeer bool           // Options.Peer was set
 	peer      atomic.Pointer[peer]
@@ -328,10 +330,14 @@ func NewDatagram(c net.PacketConn, opts Options) (*Endpoint, error) {
 	if cc, ok := c.(net.Conn); ok && cc.RemoteAddr() != nil {
 		e.connected = true
 		e.fixedPeer = true
+	} else {
+		e.raw = newRawDgram(c)
 	}
 	if opts.Peer != nil {
 		e.fixedPeer = true
-		e.peer.Store(&peer{addr: opts.Peer, key: opts.Peer.String()})
+		p := &peer{addr: opts.Peer, key: opts.Peer.String()}
+		p.raw, _ = rawAddrOf(opts.Peer)
+		e.peer.Store(p)
 	}
 	return e, nil
 }
