@@ -288,3 +288,31 @@ func evpnJSON(sn evpn.Snapshot) evpnShow {
 	}
 	return out
 }
+
+// evpnSummary is the control plane in gnv show: the sessions, and the MACs
+// other VTEPs advertise and those frozen as duplicates, over every VNI.
+type evpnSummary struct {
+	ASN           uint32          `json:"asn"`
+	RouterID      string          `json:"router_id"`
+	VTEP          string          `json:"vtep"`
+	Peers         []evpnPeerState `json:"peers"`
+	RemoteMACs    int             `json:"remote_macs"`
+	DuplicateMACs int             `json:"duplicate_macs"`
+}
+
+type evpnPeerState struct {
+	Address string `json:"address"`
+	State   string `json:"state"`
+}
+
+func summarizeEVPN(sn evpn.Snapshot) *evpnSummary {
+	e := &evpnSummary{ASN: sn.ASN, RouterID: sn.RouterID.String(), VTEP: sn.NextHop.String(), Peers: []evpnPeerState{}}
+	for _, p := range sn.Peers {
+		e.Peers = append(e.Peers, evpnPeerState{Address: p.Address.String(), State: p.State})
+	}
+	for _, v := range sn.VNIs {
+		e.RemoteMACs += len(v.Remote)
+		e.DuplicateMACs += len(v.Duplicates)
+	}
+	return e
+}

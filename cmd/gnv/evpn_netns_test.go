@@ -332,6 +332,22 @@ addr = 10.200.0.%[1]d/24
 		js.VNIs[0].Duplicates == nil || js.Stats.DuplicateMACs == nil {
 		t.Errorf("gnv evpn show --json: %+v", js)
 	}
+	// gnv show has the control plane in short.
+	if out := ctl(t, procs[0], "show"); !strings.Contains(out, "evpn: asn 65000 router-id ") || !strings.Contains(out, u.rr+" established, 4 remote macs, 0 duplicate macs") {
+		t.Errorf("gnv show: no EVPN summary:\n%s", out)
+	}
+	var shown struct {
+		EVPN *struct {
+			Peers []struct {
+				State string `json:"state"`
+			} `json:"peers"`
+			RemoteMACs int `json:"remote_macs"`
+		} `json:"evpn"`
+	}
+	if err := json.Unmarshal([]byte(ctl(t, procs[0], "show", "--json")), &shown); err != nil || shown.EVPN == nil ||
+		len(shown.EVPN.Peers) != 1 || shown.EVPN.Peers[0].State != "established" || shown.EVPN.RemoteMACs != 4 {
+		t.Errorf("gnv show --json: evpn %+v, %v", shown.EVPN, err)
+	}
 	if out := ctl(t, procs[0], "evpn", "clear-duplicates"); out != "cleared 0 duplicate MAC(s)\n" {
 		t.Errorf("gnv evpn clear-duplicates: %q", out)
 	}

@@ -28,6 +28,7 @@ type showReply struct {
 	Started    time.Time    `json:"started"`
 	Underlay   underlayShow `json:"underlay"`
 	Interfaces []ifaceShow  `json:"interfaces"`
+	EVPN       *evpnSummary `json:"evpn,omitempty"` // --evpn-asn: the control plane, in short (gnv evpn show has it all)
 }
 
 // underlayShow is the shared underlay socket.
@@ -253,6 +254,9 @@ func (inst *instance) show(name string) (showReply, error) {
 	}
 	for _, ri := range ifaces {
 		r.Interfaces = append(r.Interfaces, ri.show())
+	}
+	if len(inst.ifaces) > 0 && inst.ifaces[0].evpn != nil {
+		r.EVPN = summarizeEVPN(inst.ifaces[0].evpn.Show())
 	}
 	return r, nil
 }
@@ -481,6 +485,14 @@ func (r *showReply) text(w io.Writer) {
 		fmt.Fprintf(w, " pcap %s", u.Pcap)
 	}
 	fmt.Fprintln(w)
+	if e := r.EVPN; e != nil {
+		var peers []string
+		for _, p := range e.Peers {
+			peers = append(peers, p.Address+" "+p.State)
+		}
+		fmt.Fprintf(w, "evpn: asn %d router-id %s vtep %s, peers %s, %d remote macs, %d duplicate macs (gnv evpn show)\n",
+			e.ASN, e.RouterID, e.VTEP, orNone(peers), e.RemoteMACs, e.DuplicateMACs)
+	}
 	fmt.Fprintf(w, "control: %s, pid %d, up since %s\n", r.Control, r.PID, r.Started.Format(time.RFC3339))
 	fmt.Fprintf(w, "version: %s\n", r.Version)
 }
