@@ -254,6 +254,7 @@ func evpnWithFRR(t *testing.T, u evpnUnderlay) {
 
 	var hosts []*netns.NS
 	var procs []*upProc
+	var confs []string
 	for i := 1; i <= 3; i++ {
 		h := netns.New(t, fmt.Sprintf("gnv-h%d", i))
 		netns.Veth(t, h, "eth0", br, fmt.Sprintf("p%d", i))
@@ -285,6 +286,7 @@ mode = l3
 addr = 10.200.0.%[1]d/24
 `, i, u.host(i), u.rr, rid, guestAge)), 0o644)
 		hosts = append(hosts, h)
+		confs = append(confs, conf)
 		procs = append(procs, gnvUp(t, h, 2, "--config", conf))
 	}
 	start := time.Now()
@@ -430,6 +432,26 @@ addr = 10.200.0.%[1]d/24
 
 	// The wire: every session's UPDATEs, decoded by tshark.
 	capture.check(t, u)
+
+	// Host 2's gnv restarts (an upgrade, say): it withdraws its routes as
+	// it stops, and the others drop its entries; started again, it
+	// advertises them anew and learns the others', and traffic flows.
+	procs[1].stop()
+	waitUntil(t, "host 2's entries gone from host 1", 15*time.Second, func() bool {
+		s := ctl(t, procs[0], "evpn", "show")
+		return !strings.Contains(s, "via "+u.host(2)+" ") && !strings.Contains(s, "vtep   "+u.host(2)+" ")
+	})
+	start = time.Now()
+	procs[1] = gnvUp(t, hosts[1], 2, "--config", confs[1])
+	for i, p := range procs {
+		waitUntil(t, fmt.Sprintf("EVPN routes on host %d after host 2's restart", i+1), 30*time.Second, func() bool {
+			s := ctl(t, p, "evpn", "show")
+			return strings.Count(s, " (type 3, flood list)") == 4 && strings.Count(s, "  remote ") == 4
+		})
+	}
+	t.Logf("host 2 rejoined in %v", time.Since(start))
+	ping(t, hosts[0], "10.100.0.2")
+	ping(t, hosts[0], "10.200.0.2")
 
 	// Host 3 falls silent (its link goes down): the reflector's hold
 	// timer, 9 s, withdraws its routes.
