@@ -50,6 +50,11 @@ type Config struct {
 	// MTU is the overlay IP MTU; 0 derives it from the underlay MTU.
 	MTU uint32
 
+	// DNS are DNS servers in the overlay (port 0 means 53): with them the
+	// tunnel's dials, and the proxies and forwards built on them, take
+	// names too (Net.SetDNS). Netstack overlays only.
+	DNS []netip.AddrPort
+
 	// MAC is the overlay NIC's MAC address (L2); nil means random.
 	MAC net.HardwareAddr
 
@@ -125,6 +130,14 @@ func (c *Config) Validate() error {
 		if !p.IsValid() {
 			return &endpoint.FieldError{Field: "Addresses", Value: p, Valid: "want an address with a prefix length, like 10.0.0.1/24"}
 		}
+	}
+	for _, d := range c.DNS {
+		if !d.Addr().IsValid() || d.Addr().IsUnspecified() || d.Addr().IsMulticast() {
+			return &endpoint.FieldError{Field: "DNS", Value: d, Valid: "want a unicast address with an optional port, like 10.0.0.53:53"}
+		}
+	}
+	if len(c.DNS) > 0 && c.Device != nil {
+		return &endpoint.FieldError{Field: "DNS", Valid: "a tunnel patched to a TAP/TUN device has no in-process overlay to resolve for (the host's resolver serves the device)"}
 	}
 	if c.MTU != 0 && (c.MTU < 68 || c.MTU > 65535) {
 		return &endpoint.FieldError{Field: "MTU", Value: c.MTU, Problem: "out of range", Valid: "valid MTUs are 68..65535"}

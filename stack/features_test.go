@@ -280,6 +280,7 @@ func TestConfigErrors(t *testing.T) {
 		{stack.Config{VNI: 1, Remotes: []netip.Addr{netip.MustParseAddr("2001:db8::2")}, Underlay: ul}, "IPv4"},
 		{stack.Config{VNI: 1, Remotes: []netip.Addr{netip.MustParseAddr("239.1.1.1")}, Underlay: ul}, "remote 239.1.1.1 must be a unicast address"},
 		{stack.Config{VNI: 1, Remotes: r, Underlay: ul, MTU: 20}, "mtu 20 out of range: valid MTUs are 68..65535"},
+		{stack.Config{VNI: 1, Remotes: r, Underlay: ul, DNS: []netip.AddrPort{netip.MustParseAddrPort("0.0.0.0:53")}}, "dns 0.0.0.0:53: want a unicast address"},
 		{stack.Config{VNI: 1, Mode: 7, Remotes: r, Underlay: ul}, "valid modes are l2 and l3"},
 		{stack.Config{VNI: 1, Mode: endpoint.L3, Remotes: []netip.Addr{r[0], netip.MustParseAddr("192.0.2.3")}, Underlay: ul}, "an l3 endpoint takes one remote"},
 	} {

@@ -34,6 +34,7 @@ var errNoOverlay = errors.New("the tunnel has no in-process overlay (it is patch
 type Net struct {
 	s        *tcpipstack.Stack
 	isClosed atomic.Bool // set by Close
+	dns      atomic.Pointer[dnsConfig]
 }
 
 // NewNet wraps a netstack.
@@ -49,7 +50,8 @@ func (t *Net) Stack() *tcpipstack.Stack {
 
 // DialContext connects to address over the overlay, like net.Dialer's
 // DialContext. network is "tcp", "tcp4", "tcp6", "udp", "udp4" or "udp6";
-// the host part of address must be an IP literal.
+// the host part of address is an IP literal, or a name when DNS servers
+// are set (SetDNS).
 //
 // Errors are *net.OpError, as the net package returns them. The overlay's
 // connect errors carry the matching syscall.Errno (wrapped in an
@@ -332,6 +334,15 @@ func (t *Net) DialContextMark(ctx context.Context, network, address string, mark
 
 // dial is DialContext, with the socket mark set first if mark is not nil.
 func (t *Net) dial(ctx context.Context, network, address string, mark *uint32) (net.Conn, error) {
+	if t != nil {
+		if d := t.dns.Load(); d != nil {
+			if host, port, err := net.SplitHostPort(address); err == nil && host != "" {
+				if _, err := netip.ParseAddr(host); err != nil {
+					return t.dialName(ctx, d, network, host, port, mark)
+				}
+			}
+		}
+	}
 	fa, proto, transport, err := t.resolve("dial", network, address, false)
 	if err != nil {
 		return nil, err

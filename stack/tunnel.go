@@ -131,6 +131,9 @@ func (t *Tunnel) start() error {
 	s := NewOverlayStackWith(OverlayStackOptions{Clock: t.cfg.Clock, Rand: t.cfg.Rand})
 	t.overlay = s
 	t.Net = NewNet(s)
+	if err := t.Net.SetDNS(t.cfg.DNS); err != nil {
+		return &endpoint.FieldError{Field: "DNS", Problem: err.Error()}
+	}
 	if terr := s.CreateNICWithOptions(overlayNIC, nic, tcpipstack.NICOptions{Name: "geneve"}); terr != nil {
 		nic.Close()
 		return fmt.Errorf("overlay NIC: %s", terr)
@@ -384,4 +387,4 @@ func (t *Tunnel) Close() error {
 }
 
 // errNoAddress is returned for an address that names no IP literal.
-var errNoAddress = errors.New("host must be an IP address: the overlay has no resolver")
+var errNoAddress = errors.New("host must be an IP address: the overlay has no resolver (set DNS servers: Config.DNS, --dns)")
