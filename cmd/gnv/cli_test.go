@@ -89,6 +89,13 @@ func TestCLIConventions(t *testing.T) {
 		{args: []string{"evpn", "clear-duplicates", "nomac"}, code: 2, stderr: []string{`MAC "nomac"`}},
 		{args: []string{"evpn", "clear-duplicates", "--json"}, code: 2, stderr: []string{"--json goes with show, stats, fdb show and evpn show"}},
 		{args: []string{"evpn", "clear-duplicates", "02:00:00:00:00:01", "extra"}, code: 2, stderr: []string{"the commands are"}},
+		{args: up("--overlay", "netstack", "--dns", "10.0.0.53:0"), code: 2, stderr: []string{`--dns "10.0.0.53:0": want a unicast ADDR or ADDR:PORT`}},
+		{args: up("--overlay", "netstack", "--dns", "ns.example"), code: 2, stderr: []string{`--dns "ns.example"`}},
+		{args: up("--dns", "10.0.0.53"), code: 2, stderr: []string{"--dns need --overlay netstack"}},
+		{args: up("--overlay", "netstack", "--forward", "tcp:127.0.0.1:8080=web.example:80"), code: 2,
+			stderr: []string{`--forward tcp:127.0.0.1:8080=web.example:80: "web.example" is a name, and the overlay has no resolver: give its DNS server with --dns`}},
+		{args: up("--check", "--overlay", "netstack", "--addr", "10.0.0.1/24", "--dns", "10.0.0.53", "--dns", "[fd00::53]:5353", "--forward", "tcp:127.0.0.1:8080=web.example:80"),
+			stdout: []string{"configuration ok"}},
 		{args: up("--evpn-dup-moves", "3"), code: 2, stderr: []string{"--evpn-dup-moves, --evpn-dup-window and --evpn-dup-freeze need --evpn-asn"}},
 
 		{args: []string{"up", "--bogus"}, code: 2, stderr: []string{"gnv up: unknown flag: --bogus", "gnv up --help"}},

@@ -138,6 +138,11 @@ func handleForwardControl(w io.Writer, kind, op string, ri *runningIface, args [
 		if err := checkExposeListen(kind, r, ri.plan.cfg.Addresses); err != nil {
 			return err
 		}
+		if kind == "forward" {
+			if err := checkOverlayTarget(r, ri.tun.DNS()); err != nil {
+				return fmt.Errorf("forward %s: %w", args[0], err)
+			}
+		}
 		got, err := m.Add(r)
 		if err != nil {
 			return err
@@ -203,6 +208,9 @@ func (p *ifacePlan) planServices(o *ifaceOptions) error {
 		if err != nil {
 			return fmt.Errorf("--forward: %w", err)
 		}
+		if err := checkOverlayTarget(r, p.cfg.DNS); err != nil {
+			return fmt.Errorf("--forward %s: %w", s, err)
+		}
 		p.forwards = append(p.forwards, r)
 	}
 	overlayListen := map[forward.Key]string{}
@@ -243,4 +251,26 @@ func (ri *runningIface) forwardsShow() []forwardShow {
 		}
 	}
 	return out
+}
+
+// checkOverlayTarget refuses a forward whose target (in the overlay) is a
+// name when the overlay has no DNS servers to look it up with.
+func checkOverlayTarget(r forward.Rule, dns []netip.AddrPort) error {
+	host, _, _ := net.SplitHostPort(r.Target)
+	if _, err := netip.ParseAddr(host); err != nil && len(dns) == 0 {
+		return fmt.Errorf("%q is a name, and the overlay has no resolver: give its DNS server with --dns, or an IP address", host)
+	}
+	return nil
+}
+
+// parseDNSServer parses a --dns value: ADDR or ADDR:PORT ([ADDR]:PORT for
+// IPv6); the port defaults to 53.
+func parseDNSServer(s string) (netip.AddrPort, error) {
+	if a, err := netip.ParseAddr(s); err == nil && !a.IsUnspecified() && !a.IsMulticast() {
+		return netip.AddrPortFrom(a.Unmap(), 53), nil
+	}
+	if ap, err := netip.ParseAddrPort(s); err == nil && ap.Port() != 0 && !ap.Addr().IsUnspecified() && !ap.Addr().IsMulticast() {
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+	}
+	return netip.AddrPort{}, fmt.Errorf("--dns %q: want a unicast ADDR or ADDR:PORT (port 1..65535, default 53), like 10.0.0.53 or [fd00::53]:53", s)
 }

@@ -483,8 +483,15 @@ func (o *ifaceOptions) plan() (*ifacePlan, error) {
 		}
 		ec.KnownCritical = append(ec.KnownCritical, t)
 	}
-	if (len(o.forwards) > 0 || len(o.exposes) > 0 || o.socks5 != "" || o.httpProxy != "") && p.overlay != "netstack" {
-		return nil, fmt.Errorf("--forward, --expose, --socks5 and --http-proxy need --overlay netstack (with tap/tun, host programs reach the overlay directly)")
+	if (len(o.forwards) > 0 || len(o.exposes) > 0 || o.socks5 != "" || o.httpProxy != "" || len(o.dns) > 0) && p.overlay != "netstack" {
+		return nil, fmt.Errorf("--forward, --expose, --socks5, --http-proxy and --dns need --overlay netstack (with tap/tun, host programs reach the overlay directly)")
+	}
+	for _, s := range o.dns {
+		ap, err := parseDNSServer(s)
+		if err != nil {
+			return nil, err
+		}
+		p.cfg.DNS = append(p.cfg.DNS, ap)
 	}
 	if err := p.planServices(o); err != nil {
 		return nil, err

@@ -54,7 +54,7 @@ func TestUpFlagErrors(t *testing.T) {
 		{[]string{"--vni", "1", "--remote", "192.0.2.2", "--timeout", "90000"}, "--timeout 90000 out of range: valid timeouts are 1..86400 seconds"},
 		{[]string{"--vni", "1", "--remote", "192.0.2.2", "--port-range", "5000", "4000"}, `--port-range "5000-4000": want MIN-MAX`},
 		{[]string{"--vni", "1", "--remote", "192.0.2.2", "--option", "0xffff:1:112233"}, "data is 3 bytes: want a multiple of 4"},
-		{[]string{"--vni", "1", "--remote", "192.0.2.2", "--forward", "tcp:127.0.0.1:80=10.0.0.2:80"}, "--forward, --expose, --socks5 and --http-proxy need --overlay netstack"},
+		{[]string{"--vni", "1", "--remote", "192.0.2.2", "--forward", "tcp:127.0.0.1:80=10.0.0.2:80"}, "--forward, --expose, --socks5, --http-proxy and --dns need --overlay netstack"},
 		{[]string{"--vni", "1", "--remote", "192.0.2.2", "--log-level", "loud"}, `--log-level "loud": valid levels are debug, info, warn and error`},
 		{[]string{"--vni", "1", "--remote", "192.0.2.2", "--name", "a/b", "--overlay", "netstack"}, `--name "a/b": want 1..64 bytes, none of them '/'`},
 	} {

@@ -45,6 +45,14 @@ func TestRootlessEndToEnd(t *testing.T) {
 	_, _ = rand.NewChaCha8([32]byte{14}).Read(payload)
 	want := sha256.Sum256(payload)
 	serveHost(t, a, payload)
+	// A DNS server on A's host, exposed into the overlay as 10.42.0.1:53:
+	// B looks names up with it (--dns), through the tunnel.
+	var dnsPC net.PacketConn
+	if err := a.Do(func() (err error) { dnsPC, err = net.ListenPacket("udp", "127.0.0.1:5300"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	dns := testutil.ServeDNS(dnsPC, map[string][]netip.Addr{"files.gnv.test": {netip.MustParseAddr("10.42.0.1")}})
+	defer dns.Close()
 
 	// gnv runs as nobody: its binary and control sockets must be reachable.
 	bin := gnvBinary(t)
@@ -62,10 +70,12 @@ func TestRootlessEndToEnd(t *testing.T) {
 	common := []string{"--vni", "42", "--overlay", "netstack", "--port", "16081", "--local-port", "16081"}
 	pa := gnvUpAs(t, a, nobody, filepath.Join(dir, "a.sock"), 1, append(append(common, ua...),
 		"--remote", "192.0.2.2", "--addr", "10.42.0.1/24", "--name", "gnva",
-		"--expose", "tcp:10.42.0.1:80=127.0.0.1:8080", "--expose", "udp:10.42.0.1:7=127.0.0.1:7007")...)
+		"--expose", "tcp:10.42.0.1:80=127.0.0.1:8080", "--expose", "udp:10.42.0.1:7=127.0.0.1:7007",
+		"--expose", "udp:10.42.0.1:53=127.0.0.1:5300")...)
 	pb := gnvUpAs(t, b, nobody, filepath.Join(dir, "b.sock"), 1, append(append(common, ub...),
 		"--remote", "192.0.2.1", "--addr", "10.42.0.2/24", "--name", "gnvb",
-		"--socks5", "127.0.0.1:1080", "--http-proxy", "127.0.0.1:3128", "--forward", "udp:127.0.0.1:5353=10.42.0.1:7")...)
+		"--socks5", "127.0.0.1:1080", "--http-proxy", "127.0.0.1:3128", "--forward", "udp:127.0.0.1:5353=10.42.0.1:7",
+		"--dns", "10.42.0.1")...)
 	for _, p := range []*upProc{pa, pb} {
 		checkUnprivileged(t, p.cmd.Process.Pid)
 	}
@@ -83,6 +93,15 @@ func TestRootlessEndToEnd(t *testing.T) {
 	curl("--socks5-hostname", "127.0.0.1:1080", "http://10.42.0.1/file")
 	curl("-x", "http://127.0.0.1:3128", "http://10.42.0.1/file")
 	curl("-p", "-x", "http://127.0.0.1:3128", "http://10.42.0.1/file")
+	// Names, looked up in the overlay.
+	curl("--socks5-hostname", "127.0.0.1:1080", "http://files.gnv.test/file")
+	curl("-x", "http://127.0.0.1:3128", "http://files.gnv.test/file")
+	if out, err := b.Run("curl", "-sS", "--max-time", "20", "--socks5-hostname", "127.0.0.1:1080", "http://nosuch.gnv.test/file"); err == nil || !strings.Contains(out, "SOCKS5 connection to nosuch.gnv.test. (4)") { // reply 4: host unreachable
+		t.Errorf("curl of an unknown name through SOCKS5: %v: %s", err, out)
+	}
+	if dns.Queries() == 0 {
+		t.Error("the overlay's DNS server got no query")
+	}
 
 	// UDP both ways of reaching the exposed echo.
 	if err := b.Do(func() error { return udpEcho("127.0.0.1:5353") }); err != nil {

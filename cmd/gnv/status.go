@@ -65,6 +65,7 @@ type ifaceShow struct {
 	Offloads        []string      `json:"offloads"`     // between the overlay and gnv
 	FDB             *fdbShow      `json:"fdb,omitempty"`
 	Forwards        []forwardShow `json:"forwards"`
+	DNS             []string      `json:"dns,omitempty"` // netstack overlay: its DNS servers
 	SOCKS5          string        `json:"socks5,omitempty"`
 	HTTPProxy       string        `json:"http_proxy,omitempty"`
 	VMs             *vmShow       `json:"vms,omitempty"`
@@ -269,6 +270,9 @@ func (ri *runningIface) show() ifaceShow {
 		SourcePorts: [2]uint16{ec.SrcPortMin, ec.SrcPortMax}, TTL: fmt.Sprint(ec.TTL), TOS: ec.TOS,
 		DSCPInherit: ec.DSCPInherit, DF: ec.DF.String(), AcceptAnySource: ec.AcceptAnySource,
 		Options: len(ec.Options), Offloads: offloadList(ri.tun.Offloads()), Forwards: ri.forwardsShow(), VMs: ri.vmsShow()}
+	for _, d := range ri.tun.DNS() {
+		s.DNS = append(s.DNS, d.String())
+	}
 	if ri.svc != nil {
 		if ri.svc.socksAddr != nil {
 			s.SOCKS5 = ri.svc.socksAddr.String()
@@ -459,6 +463,9 @@ func (r *showReply) text(w io.Writer) {
 		fmt.Fprintf(w, "    offloads %s\n", orNone(s.Offloads))
 		for _, f := range s.Forwards {
 			fmt.Fprintf(w, "    %s %s\n", f.Kind, f.Spec)
+		}
+		if len(s.DNS) > 0 {
+			fmt.Fprintf(w, "    dns %s\n", strings.Join(s.DNS, " "))
 		}
 		if s.SOCKS5 != "" {
 			fmt.Fprintf(w, "    socks5 %s\n", s.SOCKS5)

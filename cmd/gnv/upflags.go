@@ -46,6 +46,7 @@ type ifaceOptions struct {
 	exposes         []string
 	socks5          string
 	httpProxy       string
+	dns             []string
 	vmListen        []string
 	mac             string
 	evpn            bool // set by upOptions.plan: --evpn-asn was given
@@ -169,6 +170,7 @@ func addIfaceFlags(fs *pflag.FlagSet, o *ifaceOptions) {
 	fs.StringVar(&o.socks5, "socks5", "", "netstack overlay: serve SOCKS5 (CONNECT, UDP ASSOCIATE) on this host address, dialling into the overlay")
 	fs.StringArrayVar(&o.vmListen, "vm-listen", nil, "l2: a socket where VMs attach as ports of the overlay, unix:PATH (QEMU -netdev stream) or unixgram:PATH (QEMU -netdev dgram, vfkit); repeatable")
 	fs.StringVar(&o.httpProxy, "http-proxy", "", "netstack overlay: serve an HTTP proxy (CONNECT and absolute-form requests) on this host address, dialling into the overlay")
+	fs.StringArrayVar(&o.dns, "dns", nil, "netstack overlay: a DNS server in the overlay, ADDR or ADDR:PORT (port 53), that the proxies and forwards look names up with; repeatable")
 }
 
 // newUpFlags builds gnv up's flag set.
