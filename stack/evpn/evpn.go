@@ -130,6 +130,14 @@ type Options struct {
 	// compared with what is advertised; 0 means 1 s.
 	LocalInterval time.Duration
 
+	// NoGracefulRestart turns off graceful restart (RFC 4724), which the
+	// speaker otherwise offers as the receiving speaker: when a peer that
+	// announced it for l2vpn-evpn (FRR: bgp graceful-restart) restarts,
+	// the routes it sent are kept, and traffic flows on, until it is back
+	// and has sent them again (or its restart time runs out), instead of
+	// going at once with its session.
+	NoGracefulRestart bool
+
 	// Duplicate MAC detection (RFC 7432 §15.1): a MAC that moves between
 	// this VTEP and others DupMACMoves times within DupMACWindow is a
 	// duplicate, and its state is frozen for DupMACFreeze, or until
@@ -265,8 +273,8 @@ func (s *Speaker) receiveOnly(ctx context.Context) error {
 	}}); err != nil {
 		return fmt.Errorf("evpn: import policy: %w", err)
 	}
-	if err := s.bgp.WatchEvent(ctx, server.WatchEventMessageCallbacks{OnPathUpdate: s.onUpdate},
-		server.WatchUpdate(false, "", ""), server.WatchAdjInWithdraw()); err != nil {
+	if err := s.bgp.WatchEvent(ctx, server.WatchEventMessageCallbacks{OnPathUpdate: s.onUpdate, OnPeerUpdate: s.onPeer, OnPathEor: s.onEOR},
+		server.WatchUpdate(false, "", ""), server.WatchAdjInWithdraw(), server.WatchPeer(), server.WatchEor(false)); err != nil {
 		return fmt.Errorf("evpn: watch: %w", err)
 	}
 	return nil
@@ -361,6 +369,9 @@ func (s *Speaker) addPeer(p Peer) error {
 			ConnectRetry: secs(s.opts.ConnectRetry), IdleHoldTimeAfterReset: secs(s.opts.ConnectRetry),
 		}},
 		AfiSafis: []*api.AfiSafi{{Config: &api.AfiSafiConfig{Family: evpnFamily, Enabled: true}}},
+		// Graceful restart, as the receiving speaker only (see
+		// Options.NoGracefulRestart and restart.go).
+		GracefulRestart: &api.GracefulRestart{Enabled: !s.opts.NoGracefulRestart, HelperOnly: true},
 	}})
 	if err != nil {
 		return fmt.Errorf("evpn: peer %s: %w", p.Address, err)

@@ -37,6 +37,9 @@ type route struct {
 	vtep netip.Addr
 	seq  uint32
 	on   *vni // the VNI whose forwarding state it is installed in
+	// stale: kept from a peer that is restarting gracefully, not yet sent
+	// again (restart.go).
+	stale bool
 }
 
 // ignore says why a received route is not used.
@@ -207,6 +210,13 @@ func (s *Speaker) onUpdate(paths []*apiutil.Path, _ time.Time) {
 		if r != nil {
 			r.key.peer = k.peer
 		}
+		if old := s.routes[k]; old != nil && r != nil && !p.Withdrawal && old.same(r) {
+			// Sent again unchanged (a refresh, or after a graceful
+			// restart): nothing to undo and redo.
+			old.stale = false
+			s.stats.Received++
+			continue
+		}
 		if old := s.routes[k]; old != nil && (p.Withdrawal || r != nil || why != use) {
 			delete(s.routes, k)
 			if old.on != nil {
@@ -239,6 +249,11 @@ func (s *Speaker) onUpdate(paths []*apiutil.Path, _ time.Time) {
 			s.stats.IgnoredRT++
 		}
 	}
+}
+
+// same reports whether r says what o says.
+func (o *route) same(r *route) bool {
+	return o.vni == r.vni && o.vtep == r.vtep && o.seq == r.seq && slices.Equal(o.rts, r.rts)
 }
 
 // peerID numbers the peers routes come from, for routeKey.

@@ -28,6 +28,10 @@ type Stats struct {
 	// DuplicateMACs counts the MACs found to be duplicates (moving too
 	// often: Options.DupMACMoves).
 	DuplicateMACs uint64
+	// GracefulRestarts counts peer sessions that went down gracefully with
+	// routes kept (Options.NoGracefulRestart); StaleRemoved the kept routes
+	// that the peer did not send again once back.
+	GracefulRestarts, StaleRemoved uint64
 }
 
 // PeerInfo is a BGP neighbour as Show reports it.
@@ -187,8 +191,8 @@ func (sn Snapshot) String() string {
 		}
 	}
 	st := sn.Stats
-	fmt.Fprintf(&b, "routes received %d withdrawn %d, ignored: encapsulation %d route-target %d type %d, mac moves %d, duplicate macs %d\n",
-		st.Received, st.Withdrawn, st.IgnoredEncap, st.IgnoredRT, st.IgnoredType, st.Moves, st.DuplicateMACs)
+	fmt.Fprintf(&b, "routes received %d withdrawn %d, ignored: encapsulation %d route-target %d type %d, mac moves %d, duplicate macs %d, graceful restarts %d (stale routes removed %d)\n",
+		st.Received, st.Withdrawn, st.IgnoredEncap, st.IgnoredRT, st.IgnoredType, st.Moves, st.DuplicateMACs, st.GracefulRestarts, st.StaleRemoved)
 	return b.String()
 }
 
