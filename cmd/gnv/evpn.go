@@ -247,12 +247,15 @@ type evpnStatsShow struct {
 	IgnoredType        uint64 `json:"ignored_type"`
 	MACMoves           uint64 `json:"mac_moves"`
 	DuplicateMACs      uint64 `json:"duplicate_macs"`
+	GracefulRestarts   uint64 `json:"graceful_restarts"`
+	StaleRoutesRemoved uint64 `json:"stale_routes_removed"`
 }
 
 func evpnJSON(sn evpn.Snapshot) evpnShow {
 	out := evpnShow{ASN: sn.ASN, RouterID: sn.RouterID.String(), VTEP: sn.NextHop.String(), Peers: []evpnPeerShow{}, VNIs: []evpnVNIShow{},
 		Stats: evpnStatsShow{RoutesReceived: sn.Stats.Received, RoutesWithdrawn: sn.Stats.Withdrawn, IgnoredEncap: sn.Stats.IgnoredEncap,
-			IgnoredRouteTarget: sn.Stats.IgnoredRT, IgnoredType: sn.Stats.IgnoredType, MACMoves: sn.Stats.Moves, DuplicateMACs: sn.Stats.DuplicateMACs}}
+			IgnoredRouteTarget: sn.Stats.IgnoredRT, IgnoredType: sn.Stats.IgnoredType, MACMoves: sn.Stats.Moves, DuplicateMACs: sn.Stats.DuplicateMACs,
+			GracefulRestarts: sn.Stats.GracefulRestarts, StaleRoutesRemoved: sn.Stats.StaleRemoved}}
 	for _, p := range sn.Peers {
 		out.Peers = append(out.Peers, evpnPeerShow{Address: p.Address.String(), ASN: p.ASN, State: p.State, UptimeSeconds: int64(p.Uptime / time.Second),
 			RoutesReceived: p.Received, RoutesAccepted: p.Accepted, RoutesAdvertised: p.Advertised})

@@ -33,10 +33,12 @@ func requireFRR(t *testing.T) {
 }
 
 // frrRR is an FRR route reflector (zebra + bgpd) in a namespace, as
-// ../shared/peers/frr-rr.sh starts one, with short timers.
+// ../shared/peers/frr-rr.sh starts one, with short timers and graceful
+// restart on.
 type frrRR struct {
-	ns  *netns.NS
-	dir string
+	ns   *netns.NS
+	dir  string
+	bgpd *exec.Cmd
 }
 
 // startFRR starts the reflector for AS asn in ns, whose address rid is on
@@ -54,6 +56,7 @@ hostname rr
 log file %[1]s/frr.log
 router bgp %[2]d
  bgp router-id %[3]s
+ bgp graceful-restart
  no bgp default ipv4-unicast
  neighbor VTEP peer-group
  neighbor VTEP remote-as %[2]d
@@ -71,34 +74,60 @@ router bgp %[2]d
 		t.Fatalf("chown frr: %v: %s", err, out)
 	}
 	os.Chmod(dir, 0o755)
-	for _, d := range []string{"zebra", "bgpd"} {
-		cmd := ns.Command(filepath.Join(frrBin, d), "-f", filepath.Join(dir, "frr.conf"), "-i", filepath.Join(dir, d+".pid"),
-			"-z", filepath.Join(dir, "zserv.api"), "--vty_socket", dir)
-		out := &lockedBuf{}
-		cmd.Stdout, cmd.Stderr = out, out
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("%s: %v", d, err)
-		}
-		t.Cleanup(func() {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			if t.Failed() {
-				t.Logf("%s output: %s", d, out.String())
-			}
-		})
-		if d == "zebra" {
-			time.Sleep(300 * time.Millisecond) // bgpd connects to zebra's API socket
-		}
+	r := &frrRR{ns: ns, dir: dir}
+	r.start(t, "zebra")
+	time.Sleep(300 * time.Millisecond) // bgpd connects to zebra's API socket
+	r.bgpd = r.start(t, "bgpd")
+	r.waitListening(t)
+	return r
+}
+
+// start starts the FRR daemon d; the test's cleanup kills it.
+func (r *frrRR) start(t *testing.T, d string) *exec.Cmd {
+	t.Helper()
+	cmd := r.ns.Command(filepath.Join(frrBin, d), "-f", filepath.Join(r.dir, "frr.conf"), "-i", filepath.Join(r.dir, d+".pid"),
+		"-z", filepath.Join(r.dir, "zserv.api"), "--vty_socket", r.dir)
+	out := &lockedBuf{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("%s: %v", d, err)
 	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("%s output: %s", d, out.String())
+		}
+	})
+	return cmd
+}
+
+// waitListening waits for bgpd to listen on port 179.
+func (r *frrRR) waitListening(t *testing.T) {
+	t.Helper()
 	for i := 0; i < 100; i++ {
-		if out, _ := ns.Run("ss", "-ltn"); strings.Contains(out, ":179 ") {
-			return &frrRR{ns: ns, dir: dir}
+		if out, _ := r.ns.Run("ss", "-ltn"); strings.Contains(out, ":179 ") {
+			return
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	log, _ := os.ReadFile(filepath.Join(dir, "frr.log"))
-	t.Fatalf("bgpd did not listen on port 179 in %s: %s", ns.Name, log)
-	return nil
+	log, _ := os.ReadFile(filepath.Join(r.dir, "frr.log"))
+	t.Fatalf("bgpd did not listen on port 179 in %s: %s", r.ns.Name, log)
+}
+
+// crashBGPD kills bgpd abruptly (SIGKILL: no NOTIFICATION, the sessions
+// just end), as a crash would.
+func (r *frrRR) crashBGPD(t *testing.T) {
+	t.Helper()
+	_ = r.bgpd.Process.Kill()
+	_ = r.bgpd.Wait()
+}
+
+// restartBGPD starts bgpd again after crashBGPD.
+func (r *frrRR) restartBGPD(t *testing.T) {
+	t.Helper()
+	r.bgpd = r.start(t, "bgpd")
+	r.waitListening(t)
 }
 
 func (r *frrRR) vtysh(t *testing.T, cmd string) string {
@@ -469,6 +498,30 @@ addr = 10.200.0.%[1]d/24
 		return true
 	})
 	t.Logf("host 3's entries left the others %v after it fell silent", took)
+
+	// The reflector's bgpd crashes (graceful restart is on at both ends):
+	// host 1 keeps host 2's routes, and traffic flows on, while it is down.
+	rr.crashBGPD(t)
+	waitUntil(t, "host 1's session down", 15*time.Second, func() bool {
+		return !strings.Contains(ctl(t, procs[0], "evpn", "show"), " established ")
+	})
+	if s := ctl(t, procs[0], "evpn", "show"); !strings.Contains(s, "vtep   "+u.host(2)+" ") || strings.Count(s, "via "+u.host(2)+" ") != 2 ||
+		!strings.Contains(s, "graceful restarts 1 ") {
+		t.Fatalf("host 1 dropped host 2's routes with the reflector down:\n%s", s)
+	}
+	ping(t, hosts[0], "10.100.0.2")
+	ping(t, hosts[0], "10.200.0.2")
+	// Host 2 leaves meanwhile: nobody hears its withdrawal. Back, the
+	// reflector does not send its routes again, and host 1 drops them at
+	// the reflector's End-of-RIB.
+	procs[1].stop()
+	rr.restartBGPD(t)
+	took = waitUntil(t, "host 2's kept routes removed after the reflector's return", 30*time.Second, func() bool {
+		s := ctl(t, procs[0], "evpn", "show")
+		return strings.Contains(s, " established ") && !strings.Contains(s, "via "+u.host(2)+" ") &&
+			!strings.Contains(s, "vtep   "+u.host(2)+" ") && !strings.Contains(s, "stale routes removed 0)")
+	}, func() string { return ctl(t, procs[0], "evpn", "show") })
+	t.Logf("the reflector back from a crash: host 2's stale routes left host 1 %v after bgpd restarted\n%s", took, ctl(t, procs[0], "evpn", "show"))
 }
 
 // guestAge is the forwarding-table timeout (seconds) of the TAP overlays,

@@ -24,6 +24,8 @@ var (
 		{metricDesc("evpn_routes_withdrawn_total", "EVPN routes withdrawn by peers."), func(s *evpn.Stats) uint64 { return s.Withdrawn }},
 		{metricDesc("evpn_mac_moves_total", "MAC mobility events: a MAC that moved here from another VTEP, or away from here."), func(s *evpn.Stats) uint64 { return s.Moves }},
 		{metricDesc("evpn_duplicate_macs_total", "MACs found to be duplicates (moving between VTEPs too often) and frozen."), func(s *evpn.Stats) uint64 { return s.DuplicateMACs }},
+		{metricDesc("evpn_graceful_restarts_total", "Peer sessions that went down in a graceful restart, their routes kept."), func(s *evpn.Stats) uint64 { return s.GracefulRestarts }},
+		{metricDesc("evpn_stale_routes_removed_total", "Routes kept through a peer's graceful restart that it did not send again."), func(s *evpn.Stats) uint64 { return s.StaleRemoved }},
 	}
 	evpnIgnoredDesc = metricDesc("evpn_routes_ignored_total", "Received routes ignored, by reason: encapsulation (not Geneve), route_target (no attached VNI), type (not 2 or 3, or unusable).", "reason")
 )
