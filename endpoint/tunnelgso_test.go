@@ -110,24 +110,32 @@ func (s *gsoSink) DeliverNetworkPacket(p tcpip.NetworkProtocolNumber, pkt *stack
 	s.sink.DeliverNetworkPacket(p, pkt)
 }
 
+// newPartialEnv is an L3 endpoint (VNI 9) on a segmenting transport with a
+// gsoSink, and recv, which hands it an inner IPv4 packet as a datagram from
+// 192.0.2.2 (local, with a segment size, as a transport says).
+func newPartialEnv(t *testing.T, cfg Config) (*Endpoint, *gsoSink, func(inner []byte, local bool, mss uint16)) {
+	t.Helper()
+	e, st, _ := newJobEndpoint(t, cfg)
+	d := &gsoSink{sink: sink{keep: true}}
+	e.Attach(d)
+	hdr := make([]byte, 8)
+	h := geneve.Header{Protocol: geneve.ProtoIPv4, VNI: cfg.VNI}
+	if _, err := h.Encode(hdr); err != nil {
+		t.Fatal(err)
+	}
+	src := netip.MustParseAddrPort("192.0.2.2:50000")
+	return e, d, func(inner []byte, local bool, mss uint16) {
+		p := append(append([]byte{}, hdr...), inner...)
+		st.Deliver([]link.Datagram{{Payload: p, Src: src, Local: local, InnerMSS: mss}})
+	}
+}
+
 // TestLocalPartialChecksums: inner checksums left partial by this host's
 // kernel are accepted (marked by the transport, or recognised as the
 // pseudo-header sum); a super-packet is delivered whole with its segment
 // size; a checksum that is neither right nor partial is still dropped.
 func TestLocalPartialChecksums(t *testing.T) {
-	e, st, _ := newJobEndpoint(t, Config{VNI: 9, Mode: L3})
-	d := &gsoSink{sink: sink{keep: true}}
-	e.Attach(d)
-	hdr := make([]byte, 8)
-	h := geneve.Header{Protocol: geneve.ProtoIPv4, VNI: 9}
-	if _, err := h.Encode(hdr); err != nil {
-		t.Fatal(err)
-	}
-	src := netip.MustParseAddrPort("192.0.2.2:50000")
-	recv := func(inner []byte, local bool, mss uint16) {
-		p := append(append([]byte{}, hdr...), inner...)
-		st.Deliver([]link.Datagram{{Payload: p, Src: src, Local: local, InnerMSS: mss}})
-	}
+	e, d, recv := newPartialEnv(t, Config{VNI: 9, Mode: L3})
 	super := partialTCPPacket(30000)
 	recv(super, true, 1400) // a tunnel job from the TAP underlay
 	recv(super, false, 0)   // the same through a kernel socket
@@ -156,19 +164,7 @@ func TestLocalPartialChecksums(t *testing.T) {
 // socket could not mark must still arrive trusted (the stack would drop
 // it), whole if it is a super-packet; a bad checksum is left to the stack.
 func TestLocalPartialChecksumsNoGRO(t *testing.T) {
-	e, st, _ := newJobEndpoint(t, Config{VNI: 9, Mode: L3, DisableGRO: true})
-	d := &gsoSink{sink: sink{keep: true}}
-	e.Attach(d)
-	hdr := make([]byte, 8)
-	h := geneve.Header{Protocol: geneve.ProtoIPv4, VNI: 9}
-	if _, err := h.Encode(hdr); err != nil {
-		t.Fatal(err)
-	}
-	src := netip.MustParseAddrPort("192.0.2.2:50000")
-	recv := func(inner []byte) {
-		p := append(append([]byte{}, hdr...), inner...)
-		st.Deliver([]link.Datagram{{Payload: p, Src: src}})
-	}
+	e, d, recv := newPartialEnv(t, Config{VNI: 9, Mode: L3, DisableGRO: true})
 	super := partialTCPPacket(30000)
 	small := partialTCPPacket(100)
 	good := partialTCPPacket(100)
@@ -179,7 +175,7 @@ func TestLocalPartialChecksumsNoGRO(t *testing.T) {
 	bad := partialTCPPacket(100)
 	bad[37] ^= 0x40
 	for _, p := range [][]byte{super, small, good, bad} {
-		recv(p)
+		recv(p, false, 0) // through a kernel socket: not marked local
 	}
 	if len(d.pkts) != 4 {
 		t.Fatalf("%d packets delivered, want 4", len(d.pkts))

@@ -1,6 +1,7 @@
 package evpn
 
 import (
+	"net/netip"
 	"time"
 
 	api "github.com/osrg/gobgp/v4/api"
@@ -30,17 +31,13 @@ func (s *Speaker) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	id, ok := s.peerIDs[st.NeighborAddress]
-	if !ok || s.closed {
-		return
-	}
-	n := 0
-	for k, r := range s.routes {
-		if k.peer == id && !r.stale {
-			r.stale = true
-			n++
+	n := s.eachRouteOf(st.NeighborAddress, func(_ routeKey, r *route) bool {
+		if r.stale {
+			return false
 		}
-	}
+		r.stale = true
+		return true
+	})
 	if n > 0 {
 		s.stats.GracefulRestarts++
 		s.log.Info("evpn: peer restarting gracefully; its routes are kept until it is back", "peer", st.NeighborAddress, "routes", n)
@@ -55,23 +52,36 @@ func (s *Speaker) onEOR(p *apiutil.Path, _ time.Time) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	id, ok := s.peerIDs[p.PeerAddress]
-	if !ok || s.closed {
-		return
-	}
-	n := 0
-	for k, r := range s.routes {
-		if k.peer == id && r.stale {
-			delete(s.routes, k)
-			if r.on != nil {
-				r.on.apply(r, false)
-			}
-			s.stats.Withdrawn++
-			n++
+	n := s.eachRouteOf(p.PeerAddress, func(k routeKey, r *route) bool {
+		if !r.stale {
+			return false
 		}
-	}
+		delete(s.routes, k)
+		if r.on != nil {
+			r.on.apply(r, false)
+		}
+		s.stats.Withdrawn++
+		return true
+	})
 	if n > 0 {
 		s.stats.StaleRemoved += uint64(n)
 		s.log.Info("evpn: peer back from a graceful restart; the routes it did not send again are removed", "peer", p.PeerAddress, "routes", n)
 	}
+}
+
+// eachRouteOf runs fn on each route received from peer and returns how
+// many it returned true for (none once the speaker is closed). s.mu is
+// held; fn may delete the route it is given.
+func (s *Speaker) eachRouteOf(peer netip.Addr, fn func(routeKey, *route) bool) int {
+	id, ok := s.peerIDs[peer]
+	if !ok || s.closed {
+		return 0
+	}
+	n := 0
+	for k, r := range s.routes {
+		if k.peer == id && fn(k, r) {
+			n++
+		}
+	}
+	return n
 }
