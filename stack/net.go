@@ -65,6 +65,15 @@ func (t *Net) DialContext(ctx context.Context, network, address string) (net.Con
 	return t.dial(ctx, network, address, nil)
 }
 
+// knownNetwork reports whether network is one the dials take.
+func knownNetwork(network string) bool {
+	switch network {
+	case "tcp", "tcp4", "tcp6", "udp", "udp4", "udp6":
+		return true
+	}
+	return false
+}
+
 // resolve checks a net-style network and address for op ("dial" or
 // "listen"; wildcard allows an empty host) and returns the netstack
 // address, network protocol and transport protocol. Errors are
@@ -334,7 +343,7 @@ func (t *Net) DialContextMark(ctx context.Context, network, address string, mark
 
 // dial is DialContext, with the socket mark set first if mark is not nil.
 func (t *Net) dial(ctx context.Context, network, address string, mark *uint32) (net.Conn, error) {
-	if t != nil {
+	if t != nil && knownNetwork(network) {
 		if d := t.dns.Load(); d != nil {
 			if host, port, err := net.SplitHostPort(address); err == nil && host != "" {
 				if _, err := netip.ParseAddr(host); err != nil {

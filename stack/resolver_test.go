@@ -78,6 +78,9 @@ func TestOverlayDNS(t *testing.T) {
 	if dns.Queries() == 0 {
 		t.Error("the overlay's DNS server got no query")
 	}
+	if _, err := a.Tunnel.DialContext(ctx, "", "web.gnv.test:80"); err == nil || !strings.Contains(err.Error(), "unknown network") {
+		t.Errorf("dial by name on no network: %v", err)
+	}
 	// Off again.
 	if err := a.Tunnel.SetDNS(nil); err != nil || a.Tunnel.DNS() != nil {
 		t.Fatalf("SetDNS(nil): %v, %v", err, a.Tunnel.DNS())
