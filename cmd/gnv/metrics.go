@@ -136,6 +136,9 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range nicDescs {
 		ch <- d
 	}
+	for _, d := range serviceDescs {
+		ch <- d
+	}
 	describeEVPN(ch)
 }
 
@@ -174,6 +177,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 				counter(m.desc, m.get(&dc), name)
 			}
 		}
+		collectServices(ri, counter, gauge)
 		if sw := ri.switchStats(); sw != nil {
 			for _, m := range switchMetrics {
 				counter(m.desc, m.get(sw), name)

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// The metrics of a netstack overlay's services (--forward, --expose,
+// --socks5, --http-proxy): each rule's and each proxy's counters, read at
+// scrape time. Rules are labelled kind (forward or expose) and rule (as
+// gnv forward list writes it).
+
+var (
+	fwdConnectionsDesc = metricDesc("forward_connections_total", "TCP connections accepted, or UDP sessions opened, by a forward or expose rule.", "iface", "kind", "rule")
+	fwdActiveDesc      = metricDesc("forward_active", "Connections or UDP sessions of a rule open now.", "iface", "kind", "rule")
+	fwdBytesDesc       = metricDesc("forward_bytes_total", "Payload bytes a rule relayed, to the target or back from it.", "iface", "kind", "rule", "direction")
+	fwdDialErrorsDesc  = metricDesc("forward_dial_errors_total", "Failed dials to a rule's target.", "iface", "kind", "rule")
+	fwdDroppedDesc     = metricDesc("forward_dropped_total", "UDP datagrams a rule dropped (session limit, failed dial, failed send).", "iface", "kind", "rule")
+
+	socksConnectionsDesc = metricDesc("socks5_connections_total", "SOCKS5 client connections accepted.", "iface")
+	socksActiveDesc      = metricDesc("socks5_active", "SOCKS5 client connections open now.", "iface")
+	socksRepliesDesc     = metricDesc("socks5_replies_total", "SOCKS5 replies sent, by reply (RFC 1928, spaces spelt _).", "iface", "reply")
+	socksAuthDesc        = metricDesc("socks5_auth_failures_total", "SOCKS5 clients refused for their method or credentials.", "iface")
+	socksAssocDesc       = metricDesc("socks5_udp_associations_total", "SOCKS5 UDP associations made.", "iface")
+	socksBytesDesc       = metricDesc("socks5_bytes_total", "Payload bytes relayed, TCP and UDP, to the destinations or back.", "iface", "direction")
+	socksDatagramsDesc   = metricDesc("socks5_udp_datagrams_total", "UDP datagrams relayed, from the clients (to_target) or back to them.", "iface", "direction")
+	socksUDPDroppedDesc  = metricDesc("socks5_udp_dropped_total", "Client UDP datagrams dropped, by reason: fragment (FRAG not 0) or other.", "iface", "reason")
+
+	httpRequestsDesc = metricDesc("http_proxy_requests_total", "Absolute-form requests the HTTP proxy handled.", "iface")
+	httpTunnelsDesc  = metricDesc("http_proxy_tunnels_total", "CONNECT tunnels the HTTP proxy opened.", "iface")
+	httpActiveDesc   = metricDesc("http_proxy_active_tunnels", "CONNECT tunnels open now.", "iface")
+	httpErrorsDesc   = metricDesc("http_proxy_errors_total", "Requests the HTTP proxy answered with an error, by status: 400, 407, 502, 504.", "iface", "status")
+	httpBytesDesc    = metricDesc("http_proxy_bytes_total", "The tunnels' bytes, to the destinations or back.", "iface", "direction")
+
+	serviceDescs = []*prometheus.Desc{fwdConnectionsDesc, fwdActiveDesc, fwdBytesDesc, fwdDialErrorsDesc, fwdDroppedDesc,
+		socksConnectionsDesc, socksActiveDesc, socksRepliesDesc, socksAuthDesc, socksAssocDesc, socksBytesDesc, socksDatagramsDesc, socksUDPDroppedDesc,
+		httpRequestsDesc, httpTunnelsDesc, httpActiveDesc, httpErrorsDesc, httpBytesDesc}
+)
+
+// socksReplyLabels are the reply label values, by code.
+var socksReplyLabels = [9]string{"succeeded", "general_failure", "not_allowed", "network_unreachable", "host_unreachable",
+	"connection_refused", "ttl_expired", "command_not_supported", "address_type_not_supported"}
+
+// collectServices sends the metrics of ri's services, if it has any.
+func collectServices(ri *runningIface, counter func(*prometheus.Desc, uint64, ...string), gauge func(*prometheus.Desc, float64, ...string)) {
+	svc := ri.svc
+	if svc == nil {
+		return
+	}
+	name := ri.plan.name
+	for _, kind := range []string{"forward", "expose"} {
+		for _, st := range svc.manager(kind).List() {
+			rule, s := st.Rule.String(), st.Stats
+			counter(fwdConnectionsDesc, s.Connections, name, kind, rule)
+			gauge(fwdActiveDesc, float64(s.Active), name, kind, rule)
+			counter(fwdBytesDesc, s.ToTarget, name, kind, rule, "to_target")
+			counter(fwdBytesDesc, s.FromTarget, name, kind, rule, "from_target")
+			counter(fwdDialErrorsDesc, s.DialErrors, name, kind, rule)
+			counter(fwdDroppedDesc, s.Dropped, name, kind, rule)
+		}
+	}
+	if svc.socks != nil {
+		s := svc.socks.Stats()
+		counter(socksConnectionsDesc, s.Connections, name)
+		gauge(socksActiveDesc, float64(s.Active), name)
+		for code, n := range s.Replies {
+			counter(socksRepliesDesc, n, name, socksReplyLabels[code])
+		}
+		counter(socksAuthDesc, s.AuthFailures, name)
+		counter(socksAssocDesc, s.Associations, name)
+		counter(socksBytesDesc, s.ToTarget, name, "to_target")
+		counter(socksBytesDesc, s.FromTarget, name, "from_target")
+		counter(socksDatagramsDesc, s.UDPIn, name, "to_target")
+		counter(socksDatagramsDesc, s.UDPOut, name, "from_target")
+		counter(socksUDPDroppedDesc, s.FragDropped, name, "fragment")
+		counter(socksUDPDroppedDesc, s.UDPDropped, name, "other")
+	}
+	if svc.proxy != nil {
+		s := svc.proxy.Stats()
+		counter(httpRequestsDesc, s.Requests, name)
+		counter(httpTunnelsDesc, s.Tunnels, name)
+		gauge(httpActiveDesc, float64(s.ActiveTunnels), name)
+		counter(httpErrorsDesc, s.BadRequests, name, "400")
+		counter(httpErrorsDesc, s.AuthFailures, name, "407")
+		counter(httpErrorsDesc, s.BadGateway, name, "502")
+		counter(httpErrorsDesc, s.GatewayTimeout, name, "504")
+		counter(httpBytesDesc, s.ToTarget, name, "to_target")
+		counter(httpBytesDesc, s.FromTarget, name, "from_target")
+	}
+}
