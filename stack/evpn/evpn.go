@@ -36,7 +36,9 @@
 // Routes with another encapsulation (VXLAN, MPLS, or none, which means
 // MPLS), with route targets of no attached VNI, or of other route types are
 // ignored and counted. When a peer goes down GoBGP withdraws its routes and
-// their entries go; Close withdraws this VTEP's routes before it stops.
+// their entries go, unless it restarts gracefully (RFC 4724; see
+// Options.NoGracefulRestart): then they stay until it is back. Close
+// withdraws this VTEP's routes before it stops.
 //
 // Single-homing only: no Ethernet segments (Type-1/Type-4) and no IP
 // prefix routes (Type-5).
