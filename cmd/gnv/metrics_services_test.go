@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -79,5 +81,35 @@ func TestServiceMetrics(t *testing.T) {
 	}
 	if n := len(mfs["gnv_socks5_replies_total"].GetMetric()); n != 9 {
 		t.Errorf("%d gnv_socks5_replies_total series, want one per reply code (9)", n)
+	}
+
+	// gnv stats has the same, as text and as JSON.
+	code, out, stderr := runCLI("stats", "--control", a.control)
+	if code != 0 || !strings.Contains(out, "gnva: forward "+rule.String()+" connections 1 ") ||
+		!strings.Contains(out, "connection_refused=1") || !strings.Contains(out, "gnva: http-proxy requests 1 ") {
+		t.Errorf("gnv stats: exit %d, %s\n%s", code, stderr, out)
+	}
+	code, out, stderr = runCLI("stats", "--json", "--control", a.control)
+	var st struct {
+		Interfaces []struct {
+			Forwards []struct {
+				Kind        string `json:"kind"`
+				Connections uint64 `json:"connections"`
+			} `json:"forwards"`
+			SOCKS5 *struct {
+				Replies map[string]uint64 `json:"replies"`
+			} `json:"socks5"`
+			HTTPProxy *struct {
+				Requests uint64 `json:"requests"`
+			} `json:"http_proxy"`
+		} `json:"interfaces"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); code != 0 || err != nil || len(st.Interfaces) != 1 {
+		t.Fatalf("gnv stats --json: exit %d, %v, %s", code, err, stderr)
+	}
+	i := st.Interfaces[0]
+	if len(i.Forwards) != 1 || i.Forwards[0].Kind != "forward" || i.Forwards[0].Connections != 1 || i.SOCKS5 == nil ||
+		i.SOCKS5.Replies["connection_refused"] != 1 || len(i.SOCKS5.Replies) != 9 || i.HTTPProxy == nil || i.HTTPProxy.Requests != 1 {
+		t.Errorf("gnv stats --json: %s", out)
 	}
 }

@@ -102,6 +102,11 @@ type ifaceStats struct {
 	FDB    *fdbCounters    `json:"fdb,omitempty"`    // l2
 	Device *deviceCounters `json:"device,omitempty"` // tap, tun
 	Switch *switchCounters `json:"switch,omitempty"` // --vm-listen
+	// The netstack overlay's services: each forward and expose rule, the
+	// SOCKS5 server, the HTTP proxy.
+	Forwards  []forwardCounters `json:"forwards,omitempty"`
+	SOCKS5    *socksCounters    `json:"socks5,omitempty"`
+	HTTPProxy *httpCounters     `json:"http_proxy,omitempty"`
 }
 
 // tunnelCounters are endpoint.Stats: packets and bytes are inner ones;
@@ -338,6 +343,7 @@ func (inst *instance) stats(name string) (statsReply, error) {
 				WrittenPackets: d.WrittenPackets, WrittenBytes: d.WrittenBytes, WriteDrops: d.WriteDrops, WriteErrors: d.WriteErrors}
 		}
 		s.Switch = ri.switchStats()
+		s.Forwards, s.SOCKS5, s.HTTPProxy = ri.serviceStats()
 		r.Interfaces = append(r.Interfaces, s)
 	}
 	return r, nil
@@ -535,6 +541,7 @@ func (r *statsReply) text(w io.Writer) {
 			fmt.Fprintf(w, "%s: device read %d frames %d B (%d drops, %d errors), written %d pkts %d B (%d drops, %d errors)\n", s.Name,
 				d.ReadFrames, d.ReadBytes, d.ReadDrops, d.ReadErrors, d.WrittenPackets, d.WrittenBytes, d.WriteDrops, d.WriteErrors)
 		}
+		s.servicesText(w)
 	}
 	s := &r.Socket
 	fmt.Fprintf(w, "socket: %s %s: rx %d datagrams%s (%d errors), tx %d datagrams%s (%d errors)", s.Kind, s.Local,
