@@ -65,6 +65,20 @@ func (t *Net) DNS() []netip.AddrPort {
 	return nil
 }
 
+// LookupNetIP looks host up with the DNS servers set with SetDNS, as
+// net.Resolver's LookupNetIP does (network "ip", "ip4" or "ip6"). Without
+// servers it fails with a *net.DNSError that says so.
+func (t *Net) LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error) {
+	var d *dnsConfig
+	if t != nil {
+		d = t.dns.Load()
+	}
+	if d == nil {
+		return nil, &net.DNSError{Err: "the overlay has no resolver (set DNS servers: Config.DNS, --dns)", Name: host}
+	}
+	return d.resolver.LookupNetIP(ctx, network, host)
+}
+
 // dialName dials host (not an IP literal) on port: its addresses of the
 // network's family, in the order the resolver gives them, until one
 // connects. A failed lookup is a *net.DNSError in the *net.OpError.

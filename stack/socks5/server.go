@@ -90,8 +90,8 @@ type Stats struct {
 	FragDropped uint64
 	// UDPDropped counts other client datagrams dropped: from a source
 	// other than the association's client, a malformed header, a
-	// destination that is a name and not an IP address, or a failed
-	// send.
+	// destination name that could not be looked up (or with too many
+	// datagrams waiting for it: see Resolver), or a failed send.
 	UDPDropped uint64
 }
 

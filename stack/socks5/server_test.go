@@ -287,6 +287,83 @@ func udpDatagram(t *testing.T, frag byte, dst string, payload string) []byte {
 	return append(b, payload...)
 }
 
+// TestUDPAssociateNames: UDP datagrams to a name reach it once the
+// destination network has looked it up (the overlay's DNS server, through
+// the tunnel), those sent meanwhile included; an unknown name's datagrams
+// are dropped and counted; without a resolver, so are a name's.
+func TestUDPAssociateNames(t *testing.T) {
+	f := newFixture(t, socks5.Options{})
+	pc := proxytest.ListenPacket(t, f.b.Tunnel, "10.0.0.2:53")
+	dns := testutil.ServeDNS(pc, map[string][]netip.Addr{"echo.gnv.test": {netip.MustParseAddr("10.0.0.2")}})
+	defer dns.Close()
+	ctl, rep, bound, err := dial(f.proxy, socks5.UDPAssociate, socks5.Addr{IP: netip.IPv4Unspecified()})
+	if err != nil || rep != socks5.Succeeded {
+		t.Fatalf("UDP ASSOCIATE: %v, %v", rep, err)
+	}
+	u, err := net.Dial("udp", bound.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	send := func(name, msg string) {
+		b, err := socks5.UDPHeader{Addr: socks5.Addr{Name: name, Port: 7}}.AppendBinary(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.Write(append(b, msg...))
+	}
+	// No resolver yet: dropped.
+	send("echo.gnv.test", "no resolver")
+	if !proxytest.Wait(5*time.Second, func() bool { return f.srv.Stats().UDPDropped == 1 }) {
+		t.Fatalf("stats %+v", f.srv.Stats())
+	}
+	if err := f.a.Tunnel.SetDNS([]netip.AddrPort{netip.MustParseAddrPort("10.0.0.2:53")}); err != nil {
+		t.Fatal(err)
+	}
+	// Three at once: they wait for the lookup, then go.
+	want := map[string]bool{}
+	for i := range 3 {
+		msg := fmt.Sprint("by name ", i)
+		want[msg] = true
+		send("echo.gnv.test", msg)
+	}
+	send("nosuch.gnv.test", "lost")
+	buf := make([]byte, 2048)
+	for len(want) > 0 {
+		u.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, err := u.Read(buf)
+		if err != nil {
+			t.Fatalf("replies still missing: %v: %v", want, err)
+		}
+		h, p, err := socks5.ParseUDPDatagram(buf[:n])
+		if err != nil || h.Addr != addr("10.0.0.2:7") || !want[string(p)] {
+			t.Fatalf("reply %+v %q, %v", h, p, err)
+		}
+		delete(want, string(p))
+	}
+	if !proxytest.Wait(5*time.Second, func() bool {
+		st := f.srv.Stats()
+		return st.UDPIn == 3 && st.UDPOut == 3 && st.UDPDropped == 2
+	}) {
+		t.Errorf("stats %+v", f.srv.Stats())
+	}
+	if dns.Queries() == 0 {
+		t.Error("no DNS query")
+	}
+	// A lookup that gets no answer ends with its association, at once.
+	silent := proxytest.ListenPacket(t, f.b.Tunnel, "10.0.0.2:54") // reads nothing, answers nothing
+	defer silent.Close()
+	if err := f.a.Tunnel.SetDNS([]netip.AddrPort{netip.MustParseAddrPort("10.0.0.2:54")}); err != nil {
+		t.Fatal(err)
+	}
+	send("slow.gnv.test", "never answered")
+	time.Sleep(100 * time.Millisecond) // the lookup has started
+	ctl.Close()
+	if !proxytest.Wait(3*time.Second, func() bool { return f.srv.Stats().Active == 0 }) {
+		t.Error("the association waited for its lookup to time out")
+	}
+}
+
 // TestUDPAssociate: a Go client relays datagrams to the overlay's echo
 // servers over IPv4 and IPv6; replies carry their source; fragments and
 // foreign sources are dropped; closing the control connection ends the

@@ -2,6 +2,7 @@ package socks5
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"net"
 	"net/netip"
@@ -21,12 +22,16 @@ type association struct {
 	// port matches any.
 	want netip.AddrPort
 	wg   sync.WaitGroup
+	// ctx ends with the association (its name lookups).
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	mu     sync.Mutex
 	client *net.UDPAddr // learnt from the first datagram
 	out4   net.PacketConn
 	out6   net.PacketConn
 	closed bool
+	names  map[string]*udpName // destinations given by name (udpname.go)
 }
 
 // associate serves UDP ASSOCIATE.
@@ -41,6 +46,7 @@ func (s *Server) associate(c net.Conn, br *bufio.Reader, req Request) {
 		return
 	}
 	a := &association{s: s, control: c, relay: relay}
+	a.ctx, a.cancel = context.WithCancel(s.g.Context())
 	// The client's address: as requested where given, else the control
 	// connection's peer, with any port until the first datagram.
 	ip := req.Addr.IP.Unmap()
@@ -49,6 +55,7 @@ func (s *Server) associate(c net.Conn, br *bufio.Reader, req Request) {
 	}
 	a.want = netip.AddrPortFrom(ip, req.Addr.Port)
 	if !s.g.Track(false, a) {
+		a.cancel()
 		relay.Close()
 		return
 	}
@@ -67,6 +74,7 @@ func (s *Server) associate(c net.Conn, br *bufio.Reader, req Request) {
 
 // Close ends the association and waits for its goroutines.
 func (a *association) Close() error {
+	a.cancel()
 	a.mu.Lock()
 	a.closed = true
 	a.control.Close()
@@ -110,30 +118,32 @@ func (a *association) fromClient() {
 			continue
 		}
 		if !h.Addr.IP.IsValid() {
-			// A name: parse it if it is an IP literal.
-			ip, err := netip.ParseAddr(h.Addr.Name)
-			if err != nil {
-				s.udpDropped.Add(1)
-				s.log.Debug("socks5: UDP destination is a name; only IP addresses are relayed", "client", src.String(), "target", h.Addr.String())
-				continue
+			ip, ok := a.lookup(h.Addr.Name, h.Addr.Port, payload)
+			if !ok {
+				continue // waiting for the name, or dropped and counted
 			}
 			h.Addr.IP = ip
 		}
-		dst := netip.AddrPortFrom(h.Addr.IP.Unmap(), h.Addr.Port)
-		out, err := a.out(dst.Addr().Is4())
-		if err != nil {
-			s.udpDropped.Add(1)
-			s.log.Debug("socks5: UDP socket failed", "client", src.String(), "target", dst.String(), "err", err)
-			continue
-		}
-		if _, err := out.WriteTo(payload, net.UDPAddrFromAddrPort(dst)); err != nil {
-			s.udpDropped.Add(1)
-			s.log.Debug("socks5: UDP send failed", "client", src.String(), "target", dst.String(), "err", err)
-			continue
-		}
-		s.udpIn.Add(1)
-		s.toTarget.Add(uint64(len(payload)))
+		a.send(netip.AddrPortFrom(h.Addr.IP.Unmap(), h.Addr.Port), payload)
 	}
+}
+
+// send relays a client's payload to dst.
+func (a *association) send(dst netip.AddrPort, payload []byte) {
+	s := a.s
+	out, err := a.out(dst.Addr().Is4())
+	if err != nil {
+		s.udpDropped.Add(1)
+		s.log.Debug("socks5: UDP socket failed", "target", dst.String(), "err", err)
+		return
+	}
+	if _, err := out.WriteTo(payload, net.UDPAddrFromAddrPort(dst)); err != nil {
+		s.udpDropped.Add(1)
+		s.log.Debug("socks5: UDP send failed", "target", dst.String(), "err", err)
+		return
+	}
+	s.udpIn.Add(1)
+	s.toTarget.Add(uint64(len(payload)))
 }
 
 // fromOurClient reports whether a datagram from src belongs to the
