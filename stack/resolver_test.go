@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gnv-project/gnv/endpoint"
+	"github.com/gnv-project/gnv/stack/internal/proxytest"
 	"github.com/gnv-project/gnv/testutil"
 )
 
@@ -31,21 +32,7 @@ func TestOverlayDNS(t *testing.T) {
 	}
 	dns := testutil.ServeDNS(pc, map[string][]netip.Addr{"web.gnv.test": {b.Overlay4, b.Overlay6}})
 	defer dns.Close()
-	ln, err := b.Tunnel.Listen("tcp", ":80")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			io.WriteString(c, c.LocalAddr().String())
-			c.Close()
-		}
-	}()
+	proxytest.ServeConns(t, proxytest.Listen(t, b.Tunnel, ":80"), func(c net.Conn) { io.WriteString(c, c.LocalAddr().String()) })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 

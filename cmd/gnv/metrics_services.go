@@ -40,50 +40,42 @@ var (
 var socksReplyLabels = [9]string{"succeeded", "general_failure", "not_allowed", "network_unreachable", "host_unreachable",
 	"connection_refused", "ttl_expired", "command_not_supported", "address_type_not_supported"}
 
-// collectServices sends the metrics of ri's services, if it has any.
+// collectServices sends the metrics of ri's services, if it has any: the
+// counters gnv stats has (serviceStats).
 func collectServices(ri *runningIface, counter func(*prometheus.Desc, uint64, ...string), gauge func(*prometheus.Desc, float64, ...string)) {
-	svc := ri.svc
-	if svc == nil {
-		return
-	}
 	name := ri.plan.name
-	for _, kind := range []string{"forward", "expose"} {
-		for _, st := range svc.manager(kind).List() {
-			rule, s := st.Rule.String(), st.Stats
-			counter(fwdConnectionsDesc, s.Connections, name, kind, rule)
-			gauge(fwdActiveDesc, float64(s.Active), name, kind, rule)
-			counter(fwdBytesDesc, s.ToTarget, name, kind, rule, "to_target")
-			counter(fwdBytesDesc, s.FromTarget, name, kind, rule, "from_target")
-			counter(fwdDialErrorsDesc, s.DialErrors, name, kind, rule)
-			counter(fwdDroppedDesc, s.Dropped, name, kind, rule)
-		}
+	fwd, socks, http := ri.serviceStats()
+	for _, f := range fwd {
+		counter(fwdConnectionsDesc, f.Connections, name, f.Kind, f.Rule)
+		gauge(fwdActiveDesc, float64(f.Active), name, f.Kind, f.Rule)
+		counter(fwdBytesDesc, f.ToTarget, name, f.Kind, f.Rule, "to_target")
+		counter(fwdBytesDesc, f.FromTarget, name, f.Kind, f.Rule, "from_target")
+		counter(fwdDialErrorsDesc, f.DialErrors, name, f.Kind, f.Rule)
+		counter(fwdDroppedDesc, f.Dropped, name, f.Kind, f.Rule)
 	}
-	if svc.socks != nil {
-		s := svc.socks.Stats()
-		counter(socksConnectionsDesc, s.Connections, name)
-		gauge(socksActiveDesc, float64(s.Active), name)
-		for code, n := range s.Replies {
-			counter(socksRepliesDesc, n, name, socksReplyLabels[code])
+	if c := socks; c != nil {
+		counter(socksConnectionsDesc, c.Connections, name)
+		gauge(socksActiveDesc, float64(c.Active), name)
+		for _, reply := range socksReplyLabels {
+			counter(socksRepliesDesc, c.Replies[reply], name, reply)
 		}
-		counter(socksAuthDesc, s.AuthFailures, name)
-		counter(socksAssocDesc, s.Associations, name)
-		counter(socksBytesDesc, s.ToTarget, name, "to_target")
-		counter(socksBytesDesc, s.FromTarget, name, "from_target")
-		counter(socksDatagramsDesc, s.UDPIn, name, "to_target")
-		counter(socksDatagramsDesc, s.UDPOut, name, "from_target")
-		counter(socksUDPDroppedDesc, s.FragDropped, name, "fragment")
-		counter(socksUDPDroppedDesc, s.UDPDropped, name, "other")
+		counter(socksAuthDesc, c.AuthFailures, name)
+		counter(socksAssocDesc, c.Associations, name)
+		counter(socksBytesDesc, c.ToTarget, name, "to_target")
+		counter(socksBytesDesc, c.FromTarget, name, "from_target")
+		counter(socksDatagramsDesc, c.UDPIn, name, "to_target")
+		counter(socksDatagramsDesc, c.UDPOut, name, "from_target")
+		counter(socksUDPDroppedDesc, c.UDPFragDrops, name, "fragment")
+		counter(socksUDPDroppedDesc, c.UDPOtherDrops, name, "other")
 	}
-	if svc.proxy != nil {
-		s := svc.proxy.Stats()
-		counter(httpRequestsDesc, s.Requests, name)
-		counter(httpTunnelsDesc, s.Tunnels, name)
-		gauge(httpActiveDesc, float64(s.ActiveTunnels), name)
-		counter(httpErrorsDesc, s.BadRequests, name, "400")
-		counter(httpErrorsDesc, s.AuthFailures, name, "407")
-		counter(httpErrorsDesc, s.BadGateway, name, "502")
-		counter(httpErrorsDesc, s.GatewayTimeout, name, "504")
-		counter(httpBytesDesc, s.ToTarget, name, "to_target")
-		counter(httpBytesDesc, s.FromTarget, name, "from_target")
+	if c := http; c != nil {
+		counter(httpRequestsDesc, c.Requests, name)
+		counter(httpTunnelsDesc, c.Tunnels, name)
+		gauge(httpActiveDesc, float64(c.ActiveTunnels), name)
+		for _, e := range c.errors() {
+			counter(httpErrorsDesc, e.n, name, e.status)
+		}
+		counter(httpBytesDesc, c.ToTarget, name, "to_target")
+		counter(httpBytesDesc, c.FromTarget, name, "from_target")
 	}
 }

@@ -49,6 +49,17 @@ type httpCounters struct {
 	FromTarget     uint64 `json:"from_target_bytes"`
 }
 
+// httpError is a count of the HTTP proxy's answers with an error status.
+type httpError struct {
+	status string
+	n      uint64
+}
+
+// errors are c's error answers by status.
+func (c *httpCounters) errors() []httpError {
+	return []httpError{{"400", c.BadRequests}, {"407", c.AuthFailures}, {"502", c.BadGateway}, {"504", c.GatewayTimeout}}
+}
+
 // serviceStats reads ri's services' counters (none without services).
 func (ri *runningIface) serviceStats() ([]forwardCounters, *socksCounters, *httpCounters) {
 	svc := ri.svc
@@ -100,10 +111,7 @@ func (s *ifaceStats) servicesText(w io.Writer) {
 	}
 	if c := s.HTTPProxy; c != nil {
 		var errs []string
-		for _, e := range []struct {
-			status string
-			n      uint64
-		}{{"400", c.BadRequests}, {"407", c.AuthFailures}, {"502", c.BadGateway}, {"504", c.GatewayTimeout}} {
+		for _, e := range c.errors() {
 			if e.n != 0 {
 				errs = append(errs, fmt.Sprintf("%s=%d", e.status, e.n))
 			}
